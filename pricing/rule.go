@@ -50,32 +50,48 @@ func (r Rule) Validate() error {
 	if len(r.Currency) != 3 {
 		add("currency", "must be a 3-letter ISO 4217 code")
 	}
+	// The engine works in exact units of 0.0001 (basis points for
+	// multipliers), so every amount and multiplier must be a whole number of
+	// them; the check is exact for values written with at most 4 decimals.
+	const fourDecimals = "must have at most 4 decimal places"
 	if !(r.BasePrice > 0) || r.BasePrice > 1e6 {
 		add("basePrice", "must be > 0 and ≤ 1,000,000")
+	} else if _, ok := toUnits4(r.BasePrice); !ok {
+		add("basePrice", fourDecimals)
 	}
 	if !(r.MinMultiplier > 0) {
 		add("minMultiplier", "must be > 0")
+	} else if _, ok := toUnits4(r.MinMultiplier); !ok {
+		add("minMultiplier", fourDecimals)
 	}
 	if !(r.MaxMultiplier >= r.MinMultiplier) || r.MaxMultiplier > 20 {
 		add("maxMultiplier", "must be ≥ minMultiplier and ≤ 20")
+	} else if _, ok := toUnits4(r.MaxMultiplier); !ok {
+		add("maxMultiplier", fourDecimals)
 	}
 	if !(r.MinMultiplier <= 1 && r.MaxMultiplier >= 1) {
 		add("minMultiplier", "the range [minMultiplier, maxMultiplier] must contain 1.0")
 	}
-	if !(r.MaxStepPerMinute > 0) {
-		add("maxStepPerMinute", "must be > 0")
+	if !(r.MaxStepPerMinute >= 0.0001) || r.MaxStepPerMinute > 20 {
+		add("maxStepPerMinute", "must be between 0.0001 and 20")
+	} else if _, ok := toUnits4(r.MaxStepPerMinute); !ok {
+		add("maxStepPerMinute", fourDecimals)
 	}
-	if !(r.Threshold >= 0) {
-		add("threshold", "must be ≥ 0")
+	if !(r.Threshold >= 0) || r.Threshold > 1000 {
+		add("threshold", "must be between 0 and 1000")
 	}
 	if !(r.Sensitivity >= 0) || r.Sensitivity > 100 {
 		add("sensitivity", "must be between 0 and 100")
 	}
 	if !(r.MultiplierStep >= 0.0001) || r.MultiplierStep > 1 {
 		add("multiplierStep", "must be between 0.0001 and 1")
+	} else if _, ok := toUnits4(r.MultiplierStep); !ok {
+		add("multiplierStep", fourDecimals)
 	}
 	if !(r.PriceStep >= 0.01) || r.PriceStep > 100 {
 		add("priceStep", "must be between 0.01 and 100")
+	} else if _, ok := toUnits4(r.PriceStep); !ok {
+		add("priceStep", fourDecimals)
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// config is everything the service reads at start: flags, with defaults from
+// the environment variables named in their help.
+type config struct {
+	ListenAddr         string
+	RedisAddr          string
+	ClickHouseAddr     string
+	ClickHouseDatabase string
+	ClickHouseUser     string
+	ClickHousePassword string
+	KafkaBrokers       string
+	KafkaPartitions    int
+	ModelName          string
+	ModelRuntime       string
+	ModelDir           string
+	ModelPoll          time.Duration
+	AdminKeyFile       string
+	InferenceTimeout   time.Duration
+	QuoteValidity      time.Duration
+	HorizonMinutes     int
+	RatePerClient      float64
+	LogFormat          string
+	LogLevel           string
+}
+
+// env returns the environment variable or def.
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(env(name, "")); err == nil {
+		return v
+	}
+	return def
+}
+
+func envFloat(name string, def float64) float64 {
+	if v, err := strconv.ParseFloat(env(name, ""), 64); err == nil {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(env(name, "")); err == nil {
+		return v
+	}
+	return def
+}
+
+// help appends the environment variable to a flag's usage.
+func help(usage, envName string) string { return usage + " (env " + envName + ")" }
+
+// addConnFlags registers the addresses of the dependencies.
+func (c *config) addConnFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.RedisAddr, "redis-addr", env("REDIS_ADDR", "127.0.0.1:6379"), help("Redis address; several comma-separated for a cluster", "REDIS_ADDR"))
+	fs.StringVar(&c.ClickHouseAddr, "clickhouse-addr", env("CLICKHOUSE_ADDR", "127.0.0.1:9000"), help("ClickHouse native-protocol address", "CLICKHOUSE_ADDR"))
+	fs.StringVar(&c.ClickHouseDatabase, "clickhouse-database", env("CLICKHOUSE_DATABASE", "surge"), help("ClickHouse database (created if missing)", "CLICKHOUSE_DATABASE"))
+	fs.StringVar(&c.ClickHouseUser, "clickhouse-user", env("CLICKHOUSE_USER", "default"), help("ClickHouse user", "CLICKHOUSE_USER"))
+	c.ClickHousePassword = env("CLICKHOUSE_PASSWORD", "") // a secret: environment only, never a flag
+	fs.StringVar(&c.KafkaBrokers, "kafka-brokers", env("KAFKA_BROKERS", "127.0.0.1:9092"), help("Kafka bootstrap brokers, comma-separated", "KAFKA_BROKERS"))
+	fs.IntVar(&c.KafkaPartitions, "kafka-partitions", envInt("KAFKA_PARTITIONS", 6), help("partitions of topics created at start", "KAFKA_PARTITIONS"))
+	fs.StringVar(&c.ModelDir, "model-dir", env("MODEL_DIR", "data/models"), help("directory of the model artifact store", "MODEL_DIR"))
+	fs.StringVar(&c.LogFormat, "log-format", env("LOG_FORMAT", "json"), help("log format: json or text", "LOG_FORMAT"))
+	fs.StringVar(&c.LogLevel, "log-level", env("LOG_LEVEL", "info"), help("log level: debug, info, warn, error", "LOG_LEVEL"))
+}
+
+// addServeFlags registers the settings of the serving path.
+func (c *config) addServeFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.ListenAddr, "listen", env("LISTEN_ADDR", "127.0.0.1:8000"), help("HTTP listen address", "LISTEN_ADDR"))
+	fs.StringVar(&c.ModelName, "model-name", env("MODEL_NAME", "demand"), help("registered model to serve", "MODEL_NAME"))
+	fs.StringVar(&c.ModelRuntime, "model-runtime", env("MODEL_RUNTIME", "onnxruntime"), help("model runtime: onnxruntime or go", "MODEL_RUNTIME"))
+	fs.DurationVar(&c.ModelPoll, "model-poll", envDuration("MODEL_POLL_INTERVAL", 30*time.Second), help("how often the registry is checked for a new active model", "MODEL_POLL_INTERVAL"))
+	fs.StringVar(&c.AdminKeyFile, "admin-key-file", env("ADMIN_API_KEY_FILE", ""), help("file holding the admin API key (ADMIN_API_KEY, when set, wins)", "ADMIN_API_KEY_FILE"))
+	fs.DurationVar(&c.InferenceTimeout, "inference-timeout", envDuration("INFERENCE_TIMEOUT", 50*time.Millisecond), help("timeout of one model inference", "INFERENCE_TIMEOUT"))
+	fs.DurationVar(&c.QuoteValidity, "quote-validity", envDuration("QUOTE_VALIDITY", 60*time.Second), help("how long a quote is valid and kept for factorBreakdown", "QUOTE_VALIDITY"))
+	fs.IntVar(&c.HorizonMinutes, "price-horizon", envInt("PRICE_HORIZON_MINUTES", 15), help("forecast horizon, in minutes, that prices are based on", "PRICE_HORIZON_MINUTES"))
+	fs.Float64Var(&c.RatePerClient, "rate-limit", envFloat("RATE_LIMIT_RPS", 5000), help("GraphQL requests per second allowed per client address", "RATE_LIMIT_RPS"))
+}
+
+func (c *config) brokers() []string { return splitList(c.KafkaBrokers) }
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// logger builds the process logger.
+func (c *config) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("log level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.LogFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want json or text", c.LogFormat)
+}

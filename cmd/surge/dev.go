@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/surgeworks/surge/auth"
+	"github.com/surgeworks/surge/devenv"
+	"github.com/surgeworks/surge/features"
+	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/registry"
+	"github.com/surgeworks/surge/rules"
+)
+
+func newDevCmd() *cobra.Command {
+	var (
+		cfg          config
+		dataDir      string
+		demoFeatures bool
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the whole system locally (what `make run` starts)",
+		Long: `dev starts Redis and ClickHouse as child processes and the embedded Kafka broker,
+with their data under --data-dir (each is skipped when REDIS_ADDR, CLICKHOUSE_ADDR or
+KAFKA_BROKERS points at an existing server), applies the migrations, trains and registers
+a bootstrap model on a generated history the first time, seeds the demo pricing rules,
+creates the admin API key, and serves the API in the foreground. SIGINT or SIGTERM
+stops the service and every child process.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("log-format") && os.Getenv("LOG_FORMAT") == "" {
+				cfg.LogFormat = "text"
+			}
+			if !cmd.Flags().Changed("model-dir") && os.Getenv("MODEL_DIR") == "" {
+				cfg.ModelDir = filepath.Join(dataDir, "models")
+			}
+			logger, err := cfg.logger()
+			if err != nil {
+				return err
+			}
+			return runDev(cmd.Context(), cfg, dataDir, demoFeatures, logger)
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", env("DATA_DIR", "data"), help("where the local servers, models and admin key keep their data", "DATA_DIR"))
+	cmd.Flags().BoolVar(&demoFeatures, "demo-features", env("DEMO_FEATURES", "true") == "true", help("keep demo online features fresh for the demo regions (until real events flow)", "DEMO_FEATURES"))
+	cfg.addConnFlags(cmd.Flags())
+	cfg.addServeFlags(cmd.Flags())
+	return cmd
+}
+
+// preferAddr returns addr when its port is free, else a free loopback port,
+// so that a second run normally gets the same ports.
+func preferAddr(addr string) string {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	ln.Close()
+	return addr
+}
+
+func runDev(ctx context.Context, cfg config, dataDir string, demoFeatures bool, logger *slog.Logger) error {
+	start := time.Now()
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return err
+	}
+	if os.Getenv("REDIS_ADDR") == "" {
+		p, err := devenv.StartRedis(ctx, devenv.RedisOptions{
+			Dir: filepath.Join(dataDir, "redis"), Addr: preferAddr("127.0.0.1:16379"), Persist: true, Logger: logger,
+		})
+		if err != nil {
+			return fmt.Errorf("start Redis: %w", err)
+		}
+		defer p.Stop()
+		cfg.RedisAddr = p.Addr
+		logger.Info("Redis started", "addr", p.Addr, "dir", filepath.Join(dataDir, "redis"))
+	}
+	if os.Getenv("CLICKHOUSE_ADDR") == "" {
+		p, err := devenv.StartClickHouse(ctx, devenv.ClickHouseOptions{
+			Dir: filepath.Join(dataDir, "clickhouse"), TCPAddr: preferAddr("127.0.0.1:19000"), HTTPAddr: preferAddr("127.0.0.1:18123"), Logger: logger,
+		})
+		if err != nil {
+			return fmt.Errorf("start ClickHouse: %w", err)
+		}
+		defer p.Stop()
+		cfg.ClickHouseAddr = p.Addr
+		logger.Info("ClickHouse started", "addr", p.Addr, "dir", filepath.Join(dataDir, "clickhouse"))
+	}
+	if os.Getenv("KAFKA_BROKERS") == "" {
+		k, err := devenv.StartKafka(ctx, devenv.KafkaOptions{
+			Dir: filepath.Join(dataDir, "kafka"), Addr: preferAddr("127.0.0.1:19092"), Partitions: cfg.KafkaPartitions, Topics: ingest.Topics, Logger: logger,
+		})
+		if err != nil {
+			return fmt.Errorf("start the embedded Kafka broker: %w", err)
+		}
+		defer k.Stop()
+		cfg.KafkaBrokers = k.Brokers[0]
+		logger.Info("embedded Kafka broker started", "brokers", k.Brokers, "dir", filepath.Join(dataDir, "kafka"))
+	}
+
+	ch, err := openClickHouse(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	seeded, err := rules.SeedDefaults(ctx, rules.NewStore(ch))
+	if err != nil {
+		ch.Close()
+		return fmt.Errorf("seed pricing rules: %w", err)
+	}
+	if len(seeded) > 0 {
+		logger.Info("default pricing rules seeded", "rules", len(seeded))
+	}
+	artifacts, err := registry.NewLocalStore(cfg.ModelDir)
+	if err != nil {
+		ch.Close()
+		return err
+	}
+	reg := registry.New(ch, artifacts)
+	if _, err := reg.Active(ctx, cfg.ModelName); errors.Is(err, registry.ErrNotFound) {
+		logger.Info("no model registered yet: training a bootstrap model on a generated history")
+		e, err := bootstrapModel(ctx, ch, reg, cfg.ModelName, logger)
+		if err != nil {
+			ch.Close()
+			return fmt.Errorf("bootstrap model: %w", err)
+		}
+		logger.Info("bootstrap model registered", "name", e.Name, "version", e.Version, "metrics", e.Metrics)
+	} else if err != nil {
+		ch.Close()
+		return fmt.Errorf("find the active model: %w", err)
+	}
+	ch.Close()
+
+	keyPath := filepath.Join(dataDir, "admin-api-key")
+	adminKey, created, err := auth.LoadOrCreateKey(keyPath)
+	if err != nil {
+		return err
+	}
+	if created {
+		logger.Info("admin API key created: send it in the X-Admin-Key header", "file", keyPath)
+	} else {
+		logger.Info("admin API key", "file", keyPath)
+	}
+
+	a, err := newApp(ctx, cfg, adminKey, logger)
+	if err != nil {
+		return err
+	}
+	if demoFeatures {
+		go runDemoFeatures(ctx, features.NewStore(a.rdb, 0), a.rules.Regions, logger)
+	}
+	logger.Info("ready: open the playground", "url", "http://"+a.server.Addr()+"/playground",
+		"graphql", "http://"+a.server.Addr()+"/graphql", "startup", time.Since(start).Round(time.Millisecond))
+	return a.run(ctx)
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/surgeworks/surge/analytics"
+	"github.com/surgeworks/surge/auth"
+	"github.com/surgeworks/surge/inference"
+	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/migrations"
+	"github.com/surgeworks/surge/quotes"
+	"github.com/surgeworks/surge/registry"
+	"github.com/surgeworks/surge/resolvers"
+	"github.com/surgeworks/surge/rules"
+	"github.com/surgeworks/surge/server"
+)
+
+func newServeCmd() *cobra.Command {
+	var cfg config
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the GraphQL pricing API against existing Redis, ClickHouse and Kafka",
+		Long: `serve connects to Redis, ClickHouse and Kafka, applies the ClickHouse migrations,
+loads the active model from the registry and serves /graphql, /playground, /health,
+/ready and /metrics until SIGINT or SIGTERM.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := cfg.logger()
+			if err != nil {
+				return err
+			}
+			adminKey := os.Getenv("ADMIN_API_KEY")
+			if adminKey == "" && cfg.AdminKeyFile != "" {
+				b, err := os.ReadFile(cfg.AdminKeyFile)
+				if err != nil {
+					return fmt.Errorf("read admin key: %w", err)
+				}
+				adminKey = string(trimSpace(b))
+			}
+			if adminKey == "" {
+				logger.Warn("no admin API key configured (ADMIN_API_KEY or --admin-key-file): admin operations are refused")
+			}
+			a, err := newApp(cmd.Context(), cfg, adminKey, logger)
+			if err != nil {
+				return err
+			}
+			return a.run(cmd.Context())
+		},
+	}
+	cfg.addConnFlags(cmd.Flags())
+	cfg.addServeFlags(cmd.Flags())
+	return cmd
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// app is the serving process: its components and their lifecycles.
+type app struct {
+	logger     *slog.Logger
+	rdb        redis.UniversalClient
+	ch         driver.Conn
+	rules      *rules.Cache
+	averages   *analytics.HistoricalAverages
+	forecaster *inference.Forecaster
+	watcher    *inference.Watcher
+	quotes     *quotes.Service
+	publisher  *ingest.Publisher
+	server     *server.Server
+}
+
+// openClickHouse connects and applies the migrations.
+func openClickHouse(ctx context.Context, cfg config, logger *slog.Logger) (driver.Conn, error) {
+	ch, err := analytics.Open(ctx, analytics.Options{
+		Addr: cfg.ClickHouseAddr, Database: cfg.ClickHouseDatabase,
+		Username: cfg.ClickHouseUser, Password: cfg.ClickHousePassword,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to ClickHouse at %s: %w", cfg.ClickHouseAddr, err)
+	}
+	applied, err := migrations.Apply(ctx, ch, cfg.ClickHouseDatabase)
+	if err != nil {
+		ch.Close()
+		return nil, fmt.Errorf("apply migrations: %w", err)
+	}
+	if len(applied) > 0 {
+		logger.Info("migrations applied", "migrations", applied)
+	}
+	return ch, nil
+}
+
+func newRedis(cfg config) redis.UniversalClient {
+	return redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:        splitList(cfg.RedisAddr),
+		DialTimeout:  200 * time.Millisecond,
+		ReadTimeout:  100 * time.Millisecond,
+		WriteTimeout: 100 * time.Millisecond,
+		PoolSize:     64,
+		MinIdleConns: 4,
+		MaxRetries:   1,
+	})
+}
+
+func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logger) (*app, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rt, err := inference.ParseRuntime(cfg.ModelRuntime)
+	if err != nil {
+		return nil, err
+	}
+	a := &app{logger: logger}
+	if a.ch, err = openClickHouse(ctx, cfg, logger); err != nil {
+		return nil, err
+	}
+	a.rdb = newRedis(cfg)
+	if err := a.rdb.Ping(ctx).Err(); err != nil {
+		logger.Warn("Redis not reachable at start; prices are served degraded until it is", "addr", cfg.RedisAddr, "err", err)
+	}
+	if err := ingest.EnsureTopics(ctx, cfg.brokers(), ingest.Topics, cfg.KafkaPartitions, 1); err != nil {
+		logger.Warn("Kafka topics not ensured; audit records wait in memory until Kafka answers", "err", err)
+	}
+
+	store := rules.NewStore(a.ch)
+	if a.rules, err = rules.NewCache(store, rules.CacheOptions{Logger: logger, Registerer: reg}); err != nil {
+		return nil, err
+	}
+	if err := a.rules.Refresh(ctx); err != nil {
+		logger.Warn("pricing rules not loaded at start", "err", err)
+	}
+	history := analytics.NewHistory(a.ch, analytics.HistoryOptions{})
+	if a.averages, err = analytics.NewHistoricalAverages(history, analytics.AveragesOptions{Logger: logger, Registerer: reg}); err != nil {
+		return nil, err
+	}
+	if err := a.averages.Refresh(ctx); err != nil {
+		logger.Warn("historical averages not loaded at start", "err", err)
+	}
+	a.forecaster = inference.NewForecaster(a.rdb, a.averages, inference.ForecasterOptions{
+		Timeout: cfg.InferenceTimeout, Logger: logger, Registerer: reg,
+	})
+	artifacts, err := registry.NewLocalStore(cfg.ModelDir)
+	if err != nil {
+		return nil, err
+	}
+	a.watcher = inference.NewWatcher(registry.New(a.ch, artifacts), a.forecaster, inference.WatcherOptions{
+		Name: cfg.ModelName, Runtime: rt, Interval: cfg.ModelPoll, Logger: logger, Registerer: reg,
+	})
+	if err := a.watcher.Sync(ctx); err != nil {
+		logger.Warn("no model served at start; forecasts fall back until one is registered", "err", err)
+	}
+	a.publisher = ingest.NewPublisher(cfg.brokers(), ingest.PublisherOptions{Logger: logger, Registerer: reg})
+	a.quotes = quotes.New(a.rules, a.rdb, a.forecaster, a.publisher, quotes.Options{
+		HorizonMinutes: cfg.HorizonMinutes, Validity: cfg.QuoteValidity, Logger: logger, Registerer: reg,
+		UserHashKey: []byte(os.Getenv("USER_HASH_KEY")),
+	})
+	res := &resolvers.Resolver{Quotes: a.quotes, Rules: a.rules, History: store}
+	a.server = server.New(res, auth.New(adminKey), a.readiness(), server.Options{
+		Addr: cfg.ListenAddr, RatePerClient: cfg.RatePerClient, Logger: logger, Registry: reg,
+	})
+	if err := a.server.Listen(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// readiness lists what /ready checks.
+func (a *app) readiness() map[string]server.Check {
+	return map[string]server.Check{
+		"redis":      func(ctx context.Context) error { return a.rdb.Ping(ctx).Err() },
+		"clickhouse": func(ctx context.Context) error { return a.ch.Ping(ctx) },
+		"model": func(context.Context) error {
+			if a.forecaster.Model() == nil {
+				return errors.New("no model loaded")
+			}
+			return nil
+		},
+		"rules": func(context.Context) error {
+			if !a.rules.Loaded() {
+				return errors.New("pricing rules not loaded")
+			}
+			return nil
+		},
+	}
+}
+
+// run runs every component until ctx ends or one fails, then stops them all.
+func (a *app) run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, c := range []interface{ Run(context.Context) error }{
+		a.rules, a.averages, a.forecaster, a.watcher, a.quotes, a.publisher, a.server,
+	} {
+		g.Go(func() error { return c.Run(ctx) })
+	}
+	err := g.Wait()
+	if m := a.forecaster.SetModel(nil); m != nil {
+		_ = m.Close()
+	}
+	a.rdb.Close()
+	a.ch.Close()
+	a.logger.Info("stopped")
+	return err
+}

@@ -1,0 +1,296 @@
+package devenv
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+)
+
+// ClickHouseOptions configures StartClickHouse.
+type ClickHouseOptions struct {
+	// Dir holds everything of this server: config.xml and users.xml
+	// (rewritten at every start), data/ (databases, kept across starts),
+	// log/ and the stdout log. Required; created if missing.
+	Dir string
+	// TCPAddr is the native-protocol listen address (what clickhouse-go
+	// uses). Default "127.0.0.1:0": a free port chosen by us.
+	TCPAddr string
+	// HTTPAddr is the HTTP listen address (/ping). Default "127.0.0.1:0".
+	HTTPAddr string
+	// LogLevel is the server's own log level (trace, debug, information,
+	// warning, error). Default "information".
+	LogLevel string
+	// StartTimeout bounds the wait for /ping and a native connect.
+	// Default 60 s.
+	StartTimeout time.Duration
+	// Logger receives start/stop events. Default: discard.
+	Logger *slog.Logger
+}
+
+// StartClickHouse writes a self-contained config into opts.Dir, starts
+// clickhouse-server as a child process and returns once it answers /ping
+// and a native-protocol connection. The returned Process's Addr is the
+// native address, HTTPAddr the HTTP one; the user is "default" without
+// password, reachable from loopback only.
+func StartClickHouse(ctx context.Context, opts ClickHouseOptions) (*Process, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("devenv: ClickHouseOptions.Dir is required")
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("devenv: clickhouse dir: %w", err)
+	}
+	for _, sub := range []string{"", "data", "log"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return nil, fmt.Errorf("devenv: clickhouse dir: %w", err)
+		}
+	}
+	bin, args, err := clickHouseBinary()
+	if err != nil {
+		return nil, err
+	}
+	tcpAddr, tcpPicked, err := resolveAddr(opts.TCPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("devenv: clickhouse tcp: %w", err)
+	}
+	httpAddr, httpPicked, err := resolveAddr(opts.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("devenv: clickhouse http: %w", err)
+	}
+	if hostOf(tcpAddr) != hostOf(httpAddr) {
+		return nil, fmt.Errorf("devenv: clickhouse: TCPAddr %s and HTTPAddr %s must share a host (one listen_host)", tcpAddr, httpAddr)
+	}
+	timeout := orDefault(opts.StartTimeout, 60*time.Second)
+	logLevel := orDefault(opts.LogLevel, "information")
+	p := &Process{
+		Name:     "clickhouse",
+		Addr:     tcpAddr,
+		HTTPAddr: httpAddr,
+		Dir:      dir,
+		LogPath:  filepath.Join(dir, "log", "stdout.log"),
+		logger:   loggerOrDiscard(opts.Logger),
+	}
+	errLog := filepath.Join(dir, "log", "clickhouse-server.err.log")
+	p.logs = []string{p.LogPath, errLog}
+	configPath := filepath.Join(dir, "config.xml")
+	p.launch = func(ctx context.Context) (*child, error) {
+		if err := writeClickHouseConfig(dir, p.Addr, p.HTTPAddr, logLevel); err != nil {
+			return nil, err
+		}
+		offs := p.logOffsets()
+		begin := time.Now()
+		c, err := spawn(bin, append(args, "--config-file="+configPath), dir, p.LogPath)
+		if err != nil {
+			return nil, fmt.Errorf("devenv: clickhouse: %w", err)
+		}
+		if err := waitReady(ctx, c, timeout, func(ctx context.Context) error { return clickHouseReady(ctx, p.Addr, p.HTTPAddr) }); err != nil {
+			return nil, p.startError(err, offs)
+		}
+		p.logger.Info("devenv: started", "name", p.Name, "addr", p.Addr, "http", p.HTTPAddr,
+			"pid", c.cmd.Process.Pid, "dir", dir, "took", time.Since(begin).Round(time.Millisecond))
+		return c, nil
+	}
+	var repick func() error
+	if tcpPicked || httpPicked {
+		repick = func() error {
+			if tcpPicked {
+				a, _, err := resolveAddr(net.JoinHostPort(hostOf(p.Addr), "0"))
+				if err != nil {
+					return err
+				}
+				p.Addr = a
+			}
+			if httpPicked {
+				a, _, err := resolveAddr(net.JoinHostPort(hostOf(p.HTTPAddr), "0"))
+				if err != nil {
+					return err
+				}
+				p.HTTPAddr = a
+			}
+			return nil
+		}
+	}
+	if err := p.startWithPorts(ctx, repick); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// clickHouseBinary finds the server: Debian's 18.16 ships a separate
+// /usr/sbin/clickhouse-server; upstream packages ship one /usr/bin/clickhouse
+// taking a "server" argument.
+func clickHouseBinary() (string, []string, error) {
+	if bin, err := findBinary("clickhouse-server"); err == nil {
+		return bin, nil, nil
+	}
+	if bin, err := findBinary("clickhouse"); err == nil {
+		return bin, []string{"server"}, nil
+	}
+	return "", nil, fmt.Errorf("devenv: clickhouse-server or clickhouse: %w", ErrBinaryNotFound)
+}
+
+// clickHouseReady checks /ping over HTTP, then a native-protocol
+// handshake, which is what the service uses.
+func clickHouseReady(ctx context.Context, tcpAddr, httpAddr string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/ping", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "Ok." {
+		return fmt.Errorf("/ping: %s %q", resp.Status, body)
+	}
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:        []string{tcpAddr},
+		Auth:        clickhouse.Auth{Database: "default", Username: "default"},
+		DialTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("native open: %w", err)
+	}
+	defer conn.Close()
+	if err := conn.Ping(ctx); err != nil {
+		return fmt.Errorf("native ping: %w", err)
+	}
+	return nil
+}
+
+// clickHouseConfig is the whole server config. Notes for ClickHouse 18.16:
+//   - listen_host 127.0.0.1 only: without it the server listens on every
+//     interface; listen_try=0 makes a taken port fatal (exit code 70,
+//     "Address already in use" in the error log) instead of a server
+//     silently running without that port, so the start can retry.
+//   - no interserver_http_port: the stock config opens 9009 for
+//     replication, which we neither need nor want on a shared box.
+//   - every path (path, tmp_path, user_files_path, format_schema_path,
+//     logs) points into Dir; defaults would land in /var/lib/clickhouse.
+//   - timezone UTC, so DateTime text is the same on every machine.
+//   - no query_log/part_log: no system tables written in the background.
+//   - caches are allocated on demand: 256 MiB bounds fit a 2-core box.
+//     background_pool_size stays at 16: with fewer threads than
+//     number_of_free_entries_in_pool_to_lower_max_size_of_merge (8) the
+//     merge size cap drops and parts pile up under inserts.
+//   - max_table_size_to_drop=0 so dev/test DROPs never refuse big tables.
+//   - users.xml: user "default", no password, loopback networks only.
+var clickHouseConfig = template.Must(template.New("config").Funcs(template.FuncMap{"x": xmlEscape}).Parse(`<?xml version="1.0"?>
+<!-- Written by devenv.StartClickHouse at every start: edits are overwritten. -->
+<yandex>
+    <logger>
+        <level>{{x .LogLevel}}</level>
+        <log>{{x .Dir}}/log/clickhouse-server.log</log>
+        <errorlog>{{x .Dir}}/log/clickhouse-server.err.log</errorlog>
+        <size>50M</size>
+        <count>2</count>
+    </logger>
+    <listen_host>{{x .Host}}</listen_host>
+    <listen_try>0</listen_try>
+    <tcp_port>{{.TCPPort}}</tcp_port>
+    <http_port>{{.HTTPPort}}</http_port>
+    <path>{{x .Dir}}/data/</path>
+    <tmp_path>{{x .Dir}}/data/tmp/</tmp_path>
+    <user_files_path>{{x .Dir}}/data/user_files/</user_files_path>
+    <format_schema_path>{{x .Dir}}/data/format_schemas/</format_schema_path>
+    <users_config>{{x .Dir}}/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <umask>022</umask>
+    <mlock_executable>false</mlock_executable>
+    <max_connections>1024</max_connections>
+    <max_concurrent_queries>100</max_concurrent_queries>
+    <keep_alive_timeout>3</keep_alive_timeout>
+    <mark_cache_size>268435456</mark_cache_size>
+    <uncompressed_cache_size>268435456</uncompressed_cache_size>
+    <max_table_size_to_drop>0</max_table_size_to_drop>
+    <max_partition_size_to_drop>0</max_partition_size_to_drop>
+    <builtin_dictionaries_reload_interval>3600</builtin_dictionaries_reload_interval>
+    <max_session_timeout>3600</max_session_timeout>
+    <default_session_timeout>60</default_session_timeout>
+</yandex>
+`))
+
+var clickHouseUsers = `<?xml version="1.0"?>
+<!-- Written by devenv.StartClickHouse at every start: edits are overwritten. -->
+<yandex>
+    <profiles>
+        <default>
+            <max_memory_usage>4000000000</max_memory_usage>
+            <use_uncompressed_cache>0</use_uncompressed_cache>
+            <load_balancing>random</load_balancing>
+        </default>
+    </profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks>
+                <ip>127.0.0.1</ip>
+                <ip>::1</ip>
+            </networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas>
+        <default>
+            <interval>
+                <duration>3600</duration>
+                <queries>0</queries>
+                <errors>0</errors>
+                <result_rows>0</result_rows>
+                <read_rows>0</read_rows>
+                <execution_time>0</execution_time>
+            </interval>
+        </default>
+    </quotas>
+</yandex>
+`
+
+func writeClickHouseConfig(dir, tcpAddr, httpAddr, logLevel string) error {
+	host, tcpPort, err := net.SplitHostPort(tcpAddr)
+	if err != nil {
+		return fmt.Errorf("devenv: clickhouse config: %w", err)
+	}
+	_, httpPort, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return fmt.Errorf("devenv: clickhouse config: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := clickHouseConfig.Execute(&buf, map[string]string{
+		"Dir": dir, "Host": host, "TCPPort": tcpPort, "HTTPPort": httpPort, "LogLevel": logLevel,
+	}); err != nil {
+		return fmt.Errorf("devenv: clickhouse config: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.xml"), buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("devenv: clickhouse config: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "users.xml"), []byte(clickHouseUsers), 0o644); err != nil {
+		return fmt.Errorf("devenv: clickhouse users: %w", err)
+	}
+	return nil
+}
+
+func xmlEscape(s string) (string, error) {
+	var b strings.Builder
+	if err := xml.EscapeText(&b, []byte(s)); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}

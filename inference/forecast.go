@@ -1,0 +1,457 @@
+package inference
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	"github.com/failsafe-go/failsafe-go/timeout"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/surgeworks/surge/features"
+)
+
+// Source says which link of the fallback chain served a forecast.
+type Source string
+
+// The links of the fallback chain, best first.
+const (
+	SourceModel             Source = "MODEL"
+	SourceCached            Source = "CACHED"
+	SourceHistoricalAverage Source = "HISTORICAL_AVERAGE"
+	SourceStatic            Source = "STATIC"
+)
+
+// Forecast is the demand expected in a region over the next HorizonMinutes.
+type Forecast struct {
+	RegionID       string    `json:"regionId"`
+	HorizonMinutes int       `json:"horizonMinutes"`
+	Demand         float64   `json:"demand"`
+	Lower          float64   `json:"lower"`
+	Upper          float64   `json:"upper"`
+	ModelVersion   string    `json:"modelVersion,omitempty"`
+	Source         Source    `json:"source"`
+	GeneratedAt    time.Time `json:"generatedAt"`
+	Warnings       []string  `json:"warnings,omitempty"`
+}
+
+// Known reports whether the forecast carries a demand figure (every source but STATIC).
+func (f Forecast) Known() bool { return f.Source != SourceStatic }
+
+// Degraded reports whether a fallback served the forecast.
+func (f Forecast) Degraded() bool { return f.Source != SourceModel }
+
+// Request asks for one forecast. Features and Cached come from the caller's
+// batched Redis read (see QueueCached); FeaturesErr is set when that read failed.
+type Request struct {
+	RegionID       string
+	HorizonMinutes int
+	At             time.Time
+	Features       features.Values
+	FeaturesErr    error
+	Cached         *Forecast
+}
+
+// HistoryLookup gives the mean demand per minute of a region at a time of the
+// week; analytics.HistoricalAverages implements it.
+type HistoryLookup interface {
+	Lookup(regionID string, at time.Time) (perMinute float64, ok bool)
+}
+
+// ForecasterOptions configures a Forecaster. Zero values take the defaults.
+type ForecasterOptions struct {
+	// Timeout bounds one model inference (default 50 ms).
+	Timeout time.Duration
+	// FailureThreshold consecutive failures open the circuit breaker (default 5).
+	FailureThreshold uint
+	// OpenDelay is how long the breaker stays open before a trial (default 30 s).
+	OpenDelay time.Duration
+	// HalfOpenTrials is how many trial calls a half-open breaker lets through;
+	// their success closes it (default 1).
+	HalfOpenTrials uint
+	// MaxFeatureAge: older online features are not fed to the model (default 5 min).
+	MaxFeatureAge time.Duration
+	// CacheTTL is the life of a forecast cached in Redis (default 30 min), and
+	// CacheMaxAge the oldest cached forecast still served (default 30 min).
+	CacheTTL    time.Duration
+	CacheMaxAge time.Duration
+	// CacheWriteInterval throttles cache writes per region and horizon (default 1 s).
+	CacheWriteInterval time.Duration
+	Logger             *slog.Logger
+	Registerer         prometheus.Registerer
+}
+
+func (o *ForecasterOptions) defaults() {
+	if o.Timeout <= 0 {
+		o.Timeout = 50 * time.Millisecond
+	}
+	if o.FailureThreshold == 0 {
+		o.FailureThreshold = 5
+	}
+	if o.OpenDelay <= 0 {
+		o.OpenDelay = 30 * time.Second
+	}
+	if o.HalfOpenTrials == 0 {
+		o.HalfOpenTrials = 1
+	}
+	if o.MaxFeatureAge <= 0 {
+		o.MaxFeatureAge = 5 * time.Minute
+	}
+	if o.CacheTTL <= 0 {
+		o.CacheTTL = 30 * time.Minute
+	}
+	if o.CacheMaxAge <= 0 {
+		o.CacheMaxAge = 30 * time.Minute
+	}
+	if o.CacheWriteInterval <= 0 {
+		o.CacheWriteInterval = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Forecaster serves forecasts through the fallback chain. It is safe for
+// concurrent use; Run writes model forecasts to the Redis cache in the
+// background.
+type Forecaster struct {
+	opts    ForecasterOptions
+	rdb     redis.UniversalClient // may be nil: no shared cache
+	history HistoryLookup         // may be nil
+	model   atomic.Pointer[Model]
+	breaker circuitbreaker.CircuitBreaker[[]float32]
+	exec    failsafe.Executor[[]float32]
+	schema  features.Schema
+
+	lastGood sync.Map // cacheKey → Forecast: the in-process copy of the cache
+	writes   chan Forecast
+	written  sync.Map // cacheKey → time.Time of the last cache write
+	m        *forecastMetrics
+}
+
+// NewForecaster returns a forecaster. rdb and history may be nil.
+func NewForecaster(rdb redis.UniversalClient, history HistoryLookup, opts ForecasterOptions) *Forecaster {
+	opts.defaults()
+	f := &Forecaster{
+		opts:    opts,
+		rdb:     rdb,
+		history: history,
+		schema:  features.V1,
+		writes:  make(chan Forecast, 1024),
+		m:       newForecastMetrics(opts.Registerer),
+	}
+	f.breaker = circuitbreaker.NewBuilder[[]float32]().
+		WithFailureThreshold(opts.FailureThreshold).
+		WithDelay(opts.OpenDelay).
+		WithSuccessThreshold(opts.HalfOpenTrials).
+		OnStateChanged(func(e circuitbreaker.StateChangedEvent) {
+			opts.Logger.Warn("inference circuit breaker state changed",
+				"from", e.OldState.String(), "to", e.NewState.String())
+			f.m.breakerTransitions.WithLabelValues(e.NewState.String()).Inc()
+			f.m.breakerState.Set(float64(e.NewState))
+		}).
+		Build()
+	to := timeout.NewBuilder[[]float32](opts.Timeout).Build()
+	// The breaker is outside the timeout, so timeouts count as failures.
+	f.exec = failsafe.With[[]float32](f.breaker, to)
+	return f
+}
+
+// SetModel makes m the served model; it returns the previous one (nil at
+// first) so the caller can close it once in-flight calls are done.
+func (f *Forecaster) SetModel(m *Model) *Model {
+	old := f.model.Swap(m)
+	if m != nil {
+		f.m.modelInfo.Reset()
+		f.m.modelInfo.WithLabelValues(m.Name, m.Version).Set(1)
+	}
+	return old
+}
+
+// Model returns the served model, or nil.
+func (f *Forecaster) Model() *Model { return f.model.Load() }
+
+// BreakerState returns the circuit breaker's state.
+func (f *Forecaster) BreakerState() circuitbreaker.State { return f.breaker.State() }
+
+// Forecast serves one forecast.
+func (f *Forecaster) Forecast(ctx context.Context, req Request) Forecast {
+	return f.ForecastBatch(ctx, []Request{req})[0]
+}
+
+// ForecastBatch serves many forecasts with one model call. Every request gets
+// an answer: failures of the model, Redis or ClickHouse only move it down the
+// fallback chain.
+func (f *Forecaster) ForecastBatch(ctx context.Context, reqs []Request) []Forecast {
+	out := make([]Forecast, len(reqs))
+	reasons := make([]string, len(reqs))
+	m := f.model.Load()
+
+	idx := make([]int, 0, len(reqs))
+	rows := make([][]float32, 0, len(reqs))
+	for i, r := range reqs {
+		switch {
+		case m == nil:
+			reasons[i] = "no model loaded"
+		case r.FeaturesErr != nil:
+			reasons[i] = "online features unavailable"
+		case !r.Features.Found():
+			reasons[i] = "no online features for the region"
+		case r.At.Sub(r.Features.UpdatedAt) > f.opts.MaxFeatureAge:
+			reasons[i] = fmt.Sprintf("online features stale (%s old)", r.At.Sub(r.Features.UpdatedAt).Round(time.Second))
+		default:
+			idx = append(idx, i)
+			rows = append(rows, f.schema.Vector(nil, r.Features.Online, r.At, r.HorizonMinutes))
+		}
+	}
+	if len(rows) > 0 {
+		start := time.Now()
+		preds, err := f.exec.GetWithExecution(func(exec failsafe.Execution[[]float32]) ([]float32, error) {
+			return predictCtx(exec.Context(), m.Predictor, rows)
+		})
+		f.m.inferenceSeconds.Observe(time.Since(start).Seconds())
+		if err == nil && len(preds) != len(rows) {
+			err = fmt.Errorf("model returned %d predictions for %d rows", len(preds), len(rows))
+		}
+		if err != nil {
+			reason := inferenceFailure(err, f.opts.Timeout)
+			f.m.inferenceErrors.WithLabelValues(failureKind(err)).Inc()
+			for _, i := range idx {
+				reasons[i] = reason
+			}
+		} else {
+			for k, i := range idx {
+				r := reqs[i]
+				fc := Forecast{
+					RegionID:       r.RegionID,
+					HorizonMinutes: r.HorizonMinutes,
+					Demand:         math.Max(0, float64(preds[k])),
+					ModelVersion:   m.Version,
+					Source:         SourceModel,
+					GeneratedAt:    r.At,
+				}
+				fc.Lower, fc.Upper = interval(fc.Demand, 1)
+				out[i] = fc
+				f.remember(fc)
+			}
+		}
+	}
+	for i, r := range reqs {
+		if out[i].Source == "" {
+			out[i] = f.fallback(r, reasons[i])
+		}
+		f.m.served.WithLabelValues(string(out[i].Source)).Inc()
+	}
+	return out
+}
+
+// predictCtx runs the predictor but returns as soon as ctx ends, so a runtime
+// that hangs cannot hold the request past its timeout.
+func predictCtx(ctx context.Context, p Predictor, rows [][]float32) ([]float32, error) {
+	type result struct {
+		out []float32
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		out, err := p.Predict(ctx, rows)
+		ch <- result{out, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.out, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func inferenceFailure(err error, limit time.Duration) string {
+	switch {
+	case errors.Is(err, circuitbreaker.ErrOpen):
+		return "model circuit breaker open"
+	case errors.Is(err, timeout.ErrExceeded):
+		return fmt.Sprintf("model inference timed out after %s", limit)
+	default:
+		return "model inference failed: " + err.Error()
+	}
+}
+
+func failureKind(err error) string {
+	switch {
+	case errors.Is(err, circuitbreaker.ErrOpen):
+		return "breaker_open"
+	case errors.Is(err, timeout.ErrExceeded):
+		return "timeout"
+	default:
+		return "error"
+	}
+}
+
+// fallback walks the chain below the model: cached, historical average, static.
+func (f *Forecaster) fallback(r Request, reason string) Forecast {
+	base := Forecast{RegionID: r.RegionID, HorizonMinutes: r.HorizonMinutes, GeneratedAt: r.At}
+	warn := func(fc Forecast, served string) Forecast {
+		fc.Warnings = append(fc.Warnings, fmt.Sprintf("forecast from %s: %s", served, reason))
+		return fc
+	}
+	cached := r.Cached
+	if c, ok := f.lastGood.Load(cacheKey(r.RegionID, r.HorizonMinutes)); ok {
+		if lg := c.(Forecast); cached == nil || lg.GeneratedAt.After(cached.GeneratedAt) {
+			cached = &lg
+		}
+	}
+	if cached != nil && r.At.Sub(cached.GeneratedAt) <= f.opts.CacheMaxAge {
+		fc := *cached
+		fc.Source = SourceCached
+		fc.Warnings = nil
+		return warn(fc, fmt.Sprintf("cache (model %s, %s old)", fc.ModelVersion, r.At.Sub(fc.GeneratedAt).Round(time.Second)))
+	}
+	if f.history != nil {
+		if perMinute, ok := f.history.Lookup(r.RegionID, r.At); ok {
+			fc := base
+			fc.Source = SourceHistoricalAverage
+			fc.Demand = perMinute * float64(r.HorizonMinutes)
+			fc.Lower, fc.Upper = interval(fc.Demand, 2)
+			return warn(fc, "historical average for this hour of week")
+		}
+	}
+	fc := base
+	fc.Source = SourceStatic
+	return warn(fc, "static base price (no forecast available)")
+}
+
+// interval is an 80 % band around a count forecast, treating the count as
+// Poisson; widen > 1 widens it for the cruder fallbacks. (A later version
+// takes quantiles from the model's validation residuals.)
+func interval(demand, widen float64) (lower, upper float64) {
+	half := 1.2816 * math.Sqrt(math.Max(demand, 1)) * widen
+	return math.Max(0, demand-half), demand + half
+}
+
+func cacheKey(regionID string, horizon int) string {
+	return fmt.Sprintf("forecast:{%s}:%d", regionID, horizon)
+}
+
+// remember keeps a model forecast as the region's last good one, in process
+// and (throttled, in the background) in Redis.
+func (f *Forecaster) remember(fc Forecast) {
+	key := cacheKey(fc.RegionID, fc.HorizonMinutes)
+	f.lastGood.Store(key, fc)
+	if f.rdb == nil {
+		return
+	}
+	if t, ok := f.written.Load(key); ok && fc.GeneratedAt.Sub(t.(time.Time)) < f.opts.CacheWriteInterval {
+		return
+	}
+	f.written.Store(key, fc.GeneratedAt)
+	select {
+	case f.writes <- fc:
+	default:
+		f.m.cacheWriteDropped.Inc()
+	}
+}
+
+// Run writes remembered forecasts to Redis until ctx ends.
+func (f *Forecaster) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case fc := <-f.writes:
+			if f.rdb == nil {
+				continue
+			}
+			b, _ := json.Marshal(fc)
+			wctx, cancel := context.WithTimeout(ctx, time.Second)
+			err := f.rdb.Set(wctx, cacheKey(fc.RegionID, fc.HorizonMinutes), b, f.opts.CacheTTL).Err()
+			cancel()
+			if err != nil {
+				f.m.cacheWriteErrors.Inc()
+				f.opts.Logger.Debug("forecast cache write failed", "region", fc.RegionID, "err", err)
+			}
+		}
+	}
+}
+
+// QueueCached adds the read of a region's cached forecast to a pipeline; the
+// returned function gives it (nil when absent) after the pipeline ran.
+func QueueCached(ctx context.Context, p redis.Pipeliner, regionID string, horizon int) func() (*Forecast, error) {
+	cmd := p.Get(ctx, cacheKey(regionID, horizon))
+	return func() (*Forecast, error) {
+		b, err := cmd.Bytes()
+		if errors.Is(err, redis.Nil) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read cached forecast of %s: %w", regionID, err)
+		}
+		var fc Forecast
+		if err := json.Unmarshal(b, &fc); err != nil {
+			return nil, fmt.Errorf("decode cached forecast of %s: %w", regionID, err)
+		}
+		return &fc, nil
+	}
+}
+
+type forecastMetrics struct {
+	inferenceSeconds   prometheus.Histogram
+	inferenceErrors    *prometheus.CounterVec
+	served             *prometheus.CounterVec
+	breakerState       prometheus.Gauge
+	breakerTransitions *prometheus.CounterVec
+	cacheWriteErrors   prometheus.Counter
+	cacheWriteDropped  prometheus.Counter
+	modelInfo          *prometheus.GaugeVec
+}
+
+func newForecastMetrics(reg prometheus.Registerer) *forecastMetrics {
+	m := &forecastMetrics{
+		inferenceSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "surge_inference_duration_seconds",
+			Help:    "Duration of model inference calls (one call may hold a batch of rows), failures included.",
+			Buckets: []float64{.00001, .00002, .00005, .0001, .0002, .0005, .001, .002, .005, .01, .025, .05, .1},
+		}),
+		inferenceErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "surge_inference_errors_total",
+			Help: "Failed model inference calls by kind (timeout, breaker_open, error).",
+		}, []string{"kind"}),
+		served: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "surge_forecasts_total",
+			Help: "Forecasts served, by the source of the fallback chain that served them.",
+		}, []string{"source"}),
+		breakerState: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "surge_inference_circuit_breaker_state",
+			Help: "State of the inference circuit breaker: 0 closed, 1 open, 2 half-open.",
+		}),
+		breakerTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "surge_inference_circuit_breaker_transitions_total",
+			Help: "Transitions of the inference circuit breaker, by the state entered.",
+		}, []string{"state"}),
+		cacheWriteErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "surge_forecast_cache_write_errors_total",
+			Help: "Failed writes of forecasts to the Redis cache.",
+		}),
+		cacheWriteDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "surge_forecast_cache_writes_dropped_total",
+			Help: "Forecast cache writes dropped because the write queue was full.",
+		}),
+		modelInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "surge_model_info",
+			Help: "The served model: 1 for the loaded name and version.",
+		}, []string{"name", "version"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.inferenceSeconds, m.inferenceErrors, m.served, m.breakerState,
+			m.breakerTransitions, m.cacheWriteErrors, m.cacheWriteDropped, m.modelInfo)
+	}
+	return m
+}

@@ -1,0 +1,417 @@
+package inference
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/surgeworks/surge/model"
+)
+
+// requireORT skips when the ONNX Runtime library is not installed (run
+// `make deps`); every other failure fails the test.
+func requireORT(tb testing.TB) {
+	tb.Helper()
+	if _, err := ORTLibraryPath(); err != nil {
+		tb.Skipf("ONNX Runtime library not installed: %v", err)
+	}
+}
+
+// ortRandomEnsemble builds trees of the given depth (some branches stop
+// early) with thresholds from a grid that random rows also draw from, and
+// leaf values spread over several orders of magnitude so that the order and
+// precision of the summation show in the low bits.
+func ortRandomEnsemble(rng *rand.Rand, trees, depth, features int) *model.Ensemble {
+	e := &model.Ensemble{NumFeatures: features, Base: float32(rng.NormFloat64() * 100)}
+	for range trees {
+		var tr model.Tree
+		var grow func(d int) int32
+		grow = func(d int) int32 {
+			id := int32(len(tr.Nodes))
+			if d == depth || (d > 2 && rng.IntN(10) == 0) {
+				v := rng.NormFloat64() * math.Pow(10, float64(rng.IntN(7)-3))
+				tr.Nodes = append(tr.Nodes, model.Node{Leaf: true, Value: float32(v)})
+				return id
+			}
+			tr.Nodes = append(tr.Nodes, model.Node{Feature: int32(rng.IntN(features)), Threshold: gridValue(rng)})
+			l := grow(d + 1)
+			r := grow(d + 1)
+			tr.Nodes[id].True, tr.Nodes[id].False = l, r
+			return id
+		}
+		grow(0)
+		e.Trees = append(e.Trees, tr)
+	}
+	return e
+}
+
+func gridValue(rng *rand.Rand) float32 { return float32(rng.IntN(200)-100) / 16 }
+
+// randomRows mixes grid values (which hit thresholds exactly), values between
+// them, NaN and infinities.
+func randomRows(rng *rand.Rand, n, features int) [][]float32 {
+	rows := make([][]float32, n)
+	for i := range rows {
+		r := make([]float32, features)
+		for j := range r {
+			switch k := rng.IntN(20); {
+			case k == 0:
+				r[j] = float32(math.NaN())
+			case k == 1:
+				r[j] = float32(math.Inf(2*rng.IntN(2) - 1))
+			case k < 12:
+				r[j] = gridValue(rng)
+			default:
+				r[j] = float32(rng.NormFloat64() * 4)
+			}
+		}
+		rows[i] = r
+	}
+	return rows
+}
+
+func newORT(tb testing.TB, e *model.Ensemble) *ORTPredictor {
+	tb.Helper()
+	b, err := e.MarshalONNX()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p, err := NewORTPredictor(b, e.NumFeatures, ORTOptions{PoolSize: 4})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
+}
+
+func sameBits(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) }
+
+func TestORTParityWithGoWalk(t *testing.T) {
+	requireORT(t)
+	rng := rand.New(rand.NewPCG(42, 1))
+	e := ortRandomEnsemble(rng, 100, 6, 20)
+	p := newORT(t, e)
+	g := NewGoPredictor(e)
+	rows := randomRows(rng, 6000, 20)
+	ctx := context.Background()
+
+	want, err := g.Predict(ctx, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(name string, i int, got float32) {
+		t.Helper()
+		if !sameBits(got, want[i]) {
+			t.Fatalf("%s row %d: ORT %v (%#08x), Go %v (%#08x); row %v", name, i, got, math.Float32bits(got), want[i], math.Float32bits(want[i]), rows[i])
+		}
+	}
+	for i, r := range rows {
+		got, err := p.Predict(ctx, [][]float32{r})
+		if err != nil {
+			t.Fatal(err)
+		}
+		check("single", i, got[0])
+	}
+	for _, size := range []int{2, 7, 128, 129, 256, 1000, len(rows)} {
+		for start := 0; start+size <= len(rows); start += size {
+			got, err := p.Predict(ctx, rows[start:start+size])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range got {
+				check(fmt.Sprintf("batch %d", size), start+i, got[i])
+			}
+			if size >= 1000 {
+				break
+			}
+		}
+	}
+}
+
+func TestORTSumsInFloat32TreeOrder(t *testing.T) {
+	requireORT(t)
+	// In float32, 1e8 + 1 == 1e8: ORT must add the trees in order in
+	// float32 and the base last, as model.Ensemble.Predict does.
+	leaf := func(v float32) model.Tree { return model.Tree{Nodes: []model.Node{{Leaf: true, Value: v}}} }
+	e := &model.Ensemble{NumFeatures: 1, Base: -1e8, Trees: []model.Tree{leaf(1e8)}}
+	for range 10 {
+		e.Trees = append(e.Trees, leaf(1))
+	}
+	p := newORT(t, e)
+	got, err := p.Predict(context.Background(), [][]float32{{0}, {1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, g := range got {
+		if g != 0 || g != e.Predict([]float32{0}) {
+			t.Fatalf("row %d: ORT %v, want 0", i, g)
+		}
+	}
+}
+
+func TestORTEmptyEnsemblePredictsBase(t *testing.T) {
+	requireORT(t)
+	e := &model.Ensemble{NumFeatures: 3, Base: 12.5}
+	p := newORT(t, e)
+	got, err := p.Predict(context.Background(), [][]float32{{1, 2, 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != 12.5 {
+		t.Fatalf("Predict = %v, want 12.5", got[0])
+	}
+}
+
+func TestNewORTPredictorRejectsCorruptModels(t *testing.T) {
+	requireORT(t)
+	rng := rand.New(rand.NewPCG(5, 6))
+	e := ortRandomEnsemble(rng, 10, 4, 8)
+	valid, err := e.MarshalONNX()
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage := make([]byte, 2048)
+	for i := range garbage {
+		garbage[i] = byte(rng.UintN(256))
+	}
+	flipped := bytes.Clone(valid)
+	for i := 0; i < len(flipped); i += 7 {
+		flipped[i] ^= 0xA5
+	}
+	tests := []struct {
+		name     string
+		b        []byte
+		features int
+	}{
+		{"empty", nil, 8},
+		{"text", []byte("not a model"), 8},
+		{"random bytes", garbage, 8},
+		{"truncated", valid[:len(valid)*2/3], 8},
+		{"flipped bytes", flipped, 8},
+		{"wrong feature count", valid, 7},
+		{"zero features", valid, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := NewORTPredictor(tt.b, tt.features, ORTOptions{PoolSize: 2})
+			if err == nil {
+				p.Close()
+				t.Fatalf("NewORTPredictor accepted the model")
+			}
+			if tt.features == 8 {
+				if _, err := model.UnmarshalONNX(tt.b); !errors.Is(err, model.ErrInvalidModel) {
+					t.Fatalf("UnmarshalONNX = %v, want ErrInvalidModel", err)
+				}
+			}
+		})
+	}
+}
+
+func TestORTConcurrentPredict(t *testing.T) {
+	requireORT(t)
+	rng := rand.New(rand.NewPCG(8, 8))
+	e := ortRandomEnsemble(rng, 50, 5, 10)
+	p := newORT(t, e)
+	rows := randomRows(rng, 512, 10)
+	want := make([]float32, len(rows))
+	e.PredictBatch(rows, want)
+
+	const goroutines = 32
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Go(func() {
+			for k := range 100 {
+				i := (g*131 + k*17) % len(rows)
+				n := 1
+				if k%5 == 0 {
+					n = min(1+k%40, len(rows)-i)
+				}
+				got, err := p.Predict(context.Background(), rows[i:i+n])
+				if err != nil {
+					errs <- err
+					return
+				}
+				for j := range got {
+					if !sameBits(got[j], want[i+j]) {
+						errs <- fmt.Errorf("row %d: got %v, want %v", i+j, got[j], want[i+j])
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func TestORTPredictErrors(t *testing.T) {
+	requireORT(t)
+	e := ortRandomEnsemble(rand.New(rand.NewPCG(1, 9)), 3, 3, 4)
+	b, err := e.MarshalONNX()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewORTPredictor(b, 4, ORTOptions{PoolSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	g := NewGoPredictor(e)
+	for name, pr := range map[string]Predictor{"ort": p, "go": g} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := pr.Predict(ctx, [][]float32{{1, 2, 3}}); !errors.Is(err, ErrRowWidth) {
+				t.Errorf("short row: %v, want ErrRowWidth", err)
+			}
+			if _, err := pr.Predict(ctx, [][]float32{{1, 2, 3, 4}, {1, 2, 3, 4, 5}}); !errors.Is(err, ErrRowWidth) {
+				t.Errorf("long row: %v, want ErrRowWidth", err)
+			}
+			out, err := pr.Predict(ctx, nil)
+			if err != nil || len(out) != 0 {
+				t.Errorf("no rows: %v, %v", out, err)
+			}
+			cctx, cancel := context.WithCancel(ctx)
+			cancel()
+			if _, err := pr.Predict(cctx, [][]float32{{1, 2, 3, 4}}); !errors.Is(err, context.Canceled) {
+				t.Errorf("cancelled: %v, want context.Canceled", err)
+			}
+		})
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := p.Predict(ctx, [][]float32{{1, 2, 3, 4}}); !errors.Is(err, ErrPredictorClosed) {
+		t.Fatalf("Predict after Close: %v, want ErrPredictorClosed", err)
+	}
+}
+
+func TestORTLibraryPath(t *testing.T) {
+	dir := t.TempDir()
+	lib := filepath.Join(dir, "repo", ortLibraryRel)
+	if err := os.MkdirAll(filepath.Dir(lib), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lib, []byte("lib"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deep := filepath.Join(dir, "repo", "a", "b")
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, env, wd, want string
+		wantErr            bool
+	}{
+		{"env wins", lib, dir, lib, false},
+		{"env missing file", filepath.Join(dir, "nope.so"), deep, "", true},
+		{"found in parent", "", deep, lib, false},
+		{"not found", "", dir, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(ORTLibraryEnv, tt.env)
+			t.Chdir(tt.wd)
+			got, err := ORTLibraryPath()
+			if tt.wantErr {
+				if !errors.Is(err, ErrORTUnavailable) {
+					t.Fatalf("ORTLibraryPath = %q, %v; want ErrORTUnavailable", got, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Fatalf("ORTLibraryPath = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func benchRows(n int) (*model.Ensemble, [][]float32) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	return ortRandomEnsemble(rng, 100, 6, 20), randomRows(rng, n, 20)
+}
+
+func BenchmarkORTSingleRow(b *testing.B) {
+	requireORT(b)
+	e, rows := benchRows(1024)
+	p := newORT(b, e)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := p.Predict(ctx, rows[i%len(rows):i%len(rows)+1]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkORTSingleRowParallel(b *testing.B) {
+	requireORT(b)
+	e, rows := benchRows(1024)
+	p := newORT(b, e)
+	ctx := context.Background()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if _, err := p.Predict(ctx, rows[i%len(rows):i%len(rows)+1]); err != nil {
+				b.Error(err)
+				return
+			}
+			i++
+		}
+	})
+}
+
+func BenchmarkORTBatch256(b *testing.B) {
+	requireORT(b)
+	e, rows := benchRows(256)
+	p := newORT(b, e)
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := p.Predict(ctx, rows); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rows)), "ns/row")
+}
+
+func BenchmarkGoWalkSingleRow(b *testing.B) {
+	e, rows := benchRows(1024)
+	p := NewGoPredictor(e)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := p.Predict(ctx, rows[i%len(rows):i%len(rows)+1]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkGoWalkBatch256(b *testing.B) {
+	e, rows := benchRows(256)
+	p := NewGoPredictor(e)
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := p.Predict(ctx, rows); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rows)), "ns/row")
+}

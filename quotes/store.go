@@ -1,0 +1,277 @@
+package quotes
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/surgeworks/surge/features"
+	"github.com/surgeworks/surge/inference"
+	"github.com/surgeworks/surge/pricing"
+)
+
+// snapshot is what one Redis round trip tells about a region.
+type snapshot struct {
+	features features.Values
+	cached   *inference.Forecast
+	surge    map[string]pricing.State // by product type
+	err      error                    // the Redis read failed
+}
+
+func surgeKey(regionID string) string { return "surge:{" + regionID + "}" }
+func quoteKey(id string) string       { return "quote:{" + id + "}" }
+
+func (s *Service) load(ctx context.Context, regions []string) map[string]snapshot {
+	return s.loadHorizon(ctx, regions, s.opts.HorizonMinutes)
+}
+
+// loadHorizon reads the features, cached forecast and smoothing state of
+// every region in one pipelined round trip.
+func (s *Service) loadHorizon(ctx context.Context, regions []string, horizon int) map[string]snapshot {
+	out := make(map[string]snapshot, len(regions))
+	if s.rdb == nil {
+		for _, r := range regions {
+			out[r] = snapshot{err: errors.New("no online store configured")}
+		}
+		return out
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RedisTimeout)
+	defer cancel()
+	type pending struct {
+		feats  func() (features.Values, error)
+		cached func() (*inference.Forecast, error)
+		surge  *redis.MapStringStringCmd
+	}
+	p := s.rdb.Pipeline()
+	pend := make([]pending, len(regions))
+	for i, r := range regions {
+		pend[i] = pending{
+			feats:  features.Queue(ctx, p, r),
+			cached: inference.QueueCached(ctx, p, r, horizon),
+			surge:  p.HGetAll(ctx, surgeKey(r)),
+		}
+	}
+	start := time.Now()
+	_, execErr := p.Exec(ctx)
+	s.m.redisSeconds.Observe(time.Since(start).Seconds())
+	if execErr != nil && !errors.Is(execErr, redis.Nil) {
+		s.m.redisErrors.Inc()
+		for _, r := range regions {
+			out[r] = snapshot{err: execErr}
+		}
+		return out
+	}
+	for i, r := range regions {
+		var sn snapshot
+		var err error
+		sn.features, err = pend[i].feats()
+		sn.err = errors.Join(sn.err, err)
+		sn.cached, err = pend[i].cached()
+		sn.err = errors.Join(sn.err, err)
+		sn.surge = parseStates(pend[i].surge.Val())
+		if sn.features.Found() {
+			s.m.featureHits.WithLabelValues("hit").Inc()
+		} else {
+			s.m.featureHits.WithLabelValues("miss").Inc()
+		}
+		out[r] = sn
+	}
+	return out
+}
+
+// A smoothing state is stored as "multiplier,unixMillis".
+func formatState(st pricing.State) string {
+	return strconv.FormatFloat(st.Multiplier, 'g', -1, 64) + "," + strconv.FormatInt(st.At.UnixMilli(), 10)
+}
+
+func parseStates(m map[string]string) map[string]pricing.State {
+	out := make(map[string]pricing.State, len(m))
+	for product, v := range m {
+		a, b, ok := strings.Cut(v, ",")
+		if !ok {
+			continue
+		}
+		mult, err1 := strconv.ParseFloat(a, 64)
+		ms, err2 := strconv.ParseInt(b, 10, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		out[product] = pricing.State{Multiplier: mult, At: time.UnixMilli(ms).UTC()}
+	}
+	return out
+}
+
+func getQuote(ctx context.Context, rdb redis.UniversalClient, id string) (Quote, error) {
+	b, err := rdb.Get(ctx, quoteKey(id)).Bytes()
+	if err != nil {
+		return Quote{}, err
+	}
+	var q Quote
+	if err := json.Unmarshal(b, &q); err != nil {
+		return Quote{}, fmt.Errorf("decode quote: %w", err)
+	}
+	return q, nil
+}
+
+// write is one background job of a quote.
+type write struct {
+	quote    *Quote
+	decision []byte
+	state    *stateWrite
+}
+
+type stateWrite struct {
+	key   stateKey
+	state pricing.State
+}
+
+func (s *Service) enqueue(w write) {
+	if s.audit != nil && w.decision != nil {
+		s.audit.Publish(AuditTopic, w.quote.RegionID, w.decision)
+	}
+	if s.rdb == nil {
+		return
+	}
+	select {
+	case s.writes <- w:
+	default:
+		s.m.writesDropped.Inc()
+	}
+}
+
+// Run performs the background Redis writes until ctx ends: quotes are cached
+// for their validity and smoothing states persisted, many per round trip.
+func (s *Service) Run(ctx context.Context) error {
+	batch := make([]write, 0, 256)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case w := <-s.writes:
+			batch = append(batch[:0], w)
+		drain:
+			for len(batch) < cap(batch) {
+				select {
+				case w := <-s.writes:
+					batch = append(batch, w)
+				default:
+					break drain
+				}
+			}
+			s.flush(ctx, batch)
+		}
+	}
+}
+
+func (s *Service) flush(ctx context.Context, batch []write) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	p := s.rdb.Pipeline()
+	states := map[stateKey]pricing.State{}
+	for _, w := range batch {
+		if w.quote != nil {
+			b, err := json.Marshal(w.quote)
+			if err == nil {
+				p.Set(ctx, quoteKey(w.quote.ID), b, s.opts.Validity)
+			}
+		}
+		if w.state != nil {
+			if cur, ok := states[w.state.key]; !ok || w.state.state.At.After(cur.At) {
+				states[w.state.key] = w.state.state
+			}
+		}
+	}
+	for k, st := range states {
+		p.HSet(ctx, surgeKey(k.region), k.product, formatState(st))
+		p.Expire(ctx, surgeKey(k.region), 24*time.Hour)
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		s.m.redisErrors.Inc()
+		s.opts.Logger.Debug("quote cache write failed", "n", len(batch), "err", err)
+	}
+}
+
+// decision is the audit record of a quote: every input of the engine, so
+// pricing.Compute on it gives the same price.
+type decision struct {
+	QuoteID      string             `json:"quoteId"`
+	TraceID      string             `json:"traceId"`
+	At           time.Time          `json:"at"`
+	RegionID     string             `json:"regionId"`
+	ProductType  string             `json:"productType"`
+	UserHash     string             `json:"userHash,omitempty"`
+	Input        pricing.Input      `json:"input"`
+	Forecast     inference.Forecast `json:"forecast"`
+	Features     features.Online    `json:"features,omitempty"`
+	FeaturesAt   time.Time          `json:"featuresAt,omitzero"`
+	RuleVersion  uint32             `json:"ruleVersion"`
+	ModelVersion string             `json:"modelVersion,omitempty"`
+	Multiplier   float64            `json:"surgeMultiplier"`
+	Price        float64            `json:"price"`
+	Currency     string             `json:"currency"`
+	Factors      []pricing.Factor   `json:"factors"`
+	Degraded     bool               `json:"degraded"`
+	Warnings     []string           `json:"warnings,omitempty"`
+}
+
+func (s *Service) decision(q Quote, in pricing.Input, sn snapshot) []byte {
+	if s.audit == nil {
+		return nil
+	}
+	b, err := json.Marshal(decision{
+		QuoteID: q.ID, TraceID: q.TraceID, At: q.CreatedAt, RegionID: q.RegionID, ProductType: q.ProductType,
+		Input: in, Forecast: q.Forecast, Features: sn.features.Online, FeaturesAt: sn.features.UpdatedAt,
+		RuleVersion: q.RuleVersion, ModelVersion: q.Forecast.ModelVersion,
+		Multiplier: q.Multiplier, Price: q.Price, Currency: q.Currency, Factors: q.Factors,
+		Degraded: q.Degraded, Warnings: q.Warnings,
+	})
+	if err != nil {
+		s.opts.Logger.Error("encode audit record", "err", err)
+		return nil
+	}
+	return b
+}
+
+type metrics struct {
+	quotes        *prometheus.CounterVec
+	lookups       *prometheus.CounterVec
+	featureHits   *prometheus.CounterVec
+	redisSeconds  prometheus.Histogram
+	redisErrors   prometheus.Counter
+	writesDropped prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		quotes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "surge_quotes_total", Help: "Quotes given, by the forecast source they used.",
+		}, []string{"forecast_source"}),
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "surge_quote_lookups_total", Help: "Quote look-ups (factorBreakdown) by where they were found: local, redis, miss, error.",
+		}, []string{"result"}),
+		featureHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "surge_online_features_lookups_total", Help: "Online feature reads by result: hit, miss.",
+		}, []string{"result"}),
+		redisSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "surge_quote_redis_read_duration_seconds", Help: "Duration of the batched Redis read of a quote request.",
+			Buckets: []float64{.0001, .0002, .0005, .001, .002, .005, .01, .025, .05},
+		}),
+		redisErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "surge_quote_redis_errors_total", Help: "Failed Redis round trips of the quote service (reads and background writes).",
+		}),
+		writesDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "surge_quote_writes_dropped_total", Help: "Background quote writes dropped because the queue was full.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.quotes, m.lookups, m.featureHits, m.redisSeconds, m.redisErrors, m.writesDropped)
+	}
+	return m
+}

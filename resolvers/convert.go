@@ -1,0 +1,98 @@
+package resolvers
+
+import (
+	"github.com/surgeworks/surge/graph/model"
+	"github.com/surgeworks/surge/inference"
+	"github.com/surgeworks/surge/pricing"
+	"github.com/surgeworks/surge/quotes"
+)
+
+func toQuote(q quotes.Quote) *model.PriceQuote {
+	out := &model.PriceQuote{
+		QuoteID:                q.ID,
+		RegionID:               q.RegionID,
+		ProductType:            q.ProductType,
+		Price:                  q.Price,
+		Currency:               q.Currency,
+		BasePrice:              q.BasePrice,
+		SurgeMultiplier:        q.Multiplier,
+		Factors:                toFactors(q.Factors),
+		DemandForecast:         q.Forecast.Demand,
+		ForecastHorizonMinutes: q.Forecast.HorizonMinutes,
+		ForecastSource:         model.ForecastSource(q.Forecast.Source),
+		RuleVersion:            int(q.RuleVersion),
+		Degraded:               q.Degraded,
+		Warnings:               nonNil(q.Warnings),
+		TraceID:                q.TraceID,
+		CreatedAt:              q.CreatedAt,
+		ValidUntil:             q.ValidUntil,
+	}
+	if q.SupplyKnown {
+		s := q.Supply
+		out.Supply = &s
+	}
+	if v := q.Forecast.ModelVersion; v != "" {
+		out.ModelVersion = &v
+	}
+	return out
+}
+
+func toFactors(fs []pricing.Factor) []*model.Factor {
+	out := make([]*model.Factor, len(fs))
+	for i, f := range fs {
+		out[i] = &model.Factor{Name: f.Name, Contribution: f.Contribution, Description: f.Description}
+	}
+	return out
+}
+
+func toForecast(f inference.Forecast) *model.Forecast {
+	out := &model.Forecast{
+		RegionID:       f.RegionID,
+		Demand:         f.Demand,
+		Lower:          f.Lower,
+		Upper:          f.Upper,
+		HorizonMinutes: f.HorizonMinutes,
+		Source:         model.ForecastSource(f.Source),
+		Degraded:       f.Degraded(),
+		Warnings:       nonNil(f.Warnings),
+		GeneratedAt:    f.GeneratedAt,
+	}
+	if f.ModelVersion != "" {
+		v := f.ModelVersion
+		out.ModelVersion = &v
+	}
+	return out
+}
+
+func toRule(r pricing.Rule) *model.PricingRule {
+	return &model.PricingRule{
+		RegionID:         r.RegionID,
+		RegionName:       r.RegionName,
+		ProductType:      r.ProductType,
+		Currency:         r.Currency,
+		Version:          int(r.Version),
+		EffectiveFrom:    r.EffectiveFrom,
+		BasePrice:        r.BasePrice,
+		MinMultiplier:    r.MinMultiplier,
+		MaxMultiplier:    r.MaxMultiplier,
+		MaxStepPerMinute: r.MaxStepPerMinute,
+		Threshold:        r.Threshold,
+		Sensitivity:      r.Sensitivity,
+		MultiplierStep:   r.MultiplierStep,
+		PriceStep:        r.PriceStep,
+	}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

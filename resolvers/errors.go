@@ -1,0 +1,84 @@
+package resolvers
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/surgeworks/surge/auth"
+	"github.com/surgeworks/surge/pricing"
+	"github.com/surgeworks/surge/quotes"
+)
+
+// Error codes in extensions.code.
+const (
+	CodeBadUserInput    = "BAD_USER_INPUT"
+	CodeNotFound        = "NOT_FOUND"
+	CodeUnauthenticated = "UNAUTHENTICATED"
+	CodeForbidden       = "FORBIDDEN"
+	CodeInternal        = "INTERNAL_SERVER_ERROR"
+	CodeBadRequest      = "BAD_REQUEST"
+)
+
+// ErrorPresenter gives every error an extensions.code (and extensions.field
+// for bad input), and hides internal errors behind a generic message.
+func ErrorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
+	return func(ctx context.Context, err error) *gqlerror.Error {
+		gerr := graphql.DefaultErrorPresenter(ctx, err)
+		if gerr.Extensions == nil {
+			gerr.Extensions = map[string]any{}
+		}
+		if _, ok := gerr.Extensions["code"]; ok {
+			return gerr // parse and validation errors carry gqlgen's own codes
+		}
+		var in *quotes.InputError
+		var fe *pricing.FieldError
+		switch {
+		case errors.As(err, &in):
+			gerr.Extensions["field"] = in.Field
+			if errors.Is(err, quotes.ErrUnknownRegion) || errors.Is(err, quotes.ErrQuoteNotFound) {
+				gerr.Extensions["code"] = CodeNotFound
+			} else {
+				gerr.Extensions["code"] = CodeBadUserInput
+			}
+		case errors.As(err, &fe):
+			gerr.Extensions["code"] = CodeBadUserInput
+			gerr.Extensions["field"] = fe.Field
+			var fields []string
+			for _, e := range unjoin(err) {
+				if errors.As(e, &fe) {
+					fields = append(fields, fe.Field)
+				}
+			}
+			gerr.Extensions["fields"] = fields
+		case errors.Is(err, auth.ErrUnauthenticated):
+			gerr.Extensions["code"] = CodeUnauthenticated
+		case errors.Is(err, auth.ErrForbidden):
+			gerr.Extensions["code"] = CodeForbidden
+		case gerr.Path == nil && gerr.Rule == "" && isRequestError(err):
+			gerr.Extensions["code"] = CodeBadRequest
+		default:
+			logger.ErrorContext(ctx, "graphql resolver error", "path", gerr.Path.String(), "err", err, "trace_id", TraceID(ctx))
+			gerr.Message = "internal error"
+			gerr.Extensions["code"] = CodeInternal
+		}
+		return gerr
+	}
+}
+
+// isRequestError tells errors about the request itself (bad JSON, unreadable
+// body), which gqlgen reports without a path.
+func isRequestError(err error) bool {
+	var ge *gqlerror.Error
+	return errors.As(err, &ge) && ge.Err == nil
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}

@@ -1,0 +1,104 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/errcode"
+	lru "github.com/hashicorp/golang-lru/v2/expirable"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+	"golang.org/x/time/rate"
+)
+
+// depthLimit refuses operations nested deeper than max.
+type depthLimit struct{ max int }
+
+func (depthLimit) ExtensionName() string                   { return "DepthLimit" }
+func (depthLimit) Validate(graphql.ExecutableSchema) error { return nil }
+func (d depthLimit) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+	if oc.Operation == nil {
+		return nil
+	}
+	if depth := selectionDepth(oc.Operation.SelectionSet, 0, d.max); depth > d.max {
+		err := gqlerror.Errorf("operation is nested %d levels deep or more; the limit is %d", depth, d.max)
+		errcode.Set(err, errcode.ValidationFailed)
+		return err
+	}
+	return nil
+}
+
+// selectionDepth returns the depth of a selection set, stopping past limit
+// (fragment cycles are refused by validation before this runs).
+func selectionDepth(set ast.SelectionSet, depth, limit int) int {
+	if depth > limit {
+		return depth
+	}
+	deepest := depth
+	for _, sel := range set {
+		var d int
+		switch s := sel.(type) {
+		case *ast.Field:
+			if len(s.SelectionSet) == 0 {
+				d = depth + 1
+			} else {
+				d = selectionDepth(s.SelectionSet, depth+1, limit)
+			}
+		case *ast.InlineFragment:
+			d = selectionDepth(s.SelectionSet, depth, limit)
+		case *ast.FragmentSpread:
+			if s.Definition != nil {
+				d = selectionDepth(s.Definition.SelectionSet, depth, limit)
+			}
+		}
+		deepest = max(deepest, d)
+	}
+	return deepest
+}
+
+// rateLimiter keeps one token bucket per client address.
+type rateLimiter struct {
+	limit   rate.Limit
+	burst   int
+	clients *lru.LRU[string, *rate.Limiter]
+	limited prometheus.Counter
+}
+
+func newRateLimiter(perSecond float64, burst int, limited prometheus.Counter) *rateLimiter {
+	return &rateLimiter{
+		limit:   rate.Limit(perSecond),
+		burst:   burst,
+		clients: lru.NewLRU[string, *rate.Limiter](100_000, nil, 10*time.Minute),
+		limited: limited,
+	}
+}
+
+func (l *rateLimiter) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		client, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			client = r.RemoteAddr
+		}
+		lim, ok := l.clients.Get(client)
+		if !ok {
+			lim = rate.NewLimiter(l.limit, l.burst)
+			l.clients.Add(client, lim)
+		}
+		res := lim.Reserve()
+		if delay := res.Delay(); delay > 0 {
+			res.Cancel()
+			l.limited.Inc()
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(delay.Seconds()))))
+			writeError(w, http.StatusTooManyRequests, "RATE_LIMITED", fmt.Sprintf("too many requests; retry in %s", delay.Round(time.Millisecond)))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
