@@ -33,6 +33,11 @@ type ClickHouseOptions struct {
 	// LogLevel is the server's own log level (trace, debug, information,
 	// warning, error). Default "information".
 	LogLevel string
+	// Binary is the server to run: a clickhouse-server, or a single
+	// clickhouse binary (run as "clickhouse server"). Default:
+	// clickhouse-server, then clickhouse, on PATH or in /usr/sbin, /usr/bin,
+	// /usr/local/sbin, /usr/local/bin.
+	Binary string
 	// StartTimeout bounds the wait for /ping and a native connect.
 	// Default 60 s.
 	StartTimeout time.Duration
@@ -58,7 +63,7 @@ func StartClickHouse(ctx context.Context, opts ClickHouseOptions) (*Process, err
 			return nil, fmt.Errorf("devenv: clickhouse dir: %w", err)
 		}
 	}
-	bin, args, err := clickHouseBinary()
+	bin, args, err := clickHouseBinary(opts.Binary)
 	if err != nil {
 		return nil, err
 	}
@@ -69,6 +74,11 @@ func StartClickHouse(ctx context.Context, opts ClickHouseOptions) (*Process, err
 	httpAddr, httpPicked, err := resolveAddr(opts.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("devenv: clickhouse http: %w", err)
+	}
+	for httpPicked && httpAddr == tcpAddr { // two probes may get the same port
+		if httpAddr, _, err = resolveAddr(net.JoinHostPort(hostOf(httpAddr), "0")); err != nil {
+			return nil, fmt.Errorf("devenv: clickhouse http: %w", err)
+		}
 	}
 	if hostOf(tcpAddr) != hostOf(httpAddr) {
 		return nil, fmt.Errorf("devenv: clickhouse: TCPAddr %s and HTTPAddr %s must share a host (one listen_host)", tcpAddr, httpAddr)
@@ -87,6 +97,9 @@ func StartClickHouse(ctx context.Context, opts ClickHouseOptions) (*Process, err
 	p.logs = []string{p.LogPath, errLog}
 	configPath := filepath.Join(dir, "config.xml")
 	p.launch = func(ctx context.Context) (*child, error) {
+		if err := checkFree(p.Addr, p.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("devenv: start clickhouse: %w", err)
+		}
 		if err := writeClickHouseConfig(dir, p.Addr, p.HTTPAddr, logLevel); err != nil {
 			return nil, err
 		}
@@ -113,12 +126,15 @@ func StartClickHouse(ctx context.Context, opts ClickHouseOptions) (*Process, err
 				}
 				p.Addr = a
 			}
-			if httpPicked {
+			for httpPicked {
 				a, _, err := resolveAddr(net.JoinHostPort(hostOf(p.HTTPAddr), "0"))
 				if err != nil {
 					return err
 				}
-				p.HTTPAddr = a
+				if a != p.Addr {
+					p.HTTPAddr = a
+					break
+				}
 			}
 			return nil
 		}
@@ -132,7 +148,17 @@ func StartClickHouse(ctx context.Context, opts ClickHouseOptions) (*Process, err
 // clickHouseBinary finds the server: Debian's 18.16 ships a separate
 // /usr/sbin/clickhouse-server; upstream packages ship one /usr/bin/clickhouse
 // taking a "server" argument.
-func clickHouseBinary() (string, []string, error) {
+func clickHouseBinary(explicit string) (string, []string, error) {
+	if explicit != "" {
+		bin, err := binaryOrFind(explicit, "")
+		if err != nil {
+			return "", nil, err
+		}
+		if filepath.Base(bin) == "clickhouse" {
+			return bin, []string{"server"}, nil
+		}
+		return bin, nil, nil
+	}
 	if bin, err := findBinary("clickhouse-server"); err == nil {
 		return bin, nil, nil
 	}
@@ -142,6 +168,10 @@ func clickHouseBinary() (string, []string, error) {
 	return "", nil, fmt.Errorf("devenv: clickhouse-server or clickhouse: %w", ErrBinaryNotFound)
 }
 
+// pingClient keeps no idle connection: the server waits for open HTTP
+// connections (keep_alive_timeout) before it exits on SIGTERM.
+var pingClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 // clickHouseReady checks /ping over HTTP, then a native-protocol
 // handshake, which is what the service uses.
 func clickHouseReady(ctx context.Context, tcpAddr, httpAddr string) error {
@@ -149,7 +179,7 @@ func clickHouseReady(ctx context.Context, tcpAddr, httpAddr string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := pingClient.Do(req)
 	if err != nil {
 		return err
 	}
@@ -190,6 +220,9 @@ func clickHouseReady(ctx context.Context, tcpAddr, httpAddr string) error {
 //     merge size cap drops and parts pile up under inserts.
 //   - max_table_size_to_drop=0 so dev/test DROPs never refuse big tables.
 //   - users.xml: user "default", no password, loopback networks only.
+//   - poll_interval=1 (default 10): a connection handler notices a
+//     shutdown only between polls, so with the default an idle client
+//     connection (every pool keeps some) holds SIGTERM up for 10 s.
 var clickHouseConfig = template.Must(template.New("config").Funcs(template.FuncMap{"x": xmlEscape}).Parse(`<?xml version="1.0"?>
 <!-- Written by devenv.StartClickHouse at every start: edits are overwritten. -->
 <yandex>
@@ -233,6 +266,7 @@ var clickHouseUsers = `<?xml version="1.0"?>
     <profiles>
         <default>
             <max_memory_usage>4000000000</max_memory_usage>
+            <poll_interval>1</poll_interval>
             <use_uncompressed_cache>0</use_uncompressed_cache>
             <load_balancing>random</load_balancing>
         </default>

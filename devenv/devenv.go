@@ -154,7 +154,7 @@ func (p *Process) Restart(ctx context.Context) error {
 			p.cur = c
 			return nil
 		}
-		if !errors.Is(err, errAddrInUse) {
+		if !errors.Is(err, errAddrInUse) || attempt == maxBindAttempts-1 {
 			break
 		}
 		select {
@@ -279,6 +279,23 @@ func resolveAddr(addr string) (string, bool, error) {
 	return net.JoinHostPort(host, strconv.Itoa(free)), true, nil
 }
 
+// checkFree fails with errAddrInUse when something already listens on one
+// of addrs. Without it a start-up probe could be answered by that other
+// server (say a system Redis on 6379) while our child dies on bind.
+func checkFree(addrs ...string) error {
+	for _, addr := range addrs {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return fmt.Errorf("%s: %w", addr, errAddrInUse)
+			}
+			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		ln.Close()
+	}
+	return nil
+}
+
 // freePort asks the kernel for a free port by listening on :0 and closing
 // it. Another process may take it before the server binds, hence the
 // retries in the callers.
@@ -289,6 +306,18 @@ func freePort(host string) (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// binaryOrFind returns explicit if it is an executable file, or else looks
+// name up with findBinary.
+func binaryOrFind(explicit, name string) (string, error) {
+	if explicit == "" {
+		return findBinary(name)
+	}
+	if st, err := os.Stat(explicit); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("devenv: %s is not an executable file: %w", explicit, ErrBinaryNotFound)
+	}
+	return explicit, nil
 }
 
 // binaryDirs are searched after PATH.
@@ -374,7 +403,7 @@ func (p *Process) startWithPorts(ctx context.Context, repick func() error) error
 			p.cur = c
 			return nil
 		}
-		if !errors.Is(err, errAddrInUse) || repick == nil || ctx.Err() != nil {
+		if !errors.Is(err, errAddrInUse) || repick == nil || ctx.Err() != nil || attempt == maxBindAttempts {
 			return err
 		}
 		p.logger.Warn("devenv: port taken, retrying with another", "name", p.Name, "addr", p.Addr, "attempt", attempt)

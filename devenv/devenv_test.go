@@ -162,6 +162,14 @@ func TestMissingBinarySaysMakeDeps(t *testing.T) {
 			_, err := StartClickHouse(ctx, ClickHouseOptions{Dir: dir})
 			return err
 		}},
+		{"explicit redis binary", func(ctx context.Context, dir string) error {
+			_, err := StartRedis(ctx, RedisOptions{Dir: dir, Binary: filepath.Join(dir, "redis-server")})
+			return err
+		}},
+		{"explicit clickhouse binary", func(ctx context.Context, dir string) error {
+			_, err := StartClickHouse(ctx, ClickHouseOptions{Dir: dir, Binary: dir})
+			return err
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -437,7 +445,8 @@ func TestChildDiesWithParent(t *testing.T) {
 			os.Exit(1)
 		}
 		fmt.Println("PID", p.PID())
-		select {} // wait to be killed
+		time.Sleep(2 * time.Minute) // wait to be killed (a timer, not select{}, so no deadlock exit)
+		os.Exit(1)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestChildDiesWithParent$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "DEVENV_HELPER_DIR="+t.TempDir())
@@ -481,5 +490,55 @@ func TestChildDiesWithParent(t *testing.T) {
 			t.Fatalf("redis %d survived its parent", pid)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestStartRetriesPickedPortsOnlyOnBindFailure(t *testing.T) {
+	tests := []struct {
+		name        string
+		failures    []error // what the first launches return
+		canRepick   bool
+		wantErr     error // nil = started
+		wantLaunch  int
+		wantRepicks int
+	}{
+		{name: "starts first time", canRepick: true, wantLaunch: 1},
+		{name: "port taken twice, then free", failures: []error{errAddrInUse, errAddrInUse}, canRepick: true, wantLaunch: 3, wantRepicks: 2},
+		{name: "port taken, address fixed", failures: []error{errAddrInUse}, canRepick: false, wantErr: errAddrInUse, wantLaunch: 1},
+		{name: "other failure is not retried", failures: []error{os.ErrPermission}, canRepick: true, wantErr: os.ErrPermission, wantLaunch: 1},
+		{name: "gives up after maxBindAttempts", failures: []error{errAddrInUse, errAddrInUse, errAddrInUse, errAddrInUse, errAddrInUse}, canRepick: true, wantErr: errAddrInUse, wantLaunch: maxBindAttempts, wantRepicks: maxBindAttempts - 1},
+	}
+	sleep, err := findBinary("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			launches, repicks := 0, 0
+			p := &Process{Name: "fake", logger: loggerOrDiscard(nil)}
+			p.launch = func(context.Context) (*child, error) {
+				launches++
+				if launches <= len(tt.failures) {
+					return nil, fmt.Errorf("launch %d: %w", launches, tt.failures[launches-1])
+				}
+				return spawn(sleep, []string{"30"}, dir, filepath.Join(dir, "log"))
+			}
+			var repick func() error
+			if tt.canRepick {
+				repick = func() error { repicks++; return nil }
+			}
+			err := p.startWithPorts(testContext(t), repick)
+			t.Cleanup(func() { _ = p.Kill() })
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if launches != tt.wantLaunch || repicks != tt.wantRepicks {
+				t.Fatalf("launches %d repicks %d, want %d and %d", launches, repicks, tt.wantLaunch, tt.wantRepicks)
+			}
+			if (p.PID() != 0) != (tt.wantErr == nil) {
+				t.Fatalf("running = %v after err %v", p.PID() != 0, err)
+			}
+		})
 	}
 }

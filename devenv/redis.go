@@ -25,6 +25,9 @@ type RedisOptions struct {
 	// snapshots, so that a second run on Dir finds its data. Default off:
 	// nothing is written, a restart starts empty.
 	Persist bool
+	// Binary is the redis-server to run. Default: redis-server on PATH,
+	// then in /usr/sbin, /usr/bin, /usr/local/sbin, /usr/local/bin.
+	Binary string
 	// StartTimeout bounds the wait for the first PONG. Default 20 s.
 	StartTimeout time.Duration
 	// Logger receives start/stop events. Default: discard.
@@ -44,7 +47,7 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Process, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("devenv: redis dir: %w", err)
 	}
-	bin, err := findBinary("redis-server")
+	bin, err := binaryOrFind(opts.Binary, "redis-server")
 	if err != nil {
 		return nil, err
 	}
@@ -79,6 +82,9 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Process, error) {
 				"--save", "3600 1 300 100 60 10000")
 		} else {
 			args = append(args, "--appendonly", "no", "--save", "")
+		}
+		if err := checkFree(p.Addr); err != nil {
+			return nil, fmt.Errorf("devenv: start redis: %w", err)
 		}
 		offs := p.logOffsets()
 		begin := time.Now()
@@ -119,6 +125,9 @@ func redisPing(ctx context.Context, addr string) error {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
+	// Cancellation must interrupt a read too (deadlines alone do not see it).
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/model"
+	"github.com/surgeworks/surge/registry"
 )
 
 // Runtime names a model runtime.
@@ -78,8 +79,8 @@ func LoadModel(data []byte, rt Runtime, schema features.Schema) (*Model, error) 
 // ModelSource tells which model version to serve and gives its artifact;
 // registry.Registry implements it.
 type ModelSource interface {
-	ActiveVersion(ctx context.Context, name string) (string, error)
-	Artifact(ctx context.Context, name, version string) ([]byte, error)
+	Active(ctx context.Context, name string) (registry.Entry, error)
+	Load(ctx context.Context, e registry.Entry) ([]byte, error)
 }
 
 // WatcherOptions configures a Watcher. Zero values take the defaults.
@@ -131,17 +132,18 @@ func NewWatcher(src ModelSource, fc *Forecaster, opts WatcherOptions) *Watcher {
 // Sync loads the active version if it is not the one served. It returns an
 // error when the active version could not be served.
 func (w *Watcher) Sync(ctx context.Context) error {
-	version, err := w.src.ActiveVersion(ctx, w.opts.Name)
+	entry, err := w.src.Active(ctx, w.opts.Name)
 	if err != nil {
 		return fmt.Errorf("find active model %s: %w", w.opts.Name, err)
 	}
+	version := entry.Version
 	if cur := w.fc.Model(); cur != nil && cur.Version == version {
 		return nil
 	}
 	if t, ok := w.failed[version]; ok && time.Since(t) < 10*w.opts.Interval {
 		return nil // refused recently: do not refetch it every poll
 	}
-	data, err := w.src.Artifact(ctx, w.opts.Name, version)
+	data, err := w.src.Load(ctx, entry)
 	if err != nil {
 		w.loadErrors.WithLabelValues("fetch").Inc()
 		w.failed[version] = time.Now()
@@ -157,6 +159,7 @@ func (w *Watcher) Sync(ctx context.Context) error {
 		return err
 	}
 	delete(w.failed, version)
+	m.Name, m.Version = entry.Name, entry.Version // the registry names versions
 	old := w.fc.SetModel(m)
 	w.opts.Logger.Info("model loaded", "name", m.Name, "version", m.Version, "runtime", w.opts.Runtime, "trees", len(m.Ensemble.Trees))
 	if old != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/surgeworks/surge/model"
+	"github.com/surgeworks/surge/training"
 )
 
 // requireORT skips when the ONNX Runtime library is not installed (run
@@ -20,7 +21,7 @@ import (
 func requireORT(tb testing.TB) {
 	tb.Helper()
 	if _, err := ORTLibraryPath(); err != nil {
-		tb.Skipf("ONNX Runtime library not installed: %v", err)
+		tb.Fatalf("ONNX Runtime library not installed (run `make deps`): %v", err)
 	}
 }
 
@@ -93,16 +94,70 @@ func newORT(tb testing.TB, e *model.Ensemble) *ORTPredictor {
 
 func sameBits(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) }
 
+// trainedCase trains 100 trees of depth 6 on 20 noisy features and returns
+// the model with rows made of training rows, rows whose values sit exactly
+// on split thresholds, and random rows.
+func trainedCase(t *testing.T, rng *rand.Rand) (*model.Ensemble, [][]float32) {
+	const n, nf = 4000, 20
+	X := randomRows(rng, n, nf)
+	y := make([]float32, n)
+	for i, r := range X {
+		v := 0.0
+		for j, x := range r[:6] {
+			if x == x && !math.IsInf(float64(x), 0) {
+				v += math.Sin(float64(x)*float64(j+1)) * float64(j+1)
+			}
+		}
+		y[i] = float32(v*50 + rng.NormFloat64())
+	}
+	e, err := training.Train(context.Background(), X, y, training.Options{NumTrees: 100, MaxDepth: 6, MinChildSamples: 5, Subsample: 0.8, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var thresholds []float32
+	for _, tr := range e.Trees {
+		for _, nd := range tr.Nodes {
+			if !nd.Leaf {
+				thresholds = append(thresholds, nd.Threshold)
+			}
+		}
+	}
+	rows := append([][]float32{}, X[:2000]...)
+	for range 2000 {
+		r := make([]float32, nf)
+		for j := range r {
+			r[j] = thresholds[rng.IntN(len(thresholds))]
+		}
+		rows = append(rows, r)
+	}
+	return e, append(rows, randomRows(rng, 2000, nf)...)
+}
+
 func TestORTParityWithGoWalk(t *testing.T) {
 	requireORT(t)
 	rng := rand.New(rand.NewPCG(42, 1))
-	e := ortRandomEnsemble(rng, 100, 6, 20)
-	p := newORT(t, e)
-	g := NewGoPredictor(e)
-	rows := randomRows(rng, 6000, 20)
-	ctx := context.Background()
+	trained, trainedRows := trainedCase(t, rng)
+	tests := []struct {
+		name string
+		e    *model.Ensemble
+		rows [][]float32
+	}{
+		{"random trees", ortRandomEnsemble(rng, 100, 6, 20), randomRows(rng, 6000, 20)},
+		{"trained", trained, trainedRows},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkParity(t, tt.e, tt.rows)
+		})
+	}
+}
 
-	want, err := g.Predict(ctx, rows)
+// checkParity runs rows through ORT (single rows and batches of several
+// sizes) and the Go walk, and requires bit-identical outputs.
+func checkParity(t *testing.T, e *model.Ensemble, rows [][]float32) {
+	p := newORT(t, e)
+	ctx := context.Background()
+	want, err := NewGoPredictor(e).Predict(ctx, rows)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +368,7 @@ func TestORTLibraryPath(t *testing.T) {
 	}
 	tests := []struct {
 		name, env, wd, want string
-		wantErr            bool
+		wantErr             bool
 	}{
 		{"env wins", lib, dir, lib, false},
 		{"env missing file", filepath.Join(dir, "nope.so"), deep, "", true},

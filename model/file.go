@@ -27,15 +27,15 @@ func (e *Ensemble) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("save model %s: %w", path, err)
 	}
-	if err := WriteFileAtomic(path, b, 0o644); err != nil {
+	if err := writeFileAtomic(path, b, 0o644); err != nil {
 		return fmt.Errorf("save model: %w", err)
 	}
 	return nil
 }
 
-// WriteFileAtomic writes data to path through a synced temporary file in the
+// writeFileAtomic writes data to path through a synced temporary file in the
 // same directory and a rename.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."

@@ -321,15 +321,15 @@ func matrixCols(v *onnxpb.ValueInfoProto) (int64, error) {
 }
 
 type treeAttrs struct {
-	baseValues                          []float32
-	treeIDs, nodeIDs, featIDs           []int64
-	trueIDs, falseIDs, missingTrue      []int64
-	modes                               [][]byte
-	values                              []float32
-	tTreeIDs, tNodeIDs, tIDs            []int64
-	tWeights                            []float32
-	nTargets                            int64
-	aggregate, postTransform            string
+	baseValues                     []float32
+	treeIDs, nodeIDs, featIDs      []int64
+	trueIDs, falseIDs, missingTrue []int64
+	modes                          [][]byte
+	values                         []float32
+	tTreeIDs, tNodeIDs, tIDs       []int64
+	tWeights                       []float32
+	nTargets                       int64
+	aggregate, postTransform       string
 }
 
 func readAttrs(attrs []*onnxpb.AttributeProto) (*treeAttrs, error) {

@@ -76,6 +76,11 @@ type Options struct {
 	Validity time.Duration
 	// RedisTimeout bounds the batched Redis read of a request (default 25 ms).
 	RedisTimeout time.Duration
+	// SnapshotTTL is how long a region's Redis snapshot (features, cached
+	// forecast, smoothing state) is reused in process before it is read
+	// again (default 250 ms; negative: read on every request). Features
+	// change at most once a second, so this bounds staleness, not accuracy.
+	SnapshotTTL time.Duration
 	// LocalQuotes is how many recent quotes are kept in process for
 	// factorBreakdown when Redis is unreachable (default 50,000).
 	LocalQuotes int
@@ -96,6 +101,9 @@ func (o *Options) defaults() {
 	}
 	if o.RedisTimeout <= 0 {
 		o.RedisTimeout = 25 * time.Millisecond
+	}
+	if o.SnapshotTTL == 0 {
+		o.SnapshotTTL = 250 * time.Millisecond
 	}
 	if o.LocalQuotes <= 0 {
 		o.LocalQuotes = 50_000
@@ -125,6 +133,7 @@ type Service struct {
 	states map[stateKey]pricing.State // smoothing state, authoritative in process
 
 	recent *lru.LRU[string, Quote]
+	snaps  sync.Map // snapKey → cachedSnapshot
 	writes chan write
 	m      *metrics
 }

@@ -32,9 +32,49 @@ func (s *Service) load(ctx context.Context, regions []string) map[string]snapsho
 	return s.loadHorizon(ctx, regions, s.opts.HorizonMinutes)
 }
 
-// loadHorizon reads the features, cached forecast and smoothing state of
-// every region in one pipelined round trip.
+type snapKey struct {
+	region  string
+	horizon int
+}
+
+type cachedSnapshot struct {
+	snapshot
+	at time.Time
+}
+
+// loadHorizon returns the features, cached forecast and smoothing state of
+// every region: from the in-process near cache when fresh (SnapshotTTL),
+// else from Redis in one pipelined round trip for all the regions missing.
 func (s *Service) loadHorizon(ctx context.Context, regions []string, horizon int) map[string]snapshot {
+	out := make(map[string]snapshot, len(regions))
+	now := time.Now()
+	missing := regions
+	if s.opts.SnapshotTTL > 0 {
+		missing = missing[:0:0]
+		for _, r := range regions {
+			if c, ok := s.snaps.Load(snapKey{r, horizon}); ok && now.Sub(c.(cachedSnapshot).at) < s.opts.SnapshotTTL {
+				out[r] = c.(cachedSnapshot).snapshot
+				s.m.snapshotHits.WithLabelValues("hit").Inc()
+				continue
+			}
+			missing = append(missing, r)
+			s.m.snapshotHits.WithLabelValues("miss").Inc()
+		}
+		if len(missing) == 0 {
+			return out
+		}
+	}
+	for r, sn := range s.readRedis(ctx, missing, horizon) {
+		out[r] = sn
+		if s.opts.SnapshotTTL > 0 && sn.err == nil {
+			s.snaps.Store(snapKey{r, horizon}, cachedSnapshot{sn, now})
+		}
+	}
+	return out
+}
+
+// readRedis reads the snapshots of regions in one pipelined round trip.
+func (s *Service) readRedis(ctx context.Context, regions []string, horizon int) map[string]snapshot {
 	out := make(map[string]snapshot, len(regions))
 	if s.rdb == nil {
 		for _, r := range regions {
@@ -241,6 +281,7 @@ func (s *Service) decision(q Quote, in pricing.Input, sn snapshot) []byte {
 
 type metrics struct {
 	quotes        *prometheus.CounterVec
+	snapshotHits  *prometheus.CounterVec
 	lookups       *prometheus.CounterVec
 	featureHits   *prometheus.CounterVec
 	redisSeconds  prometheus.Histogram
@@ -253,6 +294,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		quotes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "surge_quotes_total", Help: "Quotes given, by the forecast source they used.",
 		}, []string{"forecast_source"}),
+		snapshotHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "surge_region_snapshot_cache_total", Help: "Region snapshot look-ups in the in-process near cache, by result: hit, miss.",
+		}, []string{"result"}),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "surge_quote_lookups_total", Help: "Quote look-ups (factorBreakdown) by where they were found: local, redis, miss, error.",
 		}, []string{"result"}),
@@ -271,7 +315,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.quotes, m.lookups, m.featureHits, m.redisSeconds, m.redisErrors, m.writesDropped)
+		reg.MustRegister(m.quotes, m.snapshotHits, m.lookups, m.featureHits, m.redisSeconds, m.redisErrors, m.writesDropped)
 	}
 	return m
 }

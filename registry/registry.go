@@ -11,7 +11,6 @@
 package registry
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -403,9 +402,6 @@ func (r *Registry) list(ctx context.Context, name string) ([]Entry, error) {
 	if err := rows2.Err(); err != nil {
 		return nil, fmt.Errorf("registry: current statuses: %w", err)
 	}
-	slices.SortFunc(out, func(a, b Entry) int {
-		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.VersionNum, b.VersionNum))
-	})
 	return out, nil
 }
 

@@ -64,13 +64,7 @@ func (r *mutationResolver) SetPricingRule(ctx context.Context, input model.Prici
 }
 
 func (r *queryResolver) Price(ctx context.Context, input model.PriceInput) (*model.PriceQuote, error) {
-	if l := loadersFrom(ctx); l != nil {
-		q, err := l.prices.Load(ctx, priceKey{input.RegionID, input.ProductType, deref(input.UserID)})()
-		if err != nil {
-			return nil, err
-		}
-		return toQuote(q), nil
-	}
+	// A single price needs no loader: batching would only add its wait.
 	q, err := r.Quotes.Quote(ctx, quotes.Request{RegionID: input.RegionID, ProductType: input.ProductType, UserID: deref(input.UserID), TraceID: TraceID(ctx)})
 	if err != nil {
 		return nil, err

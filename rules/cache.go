@@ -206,11 +206,14 @@ func merge(vs []pricing.Rule, r pricing.Rule) []pricing.Rule {
 // loaded version whose EffectiveFrom is not after at. at is meant to be
 // about now: versions superseded before the last reload are not kept.
 func (c *Cache) Get(regionID, productType string, at time.Time) (pricing.Rule, bool) {
-	s := c.snap.Load()
+	return c.snap.Load().get(key{regionID, productType}, at)
+}
+
+func (s *ruleSnapshot) get(k key, at time.Time) (pricing.Rule, bool) {
 	if s == nil {
 		return pricing.Rule{}, false
 	}
-	for _, r := range s.rules[key{regionID, productType}] {
+	for _, r := range s.rules[k] {
 		if !r.EffectiveFrom.After(at) {
 			return r, true
 		}
@@ -234,7 +237,7 @@ func (c *Cache) Regions() []Region {
 	}
 	byID := map[string]*acc{}
 	for k := range s.rules {
-		r, ok := c.Get(k.region, k.product, now)
+		r, ok := s.get(k, now)
 		if !ok {
 			continue
 		}

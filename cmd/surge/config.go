@@ -31,6 +31,7 @@ type config struct {
 	QuoteValidity      time.Duration
 	HorizonMinutes     int
 	RatePerClient      float64
+	PprofAddr          string
 	LogFormat          string
 	LogLevel           string
 }
@@ -91,6 +92,7 @@ func (c *config) addServeFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.InferenceTimeout, "inference-timeout", envDuration("INFERENCE_TIMEOUT", 50*time.Millisecond), help("timeout of one model inference", "INFERENCE_TIMEOUT"))
 	fs.DurationVar(&c.QuoteValidity, "quote-validity", envDuration("QUOTE_VALIDITY", 60*time.Second), help("how long a quote is valid and kept for factorBreakdown", "QUOTE_VALIDITY"))
 	fs.IntVar(&c.HorizonMinutes, "price-horizon", envInt("PRICE_HORIZON_MINUTES", 15), help("forecast horizon, in minutes, that prices are based on", "PRICE_HORIZON_MINUTES"))
+	fs.StringVar(&c.PprofAddr, "pprof-addr", env("PPROF_ADDR", ""), help("serve net/http/pprof on this (loopback) address; empty: off", "PPROF_ADDR"))
 	fs.Float64Var(&c.RatePerClient, "rate-limit", envFloat("RATE_LIMIT_RPS", 5000), help("GraphQL requests per second allowed per client address", "RATE_LIMIT_RPS"))
 }
 
@@ -113,11 +115,15 @@ func (c *config) logger() (*slog.Logger, error) {
 		return nil, fmt.Errorf("log level: %w", err)
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var l *slog.Logger
 	switch c.LogFormat {
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		l = slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		l = slog.New(slog.NewTextHandler(os.Stderr, opts))
+	default:
+		return nil, fmt.Errorf("log format %q: want json or text", c.LogFormat)
 	}
-	return nil, fmt.Errorf("log format %q: want json or text", c.LogFormat)
+	slog.SetDefault(l) // packages that log through the default use the same handler
+	return l, nil
 }

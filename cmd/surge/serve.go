@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // served only on --pprof-addr
 	"os"
 	"time"
 
@@ -173,6 +175,14 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 	})
 	if err := a.server.Listen(); err != nil {
 		return nil, err
+	}
+	if cfg.PprofAddr != "" {
+		go func() {
+			logger.Info("serving pprof", "addr", cfg.PprofAddr)
+			if err := http.ListenAndServe(cfg.PprofAddr, nil); err != nil {
+				logger.Error("pprof server", "err", err)
+			}
+		}()
 	}
 	return a, nil
 }

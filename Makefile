@@ -1,0 +1,49 @@
+# Entry points for humans and CI. `make test` is all CI runs (.ci/run);
+# every target that needs servers or the ONNX Runtime library depends on
+# `deps`, which installs what is missing and is a fast no-op otherwise.
+
+GO        ?= go
+ORT_VERSION := 1.24.1
+# The ONNX Runtime shared library loaded by inference/ (cgo). Override to
+# use another copy; `make deps` always fills the default location.
+ORT_LIB_PATH ?= $(CURDIR)/.cache/onnxruntime/libonnxruntime.so.$(ORT_VERSION)
+export ORT_LIB_PATH
+export CGO_ENABLED := 1
+
+TEST_FLAGS  ?= -count=1 -timeout 20m -p 2
+TEST_PKGS   ?= ./...
+BENCH_FLAGS ?= -run '^$$' -bench . -benchmem -timeout 30m
+# Packages scanned for Go benchmarks; ./... picks up new ones by itself.
+BENCH_PKGS  ?= ./...
+# Steps of `make bench`: append a target (e.g. BENCH_STEPS += bench-load
+# with its own rule below) to extend it.
+BENCH_STEPS := bench-go bench-load
+
+.PHONY: deps build run test bench $(BENCH_STEPS) generate lint
+
+deps:
+	@ORT_LIB_TARGET="$(CURDIR)/.cache/onnxruntime/libonnxruntime.so.$(ORT_VERSION)" ./scripts/install-deps.sh
+
+build:
+	$(GO) build -o bin/surge ./cmd/surge
+
+run: deps
+	$(GO) run ./cmd/surge dev
+
+test: deps
+	$(GO) test $(TEST_FLAGS) $(TEST_PKGS)
+
+bench: deps $(BENCH_STEPS)
+
+bench-go: deps
+	$(GO) test $(BENCH_FLAGS) $(BENCH_PKGS)
+
+# GraphQL price query over HTTP against the whole local stack.
+bench-load: deps
+	./scripts/bench-load.sh
+
+generate:
+	$(GO) generate ./...
+
+lint:
+	$(GO) vet ./...

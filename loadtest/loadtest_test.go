@@ -1,0 +1,59 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestRunOffersTheRateAndCountsErrors(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1)%10 == 0 {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+		_, _ = w.Write([]byte(`{"data":{}}`))
+	}))
+	defer srv.Close()
+	res, err := Run(context.Background(), Options{URL: srv.URL, Body: []byte(`{}`), Rate: 500, Duration: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != 500 || hits.Load() != 500 {
+		t.Fatalf("sent %d, server saw %d, want 500", res.Sent, hits.Load())
+	}
+	if res.Errors != 50 {
+		t.Fatalf("errors %d, want 50 (every 10th answered 500)", res.Errors)
+	}
+	if res.P50 < 2*time.Millisecond || res.P99 < res.P50 || res.Max < res.P99 {
+		t.Fatalf("latencies p50 %s p99 %s max %s: want ≥ 2ms and ordered", res.P50, res.P99, res.Max)
+	}
+}
+
+func TestFindMaxStopsAtTheBound(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(5 * time.Millisecond)
+	}))
+	defer srv.Close()
+	check := func(status int, _ []byte) error {
+		if status != 200 {
+			return errors.New("bad status")
+		}
+		return nil
+	}
+	// 5 ms per request: a bound of 1 ms fails at once, a bound of 1 s passes every step.
+	_, best, err := FindMax(context.Background(), Options{URL: srv.URL, Duration: 200 * time.Millisecond, Check: check}, []float64{50, 100}, time.Millisecond)
+	if err != nil || best != 0 {
+		t.Fatalf("best %v err %v, want 0: no rate meets a 1 ms p99 at 5 ms per request", best, err)
+	}
+	results, best, err := FindMax(context.Background(), Options{URL: srv.URL, Duration: 200 * time.Millisecond, Check: check}, []float64{50, 100}, time.Second)
+	if err != nil || best != 100 || len(results) != 2 {
+		t.Fatalf("best %v after %d steps err %v, want 100 after 2", best, len(results), err)
+	}
+}
