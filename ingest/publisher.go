@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,7 +31,8 @@ type PublisherOptions struct {
 type Publisher struct {
 	w     *kafka.Writer
 	opts  PublisherOptions
-	queue chan kafka.Message
+	queue    chan kafka.Message
+	inflight atomic.Int64 // records taken from the queue, not yet acknowledged
 
 	sent, dropped, failures *prometheus.CounterVec
 }
@@ -86,8 +88,8 @@ func (p *Publisher) Publish(topic, key string, value []byte) {
 	}
 }
 
-// Pending is the number of records waiting to be sent.
-func (p *Publisher) Pending() int { return len(p.queue) }
+// Pending is the number of records not yet acknowledged by Kafka.
+func (p *Publisher) Pending() int { return len(p.queue) + int(p.inflight.Load()) }
 
 // Run sends queued records until ctx ends, then flushes what is queued for
 // up to 5 seconds and closes the writer.
@@ -111,14 +113,17 @@ func (p *Publisher) Run(ctx context.Context) error {
 				break fill
 			}
 		}
+		p.inflight.Store(int64(len(batch)))
 		for {
 			err := p.w.WriteMessages(ctx, batch...)
 			if err == nil {
 				p.count(batch)
+				p.inflight.Store(0)
 				backoff = 100 * time.Millisecond
 				break
 			}
 			if ctx.Err() != nil {
+				p.inflight.Store(0)
 				p.requeue(batch)
 				p.drain()
 				return p.w.Close()

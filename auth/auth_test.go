@@ -1,0 +1,74 @@
+package auth
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestRequireAdmin(t *testing.T) {
+	a := New("s3cret")
+	cases := []struct {
+		name    string
+		headers map[string]string
+		want    error
+	}{
+		{"no key", nil, ErrUnauthenticated},
+		{"wrong key", map[string]string{AdminKeyHeader: "nope"}, ErrForbidden},
+		{"right key", map[string]string{AdminKeyHeader: "s3cret"}, nil},
+		{"bearer", map[string]string{"Authorization": "Bearer s3cret"}, nil},
+		{"wrong bearer", map[string]string{"Authorization": "Bearer x"}, ErrForbidden},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var got error = errors.New("handler not reached")
+			h := a.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				got = RequireAdmin(r.Context())
+			}))
+			r := httptest.NewRequest(http.MethodPost, "/graphql", nil)
+			for k, v := range c.headers {
+				r.Header.Set(k, v)
+			}
+			h.ServeHTTP(httptest.NewRecorder(), r)
+			if !errors.Is(got, c.want) && !(got == nil && c.want == nil) {
+				t.Fatalf("RequireAdmin = %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestNoKeyConfiguredRefusesEveryKey(t *testing.T) {
+	a := New("")
+	var got error
+	h := a.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = RequireAdmin(r.Context()) }))
+	r := httptest.NewRequest(http.MethodPost, "/", nil)
+	r.Header.Set(AdminKeyHeader, "")
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	if !errors.Is(got, ErrUnauthenticated) {
+		t.Fatalf("got %v", got)
+	}
+	r.Header.Set(AdminKeyHeader, "anything")
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	if !errors.Is(got, ErrForbidden) {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestLoadOrCreateKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "admin-api-key")
+	k1, created, err := LoadOrCreateKey(path)
+	if err != nil || !created || len(k1) != 48 {
+		t.Fatalf("first call: key %q created %v err %v", k1, created, err)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v err %v, want 0600", st.Mode().Perm(), err)
+	}
+	k2, created, err := LoadOrCreateKey(path)
+	if err != nil || created || k2 != k1 {
+		t.Fatalf("second call: key %q created %v err %v, want the same key", k2, created, err)
+	}
+}

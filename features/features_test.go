@@ -1,0 +1,137 @@
+package features
+
+import (
+	"context"
+	"errors"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/surgeworks/surge/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func TestVector(t *testing.T) {
+	at := time.Date(2026, 11, 28, 6, 0, 0, 0, time.UTC) // a Saturday, 06:00
+	v := V1.Vector(nil, Online{Searches1m: 12, Supply: math.NaN(), DemandTrend: math.Inf(1)}, at, 60)
+	if len(v) != V1.Len() {
+		t.Fatalf("len %d", len(v))
+	}
+	want := map[string]float32{
+		Searches1m:     12,
+		Bookings1m:     0, // missing → default 0
+		Supply:         0, // NaN → default
+		DemandTrend:    1, // +Inf → default 1
+		Seasonality:    1, // missing → default 1
+		HourSin:        1, // 06:00 → sin(π/2)
+		IsWeekend:      1,
+		HorizonMinutes: 60,
+	}
+	for name, w := range want {
+		if got := v[V1.Index(name)]; math.Abs(float64(got-w)) > 1e-6 {
+			t.Errorf("%s = %v, want %v", name, got, w)
+		}
+	}
+	// dst is reused when it has the right length.
+	again := V1.Vector(v, Online{}, at, 5)
+	if &again[0] != &v[0] || again[V1.Index(Searches1m)] != 0 {
+		t.Fatal("Vector did not reuse or reset dst")
+	}
+}
+
+func TestHash(t *testing.T) {
+	if V1.Hash() != V1.Hash() || len(V1.Hash()) != 16 {
+		t.Fatalf("hash %q not stable or not 16 hex digits", V1.Hash())
+	}
+	changed := append(Schema(nil), V1...)
+	changed[0].Default = 1
+	if changed.Hash() == V1.Hash() {
+		t.Fatal("changing a default did not change the hash")
+	}
+	swapped := append(Schema(nil), V1...)
+	swapped[0], swapped[1] = swapped[1], swapped[0]
+	if swapped.Hash() == V1.Hash() {
+		t.Fatal("changing the order did not change the hash")
+	}
+	if err := V1.CheckHash("deadbeef"); !errors.Is(err, ErrSchemaMismatch) {
+		t.Fatalf("CheckHash = %v", err)
+	}
+	if err := V1.CheckHash(V1.Hash()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFromMinutes(t *testing.T) {
+	var w []Minute
+	// 15 minutes: searches 1..15, bookings half of that, supply = minute index.
+	for i := 1; i <= 15; i++ {
+		w = append(w, Minute{Searches: float64(i), Bookings: float64(i) / 2, Cancels: 1, Supply: float64(i), Weather: 0.5})
+	}
+	on := FromMinutes(w, 1.3)
+	// last 5: 11..15 → mean 13; previous 10: 1..10 → mean 5.5; trend 13/5.5.
+	want := Online{
+		Searches1m: 15, Bookings1m: 7.5, Cancels1m: 1,
+		Searches5m: 13, Bookings5m: 6.5, Searches15m: 8, Bookings15m: 4,
+		Supply: 15, DemandTrend: 13 / 5.5, Seasonality: 1.3, SupplyDemand: 15.0 / 13,
+		WeatherSeverity: 0.5, TrafficIndex: 0, LocalEvent: 0,
+	}
+	for k, v := range want {
+		if math.Abs(on[k]-v) > 1e-12 {
+			t.Errorf("%s = %v, want %v", k, on[k], v)
+		}
+	}
+	if got := FromMinutes(nil, 0.8); got[Seasonality] != 0.8 || len(got) != 1 {
+		t.Fatalf("empty window: %v", got)
+	}
+	// Fewer than 6 minutes: no trend can be computed.
+	if got := FromMinutes(w[:3], 1); got[DemandTrend] != 1 || got[Searches5m] != 2 {
+		t.Fatalf("short window: %v", got)
+	}
+}
+
+func TestStoreRoundTrip(t *testing.T) {
+	srv := testenv.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	s := NewStore(rdb, 2*time.Second)
+
+	v, err := s.Get(ctx, "berlin")
+	if err != nil || v.Found() {
+		t.Fatalf("before any write: %+v %v", v, err)
+	}
+	at := time.UnixMilli(1_764_000_000_123).UTC()
+	if err := s.Write(ctx, "berlin", Online{Searches1m: 42.5, Supply: 7}, at); err != nil {
+		t.Fatal(err)
+	}
+	v, err = s.Get(ctx, "berlin")
+	if err != nil || !v.Found() || !v.UpdatedAt.Equal(at) || v.Online[Searches1m] != 42.5 || v.Online[Supply] != 7 {
+		t.Fatalf("after write: %+v %v", v, err)
+	}
+	if ttl := rdb.TTL(ctx, Key("berlin")).Val(); ttl <= 0 || ttl > 2*time.Second {
+		t.Fatalf("TTL %v, want (0, 2s]", ttl)
+	}
+
+	// Several regions in one pipeline.
+	p := rdb.Pipeline()
+	a, b := Queue(ctx, p, "berlin"), Queue(ctx, p, "paris")
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	va, _ := a()
+	vb, _ := b()
+	if !va.Found() || vb.Found() {
+		t.Fatalf("pipelined: berlin found=%v paris found=%v", va.Found(), vb.Found())
+	}
+
+	// The server going away is an error, not an empty answer.
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "berlin"); err == nil {
+		t.Fatal("Get with Redis down returned no error")
+	}
+}
