@@ -10,11 +10,22 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 go build -o bin/surge ./cmd/surge
 data=$(mktemp -d)
 addr=${BENCH_LISTEN_ADDR:-127.0.0.1:18000}
-RATE_LIMIT_RPS=1000000 LOG_LEVEL=warn ./bin/surge dev --data-dir "$data" --listen "$addr" >"$data/dev.log" 2>&1 &
+kafka=${BENCH_KAFKA_ADDR:-127.0.0.1:18092}
+# The broker runs as a process of its own, so that the RSS measured below is
+# the server's alone (kfake keeps every record in memory).
+LOG_LEVEL=warn ./bin/surge broker --data-dir "$data" --addr "$kafka" >"$data/broker.log" 2>&1 &
+bpid=$!
+for _ in $(seq 1 50); do
+  if (exec 3<>"/dev/tcp/${kafka%:*}/${kafka#*:}") 2>/dev/null; then break; fi
+  sleep 0.1
+done
+KAFKA_BROKERS=$kafka RATE_LIMIT_RPS=1000000 LOG_LEVEL=warn ./bin/surge dev --data-dir "$data" --listen "$addr" >"$data/dev.log" 2>&1 &
 pid=$!
 cleanup() {
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  kill -TERM "$bpid" 2>/dev/null || true
+  wait "$bpid" 2>/dev/null || true
   rm -rf "$data"
 }
 trap cleanup EXIT

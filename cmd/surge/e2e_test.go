@@ -31,6 +31,10 @@ import (
 	"github.com/surgeworks/surge/training"
 )
 
+// snapshotTTL outlasts the quote service's in-process reuse of a region's
+// Redis snapshot (quotes.Options.SnapshotTTL, 250 ms by default).
+const snapshotTTL = 300 * time.Millisecond
+
 // TestE2E runs the tests that leave the stack healthy on one shared stack.
 func TestE2E(t *testing.T) {
 	s := newStack(t, stackOptions{})
@@ -276,6 +280,7 @@ func testBatching(t *testing.T, s *stack) {
 		} `json:"regions"`
 	}
 	for attempt := 0; attempt < 3; attempt++ {
+		time.Sleep(snapshotTTL) // the regions' snapshots are read from Redis again
 		hook.reset()
 		s.mustData(t, `{ regions { id currentPrices { regionId productType forecastSource } } }`, nil, &d)
 		reads := hook.snapshot()
@@ -373,7 +378,7 @@ func testBadInput(t *testing.T, s *stack) {
 	}
 
 	// Requests refused before execution.
-	deep := `{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } } } }`
+	deep := nestedIntrospection(9) // 14 levels
 	for _, c := range []struct {
 		name   string
 		body   string
@@ -410,10 +415,10 @@ func testBadInput(t *testing.T, s *stack) {
 
 	// A query just under the depth limit runs.
 	t.Run("just under the depth limit", func(t *testing.T) {
-		ok := `{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }`
+		ok := nestedIntrospection(7) // 12 levels: the limit
 		r := s.gql(t, ok, nil, nil)
 		if r.Status != http.StatusOK || len(r.Errors) != 0 {
-			t.Errorf("depth-11 introspection refused (%d): %.300s", r.Status, r.Body)
+			t.Errorf("depth-12 introspection refused (%d): %.300s", r.Status, r.Body)
 		}
 	})
 
@@ -571,6 +576,12 @@ func testAdmin(t *testing.T, s *stack) {
 	if q := s.price(t, "sf", "ride"); q.RuleVersion != 1 || q.BasePrice != defaultRule(t, "sf", "ride").BasePrice {
 		t.Errorf("sf/ride after the delivery update: rule v%d base %v", q.RuleVersion, q.BasePrice)
 	}
+}
+
+// nestedIntrospection is an introspection query __schema { types { fields {
+// type { ofType … { name } } } } } with n ofType levels: n+5 levels deep.
+func nestedIntrospection(n int) string {
+	return "{ __schema { types { fields { type { " + strings.Repeat("ofType { ", n) + "name" + strings.Repeat(" }", n+4) + " }"
 }
 
 // auditRecord is the part of quotes' decision record the test reads.
@@ -773,6 +784,7 @@ func TestE2ERedisDown(t *testing.T) {
 	if err := s.redis.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(snapshotTTL) // the snapshot read before the stop has expired
 	down, took := s.timedPrice(t, "berlin", "ride")
 	if down.ForecastSource != "CACHED" || !down.Degraded || down.modelVersion() != "v1" {
 		t.Errorf("with Redis down: source %s degraded %v model %q; want CACHED, degraded, v1", down.ForecastSource, down.Degraded, down.modelVersion())
