@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -100,6 +101,7 @@ type Watcher struct {
 	fc   *Forecaster
 	opts WatcherOptions
 
+	mu         sync.Mutex           // serialises Sync
 	failed     map[string]time.Time // version → when it last failed to load
 	loadErrors *prometheus.CounterVec
 }
@@ -132,6 +134,8 @@ func NewWatcher(src ModelSource, fc *Forecaster, opts WatcherOptions) *Watcher {
 // Sync loads the active version if it is not the one served. It returns an
 // error when the active version could not be served.
 func (w *Watcher) Sync(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	entry, err := w.src.Active(ctx, w.opts.Name)
 	if err != nil {
 		return fmt.Errorf("find active model %s: %w", w.opts.Name, err)

@@ -316,7 +316,7 @@ func (s *Service) price(r Request, rule pricing.Rule, sn snapshot, fc inference.
 	q.Degraded = len(q.Warnings) > 0 || fc.Degraded()
 	s.m.quotes.WithLabelValues(string(fc.Source)).Inc()
 	s.recent.Add(q.ID, q)
-	s.enqueue(write{quote: &q, decision: s.decision(q, in, sn), state: &stateWrite{key: key, state: pq.State}})
+	s.enqueue(write{quote: &q, decision: s.decision(q, in, sn, s.hashUser(r.UserID)), state: &stateWrite{key: key, state: pq.State}})
 	return q, nil
 }
 

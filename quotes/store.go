@@ -261,13 +261,13 @@ type decision struct {
 	Warnings     []string           `json:"warnings,omitempty"`
 }
 
-func (s *Service) decision(q Quote, in pricing.Input, sn snapshot) []byte {
+func (s *Service) decision(q Quote, in pricing.Input, sn snapshot, userHash string) []byte {
 	if s.audit == nil {
 		return nil
 	}
 	b, err := json.Marshal(decision{
 		QuoteID: q.ID, TraceID: q.TraceID, At: q.CreatedAt, RegionID: q.RegionID, ProductType: q.ProductType,
-		Input: in, Forecast: q.Forecast, Features: sn.features.Online, FeaturesAt: sn.features.UpdatedAt,
+		UserHash: userHash, Input: in, Forecast: q.Forecast, Features: sn.features.Online, FeaturesAt: sn.features.UpdatedAt,
 		RuleVersion: q.RuleVersion, ModelVersion: q.Forecast.ModelVersion,
 		Multiplier: q.Multiplier, Price: q.Price, Currency: q.Currency, Factors: q.Factors,
 		Degraded: q.Degraded, Warnings: q.Warnings,

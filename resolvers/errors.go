@@ -11,6 +11,7 @@ import (
 	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/pricing"
 	"github.com/surgeworks/surge/quotes"
+	"github.com/surgeworks/surge/rules"
 )
 
 // Error codes in extensions.code.
@@ -54,6 +55,9 @@ func ErrorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 				}
 			}
 			gerr.Extensions["fields"] = fields
+		case errors.Is(err, rules.ErrBackdated):
+			gerr.Extensions["code"] = CodeBadUserInput
+			gerr.Extensions["field"] = "effectiveFrom"
 		case errors.Is(err, auth.ErrUnauthenticated):
 			gerr.Extensions["code"] = CodeUnauthenticated
 		case errors.Is(err, auth.ErrForbidden):
@@ -76,9 +80,13 @@ func isRequestError(err error) bool {
 	return errors.As(err, &ge) && ge.Err == nil
 }
 
+// unjoin returns the errors joined inside err (looking through wrappers such
+// as fmt.Errorf's %w, which rules.Store.Put adds), or err alone.
 func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			return j.Unwrap()
+		}
 	}
 	return []error{err}
 }

@@ -7,6 +7,7 @@ package resolvers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -88,6 +89,10 @@ func (r *queryResolver) Prices(ctx context.Context, inputs []*model.PriceInput) 
 	out := make([]*model.PriceQuote, len(qs))
 	for i := range qs {
 		if errs[i] != nil {
+			var in *quotes.InputError
+			if errors.As(errs[i], &in) {
+				return nil, &quotes.InputError{Field: fmt.Sprintf("inputs[%d].%s", i, in.Field), Msg: in.Msg, Err: in.Err}
+			}
 			return nil, fmt.Errorf("inputs[%d]: %w", i, errs[i])
 		}
 		out[i] = toQuote(qs[i])

@@ -36,6 +36,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// Migrations and the ONNX Runtime log through the default logger.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if os.Getenv(inference.ORTLibraryEnv) == "" {
 		// go test runs in cmd/surge; `make deps` puts the library at the root.
 		if p, err := filepath.Abs(filepath.Join("..", "..", ".cache", "onnxruntime", "libonnxruntime.so.1.24.1")); err == nil {
@@ -203,7 +205,7 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	s.base = "http://" + s.a.server.Addr()
 	s.client = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
 	t.Cleanup(func() {
-		if err, took := s.stop(); err != nil {
+		if took, err := s.stop(); err != nil {
 			t.Errorf("app.run returned %v (after %s)", err, took)
 		} else if took > 10*time.Second {
 			t.Errorf("app.run took %s to return after cancel", took)
@@ -215,7 +217,7 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 }
 
 // stop cancels the app's context and waits for run to return (at most 30 s).
-func (s *stack) stop() (error, time.Duration) {
+func (s *stack) stop() (time.Duration, error) {
 	s.stopOnce.Do(func() {
 		start := time.Now()
 		s.cancel()
@@ -227,7 +229,7 @@ func (s *stack) stop() (error, time.Duration) {
 		s.stopTook = time.Since(start)
 		s.client.CloseIdleConnections()
 	})
-	return s.stopErr, s.stopTook
+	return s.stopTook, s.stopErr
 }
 
 // history is the generated activity the online features are computed from,

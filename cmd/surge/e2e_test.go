@@ -308,6 +308,14 @@ func testBatching(t *testing.T, s *stack) {
 			t.Fatalf("the pipeline read %v, want each region once: %v", keys, want)
 		}
 	}
+	// Control: the hook sees every round trip, so two requests make two.
+	time.Sleep(snapshotTTL)
+	hook.reset()
+	s.price(t, "berlin", "ride")
+	s.price(t, "paris", "ride")
+	if reads := hook.snapshot(); len(reads) != 2 {
+		t.Errorf("two price requests made %d feature reads, want 2: %v", len(reads), reads)
+	}
 }
 
 func testBadInput(t *testing.T, s *stack) {
@@ -353,7 +361,7 @@ func testBadInput(t *testing.T, s *stack) {
 	add("prices with 0 inputs", "BAD_USER_INPUT", "inputs", q, v)
 	q, v = pricesN(101)
 	add("prices with 101 inputs", "BAD_USER_INPUT", "inputs", q, v)
-	add("prices with one unknown region", "NOT_FOUND", "regionId",
+	add("prices with one unknown region", "NOT_FOUND", "inputs[1].regionId",
 		`{ prices(inputs: [{regionId: "berlin", productType: "ride"}, {regionId: "atlantis", productType: "ride"}]) { price } }`, nil)
 	add("unknown quoteId", "NOT_FOUND", "quoteId", `{ factorBreakdown(quoteId: "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b") { name } }`, nil)
 	add("empty quoteId", "BAD_USER_INPUT", "quoteId", `{ factorBreakdown(quoteId: "") { name } }`, nil)
@@ -1014,7 +1022,7 @@ func TestE2EShutdown(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	checkModelQuote(t, s.price(t, "berlin", "delivery"), "berlin", "delivery")
 	addr := s.a.server.Addr()
-	err, took := s.stop()
+	took, err := s.stop()
 	if err != nil {
 		t.Fatalf("run returned %v", err)
 	}
