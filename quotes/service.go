@@ -82,7 +82,7 @@ type Options struct {
 	// change at most once a second, so this bounds staleness, not accuracy.
 	SnapshotTTL time.Duration
 	// LocalQuotes is how many recent quotes are kept in process for
-	// factorBreakdown when Redis is unreachable (default 50,000).
+	// factorBreakdown when Redis is unreachable (default 20,000).
 	LocalQuotes int
 	// UserHashKey keys the hash that replaces user ids (default: random per process).
 	UserHashKey []byte
@@ -106,7 +106,7 @@ func (o *Options) defaults() {
 		o.SnapshotTTL = 250 * time.Millisecond
 	}
 	if o.LocalQuotes <= 0 {
-		o.LocalQuotes = 50_000
+		o.LocalQuotes = 20_000
 	}
 	if len(o.UserHashKey) == 0 {
 		o.UserHashKey = make([]byte, 32)

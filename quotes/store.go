@@ -153,11 +153,11 @@ func getQuote(ctx context.Context, rdb redis.UniversalClient, id string) (Quote,
 	if err != nil {
 		return Quote{}, err
 	}
-	var q Quote
-	if err := json.Unmarshal(b, &q); err != nil {
+	var d decision
+	if err := json.Unmarshal(b, &d); err != nil {
 		return Quote{}, fmt.Errorf("decode quote: %w", err)
 	}
-	return q, nil
+	return d.quote(), nil
 }
 
 // write is one background job of a quote.
@@ -216,11 +216,8 @@ func (s *Service) flush(ctx context.Context, batch []write) {
 	p := s.rdb.Pipeline()
 	states := map[stateKey]pricing.State{}
 	for _, w := range batch {
-		if w.quote != nil {
-			b, err := json.Marshal(w.quote)
-			if err == nil {
-				p.Set(ctx, quoteKey(w.quote.ID), b, s.opts.Validity)
-			}
+		if w.quote != nil && w.decision != nil {
+			p.Set(ctx, quoteKey(w.quote.ID), w.decision, s.opts.Validity)
 		}
 		if w.state != nil {
 			if cur, ok := states[w.state.key]; !ok || w.state.state.At.After(cur.At) {
@@ -239,11 +236,13 @@ func (s *Service) flush(ctx context.Context, batch []write) {
 }
 
 // decision is the audit record of a quote: every input of the engine, so
-// pricing.Compute on it gives the same price.
+// pricing.Compute on it gives the same price. The same bytes are the quote's
+// cache record in Redis (one encoding per quote).
 type decision struct {
 	QuoteID      string             `json:"quoteId"`
 	TraceID      string             `json:"traceId"`
 	At           time.Time          `json:"at"`
+	ValidUntil   time.Time          `json:"validUntil"`
 	RegionID     string             `json:"regionId"`
 	ProductType  string             `json:"productType"`
 	UserHash     string             `json:"userHash,omitempty"`
@@ -261,12 +260,20 @@ type decision struct {
 	Warnings     []string           `json:"warnings,omitempty"`
 }
 
-func (s *Service) decision(q Quote, in pricing.Input, sn snapshot, userHash string) []byte {
-	if s.audit == nil {
-		return nil
+// quote rebuilds the quote a decision was made for.
+func (d *decision) quote() Quote {
+	return Quote{
+		ID: d.QuoteID, TraceID: d.TraceID, RegionID: d.RegionID, ProductType: d.ProductType,
+		Currency: d.Currency, BasePrice: d.Input.Rule.BasePrice, Multiplier: d.Multiplier, Price: d.Price,
+		Factors: d.Factors, Forecast: d.Forecast, Supply: d.Input.Supply, SupplyKnown: d.Input.SupplyKnown,
+		RuleVersion: d.RuleVersion, Degraded: d.Degraded, Warnings: d.Warnings,
+		CreatedAt: d.At, ValidUntil: d.ValidUntil,
 	}
+}
+
+func (s *Service) decision(q Quote, in pricing.Input, sn snapshot, userHash string) []byte {
 	b, err := json.Marshal(decision{
-		QuoteID: q.ID, TraceID: q.TraceID, At: q.CreatedAt, RegionID: q.RegionID, ProductType: q.ProductType,
+		QuoteID: q.ID, TraceID: q.TraceID, At: q.CreatedAt, ValidUntil: q.ValidUntil, RegionID: q.RegionID, ProductType: q.ProductType,
 		UserHash: userHash, Input: in, Forecast: q.Forecast, Features: sn.features.Online, FeaturesAt: sn.features.UpdatedAt,
 		RuleVersion: q.RuleVersion, ModelVersion: q.Forecast.ModelVersion,
 		Multiplier: q.Multiplier, Price: q.Price, Currency: q.Currency, Factors: q.Factors,

@@ -19,8 +19,16 @@ for _ in $(seq 1 50); do
   if (exec 3<>"/dev/tcp/${kafka%:*}/${kafka#*:}") 2>/dev/null; then break; fi
   sleep 0.1
 done
-KAFKA_BROKERS=$kafka RATE_LIMIT_RPS=1000000 LOG_LEVEL=warn ./bin/surge dev --data-dir "$data" --listen "$addr" >"$data/dev.log" 2>&1 &
-pid=$!
+start_dev() {
+  KAFKA_BROKERS=$kafka RATE_LIMIT_RPS=1000000 LOG_LEVEL=warn ./bin/surge dev --data-dir "$data" --listen "$addr" >>"$data/dev.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 120); do
+    if curl -fsS "http://$addr/ready" >/dev/null 2>&1; then return; fi
+    if ! kill -0 "$pid" 2>/dev/null; then cat "$data/dev.log"; echo "surge dev exited" >&2; exit 1; fi
+    sleep 0.5
+  done
+  curl -fsS "http://$addr/ready" >/dev/null
+}
 cleanup() {
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
@@ -30,12 +38,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for _ in $(seq 1 120); do
-  if curl -fsS "http://$addr/ready" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$pid" 2>/dev/null; then cat "$data/dev.log"; echo "surge dev exited" >&2; exit 1; fi
-  sleep 0.5
-done
-curl -fsS "http://$addr/ready" >/dev/null
+# The first start trains the bootstrap model; restart so that the memory
+# measured is the serving process's, not the trainer's.
+pid=
+start_dev
+kill -TERM "$pid"; wait "$pid" || true
+start_dev
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "== warm-up (500/s for 3 s)"

@@ -58,7 +58,7 @@ request's scheduled time) to a server on this machine and prints p50/p90/p99. Wi
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(out, "server peak RSS (VmHWM): %s\n", rss)
+				fmt.Fprintf(out, "server RSS now %s, peak %s\n", rss[0], rss[1])
 			}
 			return nil
 		},
@@ -92,19 +92,27 @@ func checkGraphQL(status int, body []byte) error {
 	return nil
 }
 
-// peakRSS reads VmHWM of a process from /proc.
-func peakRSS(pid string) (string, error) {
+// peakRSS reads the resident memory of a process from /proc: VmRSS (now)
+// and VmHWM (peak).
+func peakRSS(pid string) ([2]string, error) {
+	var out [2]string
 	if _, err := strconv.Atoi(pid); err != nil {
-		return "", fmt.Errorf("--pid %q: not a process id", pid)
+		return out, fmt.Errorf("--pid %q: not a process id", pid)
 	}
 	b, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
-		return "", fmt.Errorf("read server memory: %w", err)
+		return out, fmt.Errorf("read server memory: %w", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			out[0] = strings.TrimSpace(v)
+		}
 		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			return strings.TrimSpace(v), nil
+			out[1] = strings.TrimSpace(v)
 		}
 	}
-	return "", errors.New("VmHWM not found")
+	if out[1] == "" {
+		return out, errors.New("VmHWM not found")
+	}
+	return out, nil
 }
