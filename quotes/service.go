@@ -131,6 +131,7 @@ type Service struct {
 
 	mu     sync.Mutex
 	states map[stateKey]pricing.State // smoothing state, authoritative in process
+	quoted map[stateKey]float64       // last quoted multiplier, to publish changes
 
 	recent *lru.LRU[string, Quote]
 	snaps  sync.Map // snapKey → cachedSnapshot
@@ -150,6 +151,7 @@ func New(r Rules, rdb redis.UniversalClient, fc *inference.Forecaster, audit Pub
 		forecaster: fc,
 		audit:      audit,
 		states:     make(map[stateKey]pricing.State),
+		quoted:     make(map[stateKey]float64),
 		recent:     lru.NewLRU[string, Quote](opts.LocalQuotes, nil, opts.Validity),
 		writes:     make(chan write, 8192),
 		m:          newMetrics(opts.Registerer),
@@ -286,6 +288,8 @@ func (s *Service) price(r Request, rule pricing.Rule, sn snapshot, fc inference.
 	if cur, ok := s.states[key]; !ok || !cur.At.After(pq.State.At) {
 		s.states[key] = pq.State
 	}
+	last, quotedBefore := s.quoted[key]
+	s.quoted[key] = pq.Multiplier
 	s.mu.Unlock()
 
 	traceID := r.TraceID
@@ -316,7 +320,11 @@ func (s *Service) price(r Request, rule pricing.Rule, sn snapshot, fc inference.
 	q.Degraded = len(q.Warnings) > 0 || fc.Degraded()
 	s.m.quotes.WithLabelValues(string(fc.Source)).Inc()
 	s.recent.Add(q.ID, q)
-	s.enqueue(write{quote: &q, decision: s.decision(q, in, sn, s.hashUser(r.UserID)), state: &stateWrite{key: key, state: pq.State}})
+	w := write{quote: &q, decision: s.decision(q, in, sn, s.hashUser(r.UserID)), state: &stateWrite{key: key, state: pq.State}}
+	if quotedBefore && last != pq.Multiplier {
+		w.change = &SurgeChange{RegionID: r.RegionID, ProductType: r.ProductType, Previous: last, Multiplier: pq.Multiplier, At: now, QuoteID: q.ID}
+	}
+	s.enqueue(w)
 	return q, nil
 }
 

@@ -2,6 +2,7 @@ package quotes
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/internal/testenv"
 	"github.com/surgeworks/surge/pricing"
@@ -97,5 +99,74 @@ func TestQuoteErrors(t *testing.T) {
 	q, err := s.Quote(context.Background(), Request{RegionID: "berlin", ProductType: "ride"})
 	if err != nil || !q.Degraded || len(q.Warnings) < 2 {
 		t.Fatalf("without Redis: %+v %v", q, err)
+	}
+}
+
+// constPredictor predicts the same demand for every row.
+type constPredictor struct{ v *float32 }
+
+func (p constPredictor) Predict(_ context.Context, rows [][]float32) ([]float32, error) {
+	out := make([]float32, len(rows))
+	for i := range out {
+		out[i] = *p.v
+	}
+	return out, nil
+}
+func (constPredictor) Close() error { return nil }
+
+// TestSurgeChangesArePublished: a quoted multiplier that moves is published
+// on the region's channel; one that stays is not.
+func TestSurgeChangesArePublished(t *testing.T) {
+	srv := testenv.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub := rdb.Subscribe(ctx, SurgeChannel("berlin"))
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil { // subscription confirmed
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 25, 18, 0, 0, 0, time.UTC)
+	if err := features.NewStore(rdb, time.Hour).Write(ctx, "berlin", features.Online{features.Supply: 1}, now); err != nil {
+		t.Fatal(err)
+	}
+	demand := float32(150) // 10 requests/min against 1 unit: far above the threshold
+	fc := inference.NewForecaster(nil, nil, inference.ForecasterOptions{})
+	fc.SetModel(&inference.Model{Name: "demand", Version: "v1", Predictor: constPredictor{&demand}})
+	s := New(fakeRules{berlinRide}, rdb, fc, nil, Options{Now: func() time.Time { return now }, SnapshotTTL: -1})
+	go s.Run(ctx)
+	quote := func() Quote {
+		t.Helper()
+		q, err := s.Quote(ctx, Request{RegionID: "berlin", ProductType: "ride"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}
+	// First quote: from 1.0 with one minute of allowance (0.5) → 1.5; the
+	// second, at the same instant, stays at 1.5: nothing to publish yet.
+	if q := quote(); q.Multiplier != 1.5 || q.Forecast.Source != inference.SourceModel {
+		t.Fatalf("first quote %v from %s, want 1.5 from MODEL", q.Multiplier, q.Forecast.Source)
+	}
+	quote()
+	demand = 0 // demand vanishes; a minute later the multiplier is back to 1.0
+	now = now.Add(time.Minute)
+	q := quote()
+	if q.Multiplier != 1 {
+		t.Fatalf("third quote %v, want 1.0", q.Multiplier)
+	}
+	msgCtx, cancelMsg := context.WithTimeout(ctx, 5*time.Second)
+	defer cancelMsg()
+	msg, err := sub.ReceiveMessage(msgCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ch SurgeChange
+	if err := json.Unmarshal([]byte(msg.Payload), &ch); err != nil {
+		t.Fatal(err)
+	}
+	if ch.RegionID != "berlin" || ch.ProductType != "ride" || ch.Previous != 1.5 || ch.Multiplier != 1 || ch.QuoteID != q.ID {
+		t.Fatalf("change %+v", ch)
 	}
 }

@@ -25,7 +25,22 @@ type snapshot struct {
 	err      error                    // the Redis read failed
 }
 
-func surgeKey(regionID string) string { return "surge:{" + regionID + "}" }
+func stateKeyOf(regionID string) string { return "smoothing:{" + regionID + "}" }
+
+// SurgeChannel is the Redis pub/sub channel on which a region's multiplier
+// changes are published (one JSON SurgeChange per message).
+func SurgeChannel(regionID string) string { return "surge:{" + regionID + "}" }
+
+// SurgeChange is published when the quoted multiplier of a product in a
+// region moves.
+type SurgeChange struct {
+	RegionID    string    `json:"regionId"`
+	ProductType string    `json:"productType"`
+	Previous    float64   `json:"previous"`
+	Multiplier  float64   `json:"multiplier"`
+	At          time.Time `json:"at"`
+	QuoteID     string    `json:"quoteId"`
+}
 func quoteKey(id string) string       { return "quote:{" + id + "}" }
 
 func (s *Service) load(ctx context.Context, regions []string) map[string]snapshot {
@@ -95,7 +110,7 @@ func (s *Service) readRedis(ctx context.Context, regions []string, horizon int) 
 		pend[i] = pending{
 			feats:  features.Queue(ctx, p, r),
 			cached: inference.QueueCached(ctx, p, r, horizon),
-			surge:  p.HGetAll(ctx, surgeKey(r)),
+			surge:  p.HGetAll(ctx, stateKeyOf(r)),
 		}
 	}
 	start := time.Now()
@@ -165,6 +180,7 @@ type write struct {
 	quote    *Quote
 	decision []byte
 	state    *stateWrite
+	change   *SurgeChange
 }
 
 type stateWrite struct {
@@ -225,9 +241,15 @@ func (s *Service) flush(ctx context.Context, batch []write) {
 			}
 		}
 	}
+	for _, w := range batch {
+		if w.change != nil {
+			b, _ := json.Marshal(w.change)
+			p.Publish(ctx, SurgeChannel(w.change.RegionID), b)
+		}
+	}
 	for k, st := range states {
-		p.HSet(ctx, surgeKey(k.region), k.product, formatState(st))
-		p.Expire(ctx, surgeKey(k.region), 24*time.Hour)
+		p.HSet(ctx, stateKeyOf(k.region), k.product, formatState(st))
+		p.Expire(ctx, stateKeyOf(k.region), 24*time.Hour)
 	}
 	if _, err := p.Exec(ctx); err != nil {
 		s.m.redisErrors.Inc()
