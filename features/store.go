@@ -43,17 +43,11 @@ func NewStore(rdb redis.UniversalClient, ttl time.Duration) *Store {
 	return &Store{rdb: rdb, ttl: ttl}
 }
 
-// Write sets a region's features and their update time, and renews the TTL.
+// Write replaces a region's features and their update time, and renews
+// the TTL, atomically (MULTI/EXEC).
 func (s *Store) Write(ctx context.Context, regionID string, online Online, at time.Time) error {
-	args := make([]any, 0, 2*len(online)+2)
-	for k, v := range online {
-		args = append(args, k, strconv.FormatFloat(v, 'g', -1, 64))
-	}
-	args = append(args, UpdatedAtField, strconv.FormatInt(at.UnixMilli(), 10))
-	key := Key(regionID)
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, key, args...)
-		p.Expire(ctx, key, s.ttl)
+		s.QueueWrite(ctx, p, regionID, online, at)
 		return nil
 	})
 	if err != nil {

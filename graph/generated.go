@@ -37,10 +37,36 @@ type DirectiveRoot struct {
 }
 
 type ComplexityRoot struct {
+	DemandPoint struct {
+		Bookings func(childComplexity int) int
+		Bucket   func(childComplexity int) int
+		Cancels  func(childComplexity int) int
+		Searches func(childComplexity int) int
+		Supply   func(childComplexity int) int
+	}
+
+	EventFieldError struct {
+		Field   func(childComplexity int) int
+		Message func(childComplexity int) int
+	}
+
+	EventResult struct {
+		Errors  func(childComplexity int) int
+		EventID func(childComplexity int) int
+		Index   func(childComplexity int) int
+		Status  func(childComplexity int) int
+	}
+
 	Factor struct {
 		Contribution func(childComplexity int) int
 		Description  func(childComplexity int) int
 		Name         func(childComplexity int) int
+	}
+
+	FeatureValue struct {
+		Description func(childComplexity int) int
+		Name        func(childComplexity int) int
+		Value       func(childComplexity int) int
 	}
 
 	Forecast struct {
@@ -56,8 +82,42 @@ type ComplexityRoot struct {
 		Warnings       func(childComplexity int) int
 	}
 
+	IngestResult struct {
+		Accepted   func(childComplexity int) int
+		Duplicates func(childComplexity int) int
+		Rejected   func(childComplexity int) int
+		Results    func(childComplexity int) int
+	}
+
+	IngestionStatus struct {
+		BackfillEvents   func(childComplexity int) int
+		LastSinkError    func(childComplexity int) int
+		LastSinkErrorAt  func(childComplexity int) int
+		LateEvents       func(childComplexity int) int
+		Partitions       func(childComplexity int) int
+		SinkRowsInserted func(childComplexity int) int
+	}
+
 	Mutation struct {
+		IngestEvents   func(childComplexity int, events []*model.EventInput) int
 		SetPricingRule func(childComplexity int, input model.PricingRuleInput) int
+	}
+
+	OnlineFeatures struct {
+		AgeSeconds func(childComplexity int) int
+		RegionID   func(childComplexity int) int
+		Stale      func(childComplexity int) int
+		UpdatedAt  func(childComplexity int) int
+		Values     func(childComplexity int) int
+	}
+
+	PartitionLag struct {
+		Group         func(childComplexity int) int
+		HighWatermark func(childComplexity int) int
+		Lag           func(childComplexity int) int
+		NextOffset    func(childComplexity int) int
+		Partition     func(childComplexity int) int
+		Topic         func(childComplexity int) int
 	}
 
 	PriceQuote struct {
@@ -100,8 +160,11 @@ type ComplexityRoot struct {
 	}
 
 	Query struct {
+		DemandHistory   func(childComplexity int, regionID string, from time.Time, to time.Time, granularity *model.Granularity) int
 		FactorBreakdown func(childComplexity int, quoteID string) int
+		Features        func(childComplexity int, regionID string) int
 		Forecast        func(childComplexity int, regionID string, horizonMinutes *int) int
+		IngestionStatus func(childComplexity int) int
 		Price           func(childComplexity int, input model.PriceInput) int
 		Prices          func(childComplexity int, inputs []*model.PriceInput) int
 		PricingRules    func(childComplexity int, regionID string, includeHistory *bool) int
@@ -123,6 +186,7 @@ type ComplexityRoot struct {
 
 type MutationResolver interface {
 	SetPricingRule(ctx context.Context, input model.PricingRuleInput) (*model.PricingRule, error)
+	IngestEvents(ctx context.Context, events []*model.EventInput) (*model.IngestResult, error)
 }
 type QueryResolver interface {
 	Price(ctx context.Context, input model.PriceInput) (*model.PriceQuote, error)
@@ -131,6 +195,9 @@ type QueryResolver interface {
 	FactorBreakdown(ctx context.Context, quoteID string) ([]*model.Factor, error)
 	Regions(ctx context.Context) ([]*model.Region, error)
 	PricingRules(ctx context.Context, regionID string, includeHistory *bool) ([]*model.PricingRule, error)
+	DemandHistory(ctx context.Context, regionID string, from time.Time, to time.Time, granularity *model.Granularity) ([]*model.DemandPoint, error)
+	Features(ctx context.Context, regionID string) (*model.OnlineFeatures, error)
+	IngestionStatus(ctx context.Context) (*model.IngestionStatus, error)
 }
 type RegionResolver interface {
 	CurrentPrices(ctx context.Context, obj *model.Region) ([]*model.PriceQuote, error)
@@ -154,6 +221,75 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 	_ = ec
 	switch typeName + "." + field {
 
+	case "DemandPoint.bookings":
+		if e.ComplexityRoot.DemandPoint.Bookings == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DemandPoint.Bookings(childComplexity), true
+	case "DemandPoint.bucket":
+		if e.ComplexityRoot.DemandPoint.Bucket == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DemandPoint.Bucket(childComplexity), true
+	case "DemandPoint.cancels":
+		if e.ComplexityRoot.DemandPoint.Cancels == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DemandPoint.Cancels(childComplexity), true
+	case "DemandPoint.searches":
+		if e.ComplexityRoot.DemandPoint.Searches == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DemandPoint.Searches(childComplexity), true
+	case "DemandPoint.supply":
+		if e.ComplexityRoot.DemandPoint.Supply == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DemandPoint.Supply(childComplexity), true
+
+	case "EventFieldError.field":
+		if e.ComplexityRoot.EventFieldError.Field == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventFieldError.Field(childComplexity), true
+	case "EventFieldError.message":
+		if e.ComplexityRoot.EventFieldError.Message == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventFieldError.Message(childComplexity), true
+
+	case "EventResult.errors":
+		if e.ComplexityRoot.EventResult.Errors == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventResult.Errors(childComplexity), true
+	case "EventResult.eventId":
+		if e.ComplexityRoot.EventResult.EventID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventResult.EventID(childComplexity), true
+	case "EventResult.index":
+		if e.ComplexityRoot.EventResult.Index == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventResult.Index(childComplexity), true
+	case "EventResult.status":
+		if e.ComplexityRoot.EventResult.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventResult.Status(childComplexity), true
+
 	case "Factor.contribution":
 		if e.ComplexityRoot.Factor.Contribution == nil {
 			break
@@ -172,6 +308,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Factor.Name(childComplexity), true
+
+	case "FeatureValue.description":
+		if e.ComplexityRoot.FeatureValue.Description == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FeatureValue.Description(childComplexity), true
+	case "FeatureValue.name":
+		if e.ComplexityRoot.FeatureValue.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FeatureValue.Name(childComplexity), true
+	case "FeatureValue.value":
+		if e.ComplexityRoot.FeatureValue.Value == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FeatureValue.Value(childComplexity), true
 
 	case "Forecast.degraded":
 		if e.ComplexityRoot.Forecast.Degraded == nil {
@@ -234,6 +389,79 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Forecast.Warnings(childComplexity), true
 
+	case "IngestResult.accepted":
+		if e.ComplexityRoot.IngestResult.Accepted == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IngestResult.Accepted(childComplexity), true
+	case "IngestResult.duplicates":
+		if e.ComplexityRoot.IngestResult.Duplicates == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IngestResult.Duplicates(childComplexity), true
+	case "IngestResult.rejected":
+		if e.ComplexityRoot.IngestResult.Rejected == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IngestResult.Rejected(childComplexity), true
+	case "IngestResult.results":
+		if e.ComplexityRoot.IngestResult.Results == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IngestResult.Results(childComplexity), true
+
+	case "IngestionStatus.backfillEvents":
+		if e.ComplexityRoot.IngestionStatus.BackfillEvents == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IngestionStatus.BackfillEvents(childComplexity), true
+	case "IngestionStatus.lastSinkError":
+		if e.ComplexityRoot.IngestionStatus.LastSinkError == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IngestionStatus.LastSinkError(childComplexity), true
+	case "IngestionStatus.lastSinkErrorAt":
+		if e.ComplexityRoot.IngestionStatus.LastSinkErrorAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IngestionStatus.LastSinkErrorAt(childComplexity), true
+	case "IngestionStatus.lateEvents":
+		if e.ComplexityRoot.IngestionStatus.LateEvents == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IngestionStatus.LateEvents(childComplexity), true
+	case "IngestionStatus.partitions":
+		if e.ComplexityRoot.IngestionStatus.Partitions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IngestionStatus.Partitions(childComplexity), true
+	case "IngestionStatus.sinkRowsInserted":
+		if e.ComplexityRoot.IngestionStatus.SinkRowsInserted == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IngestionStatus.SinkRowsInserted(childComplexity), true
+
+	case "Mutation.ingestEvents":
+		if e.ComplexityRoot.Mutation.IngestEvents == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_ingestEvents_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.IngestEvents(childComplexity, args["events"].([]*model.EventInput)), true
 	case "Mutation.setPricingRule":
 		if e.ComplexityRoot.Mutation.SetPricingRule == nil {
 			break
@@ -245,6 +473,74 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SetPricingRule(childComplexity, args["input"].(model.PricingRuleInput)), true
+
+	case "OnlineFeatures.ageSeconds":
+		if e.ComplexityRoot.OnlineFeatures.AgeSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OnlineFeatures.AgeSeconds(childComplexity), true
+	case "OnlineFeatures.regionId":
+		if e.ComplexityRoot.OnlineFeatures.RegionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OnlineFeatures.RegionID(childComplexity), true
+	case "OnlineFeatures.stale":
+		if e.ComplexityRoot.OnlineFeatures.Stale == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OnlineFeatures.Stale(childComplexity), true
+	case "OnlineFeatures.updatedAt":
+		if e.ComplexityRoot.OnlineFeatures.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OnlineFeatures.UpdatedAt(childComplexity), true
+	case "OnlineFeatures.values":
+		if e.ComplexityRoot.OnlineFeatures.Values == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OnlineFeatures.Values(childComplexity), true
+
+	case "PartitionLag.group":
+		if e.ComplexityRoot.PartitionLag.Group == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PartitionLag.Group(childComplexity), true
+	case "PartitionLag.highWatermark":
+		if e.ComplexityRoot.PartitionLag.HighWatermark == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PartitionLag.HighWatermark(childComplexity), true
+	case "PartitionLag.lag":
+		if e.ComplexityRoot.PartitionLag.Lag == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PartitionLag.Lag(childComplexity), true
+	case "PartitionLag.nextOffset":
+		if e.ComplexityRoot.PartitionLag.NextOffset == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PartitionLag.NextOffset(childComplexity), true
+	case "PartitionLag.partition":
+		if e.ComplexityRoot.PartitionLag.Partition == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PartitionLag.Partition(childComplexity), true
+	case "PartitionLag.topic":
+		if e.ComplexityRoot.PartitionLag.Topic == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PartitionLag.Topic(childComplexity), true
 
 	case "PriceQuote.basePrice":
 		if e.ComplexityRoot.PriceQuote.BasePrice == nil {
@@ -446,6 +742,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.PricingRule.Version(childComplexity), true
 
+	case "Query.demandHistory":
+		if e.ComplexityRoot.Query.DemandHistory == nil {
+			break
+		}
+
+		args, err := ec.field_Query_demandHistory_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.DemandHistory(childComplexity, args["regionId"].(string), args["from"].(time.Time), args["to"].(time.Time), args["granularity"].(*model.Granularity)), true
 	case "Query.factorBreakdown":
 		if e.ComplexityRoot.Query.FactorBreakdown == nil {
 			break
@@ -457,6 +764,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.FactorBreakdown(childComplexity, args["quoteId"].(string)), true
+	case "Query.features":
+		if e.ComplexityRoot.Query.Features == nil {
+			break
+		}
+
+		args, err := ec.field_Query_features_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Features(childComplexity, args["regionId"].(string)), true
 	case "Query.forecast":
 		if e.ComplexityRoot.Query.Forecast == nil {
 			break
@@ -468,6 +786,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Forecast(childComplexity, args["regionId"].(string), args["horizonMinutes"].(*int)), true
+	case "Query.ingestionStatus":
+		if e.ComplexityRoot.Query.IngestionStatus == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.IngestionStatus(childComplexity), true
 
 	case "Query.price":
 		if e.ComplexityRoot.Query.Price == nil {
@@ -549,6 +873,8 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 	ec := newExecutionContext(opCtx, e, make(chan graphql.DeferredResult))
 	inputUnmarshalers := func() *graphql.InputUnmarshalerIndex {
 		return graphql.NewInputUnmarshalerIndex(
+			graphql.NewInputUnmarshaler("EventInput", ec.unmarshalInputEventInput),
+			graphql.NewInputUnmarshaler("ExperimentInput", ec.unmarshalInputExperimentInput),
 			graphql.NewInputUnmarshaler("PriceInput", ec.unmarshalInputPriceInput),
 			graphql.NewInputUnmarshaler("PricingRuleInput", ec.unmarshalInputPricingRuleInput),
 		)
@@ -762,6 +1088,115 @@ input PricingRuleInput {
   multiplierStep: Float! = 0.05
   priceStep: Float! = 0.01
 }
+
+# ---- Events in (issue 3) ----
+
+extend type Query {
+  "Per-region demand aggregates from ClickHouse (materialized from the events), oldest first; at most 10,000 points."
+  demandHistory(regionId: ID!, from: Time!, to: Time!, granularity: Granularity = MINUTE): [DemandPoint!]!
+  "The online feature values of a region as the price path reads them, with their update time and age."
+  features(regionId: ID!): OnlineFeatures!
+  "Consumer lag per group and partition, late-event counts and the last sink error."
+  ingestionStatus: IngestionStatus!
+}
+
+extend type Mutation {
+  "Sends 1 to 1,000 marketplace events through the same intake as POST /v1/events."
+  ingestEvents(events: [EventInput!]!): IngestResult!
+}
+
+enum Granularity {
+  MINUTE
+  HOUR
+}
+
+type DemandPoint {
+  bucket: Time!
+  searches: Int!
+  bookings: Int!
+  cancels: Int!
+  "Mean available supply in the bucket, when reported."
+  supply: Float
+}
+
+type OnlineFeatures {
+  regionId: ID!
+  "When the features were last written; null when the region has none (expired or never written)."
+  updatedAt: Time
+  ageSeconds: Float
+  "True when older than the age the model accepts (then the forecast falls back)."
+  stale: Boolean!
+  values: [FeatureValue!]!
+}
+
+type FeatureValue {
+  name: String!
+  value: Float!
+  description: String!
+}
+
+type IngestionStatus {
+  partitions: [PartitionLag!]!
+  lateEvents: Int!
+  backfillEvents: Int!
+  lastSinkError: String
+  lastSinkErrorAt: Time
+  sinkRowsInserted: Int!
+}
+
+type PartitionLag {
+  group: String!
+  topic: String!
+  partition: Int!
+  nextOffset: Int!
+  highWatermark: Int!
+  lag: Int!
+}
+
+input ExperimentInput {
+  id: String!
+  variant: String!
+}
+
+input EventInput {
+  eventId: String!
+  type: String!
+  regionId: ID!
+  timestamp: Time!
+  userId: String
+  productType: String
+  price: Float
+  availableSupply: Float
+  signal: String
+  value: Float
+  quoteId: ID
+  experiment: ExperimentInput
+}
+
+enum EventStatus {
+  ACCEPTED
+  DUPLICATE
+  REJECTED
+}
+
+type EventFieldError {
+  field: String!
+  message: String!
+}
+
+type EventResult {
+  index: Int!
+  eventId: String
+  status: EventStatus!
+  errors: [EventFieldError!]!
+}
+
+type IngestResult {
+  accepted: Int!
+  duplicates: Int!
+  rejected: Int!
+  results: [EventResult!]!
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -769,6 +1204,46 @@ var parsedSchema = gqlparser.MustLoadSchema(sources...)
 // childFields_* functions provide shared child field context lookups.
 // Each function is generated once per unique object type, deduplicating the
 // switch statements that were previously inlined in every fieldContext_* function.
+
+func (ec *executionContext) childFields_DemandPoint(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "bucket":
+		return ec.fieldContext_DemandPoint_bucket(ctx, field)
+	case "searches":
+		return ec.fieldContext_DemandPoint_searches(ctx, field)
+	case "bookings":
+		return ec.fieldContext_DemandPoint_bookings(ctx, field)
+	case "cancels":
+		return ec.fieldContext_DemandPoint_cancels(ctx, field)
+	case "supply":
+		return ec.fieldContext_DemandPoint_supply(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DemandPoint", field.Name)
+}
+
+func (ec *executionContext) childFields_EventFieldError(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "field":
+		return ec.fieldContext_EventFieldError_field(ctx, field)
+	case "message":
+		return ec.fieldContext_EventFieldError_message(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EventFieldError", field.Name)
+}
+
+func (ec *executionContext) childFields_EventResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "index":
+		return ec.fieldContext_EventResult_index(ctx, field)
+	case "eventId":
+		return ec.fieldContext_EventResult_eventId(ctx, field)
+	case "status":
+		return ec.fieldContext_EventResult_status(ctx, field)
+	case "errors":
+		return ec.fieldContext_EventResult_errors(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EventResult", field.Name)
+}
 
 func (ec *executionContext) childFields_Factor(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
@@ -780,6 +1255,18 @@ func (ec *executionContext) childFields_Factor(ctx context.Context, field graphq
 		return ec.fieldContext_Factor_description(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Factor", field.Name)
+}
+
+func (ec *executionContext) childFields_FeatureValue(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_FeatureValue_name(ctx, field)
+	case "value":
+		return ec.fieldContext_FeatureValue_value(ctx, field)
+	case "description":
+		return ec.fieldContext_FeatureValue_description(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type FeatureValue", field.Name)
 }
 
 func (ec *executionContext) childFields_Forecast(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -806,6 +1293,72 @@ func (ec *executionContext) childFields_Forecast(ctx context.Context, field grap
 		return ec.fieldContext_Forecast_generatedAt(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Forecast", field.Name)
+}
+
+func (ec *executionContext) childFields_IngestResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "accepted":
+		return ec.fieldContext_IngestResult_accepted(ctx, field)
+	case "duplicates":
+		return ec.fieldContext_IngestResult_duplicates(ctx, field)
+	case "rejected":
+		return ec.fieldContext_IngestResult_rejected(ctx, field)
+	case "results":
+		return ec.fieldContext_IngestResult_results(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type IngestResult", field.Name)
+}
+
+func (ec *executionContext) childFields_IngestionStatus(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "partitions":
+		return ec.fieldContext_IngestionStatus_partitions(ctx, field)
+	case "lateEvents":
+		return ec.fieldContext_IngestionStatus_lateEvents(ctx, field)
+	case "backfillEvents":
+		return ec.fieldContext_IngestionStatus_backfillEvents(ctx, field)
+	case "lastSinkError":
+		return ec.fieldContext_IngestionStatus_lastSinkError(ctx, field)
+	case "lastSinkErrorAt":
+		return ec.fieldContext_IngestionStatus_lastSinkErrorAt(ctx, field)
+	case "sinkRowsInserted":
+		return ec.fieldContext_IngestionStatus_sinkRowsInserted(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type IngestionStatus", field.Name)
+}
+
+func (ec *executionContext) childFields_OnlineFeatures(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "regionId":
+		return ec.fieldContext_OnlineFeatures_regionId(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_OnlineFeatures_updatedAt(ctx, field)
+	case "ageSeconds":
+		return ec.fieldContext_OnlineFeatures_ageSeconds(ctx, field)
+	case "stale":
+		return ec.fieldContext_OnlineFeatures_stale(ctx, field)
+	case "values":
+		return ec.fieldContext_OnlineFeatures_values(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OnlineFeatures", field.Name)
+}
+
+func (ec *executionContext) childFields_PartitionLag(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "group":
+		return ec.fieldContext_PartitionLag_group(ctx, field)
+	case "topic":
+		return ec.fieldContext_PartitionLag_topic(ctx, field)
+	case "partition":
+		return ec.fieldContext_PartitionLag_partition(ctx, field)
+	case "nextOffset":
+		return ec.fieldContext_PartitionLag_nextOffset(ctx, field)
+	case "highWatermark":
+		return ec.fieldContext_PartitionLag_highWatermark(ctx, field)
+	case "lag":
+		return ec.fieldContext_PartitionLag_lag(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type PartitionLag", field.Name)
 }
 
 func (ec *executionContext) childFields_PriceQuote(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1018,6 +1571,20 @@ func (ec *executionContext) childFields___Type(ctx context.Context, field graphq
 
 // region    ***************************** args.gotpl *****************************
 
+func (ec *executionContext) field_Mutation_ingestEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "events",
+		func(ctx context.Context, v any) ([]*model.EventInput, error) {
+			return ec.unmarshalNEventInput2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventInputᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["events"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_setPricingRule_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1046,6 +1613,44 @@ func (ec *executionContext) field_Query___type_args(ctx context.Context, rawArgs
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_demandHistory_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "regionId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["regionId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "from",
+		func(ctx context.Context, v any) (time.Time, error) {
+			return ec.unmarshalNTime2timeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["from"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "to",
+		func(ctx context.Context, v any) (time.Time, error) {
+			return ec.unmarshalNTime2timeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["to"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "granularity",
+		func(ctx context.Context, v any) (*model.Granularity, error) {
+			return ec.unmarshalOGranularity2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐGranularity(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["granularity"] = arg3
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_factorBreakdown_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1057,6 +1662,20 @@ func (ec *executionContext) field_Query_factorBreakdown_args(ctx context.Context
 		return nil, err
 	}
 	args["quoteId"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_features_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "regionId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["regionId"] = arg0
 	return args, nil
 }
 
@@ -1206,6 +1825,268 @@ func (ec *executionContext) field___Type_inputFields_args(ctx context.Context, r
 
 // region    **************************** field.gotpl *****************************
 
+func (ec *executionContext) _DemandPoint_bucket(ctx context.Context, field graphql.CollectedField, obj *model.DemandPoint) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DemandPoint_bucket(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Bucket, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DemandPoint_bucket(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DemandPoint", field, false, false, "Time")
+}
+
+func (ec *executionContext) _DemandPoint_searches(ctx context.Context, field graphql.CollectedField, obj *model.DemandPoint) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DemandPoint_searches(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Searches, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DemandPoint_searches(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DemandPoint", field, false, false, "Int")
+}
+
+func (ec *executionContext) _DemandPoint_bookings(ctx context.Context, field graphql.CollectedField, obj *model.DemandPoint) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DemandPoint_bookings(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Bookings, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DemandPoint_bookings(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DemandPoint", field, false, false, "Int")
+}
+
+func (ec *executionContext) _DemandPoint_cancels(ctx context.Context, field graphql.CollectedField, obj *model.DemandPoint) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DemandPoint_cancels(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cancels, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DemandPoint_cancels(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DemandPoint", field, false, false, "Int")
+}
+
+func (ec *executionContext) _DemandPoint_supply(ctx context.Context, field graphql.CollectedField, obj *model.DemandPoint) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DemandPoint_supply(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Supply, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DemandPoint_supply(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DemandPoint", field, false, false, "Float")
+}
+
+func (ec *executionContext) _EventFieldError_field(ctx context.Context, field graphql.CollectedField, obj *model.EventFieldError) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EventFieldError_field(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Field, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EventFieldError_field(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EventFieldError", field, false, false, "String")
+}
+
+func (ec *executionContext) _EventFieldError_message(ctx context.Context, field graphql.CollectedField, obj *model.EventFieldError) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EventFieldError_message(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Message, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EventFieldError_message(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EventFieldError", field, false, false, "String")
+}
+
+func (ec *executionContext) _EventResult_index(ctx context.Context, field graphql.CollectedField, obj *model.EventResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EventResult_index(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Index, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EventResult_index(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EventResult", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EventResult_eventId(ctx context.Context, field graphql.CollectedField, obj *model.EventResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EventResult_eventId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EventID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EventResult_eventId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EventResult", field, false, false, "String")
+}
+
+func (ec *executionContext) _EventResult_status(ctx context.Context, field graphql.CollectedField, obj *model.EventResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EventResult_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.EventStatus) graphql.Marshaler {
+			return ec.marshalNEventStatus2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EventResult_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EventResult", field, false, false, "EventStatus")
+}
+
+func (ec *executionContext) _EventResult_errors(ctx context.Context, field graphql.CollectedField, obj *model.EventResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EventResult_errors(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Errors, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.EventFieldError) graphql.Marshaler {
+			return ec.marshalNEventFieldError2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventFieldErrorᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EventResult_errors(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EventResult",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EventFieldError(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Factor_name(ctx context.Context, field graphql.CollectedField, obj *model.Factor) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -1273,6 +2154,75 @@ func (ec *executionContext) _Factor_description(ctx context.Context, field graph
 }
 func (ec *executionContext) fieldContext_Factor_description(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Factor", field, false, false, "String")
+}
+
+func (ec *executionContext) _FeatureValue_name(ctx context.Context, field graphql.CollectedField, obj *model.FeatureValue) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FeatureValue_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_FeatureValue_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FeatureValue", field, false, false, "String")
+}
+
+func (ec *executionContext) _FeatureValue_value(ctx context.Context, field graphql.CollectedField, obj *model.FeatureValue) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FeatureValue_value(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Value, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_FeatureValue_value(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FeatureValue", field, false, false, "Float")
+}
+
+func (ec *executionContext) _FeatureValue_description(ctx context.Context, field graphql.CollectedField, obj *model.FeatureValue) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FeatureValue_description(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Description, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_FeatureValue_description(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FeatureValue", field, false, false, "String")
 }
 
 func (ec *executionContext) _Forecast_regionId(ctx context.Context, field graphql.CollectedField, obj *model.Forecast) (ret graphql.Marshaler) {
@@ -1505,6 +2455,254 @@ func (ec *executionContext) fieldContext_Forecast_generatedAt(_ context.Context,
 	return graphql.NewScalarFieldContext("Forecast", field, false, false, "Time")
 }
 
+func (ec *executionContext) _IngestResult_accepted(ctx context.Context, field graphql.CollectedField, obj *model.IngestResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IngestResult_accepted(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Accepted, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_IngestResult_accepted(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IngestResult", field, false, false, "Int")
+}
+
+func (ec *executionContext) _IngestResult_duplicates(ctx context.Context, field graphql.CollectedField, obj *model.IngestResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IngestResult_duplicates(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Duplicates, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_IngestResult_duplicates(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IngestResult", field, false, false, "Int")
+}
+
+func (ec *executionContext) _IngestResult_rejected(ctx context.Context, field graphql.CollectedField, obj *model.IngestResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IngestResult_rejected(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Rejected, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_IngestResult_rejected(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IngestResult", field, false, false, "Int")
+}
+
+func (ec *executionContext) _IngestResult_results(ctx context.Context, field graphql.CollectedField, obj *model.IngestResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IngestResult_results(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Results, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.EventResult) graphql.Marshaler {
+			return ec.marshalNEventResult2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventResultᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_IngestResult_results(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "IngestResult",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EventResult(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _IngestionStatus_partitions(ctx context.Context, field graphql.CollectedField, obj *model.IngestionStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IngestionStatus_partitions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Partitions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.PartitionLag) graphql.Marshaler {
+			return ec.marshalNPartitionLag2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐPartitionLagᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_IngestionStatus_partitions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "IngestionStatus",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PartitionLag(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _IngestionStatus_lateEvents(ctx context.Context, field graphql.CollectedField, obj *model.IngestionStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IngestionStatus_lateEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LateEvents, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_IngestionStatus_lateEvents(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IngestionStatus", field, false, false, "Int")
+}
+
+func (ec *executionContext) _IngestionStatus_backfillEvents(ctx context.Context, field graphql.CollectedField, obj *model.IngestionStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IngestionStatus_backfillEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BackfillEvents, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_IngestionStatus_backfillEvents(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IngestionStatus", field, false, false, "Int")
+}
+
+func (ec *executionContext) _IngestionStatus_lastSinkError(ctx context.Context, field graphql.CollectedField, obj *model.IngestionStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IngestionStatus_lastSinkError(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastSinkError, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_IngestionStatus_lastSinkError(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IngestionStatus", field, false, false, "String")
+}
+
+func (ec *executionContext) _IngestionStatus_lastSinkErrorAt(ctx context.Context, field graphql.CollectedField, obj *model.IngestionStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IngestionStatus_lastSinkErrorAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastSinkErrorAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_IngestionStatus_lastSinkErrorAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IngestionStatus", field, false, false, "Time")
+}
+
+func (ec *executionContext) _IngestionStatus_sinkRowsInserted(ctx context.Context, field graphql.CollectedField, obj *model.IngestionStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IngestionStatus_sinkRowsInserted(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SinkRowsInserted, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_IngestionStatus_sinkRowsInserted(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IngestionStatus", field, false, false, "Int")
+}
+
 func (ec *executionContext) _Mutation_setPricingRule(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -1547,6 +2745,312 @@ func (ec *executionContext) fieldContext_Mutation_setPricingRule(ctx context.Con
 		return fc, err
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_ingestEvents(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_ingestEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().IngestEvents(ctx, fc.Args["events"].([]*model.EventInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.IngestResult) graphql.Marshaler {
+			return ec.marshalNIngestResult2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐIngestResult(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_ingestEvents(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_IngestResult(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_ingestEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _OnlineFeatures_regionId(ctx context.Context, field graphql.CollectedField, obj *model.OnlineFeatures) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OnlineFeatures_regionId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RegionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OnlineFeatures_regionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OnlineFeatures", field, false, false, "ID")
+}
+
+func (ec *executionContext) _OnlineFeatures_updatedAt(ctx context.Context, field graphql.CollectedField, obj *model.OnlineFeatures) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OnlineFeatures_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_OnlineFeatures_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OnlineFeatures", field, false, false, "Time")
+}
+
+func (ec *executionContext) _OnlineFeatures_ageSeconds(ctx context.Context, field graphql.CollectedField, obj *model.OnlineFeatures) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OnlineFeatures_ageSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AgeSeconds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_OnlineFeatures_ageSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OnlineFeatures", field, false, false, "Float")
+}
+
+func (ec *executionContext) _OnlineFeatures_stale(ctx context.Context, field graphql.CollectedField, obj *model.OnlineFeatures) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OnlineFeatures_stale(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Stale, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OnlineFeatures_stale(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OnlineFeatures", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _OnlineFeatures_values(ctx context.Context, field graphql.CollectedField, obj *model.OnlineFeatures) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OnlineFeatures_values(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Values, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.FeatureValue) graphql.Marshaler {
+			return ec.marshalNFeatureValue2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐFeatureValueᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OnlineFeatures_values(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "OnlineFeatures",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_FeatureValue(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _PartitionLag_group(ctx context.Context, field graphql.CollectedField, obj *model.PartitionLag) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PartitionLag_group(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Group, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PartitionLag_group(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PartitionLag", field, false, false, "String")
+}
+
+func (ec *executionContext) _PartitionLag_topic(ctx context.Context, field graphql.CollectedField, obj *model.PartitionLag) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PartitionLag_topic(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Topic, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PartitionLag_topic(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PartitionLag", field, false, false, "String")
+}
+
+func (ec *executionContext) _PartitionLag_partition(ctx context.Context, field graphql.CollectedField, obj *model.PartitionLag) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PartitionLag_partition(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Partition, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PartitionLag_partition(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PartitionLag", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PartitionLag_nextOffset(ctx context.Context, field graphql.CollectedField, obj *model.PartitionLag) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PartitionLag_nextOffset(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NextOffset, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PartitionLag_nextOffset(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PartitionLag", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PartitionLag_highWatermark(ctx context.Context, field graphql.CollectedField, obj *model.PartitionLag) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PartitionLag_highWatermark(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HighWatermark, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PartitionLag_highWatermark(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PartitionLag", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PartitionLag_lag(ctx context.Context, field graphql.CollectedField, obj *model.PartitionLag) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PartitionLag_lag(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Lag, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PartitionLag_lag(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PartitionLag", field, false, false, "Int")
 }
 
 func (ec *executionContext) _PriceQuote_quoteId(ctx context.Context, field graphql.CollectedField, obj *model.PriceQuote) (ret graphql.Marshaler) {
@@ -2565,6 +4069,126 @@ func (ec *executionContext) fieldContext_Query_pricingRules(ctx context.Context,
 	if fc.Args, err = ec.field_Query_pricingRules_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_demandHistory(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_demandHistory(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().DemandHistory(ctx, fc.Args["regionId"].(string), fc.Args["from"].(time.Time), fc.Args["to"].(time.Time), fc.Args["granularity"].(*model.Granularity))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.DemandPoint) graphql.Marshaler {
+			return ec.marshalNDemandPoint2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐDemandPointᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_demandHistory(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_DemandPoint(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_demandHistory_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_features(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_features(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Features(ctx, fc.Args["regionId"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.OnlineFeatures) graphql.Marshaler {
+			return ec.marshalNOnlineFeatures2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐOnlineFeatures(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_features(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_OnlineFeatures(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_features_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_ingestionStatus(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_ingestionStatus(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().IngestionStatus(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.IngestionStatus) graphql.Marshaler {
+			return ec.marshalNIngestionStatus2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐIngestionStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_ingestionStatus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_IngestionStatus(ctx, field)
+		},
 	}
 	return fc, nil
 }
@@ -3842,6 +5466,174 @@ func (ec *executionContext) fieldContext___Type_isOneOf(_ context.Context, field
 
 // region    **************************** input.gotpl *****************************
 
+func (ec *executionContext) unmarshalInputEventInput(ctx context.Context, obj any) (model.EventInput, error) {
+	var it model.EventInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"eventId", "type", "regionId", "timestamp", "userId", "productType", "price", "availableSupply", "signal", "value", "quoteId", "experiment"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "eventId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventId"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventID = data
+		case "type":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("type"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Type = data
+		case "regionId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("regionId"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RegionID = data
+		case "timestamp":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("timestamp"))
+			data, err := ec.unmarshalNTime2timeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Timestamp = data
+		case "userId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserID = data
+		case "productType":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("productType"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ProductType = data
+		case "price":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("price"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Price = data
+		case "availableSupply":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("availableSupply"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AvailableSupply = data
+		case "signal":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("signal"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Signal = data
+		case "value":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("value"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Value = data
+		case "quoteId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quoteId"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuoteID = data
+		case "experiment":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("experiment"))
+			data, err := ec.unmarshalOExperimentInput2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Experiment = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalEventInput unmarshals raw into the EventInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalEventInput(ctx context.Context, raw any) (model.EventInput, error) {
+	var out model.EventInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "EventInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputExperimentInput(ctx context.Context, obj any) (model.ExperimentInput, error) {
+	var it model.ExperimentInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"id", "variant"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "variant":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("variant"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Variant = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalExperimentInput unmarshals raw into the ExperimentInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalExperimentInput(ctx context.Context, raw any) (model.ExperimentInput, error) {
+	var out model.ExperimentInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ExperimentInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputPriceInput(ctx context.Context, obj any) (model.PriceInput, error) {
 	var it model.PriceInput
 	if obj == nil {
@@ -4054,6 +5846,145 @@ func UnmarshalPricingRuleInput(ctx context.Context, raw any) (model.PricingRuleI
 
 // region    **************************** object.gotpl ****************************
 
+var demandPointImplementors = []string{"DemandPoint"}
+
+func (ec *executionContext) _DemandPoint(ctx context.Context, sel ast.SelectionSet, obj *model.DemandPoint) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, demandPointImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("DemandPoint")
+		case "bucket":
+			out.Values[i] = ec._DemandPoint_bucket(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "searches":
+			out.Values[i] = ec._DemandPoint_searches(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "bookings":
+			out.Values[i] = ec._DemandPoint_bookings(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cancels":
+			out.Values[i] = ec._DemandPoint_cancels(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "supply":
+			out.Values[i] = ec._DemandPoint_supply(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var eventFieldErrorImplementors = []string{"EventFieldError"}
+
+func (ec *executionContext) _EventFieldError(ctx context.Context, sel ast.SelectionSet, obj *model.EventFieldError) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, eventFieldErrorImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EventFieldError")
+		case "field":
+			out.Values[i] = ec._EventFieldError_field(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "message":
+			out.Values[i] = ec._EventFieldError_message(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var eventResultImplementors = []string{"EventResult"}
+
+func (ec *executionContext) _EventResult(ctx context.Context, sel ast.SelectionSet, obj *model.EventResult) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, eventResultImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EventResult")
+		case "index":
+			out.Values[i] = ec._EventResult_index(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "eventId":
+			out.Values[i] = ec._EventResult_eventId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._EventResult_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "errors":
+			out.Values[i] = ec._EventResult_errors(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var factorImplementors = []string{"Factor"}
 
 func (ec *executionContext) _Factor(ctx context.Context, sel ast.SelectionSet, obj *model.Factor) graphql.Marshaler {
@@ -4077,6 +6008,49 @@ func (ec *executionContext) _Factor(ctx context.Context, sel ast.SelectionSet, o
 			}
 		case "description":
 			out.Values[i] = ec._Factor_description(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var featureValueImplementors = []string{"FeatureValue"}
+
+func (ec *executionContext) _FeatureValue(ctx context.Context, sel ast.SelectionSet, obj *model.FeatureValue) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, featureValueImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("FeatureValue")
+		case "name":
+			out.Values[i] = ec._FeatureValue_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "value":
+			out.Values[i] = ec._FeatureValue_value(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "description":
+			out.Values[i] = ec._FeatureValue_description(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -4175,6 +6149,112 @@ func (ec *executionContext) _Forecast(ctx context.Context, sel ast.SelectionSet,
 	return out
 }
 
+var ingestResultImplementors = []string{"IngestResult"}
+
+func (ec *executionContext) _IngestResult(ctx context.Context, sel ast.SelectionSet, obj *model.IngestResult) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, ingestResultImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("IngestResult")
+		case "accepted":
+			out.Values[i] = ec._IngestResult_accepted(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "duplicates":
+			out.Values[i] = ec._IngestResult_duplicates(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rejected":
+			out.Values[i] = ec._IngestResult_rejected(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "results":
+			out.Values[i] = ec._IngestResult_results(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var ingestionStatusImplementors = []string{"IngestionStatus"}
+
+func (ec *executionContext) _IngestionStatus(ctx context.Context, sel ast.SelectionSet, obj *model.IngestionStatus) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, ingestionStatusImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("IngestionStatus")
+		case "partitions":
+			out.Values[i] = ec._IngestionStatus_partitions(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "lateEvents":
+			out.Values[i] = ec._IngestionStatus_lateEvents(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "backfillEvents":
+			out.Values[i] = ec._IngestionStatus_backfillEvents(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "lastSinkError":
+			out.Values[i] = ec._IngestionStatus_lastSinkError(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "lastSinkErrorAt":
+			out.Values[i] = ec._IngestionStatus_lastSinkErrorAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "sinkRowsInserted":
+			out.Values[i] = ec._IngestionStatus_sinkRowsInserted(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var mutationImplementors = []string{"Mutation"}
 
 func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
@@ -4198,6 +6278,124 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_setPricingRule(ctx, field)
 			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "ingestEvents":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_ingestEvents(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var onlineFeaturesImplementors = []string{"OnlineFeatures"}
+
+func (ec *executionContext) _OnlineFeatures(ctx context.Context, sel ast.SelectionSet, obj *model.OnlineFeatures) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, onlineFeaturesImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("OnlineFeatures")
+		case "regionId":
+			out.Values[i] = ec._OnlineFeatures_regionId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updatedAt":
+			out.Values[i] = ec._OnlineFeatures_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "ageSeconds":
+			out.Values[i] = ec._OnlineFeatures_ageSeconds(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "stale":
+			out.Values[i] = ec._OnlineFeatures_stale(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "values":
+			out.Values[i] = ec._OnlineFeatures_values(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var partitionLagImplementors = []string{"PartitionLag"}
+
+func (ec *executionContext) _PartitionLag(ctx context.Context, sel ast.SelectionSet, obj *model.PartitionLag) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, partitionLagImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("PartitionLag")
+		case "group":
+			out.Values[i] = ec._PartitionLag_group(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "topic":
+			out.Values[i] = ec._PartitionLag_topic(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "partition":
+			out.Values[i] = ec._PartitionLag_partition(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "nextOffset":
+			out.Values[i] = ec._PartitionLag_nextOffset(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "highWatermark":
+			out.Values[i] = ec._PartitionLag_highWatermark(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "lag":
+			out.Values[i] = ec._PartitionLag_lag(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -4493,6 +6691,24 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_pricingRules(ctx, field)
+				})
+		case "demandHistory":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_demandHistory(ctx, field)
+				})
+		case "features":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_features(ctx, field)
+				})
+		case "ingestionStatus":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_ingestionStatus(ctx, field)
 				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
@@ -4955,6 +7171,107 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 	return res
 }
 
+func (ec *executionContext) marshalNDemandPoint2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐDemandPointᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.DemandPoint) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNDemandPoint2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐDemandPoint(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNDemandPoint2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐDemandPoint(ctx context.Context, sel ast.SelectionSet, v *model.DemandPoint) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "DemandPoint!")
+		return graphql.Null
+	}
+	return ec._DemandPoint(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNEventFieldError2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventFieldErrorᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.EventFieldError) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNEventFieldError2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventFieldError(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNEventFieldError2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventFieldError(ctx context.Context, sel ast.SelectionSet, v *model.EventFieldError) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EventFieldError!")
+		return graphql.Null
+	}
+	return ec._EventFieldError(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNEventInput2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventInputᚄ(ctx context.Context, v any) ([]*model.EventInput, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*model.EventInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNEventInput2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalNEventInput2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventInput(ctx context.Context, v any) (*model.EventInput, error) {
+	res, err := ec.unmarshalInputEventInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEventResult2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventResultᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.EventResult) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNEventResult2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventResult(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNEventResult2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventResult(ctx context.Context, sel ast.SelectionSet, v *model.EventResult) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EventResult!")
+		return graphql.Null
+	}
+	return ec._EventResult(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNEventStatus2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventStatus(ctx context.Context, v any) (model.EventStatus, error) {
+	var res model.EventStatus
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEventStatus2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventStatus(ctx context.Context, sel ast.SelectionSet, v model.EventStatus) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) marshalNFactor2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐFactorᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Factor) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
@@ -4977,6 +7294,30 @@ func (ec *executionContext) marshalNFactor2ᚖgithubᚗcomᚋsurgeworksᚋsurge�
 		return graphql.Null
 	}
 	return ec._Factor(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNFeatureValue2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐFeatureValueᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.FeatureValue) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNFeatureValue2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐFeatureValue(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNFeatureValue2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐFeatureValue(ctx context.Context, sel ast.SelectionSet, v *model.FeatureValue) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "FeatureValue!")
+		return graphql.Null
+	}
+	return ec._FeatureValue(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNFloat2float64(ctx context.Context, v any) (float64, error) {
@@ -5025,6 +7366,22 @@ func (ec *executionContext) marshalNID2string(ctx context.Context, sel ast.Selec
 	return res
 }
 
+func (ec *executionContext) marshalNIngestResult2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐIngestResult(ctx context.Context, sel ast.SelectionSet, v *model.IngestResult) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "IngestResult!")
+		return graphql.Null
+	}
+	return ec._IngestResult(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNIngestionStatus2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐIngestionStatus(ctx context.Context, sel ast.SelectionSet, v *model.IngestionStatus) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "IngestionStatus!")
+		return graphql.Null
+	}
+	return ec._IngestionStatus(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNInt2int(ctx context.Context, v any) (int, error) {
 	res, err := graphql.UnmarshalInt(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -5037,6 +7394,38 @@ func (ec *executionContext) marshalNInt2int(ctx context.Context, sel ast.Selecti
 		graphql.AddInvalidNullFromMarshaler(ctx, "Int!")
 	}
 	return res
+}
+
+func (ec *executionContext) marshalNOnlineFeatures2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐOnlineFeatures(ctx context.Context, sel ast.SelectionSet, v *model.OnlineFeatures) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "OnlineFeatures!")
+		return graphql.Null
+	}
+	return ec._OnlineFeatures(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNPartitionLag2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐPartitionLagᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.PartitionLag) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNPartitionLag2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐPartitionLag(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNPartitionLag2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐPartitionLag(ctx context.Context, sel ast.SelectionSet, v *model.PartitionLag) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "PartitionLag!")
+		return graphql.Null
+	}
+	return ec._PartitionLag(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNPriceInput2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐPriceInput(ctx context.Context, v any) (model.PriceInput, error) {
@@ -5369,6 +7758,14 @@ func (ec *executionContext) marshalOBoolean2ᚖbool(ctx context.Context, sel ast
 	return res
 }
 
+func (ec *executionContext) unmarshalOExperimentInput2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentInput(ctx context.Context, v any) (*model.ExperimentInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputExperimentInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalOFloat2ᚖfloat64(ctx context.Context, v any) (*float64, error) {
 	if v == nil {
 		return nil, nil
@@ -5384,6 +7781,40 @@ func (ec *executionContext) marshalOFloat2ᚖfloat64(ctx context.Context, sel as
 	_ = sel
 	res := graphql.MarshalFloatContext(*v)
 	return graphql.WrapContextMarshaler(ctx, res)
+}
+
+func (ec *executionContext) unmarshalOGranularity2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐGranularity(ctx context.Context, v any) (*model.Granularity, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.Granularity)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOGranularity2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐGranularity(ctx context.Context, sel ast.SelectionSet, v *model.Granularity) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOID2ᚖstring(ctx context.Context, v any) (*string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := graphql.UnmarshalID(v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOID2ᚖstring(ctx context.Context, sel ast.SelectionSet, v *string) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	_ = sel
+	_ = ctx
+	res := graphql.MarshalID(*v)
+	return res
 }
 
 func (ec *executionContext) unmarshalOInt2ᚖint(ctx context.Context, v any) (*int, error) {

@@ -18,12 +18,17 @@ import (
 const (
 	InputName  = "input"  // float tensor [N, NumFeatures]
 	OutputName = "demand" // float tensor [N, 1]
+	// ScoreName is the tree ensemble's output (the raw score, float
+	// [N, 1]) when an Exp node follows it (LinkExp).
+	ScoreName = "score"
 
 	IRVersion   = 8  // ONNX IR version written
 	OpsetONNX   = 17 // default-domain opset written
 	OpsetML     = 3  // ai.onnx.ml opset written
 	mlDomain    = "ai.onnx.ml"
 	opType      = "TreeEnsembleRegressor"
+	expOpType   = "Exp"
+	minExpOpset = 6 // Exp without the legacy consumed_inputs attribute
 	producer    = "surge"
 	modeLeaf    = "LEAF"
 	modeLEQ     = "BRANCH_LEQ"
@@ -40,6 +45,9 @@ const (
 	MetaSchemaHash   = "schema_hash"
 	MetaFeatureNames = "feature_names" // JSON array of strings
 	MetaTrainedAt    = "trained_at"    // RFC 3339, nanoseconds
+	MetaLink         = "link"          // LinkIdentity or LinkExp; must agree with the graph
+	// MetaImportance is a JSON array of FeatureImportance, one per column.
+	MetaImportance   = "feature_importance"
 	MetaParamPrefix  = "param."
 	MetaMetricPrefix = "metric." // value formatted with strconv 'g'
 )
@@ -47,7 +55,10 @@ const (
 // MarshalONNX encodes the ensemble as an ONNX model with one ai.onnx.ml
 // TreeEnsembleRegressor node (BRANCH_LEQ splits, SUM aggregation, the base as
 // base_values), input InputName [N, NumFeatures] and output OutputName [N, 1].
-// Trees keep their order; within a tree the node ids are the Nodes indices.
+// With LinkExp the tree node writes ScoreName and a default-domain Exp node
+// (opset 17) turns it into OutputName, so ONNX Runtime outputs exp(raw)
+// directly. The link is also written to the metadata (MetaLink). Trees keep
+// their order; within a tree the node ids are the Nodes indices.
 func (e *Ensemble) MarshalONNX() ([]byte, error) {
 	if err := e.Validate(); err != nil {
 		return nil, fmt.Errorf("marshal onnx: %w", err)
@@ -106,12 +117,16 @@ func (e *Ensemble) MarshalONNX() ([]byte, error) {
 			falseIDs = append(falseIDs, int64(nd.False))
 		}
 	}
+	treesOut := OutputName
+	if e.Link == LinkExp {
+		treesOut = ScoreName
+	}
 	node := &onnxpb.NodeProto{
 		Name:   proto.String("trees"),
 		OpType: proto.String(opType),
 		Domain: proto.String(mlDomain),
 		Input:  []string{InputName},
-		Output: []string{OutputName},
+		Output: []string{treesOut},
 		Attribute: []*onnxpb.AttributeProto{
 			attrString("aggregate_function", "SUM"),
 			attrFloats("base_values", []float32{e.Base}),
@@ -130,6 +145,18 @@ func (e *Ensemble) MarshalONNX() ([]byte, error) {
 			attrFloats("target_weights", tWeights),
 		},
 	}
+	nodes := []*onnxpb.NodeProto{node}
+	link := LinkIdentity
+	if e.Link == LinkExp {
+		link = LinkExp
+		nodes = append(nodes, &onnxpb.NodeProto{
+			Name:   proto.String("link"),
+			OpType: proto.String(expOpType),
+			Domain: proto.String(""),
+			Input:  []string{ScoreName},
+			Output: []string{OutputName},
+		})
+	}
 	graphName := e.Meta.Name
 	if graphName == "" {
 		graphName = "model"
@@ -144,12 +171,12 @@ func (e *Ensemble) MarshalONNX() ([]byte, error) {
 		},
 		Graph: &onnxpb.GraphProto{
 			Name:   proto.String(graphName),
-			Node:   []*onnxpb.NodeProto{node},
+			Node:   nodes,
 			Input:  []*onnxpb.ValueInfoProto{floatMatrix(InputName, int64(e.NumFeatures))},
 			Output: []*onnxpb.ValueInfoProto{floatMatrix(OutputName, 1)},
 		},
 	}
-	props, err := metaProps(e.Meta)
+	props, err := metaProps(e.Meta, link)
 	if err != nil {
 		return nil, fmt.Errorf("marshal onnx: %w", err)
 	}
@@ -190,7 +217,7 @@ func floatMatrix(name string, cols int64) *onnxpb.ValueInfoProto {
 	}
 }
 
-func metaProps(md Metadata) ([]*onnxpb.StringStringEntryProto, error) {
+func metaProps(md Metadata, link string) ([]*onnxpb.StringStringEntryProto, error) {
 	var props []*onnxpb.StringStringEntryProto
 	add := func(k, v string) {
 		props = append(props, &onnxpb.StringStringEntryProto{Key: proto.String(k), Value: proto.String(v)})
@@ -198,6 +225,7 @@ func metaProps(md Metadata) ([]*onnxpb.StringStringEntryProto, error) {
 	add(MetaName, md.Name)
 	add(MetaVersion, md.Version)
 	add(MetaSchemaHash, md.SchemaHash)
+	add(MetaLink, link)
 	if md.FeatureNames != nil {
 		b, err := json.Marshal(md.FeatureNames)
 		if err != nil {
@@ -208,6 +236,13 @@ func metaProps(md Metadata) ([]*onnxpb.StringStringEntryProto, error) {
 	if !md.TrainedAt.IsZero() {
 		add(MetaTrainedAt, md.TrainedAt.UTC().Format(time.RFC3339Nano))
 	}
+	if md.Importance != nil {
+		b, err := json.Marshal(md.Importance)
+		if err != nil {
+			return nil, fmt.Errorf("feature importance: %w", err)
+		}
+		add(MetaImportance, string(b))
+	}
 	for _, k := range slices.Sorted(maps.Keys(md.Params)) {
 		add(MetaParamPrefix+k, md.Params[k])
 	}
@@ -217,11 +252,13 @@ func metaProps(md Metadata) ([]*onnxpb.StringStringEntryProto, error) {
 	return props, nil
 }
 
-// UnmarshalONNX decodes a model written by MarshalONNX (or any single-node
-// TreeEnsembleRegressor of the same shape: float thresholds, BRANCH_LEQ,
-// SUM, one target, no post transform, NaN to the false branch). Anything
-// else, including corrupt bytes, is refused with an error wrapping
-// ErrInvalidModel. The result is validated.
+// UnmarshalONNX decodes a model written by MarshalONNX: a graph of exactly
+// one TreeEnsembleRegressor (float thresholds, BRANCH_LEQ, SUM, one target,
+// no post transform, NaN to the false branch) from the input to the output
+// (Link LinkIdentity), or that node followed by one default-domain Exp node
+// from its output to the graph's output (Link LinkExp). A MetaLink entry, when
+// present, must agree with the graph. Anything else, including corrupt bytes,
+// is refused with an error wrapping ErrInvalidModel. The result is validated.
 func UnmarshalONNX(b []byte) (*Ensemble, error) {
 	e, err := decodeONNX(b)
 	if err != nil {
@@ -248,10 +285,13 @@ func decodeONNX(b []byte) (*Ensemble, error) {
 	if m.IrVersion == nil || m.GetIrVersion() <= 0 {
 		return nil, invalid("no ir_version")
 	}
-	mlOpset := int64(0)
+	mlOpset, onnxOpset := int64(0), int64(0)
 	for _, op := range m.GetOpsetImport() {
-		if op.GetDomain() == mlDomain {
+		switch op.GetDomain() {
+		case mlDomain:
 			mlOpset = op.GetVersion()
+		case "", "ai.onnx":
+			onnxOpset = op.GetVersion()
 		}
 	}
 	if mlOpset < 1 || mlOpset > maxMLOpset {
@@ -261,19 +301,13 @@ func decodeONNX(b []byte) (*Ensemble, error) {
 	if g == nil {
 		return nil, invalid("no graph")
 	}
-	if len(g.GetNode()) != 1 {
-		return nil, invalid("graph has %d nodes, want one %s", len(g.GetNode()), opType)
-	}
-	nd := g.GetNode()[0]
-	if nd.GetOpType() != opType || nd.GetDomain() != mlDomain {
-		return nil, invalid("node is %s.%s, want %s.%s", nd.GetDomain(), nd.GetOpType(), mlDomain, opType)
-	}
 	if len(g.GetInput()) != 1 || len(g.GetOutput()) != 1 {
 		return nil, invalid("graph has %d inputs and %d outputs, want 1 and 1", len(g.GetInput()), len(g.GetOutput()))
 	}
 	in, out := g.GetInput()[0], g.GetOutput()[0]
-	if len(nd.GetInput()) != 1 || nd.GetInput()[0] != in.GetName() || len(nd.GetOutput()) != 1 || nd.GetOutput()[0] != out.GetName() {
-		return nil, invalid("node inputs/outputs %v/%v do not match graph %q/%q", nd.GetInput(), nd.GetOutput(), in.GetName(), out.GetName())
+	nd, link, err := graphShape(g.GetNode(), in.GetName(), out.GetName(), onnxOpset)
+	if err != nil {
+		return nil, err
 	}
 	cols, err := matrixCols(in)
 	if err != nil {
@@ -287,7 +321,7 @@ func decodeONNX(b []byte) (*Ensemble, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Ensemble{NumFeatures: int(cols)}
+	e := &Ensemble{NumFeatures: int(cols), Link: link}
 	switch len(a.baseValues) {
 	case 0:
 	case 1:
@@ -298,10 +332,51 @@ func decodeONNX(b []byte) (*Ensemble, error) {
 	if e.Trees, err = buildTrees(a); err != nil {
 		return nil, err
 	}
-	if e.Meta, err = readMeta(m.GetMetadataProps()); err != nil {
+	var metaLink string
+	if e.Meta, metaLink, err = readMeta(m.GetMetadataProps()); err != nil {
 		return nil, err
 	}
+	if metaLink != "" && metaLink != link {
+		return nil, invalid("metadata %s is %q but the graph computes %q", MetaLink, metaLink, link)
+	}
 	return e, nil
+}
+
+// graphShape checks that nodes are one of the two graphs MarshalONNX writes
+// and returns the tree ensemble node and the link.
+func graphShape(nodes []*onnxpb.NodeProto, in, out string, onnxOpset int64) (*onnxpb.NodeProto, string, error) {
+	if len(nodes) != 1 && len(nodes) != 2 {
+		return nil, "", invalid("graph has %d nodes, want one %s, optionally followed by %s", len(nodes), opType, expOpType)
+	}
+	nd := nodes[0]
+	if nd.GetOpType() != opType || nd.GetDomain() != mlDomain {
+		return nil, "", invalid("node is %s.%s, want %s.%s", nd.GetDomain(), nd.GetOpType(), mlDomain, opType)
+	}
+	if len(nd.GetInput()) != 1 || nd.GetInput()[0] != in || len(nd.GetOutput()) != 1 {
+		return nil, "", invalid("tree node inputs/outputs %v/%v, want [%q] and one output", nd.GetInput(), nd.GetOutput(), in)
+	}
+	score := nd.GetOutput()[0]
+	if len(nodes) == 1 {
+		if score != out {
+			return nil, "", invalid("tree node output %q is not the graph output %q", score, out)
+		}
+		return nd, LinkIdentity, nil
+	}
+	ex := nodes[1]
+	if ex.GetOpType() != expOpType || (ex.GetDomain() != "" && ex.GetDomain() != "ai.onnx") {
+		return nil, "", invalid("second node is %s.%s, want %s", ex.GetDomain(), ex.GetOpType(), expOpType)
+	}
+	if onnxOpset < minExpOpset {
+		return nil, "", invalid("default-domain opset %d, want at least %d for %s", onnxOpset, minExpOpset, expOpType)
+	}
+	if len(ex.GetAttribute()) != 0 {
+		return nil, "", invalid("%s node has attributes", expOpType)
+	}
+	if score == in || score == out || len(ex.GetInput()) != 1 || ex.GetInput()[0] != score ||
+		len(ex.GetOutput()) != 1 || ex.GetOutput()[0] != out {
+		return nil, "", invalid("nodes do not chain %q -> %s -> %s -> %q", in, opType, expOpType, out)
+	}
+	return nd, LinkExp, nil
 }
 
 func matrixCols(v *onnxpb.ValueInfoProto) (int64, error) {
@@ -484,11 +559,20 @@ func buildTrees(a *treeAttrs) ([]Tree, error) {
 	return trees, nil
 }
 
-func readMeta(props []*onnxpb.StringStringEntryProto) (Metadata, error) {
-	var md Metadata
+// readMeta decodes the metadata and returns the MetaLink entry apart.
+func readMeta(props []*onnxpb.StringStringEntryProto) (md Metadata, link string, err error) {
 	for _, p := range props {
 		k, v := p.GetKey(), p.GetValue()
 		switch {
+		case k == MetaLink:
+			if v != LinkIdentity && v != LinkExp {
+				return md, "", invalid("metadata %s %q (want %q or %q)", k, v, LinkIdentity, LinkExp)
+			}
+			link = v
+		case k == MetaImportance:
+			if err := json.Unmarshal([]byte(v), &md.Importance); err != nil {
+				return md, "", fmt.Errorf("%w: metadata %s: %w", ErrInvalidModel, k, err)
+			}
 		case k == MetaName:
 			md.Name = v
 		case k == MetaVersion:
@@ -497,12 +581,12 @@ func readMeta(props []*onnxpb.StringStringEntryProto) (Metadata, error) {
 			md.SchemaHash = v
 		case k == MetaFeatureNames:
 			if err := json.Unmarshal([]byte(v), &md.FeatureNames); err != nil {
-				return md, fmt.Errorf("%w: metadata %s: %w", ErrInvalidModel, k, err)
+				return md, "", fmt.Errorf("%w: metadata %s: %w", ErrInvalidModel, k, err)
 			}
 		case k == MetaTrainedAt:
 			t, err := time.Parse(time.RFC3339Nano, v)
 			if err != nil {
-				return md, fmt.Errorf("%w: metadata %s: %w", ErrInvalidModel, k, err)
+				return md, "", fmt.Errorf("%w: metadata %s: %w", ErrInvalidModel, k, err)
 			}
 			md.TrainedAt = t
 		case strings.HasPrefix(k, MetaParamPrefix):
@@ -513,7 +597,7 @@ func readMeta(props []*onnxpb.StringStringEntryProto) (Metadata, error) {
 		case strings.HasPrefix(k, MetaMetricPrefix):
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				return md, fmt.Errorf("%w: metadata %s: %w", ErrInvalidModel, k, err)
+				return md, "", fmt.Errorf("%w: metadata %s: %w", ErrInvalidModel, k, err)
 			}
 			if md.Metrics == nil {
 				md.Metrics = map[string]float64{}
@@ -521,5 +605,5 @@ func readMeta(props []*onnxpb.StringStringEntryProto) (Metadata, error) {
 			md.Metrics[strings.TrimPrefix(k, MetaMetricPrefix)] = f
 		}
 	}
-	return md, nil
+	return md, link, nil
 }

@@ -265,7 +265,12 @@ func (s *Service) price(r Request, rule pricing.Rule, sn snapshot, fc inference.
 	}
 	s.mu.Unlock()
 
-	supply, supplyKnown := sn.features.Online[features.Supply]
+	// The streaming consumer's supply_current includes the minute under way;
+	// supply is the last closed minute's (the demo writer sets only that).
+	supply, supplyKnown := sn.features.Online[features.SupplyCurrent]
+	if !supplyKnown {
+		supply, supplyKnown = sn.features.Online[features.Supply]
+	}
 	in := pricing.Input{
 		Rule:           rule,
 		DemandForecast: fc.Demand,

@@ -7,6 +7,7 @@ import (
 
 	"github.com/graph-gophers/dataloader/v7"
 
+	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/quotes"
 )
 
@@ -44,7 +45,9 @@ func Middleware(svc *quotes.Service, next http.Handler) http.Handler {
 		l := &loaders{prices: dataloader.NewBatchedLoader(batch,
 			dataloader.WithWait[priceKey, quotes.Quote](LoaderWait),
 			dataloader.WithBatchCapacity[priceKey, quotes.Quote](100))}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), loadersKey{}, l)))
+		ctx := context.WithValue(r.Context(), loadersKey{}, l)
+		ctx = context.WithValue(ctx, clientKey{}, ingest.ClientFromRequest(r))
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

@@ -11,12 +11,13 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/auth"
-	"github.com/surgeworks/surge/pricing"
-	"github.com/surgeworks/surge/quotes"
-
 	"github.com/surgeworks/surge/graph"
 	"github.com/surgeworks/surge/graph/model"
+	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/pricing"
+	"github.com/surgeworks/surge/quotes"
 )
 
 func (r *mutationResolver) SetPricingRule(ctx context.Context, input model.PricingRuleInput) (*model.PricingRule, error) {
@@ -62,6 +63,21 @@ func (r *mutationResolver) SetPricingRule(ctx context.Context, input model.Prici
 		return nil, err
 	}
 	return toRule(saved), nil
+}
+
+func (r *mutationResolver) IngestEvents(ctx context.Context, events []*model.EventInput) (*model.IngestResult, error) {
+	if r.Intake == nil {
+		return nil, errors.New("this process does not take events")
+	}
+	evs := make([]ingest.Event, len(events))
+	for i, e := range events {
+		evs[i] = fromEventInput(e)
+	}
+	resp, err := r.Intake.Ingest(ctx, clientFrom(ctx), evs)
+	if err != nil {
+		return nil, err
+	}
+	return toIngestResult(resp), nil
 }
 
 func (r *queryResolver) Price(ctx context.Context, input model.PriceInput) (*model.PriceQuote, error) {
@@ -140,7 +156,7 @@ func (r *queryResolver) PricingRules(ctx context.Context, regionID string, inclu
 	var rs []pricing.Rule
 	if includeHistory != nil && *includeHistory {
 		var err error
-		if rs, err = r.History.History(ctx, regionID); err != nil {
+		if rs, err = r.RuleHistory.History(ctx, regionID); err != nil {
 			return nil, err
 		}
 	} else {
@@ -156,6 +172,50 @@ func (r *queryResolver) PricingRules(ctx context.Context, regionID string, inclu
 		out[i] = toRule(rule)
 	}
 	return out, nil
+}
+
+func (r *queryResolver) DemandHistory(ctx context.Context, regionID string, from time.Time, to time.Time, granularity *model.Granularity) ([]*model.DemandPoint, error) {
+	if err := quotes.ValidateID("regionId", regionID); err != nil {
+		return nil, err
+	}
+	g := analytics.GranularityMinute
+	if granularity != nil && *granularity == model.GranularityHour {
+		g = analytics.GranularityHour
+	}
+	points, err := r.Demand.DemandHistory(ctx, regionID, from, to, g)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*model.DemandPoint, len(points))
+	for i, p := range points {
+		out[i] = &model.DemandPoint{Bucket: p.Bucket, Searches: int(p.Searches), Bookings: int(p.Bookings), Cancels: int(p.Cancels)}
+		if p.SupplySamples > 0 {
+			v := p.Supply
+			out[i].Supply = &v
+		}
+	}
+	return out, nil
+}
+
+func (r *queryResolver) Features(ctx context.Context, regionID string) (*model.OnlineFeatures, error) {
+	if err := quotes.ValidateID("regionId", regionID); err != nil {
+		return nil, err
+	}
+	if _, ok := r.Rules.Region(regionID); !ok {
+		return nil, &quotes.InputError{Field: "regionId", Msg: fmt.Sprintf("region %q is not priced here", regionID), Err: quotes.ErrUnknownRegion}
+	}
+	v, err := r.FeatureStore.Get(ctx, regionID)
+	if err != nil {
+		return nil, err
+	}
+	return toOnlineFeatures(regionID, v, r.maxFeatureAge()), nil
+}
+
+func (r *queryResolver) IngestionStatus(ctx context.Context) (*model.IngestionStatus, error) {
+	if r.Ingestion == nil {
+		return &model.IngestionStatus{Partitions: []*model.PartitionLag{}}, nil
+	}
+	return toIngestionStatus(r.Ingestion()), nil
 }
 
 func (r *regionResolver) CurrentPrices(ctx context.Context, obj *model.Region) ([]*model.PriceQuote, error) {

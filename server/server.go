@@ -88,6 +88,7 @@ type Check func(ctx context.Context) error
 type Server struct {
 	opts    Options
 	handler http.Handler
+	mux     *http.ServeMux
 	checks  map[string]Check
 
 	mu       sync.Mutex
@@ -139,9 +140,15 @@ func New(res *resolvers.Resolver, authn *auth.Authenticator, checks map[string]C
 		}
 		http.Redirect(w, r, "/playground", http.StatusFound)
 	})
+	s.mux = mux
 	s.handler = withTrace(mux)
 	return s
 }
+
+// Mount serves another API on the same port (the event intake). The handler
+// brings its own limits: the GraphQL body limit and rate limiter do not apply.
+// Call it before Run.
+func (s *Server) Mount(path string, h http.Handler) { s.mux.Handle(path, h) }
 
 // Handler is the server's root handler (tests serve it with httptest).
 func (s *Server) Handler() http.Handler { return s.handler }

@@ -3,7 +3,6 @@ package training
 import (
 	"math"
 	"slices"
-	"sort"
 )
 
 // maxQuantileSample bounds the values per feature sorted to find bin edges.
@@ -26,16 +25,32 @@ func (fb *featureBins) bin(x float32) uint8 {
 	if x != x {
 		return uint8(len(fb.upper))
 	}
-	return uint8(sort.Search(len(fb.upper), func(i int) bool { return x <= fb.upper[i] }))
+	// The first bin whose upper bound is >= x (the last bound is +Inf).
+	lo, hi := 0, len(fb.upper)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if fb.upper[m] < x {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return uint8(lo)
 }
 
+// binRowsChunk is the number of rows binned by one task.
+const binRowsChunk = 16384
+
 // binFeatures bins every column of X into at most maxBins value bins (≤ 255)
-// from quantiles of (a deterministic sample of) its values. The result is
-// column-major: bins[f*n+i] is the bin of X[i][f].
-func binFeatures(X [][]float32, maxBins, workers int) ([]uint8, []featureBins) {
+// from quantiles of (a deterministic sample of) its values. It returns the
+// bins twice: row-major, bins[i*nf+f], for histograms (one row's bins
+// together), and column-major, cols[f*n+i], for partitions (one feature's
+// bins together).
+func binFeatures(X [][]float32, maxBins, workers int) (bins, cols []uint8, fbs []featureBins) {
 	n, nf := len(X), len(X[0])
-	bins := make([]uint8, n*nf)
-	fbs := make([]featureBins, nf)
+	bins = make([]uint8, n*nf)
+	cols = make([]uint8, n*nf)
+	fbs = make([]featureBins, nf)
 	step := max(1, n/maxQuantileSample)
 	parallelFor(workers, nf, func(f int) {
 		sample := make([]float32, 0, min(n, maxQuantileSample+1))
@@ -45,24 +60,41 @@ func binFeatures(X [][]float32, maxBins, workers int) ([]uint8, []featureBins) {
 			}
 		}
 		slices.Sort(sample)
-		fb := &fbs[f]
-		fb.upper = quantileUppers(sample, maxBins)
-		k := fb.k()
-		minIn := make([]float32, k)
-		for b := range minIn {
-			minIn[b] = float32(math.Inf(1))
+		fbs[f].upper = quantileUppers(sample, maxBins)
+	})
+	// Bin the rows by chunks; each chunk also records the smallest value of
+	// every bin (exact, so the chunking does not matter).
+	chunks := (n + binRowsChunk - 1) / binRowsChunk
+	inf := float32(math.Inf(1))
+	minIn := make([][]float32, chunks) // per chunk: nf × 256
+	parallelFor(workers, chunks, func(c int) {
+		m := make([]float32, nf*256)
+		for i := range m {
+			m[i] = inf
 		}
-		col := bins[f*n : (f+1)*n]
-		for i, r := range X {
-			b := fb.bin(r[f])
-			col[i] = b
-			if int(b) < k && r[f] < minIn[b] {
-				minIn[b] = r[f]
+		for i := c * binRowsChunk; i < min(n, (c+1)*binRowsChunk); i++ {
+			row, out := X[i], bins[i*nf:(i+1)*nf]
+			for f := range out {
+				v := row[f]
+				b := fbs[f].bin(v)
+				out[f] = b
+				cols[f*n+i] = b
+				if v < m[f*256+int(b)] {
+					m[f*256+int(b)] = v
+				}
 			}
 		}
+		minIn[c] = m
+	})
+	parallelFor(workers, nf, func(f int) {
+		fb := &fbs[f]
+		k := fb.k()
 		fb.thr = make([]float32, k)
 		for b := 0; b < k-1; b++ {
-			lo, hi := fb.upper[b], minIn[b+1]
+			lo, hi := fb.upper[b], inf
+			for _, m := range minIn {
+				hi = min(hi, m[f*256+b+1])
+			}
 			t := float32((float64(lo) + float64(hi)) / 2)
 			if !(t >= lo && t < hi) {
 				t = lo
@@ -70,10 +102,10 @@ func binFeatures(X [][]float32, maxBins, workers int) ([]uint8, []featureBins) {
 			fb.thr[b] = t
 		}
 		if k > 0 {
-			fb.thr[k-1] = float32(math.Inf(1))
+			fb.thr[k-1] = inf
 		}
 	})
-	return bins, fbs
+	return bins, cols, fbs
 }
 
 // quantileUppers returns the bin upper bounds for sorted non-NaN values: the

@@ -66,7 +66,7 @@ type Report struct {
 // only), trains, and evaluates on the holdout against a per-horizon mean and
 // a persistence baseline. The model's metadata carries the name "demand",
 // the version, the V1 schema hash and feature names, the parameters and the
-// holdout metrics.
+// holdout metrics, and the trainer's feature importance.
 func Bootstrap(ctx context.Context, opts BootstrapOptions) (*model.Ensemble, Report, error) {
 	start := time.Now()
 	opts = opts.withDefaults()
@@ -139,6 +139,7 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) (*model.Ensemble, Rep
 		FeatureNames: schema.Names(),
 		TrainedAt:    time.Now().UTC(),
 		Params:       params,
+		Importance:   e.Meta.Importance,
 		Metrics: map[string]float64{
 			"holdout_rmse":  rep.RMSE,
 			"holdout_wape":  rep.WAPE,

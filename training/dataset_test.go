@@ -91,6 +91,9 @@ func TestBootstrap(t *testing.T) {
 	if err := s.CheckHash(e.Meta.SchemaHash); err != nil {
 		t.Fatal(err)
 	}
+	if imp := e.Meta.ImportanceGain(); len(imp) != s.Len() || !(imp[features.HorizonMinutes] > 0) {
+		t.Fatalf("importance by name = %v, want every feature and a positive gain for %s", imp, features.HorizonMinutes)
+	}
 	if rep.TrainRows == 0 || rep.HoldoutRows == 0 || rep.Trees == 0 {
 		t.Fatalf("report = %+v", rep)
 	}
@@ -111,7 +114,7 @@ func TestBootstrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if back.Meta.SchemaHash != s.Hash() || back.Meta.Version != "v-test" {
+	if back.Meta.SchemaHash != s.Hash() || back.Meta.Version != "v-test" || !reflect.DeepEqual(back.Meta.Importance, e.Meta.Importance) {
 		t.Fatalf("metadata lost in ONNX: %+v", back.Meta)
 	}
 }

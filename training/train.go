@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"runtime"
 	"strconv"
 	"sync"
@@ -24,28 +23,74 @@ import (
 // ErrBadInput is wrapped by errors about the training data or options.
 var ErrBadInput = errors.New("bad training input")
 
-// Options configures Train. A zero field takes the documented default.
+// Dataset is a set of rows (all the same width) and their targets.
+type Dataset struct {
+	X [][]float32
+	Y []float32
+}
+
+// Options configures Train and Fit. A zero field takes the documented
+// default.
+//
+// Trees grow leaf-wise (best first): the leaf whose best split reduces the
+// loss most is split next, until MaxLeaves leaves or no leaf can be split;
+// MaxDepth caps every branch. With MaxLeaves 0 every splittable leaf is
+// split, which gives exactly the depth-wise tree of depth MaxDepth.
 type Options struct {
-	NumTrees        int     // boosting rounds; default 100
-	MaxDepth        int     // maximum tree depth (root = depth 0); default 6
-	LearningRate    float64 // shrinkage applied to every leaf; default 0.1
-	MinChildSamples int     // minimum rows in a child; default 20
+	NumTrees     int     // boosting rounds; default 100
+	MaxDepth     int     // maximum tree depth (root = depth 0); default 6
+	MaxLeaves    int     // maximum leaves per tree; default 0 (only MaxDepth limits)
+	LearningRate float64 // shrinkage applied to every leaf; default 0.1
+	// MinChildSamples is the minimum number of (sampled) rows in a child;
+	// default 20.
+	MinChildSamples int
 	MinChildWeight  float64 // minimum hessian sum in a child; default 1e-3
 	// Lambda is the L2 regularisation of leaf values; default 0 (none).
 	Lambda float64
 	// MinSplitGain is the loss reduction a split must exceed; default 0.
 	MinSplitGain float64
+	// MaxDeltaStep caps the absolute Newton step −G/(H+λ) of every leaf
+	// before shrinkage (split gains use the capped step). It keeps the
+	// log-link objectives stable where the hessian is tiny. Default: 0.7
+	// for poisson and tweedie, none for l2; negative: none.
+	MaxDeltaStep float64
 	// Subsample is the fraction of rows each tree sees (Bernoulli draw,
 	// seeded per tree); default 1 (all rows).
 	Subsample float64
-	MaxBins   int    // quantile bins per feature, at most 255; default 255
-	Seed      uint64 // seeds row subsampling; same seed, same model
-	// Objective is the loss: "l2" (squared error, the default).
+	// ColsampleByTree is the fraction of the features each tree may split
+	// on (at least one; drawn per tree from Seed); default 1 (all).
+	ColsampleByTree float64
+	MaxBins         int    // quantile bins per feature, at most 255; default 255
+	Seed            uint64 // seeds row and column subsampling; same seed, same model
+	// Objective is the loss: ObjectiveL2 (the default), ObjectivePoisson
+	// or ObjectiveTweedie. The log-link objectives need targets ≥ 0 with a
+	// positive mean; their models output exp(raw score) (model.LinkExp).
 	Objective string
+	// TweedieVariancePower is the Tweedie power p, in (1, 2); default 1.5.
+	TweedieVariancePower float64
+
+	// Validation rows for early stopping, later in time than the training
+	// rows; default none.
+	Validation Dataset
+	// ValidationFraction, when Validation is empty, holds out the last
+	// fraction of the rows (rows are time-ordered) for validation; default
+	// 0 (no validation). Must be in [0, 1).
+	ValidationFraction float64
+	// EarlyStoppingRounds: with validation rows, training stops after this
+	// many rounds without a lower validation loss, and the model keeps the
+	// trees of the best round; default 20; negative: never stop early (the
+	// best round is still kept).
+	EarlyStoppingRounds int
+
 	// Workers building histograms; default runtime.GOMAXPROCS(0). The
 	// model does not depend on it.
 	Workers int
 	Logger  *slog.Logger // default slog.Default()
+
+	// noSubtraction builds both children's histograms from their rows
+	// instead of deriving the larger as parent − smaller (tests and
+	// benchmarks compare the two).
+	noSubtraction bool
 }
 
 func (o Options) withDefaults() Options {
@@ -67,11 +112,23 @@ func (o Options) withDefaults() Options {
 	if o.Subsample == 0 {
 		o.Subsample = 1
 	}
+	if o.ColsampleByTree == 0 {
+		o.ColsampleByTree = 1
+	}
 	if o.MaxBins == 0 {
 		o.MaxBins = 255
 	}
 	if o.Objective == "" {
-		o.Objective = "l2"
+		o.Objective = ObjectiveL2
+	}
+	if o.TweedieVariancePower == 0 {
+		o.TweedieVariancePower = 1.5
+	}
+	if o.MaxDeltaStep == 0 && (o.Objective == ObjectivePoisson || o.Objective == ObjectiveTweedie) {
+		o.MaxDeltaStep = defaultCountMaxDeltaStep
+	}
+	if o.EarlyStoppingRounds == 0 {
+		o.EarlyStoppingRounds = 20
 	}
 	if o.Workers <= 0 {
 		o.Workers = runtime.GOMAXPROCS(0)
@@ -88,18 +145,26 @@ func (o Options) validate() error {
 		return fmt.Errorf("%w: NumTrees %d", ErrBadInput, o.NumTrees)
 	case o.MaxDepth < 1 || o.MaxDepth > 30:
 		return fmt.Errorf("%w: MaxDepth %d (want 1..30)", ErrBadInput, o.MaxDepth)
+	case o.MaxLeaves < 0 || o.MaxLeaves == 1:
+		return fmt.Errorf("%w: MaxLeaves %d (want 0 or at least 2)", ErrBadInput, o.MaxLeaves)
 	case !(o.LearningRate > 0) || math.IsInf(o.LearningRate, 0):
 		return fmt.Errorf("%w: LearningRate %v", ErrBadInput, o.LearningRate)
 	case o.MinChildSamples < 1:
 		return fmt.Errorf("%w: MinChildSamples %d", ErrBadInput, o.MinChildSamples)
 	case o.MinChildWeight < 0 || o.Lambda < 0 || o.MinSplitGain < 0:
 		return fmt.Errorf("%w: MinChildWeight, Lambda and MinSplitGain must not be negative", ErrBadInput)
+	case math.IsNaN(o.MaxDeltaStep) || math.IsInf(o.MaxDeltaStep, 0) || math.IsNaN(o.Lambda) || math.IsInf(o.Lambda, 0):
+		return fmt.Errorf("%w: MaxDeltaStep %v, Lambda %v", ErrBadInput, o.MaxDeltaStep, o.Lambda)
 	case !(o.Subsample > 0 && o.Subsample <= 1):
 		return fmt.Errorf("%w: Subsample %v (want (0, 1])", ErrBadInput, o.Subsample)
+	case !(o.ColsampleByTree > 0 && o.ColsampleByTree <= 1):
+		return fmt.Errorf("%w: ColsampleByTree %v (want (0, 1])", ErrBadInput, o.ColsampleByTree)
 	case o.MaxBins < 2 || o.MaxBins > 255:
 		return fmt.Errorf("%w: MaxBins %d (want 2..255)", ErrBadInput, o.MaxBins)
+	case !(o.ValidationFraction >= 0 && o.ValidationFraction < 1):
+		return fmt.Errorf("%w: ValidationFraction %v (want [0, 1))", ErrBadInput, o.ValidationFraction)
 	}
-	if _, err := newObjective(o.Objective); err != nil {
+	if _, err := newObjective(o); err != nil {
 		return err
 	}
 	return nil
@@ -109,63 +174,87 @@ func (o Options) validate() error {
 func (o Options) Params() map[string]string {
 	o = o.withDefaults()
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
-	return map[string]string{
+	p := map[string]string{
 		"objective":         o.Objective,
 		"num_trees":         strconv.Itoa(o.NumTrees),
 		"max_depth":         strconv.Itoa(o.MaxDepth),
+		"max_leaves":        strconv.Itoa(o.MaxLeaves),
 		"learning_rate":     f(o.LearningRate),
 		"min_child_samples": strconv.Itoa(o.MinChildSamples),
 		"min_child_weight":  f(o.MinChildWeight),
 		"lambda":            f(o.Lambda),
 		"min_split_gain":    f(o.MinSplitGain),
+		"max_delta_step":    f(max(0, o.MaxDeltaStep)),
 		"subsample":         f(o.Subsample),
+		"colsample_bytree":  f(o.ColsampleByTree),
 		"max_bins":          strconv.Itoa(o.MaxBins),
 		"seed":              strconv.FormatUint(o.Seed, 10),
 	}
-}
-
-// objective is a twice-differentiable loss. Predictions are raw scores
-// (base plus the sum of trees).
-type objective interface {
-	// initScore is the best constant prediction, the ensemble's base.
-	initScore(y []float32) float64
-	// gradients fills the first and second derivatives of the loss with
-	// respect to the prediction, for every row.
-	gradients(y, pred []float32, g, h []float64)
-}
-
-func newObjective(name string) (objective, error) {
-	switch name {
-	case "l2":
-		return l2{}, nil
+	if o.Objective == ObjectiveTweedie {
+		p["tweedie_variance_power"] = f(o.TweedieVariancePower)
 	}
-	return nil, fmt.Errorf("%w: unknown objective %q", ErrBadInput, name)
+	if len(o.Validation.X) > 0 || o.ValidationFraction > 0 {
+		p["early_stopping_rounds"] = strconv.Itoa(o.EarlyStoppingRounds)
+		if len(o.Validation.X) == 0 {
+			p["validation_fraction"] = f(o.ValidationFraction)
+		}
+	}
+	return p
 }
 
-// l2 is the squared error ½(pred-y)².
-type l2 struct{}
+// Why training stopped (Result.StopReason).
+const (
+	StopNumTrees      = "num_trees"      // all NumTrees rounds ran
+	StopEarlyStopping = "early_stopping" // EarlyStoppingRounds without improvement
+	StopNoSplit       = "no_split"       // a tree found no split worth making
+)
 
-func (l2) initScore(y []float32) float64 {
-	s := 0.0
-	for _, v := range y {
-		s += float64(v)
-	}
-	return s / float64(len(y))
-}
-
-func (l2) gradients(y, pred []float32, g, h []float64) {
-	for i := range y {
-		g[i] = float64(pred[i]) - float64(y[i])
-		h[i] = 1
-	}
+// Result is what Fit returns: the model and how training went.
+type Result struct {
+	// Model has the trees of the best round, Params and the feature
+	// importance (Meta.Importance, over the kept trees) in its metadata;
+	// the rest of Meta is left to the caller.
+	Model *model.Ensemble
+	// Rounds is the number of trees grown.
+	Rounds int
+	// BestIteration is the number of trees kept: with validation rows the
+	// round count k with the lowest validation loss (the earliest on
+	// ties; 0 means the base alone), without them Rounds.
+	BestIteration int
+	// Metric names the validation loss: "rmse" (l2), "poisson_deviance" or
+	// "tweedie_deviance" (mean deviances).
+	Metric string
+	// ValidLoss[k] is the validation loss of the first k trees, k = 0 ..
+	// Rounds, computed from the model's own raw scores; nil without
+	// validation rows.
+	ValidLoss            []float64
+	StopReason           string
+	TrainRows, ValidRows int
+	Duration             time.Duration
 }
 
 // Train fits a gradient-boosted tree ensemble to rows X (all the same width)
-// and targets y. The result is deterministic for given data and options
-// (including Seed), whatever the number of workers. Training stops early
-// when a tree finds no split worth making. Meta is left for the caller,
-// except Params.
+// and targets y; it is Fit without the training report.
 func Train(ctx context.Context, X [][]float32, y []float32, opts Options) (*model.Ensemble, error) {
+	r, err := Fit(ctx, X, y, opts)
+	if err != nil {
+		return nil, err
+	}
+	return r.Model, nil
+}
+
+// Fit fits a gradient-boosted tree ensemble to rows X (all the same width)
+// and targets y, rows in time order. Features are binned once (quantile
+// bins, missing values in a bin of their own); each tree is grown on
+// gradient histograms, the larger child's derived from its parent's minus
+// its sibling's. Gradients are summed as 64-bit fixed-point integers (scaled
+// per tree by a power of two), so sums are exact: the model is the same for
+// given data and options (including Seed), whatever the number of workers.
+// Training stops early when a tree finds no split worth making, or, with
+// validation rows (Options.Validation or ValidationFraction), when the
+// validation loss has not improved for EarlyStoppingRounds rounds; the
+// model then keeps the best round's trees.
+func Fit(ctx context.Context, X [][]float32, y []float32, opts Options) (*Result, error) {
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
@@ -173,24 +262,152 @@ func Train(ctx context.Context, X [][]float32, y []float32, opts Options) (*mode
 	if err := checkData(X, y); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
+	valid := opts.Validation
+	if len(valid.X) > 0 || len(valid.Y) > 0 {
+		if err := checkData(valid.X, valid.Y); err != nil {
+			return nil, fmt.Errorf("train: validation: %w", err)
+		}
+		if len(valid.X[0]) != len(X[0]) {
+			return nil, fmt.Errorf("train: %w: validation rows have %d features, training rows %d", ErrBadInput, len(valid.X[0]), len(X[0]))
+		}
+	} else if opts.ValidationFraction > 0 {
+		nv := int(float64(len(X)) * opts.ValidationFraction)
+		if nv < 1 || nv >= len(X) {
+			return nil, fmt.Errorf("train: %w: ValidationFraction %v of %d rows leaves %d validation rows", ErrBadInput, opts.ValidationFraction, len(X), nv)
+		}
+		cut := len(X) - nv
+		valid = Dataset{X: X[cut:], Y: y[cut:]}
+		X, y = X[:cut], y[:cut]
+	}
+	obj, _ := newObjective(opts)
+	if err := obj.checkTargets(y); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	if len(valid.Y) > 0 {
+		if err := obj.checkTargets(valid.Y); err != nil {
+			return nil, fmt.Errorf("train: validation: %w", err)
+		}
+	}
+
 	start := time.Now()
-	obj, _ := newObjective(opts.Objective)
 	b := newBooster(X, y, opts, obj)
-	e := &model.Ensemble{Base: b.base, NumFeatures: b.f, Meta: model.Metadata{Params: opts.Params()}}
+	res := &Result{Metric: obj.metric(), TrainRows: len(X), ValidRows: len(valid.X), StopReason: StopNumTrees}
+	var ev *evaluator
+	if len(valid.X) > 0 {
+		ev = newEvaluator(valid, b.base, obj, opts.Workers)
+		res.ValidLoss = append(res.ValidLoss, ev.loss())
+	}
+	var trees []model.Tree
+	var splits [][]splitRecord // per tree
+	best := 0
 	for t := range opts.NumTrees {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("train: after %d trees: %w", t, err)
 		}
-		tree, ok := b.boost(rand.New(rand.NewPCG(opts.Seed, uint64(t))))
-		if !ok {
+		tree, recs, err := b.boost(uint64(t))
+		if err != nil {
+			return nil, fmt.Errorf("train: tree %d: %w", t, err)
+		}
+		if tree.Nodes == nil {
+			res.StopReason = StopNoSplit
 			opts.Logger.Debug("training stopped: no split improves the loss", "trees", t)
 			break
 		}
-		e.Trees = append(e.Trees, tree)
+		trees = append(trees, tree)
+		splits = append(splits, recs)
+		if ev == nil {
+			best = len(trees)
+			continue
+		}
+		ev.add(&tree)
+		loss := ev.loss()
+		res.ValidLoss = append(res.ValidLoss, loss)
+		if loss < res.ValidLoss[best] {
+			best = len(trees)
+		}
+		if opts.EarlyStoppingRounds > 0 && len(trees)-best >= opts.EarlyStoppingRounds {
+			res.StopReason = StopEarlyStopping
+			opts.Logger.Debug("training stopped early", "trees", len(trees), "best_iteration", best,
+				"metric", res.Metric, "best_loss", res.ValidLoss[best])
+			break
+		}
 	}
-	opts.Logger.Debug("trained tree ensemble", "rows", b.n, "features", b.f, "trees", len(e.Trees),
-		"nodes", e.NumNodes(), "duration", time.Since(start))
-	return e, nil
+	res.Rounds, res.BestIteration = len(trees), best
+	imp := make([]model.FeatureImportance, b.f)
+	for _, recs := range splits[:best] {
+		for _, r := range recs {
+			imp[r.feature].Gain += r.gain
+			imp[r.feature].Splits++
+		}
+	}
+	res.Model = &model.Ensemble{
+		Trees: trees[:best:best], Base: b.base, NumFeatures: b.f, Link: obj.link(),
+		Meta: model.Metadata{Params: opts.Params(), Importance: imp},
+	}
+	res.Duration = time.Since(start)
+	opts.Logger.Debug("trained tree ensemble", "objective", opts.Objective, "rows", b.n, "features", b.f,
+		"trees", best, "rounds", res.Rounds, "stop", res.StopReason, "nodes", res.Model.NumNodes(), "duration", res.Duration)
+	return res, nil
+}
+
+// evaluator keeps the raw scores of the validation rows as trees are added,
+// summed exactly as model.Ensemble.PredictRaw does.
+type evaluator struct {
+	d       Dataset
+	base    float32
+	obj     objective
+	workers int
+	sum     []float32
+	raw     []float32
+}
+
+func newEvaluator(d Dataset, base float32, obj objective, workers int) *evaluator {
+	return &evaluator{d: d, base: base, obj: obj, workers: workers,
+		sum: make([]float32, len(d.X)), raw: make([]float32, len(d.X))}
+}
+
+// evalChunk is the fixed chunk size of validation work; partial loss sums
+// are added in chunk order, so the loss does not depend on the workers.
+const evalChunk = 4096
+
+func (ev *evaluator) add(t *model.Tree) {
+	n := len(ev.sum)
+	parallelFor(ev.workers, (n+evalChunk-1)/evalChunk, func(c int) {
+		for i := c * evalChunk; i < min(n, (c+1)*evalChunk); i++ {
+			ev.sum[i] += leafValue(t.Nodes, ev.d.X[i])
+		}
+	})
+}
+
+func (ev *evaluator) loss() float64 {
+	n := len(ev.sum)
+	chunks := (n + evalChunk - 1) / evalChunk
+	part := make([]float64, chunks)
+	parallelFor(ev.workers, chunks, func(c int) {
+		lo, hi := c*evalChunk, min(n, (c+1)*evalChunk)
+		for i := lo; i < hi; i++ {
+			ev.raw[i] = ev.sum[i] + ev.base
+		}
+		part[c] = ev.obj.lossSum(ev.d.Y[lo:hi], ev.raw[lo:hi])
+	})
+	s := 0.0
+	for _, p := range part {
+		s += p
+	}
+	return ev.obj.finish(s, n)
+}
+
+// leafValue walks one tree as model.Ensemble.Predict does.
+func leafValue(nodes []model.Node, row []float32) float32 {
+	n := &nodes[0]
+	for !n.Leaf {
+		if row[n.Feature] <= n.Threshold {
+			n = &nodes[n.True]
+		} else {
+			n = &nodes[n.False]
+		}
+	}
+	return n.Value
 }
 
 func checkData(X [][]float32, y []float32) error {

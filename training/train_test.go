@@ -218,12 +218,12 @@ func TestTrainScoresMatchModel(t *testing.T) {
 		X[i][2] = float32(rng.IntN(4)) // few distinct values
 	}
 	opts := Options{NumTrees: 15, MaxBins: 16, MinChildSamples: 5}.withDefaults()
-	b := newBooster(X, y, opts, l2{})
+	b := newBooster(X, y, opts, l2Loss{})
 	e := &model.Ensemble{Base: b.base, NumFeatures: 5}
 	for k := range opts.NumTrees {
-		tree, ok := b.boost(rand.New(rand.NewPCG(0, uint64(k))))
-		if !ok {
-			t.Fatalf("tree %d found no split", k)
+		tree, _, err := b.boost(uint64(k))
+		if err != nil || tree.Nodes == nil {
+			t.Fatalf("tree %d found no split (%v)", k, err)
 		}
 		e.Trees = append(e.Trees, tree)
 	}

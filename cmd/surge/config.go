@@ -32,6 +32,8 @@ type config struct {
 	HorizonMinutes     int
 	RatePerClient      float64
 	PprofAddr          string
+	Consumers          bool
+	UserHashKey        []byte
 	LogFormat          string
 	LogLevel           string
 }
@@ -92,6 +94,7 @@ func (c *config) addServeFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.InferenceTimeout, "inference-timeout", envDuration("INFERENCE_TIMEOUT", 50*time.Millisecond), help("timeout of one model inference", "INFERENCE_TIMEOUT"))
 	fs.DurationVar(&c.QuoteValidity, "quote-validity", envDuration("QUOTE_VALIDITY", 60*time.Second), help("how long a quote is valid and kept for factorBreakdown", "QUOTE_VALIDITY"))
 	fs.IntVar(&c.HorizonMinutes, "price-horizon", envInt("PRICE_HORIZON_MINUTES", 15), help("forecast horizon, in minutes, that prices are based on", "PRICE_HORIZON_MINUTES"))
+	fs.BoolVar(&c.Consumers, "consumers", env("RUN_CONSUMERS", "true") == "true", help("run the stream consumers (features into Redis, events into ClickHouse) in this process", "RUN_CONSUMERS"))
 	fs.StringVar(&c.PprofAddr, "pprof-addr", env("PPROF_ADDR", ""), help("serve net/http/pprof on this (loopback) address; empty: off", "PPROF_ADDR"))
 	fs.Float64Var(&c.RatePerClient, "rate-limit", envFloat("RATE_LIMIT_RPS", 5000), help("GraphQL requests per second allowed per client address", "RATE_LIMIT_RPS"))
 }

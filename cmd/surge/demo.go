@@ -13,7 +13,9 @@ import (
 // runDemoFeatures keeps the online features of the demo regions fresh from
 // the same synthetic generator the bootstrap model learned from, so that a
 // fresh `make run` prices from the model before any real event arrives. It
-// writes every 5 seconds until ctx ends.
+// writes every 5 seconds until ctx ends, and leaves alone a region whose
+// features the streaming consumer wrote in the last two minutes (real events
+// win over demo ones).
 func runDemoFeatures(ctx context.Context, store *features.Store, regions func() []rules.Region, logger *slog.Logger) {
 	type series struct {
 		minutes []features.Minute
@@ -45,6 +47,11 @@ func runDemoFeatures(ctx context.Context, store *features.Store, regions func() 
 		for id, s := range bySeries {
 			if !known[id] || idx < 15 || idx > len(s.minutes) {
 				continue
+			}
+			if cur, err := store.Get(ctx, id); err == nil {
+				if last, ok := cur.LastEventReceived(); ok && now.Sub(last) < 2*time.Minute {
+					continue
+				}
 			}
 			online := features.FromMinutes(s.minutes[idx-15:idx], s.season[training.HourOfWeek(now)])
 			if err := store.Write(ctx, id, online, now); err != nil && ctx.Err() == nil {

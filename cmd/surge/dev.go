@@ -149,6 +149,16 @@ func runDev(ctx context.Context, cfg config, dataDir string, demoFeatures bool, 
 		logger.Info("admin API key", "file", keyPath)
 	}
 
+	if k := os.Getenv("USER_HASH_KEY"); k != "" {
+		cfg.UserHashKey = []byte(k)
+	} else {
+		k, _, err := auth.LoadOrCreateKey(filepath.Join(dataDir, "user-hash-key"))
+		if err != nil {
+			return err
+		}
+		cfg.UserHashKey = []byte(k)
+	}
+
 	a, err := newApp(ctx, cfg, adminKey, logger)
 	if err != nil {
 		return err

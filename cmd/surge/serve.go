@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,16 +18,22 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/auth"
+	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/migrations"
 	"github.com/surgeworks/surge/quotes"
+	"github.com/surgeworks/surge/ratelimit"
 	"github.com/surgeworks/surge/registry"
 	"github.com/surgeworks/surge/resolvers"
 	"github.com/surgeworks/surge/rules"
 	"github.com/surgeworks/surge/server"
+	"github.com/surgeworks/surge/sink"
+	"github.com/surgeworks/surge/streaming"
 )
 
 func newServeCmd() *cobra.Command {
@@ -52,6 +59,11 @@ loads the active model from the registry and serves /graphql, /playground, /heal
 			}
 			if adminKey == "" {
 				logger.Warn("no admin API key configured (ADMIN_API_KEY or --admin-key-file): admin operations are refused")
+			}
+			if cfg.UserHashKey = []byte(os.Getenv("USER_HASH_KEY")); len(cfg.UserHashKey) == 0 {
+				cfg.UserHashKey = make([]byte, 32)
+				_, _ = rand.Read(cfg.UserHashKey)
+				logger.Warn("USER_HASH_KEY not set: user ids are hashed with a key of this process only; set the same key on every replica")
 			}
 			a, err := newApp(cmd.Context(), cfg, adminKey, logger)
 			if err != nil {
@@ -83,6 +95,10 @@ type app struct {
 	watcher    *inference.Watcher
 	quotes     *quotes.Service
 	publisher  *ingest.Publisher
+	events     *kafka.Writer
+	intake     *ingest.Intake
+	stream     *streaming.Consumer // nil unless cfg.Consumers
+	sink       *sink.Sink          // nil unless cfg.Consumers
 	server     *server.Server
 }
 
@@ -167,12 +183,28 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 	a.publisher = ingest.NewPublisher(cfg.brokers(), ingest.PublisherOptions{Logger: logger, Registerer: reg})
 	a.quotes = quotes.New(a.rules, a.rdb, a.forecaster, a.publisher, quotes.Options{
 		HorizonMinutes: cfg.HorizonMinutes, Validity: cfg.QuoteValidity, Logger: logger, Registerer: reg,
-		UserHashKey: []byte(os.Getenv("USER_HASH_KEY")),
+		UserHashKey: cfg.UserHashKey,
 	})
-	res := &resolvers.Resolver{Quotes: a.quotes, Rules: a.rules, History: store}
+	a.events = ingest.NewEventWriter(cfg.brokers())
+	if a.intake, err = ingest.NewIntake(a.rdb, a.events, ratelimit.NewLimiter(a.rdb, ratelimit.Options{Registerer: reg}), ingest.IntakeOptions{
+		UserHashKey: cfg.UserHashKey, Logger: logger, Registerer: reg,
+	}); err != nil {
+		return nil, err
+	}
+	if cfg.Consumers {
+		a.stream = streaming.NewConsumer(cfg.brokers(), a.rdb, a.averages, streaming.Options{Logger: logger, Registerer: reg})
+		if a.sink, err = sink.New(cfg.brokers(), a.ch, cfg.ClickHouseDatabase, sink.Options{Logger: logger, Registerer: reg}); err != nil {
+			return nil, err
+		}
+	}
+	res := &resolvers.Resolver{
+		Quotes: a.quotes, Rules: a.rules, RuleHistory: store, Intake: a.intake,
+		Demand: history, FeatureStore: features.NewStore(a.rdb, 0), Ingestion: a.ingestionStatus,
+	}
 	a.server = server.New(res, auth.New(adminKey), a.readiness(), server.Options{
 		Addr: cfg.ListenAddr, RatePerClient: cfg.RatePerClient, Logger: logger, Registry: reg,
 	})
+	a.server.Mount(ingest.EventsPath, a.intake.Handler())
 	if err := a.server.Listen(); err != nil {
 		return nil, err
 	}
@@ -185,6 +217,32 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 		}()
 	}
 	return a, nil
+}
+
+// ingestionStatus assembles ingestionStatus from the consumers this process runs.
+func (a *app) ingestionStatus() resolvers.IngestionStatus {
+	var out resolvers.IngestionStatus
+	if a.stream != nil {
+		st := a.stream.Status()
+		out.LateEvents, out.BackfillEvents = st.LateEvents, st.BackfillSkipped
+		for _, p := range st.Partitions {
+			next := p.Committed
+			if next < 0 {
+				next = p.Position
+			}
+			out.Partitions = append(out.Partitions, resolvers.PartitionLag{Group: st.GroupID, Topic: p.Topic, Partition: p.Partition,
+				NextOffset: next, HighWatermark: p.HighWatermark, Lag: p.Lag})
+		}
+	}
+	if a.sink != nil {
+		st := a.sink.Status()
+		out.LastSinkError, out.LastSinkErrorAt, out.SinkRowsInserted = st.LastError, st.LastErrorAt, st.RowsInserted
+		for _, p := range st.Partitions {
+			out.Partitions = append(out.Partitions, resolvers.PartitionLag{Group: st.Group, Topic: p.Topic, Partition: p.Partition,
+				NextOffset: p.NextOffset, HighWatermark: p.HighWatermark, Lag: p.Lag})
+		}
+	}
+	return out
 }
 
 // readiness lists what /ready checks.
@@ -210,15 +268,20 @@ func (a *app) readiness() map[string]server.Check {
 // run runs every component until ctx ends or one fails, then stops them all.
 func (a *app) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
-	for _, c := range []interface{ Run(context.Context) error }{
+	components := []interface{ Run(context.Context) error }{
 		a.rules, a.averages, a.forecaster, a.watcher, a.quotes, a.publisher, a.server,
-	} {
+	}
+	if a.stream != nil {
+		components = append(components, a.stream, a.sink)
+	}
+	for _, c := range components {
 		g.Go(func() error { return c.Run(ctx) })
 	}
 	err := g.Wait()
 	if m := a.forecaster.SetModel(nil); m != nil {
 		_ = m.Close()
 	}
+	_ = a.events.Close()
 	a.rdb.Close()
 	a.ch.Close()
 	a.logger.Info("stopped")

@@ -10,11 +10,58 @@ import (
 	"time"
 )
 
+type DemandPoint struct {
+	Bucket   time.Time `json:"bucket"`
+	Searches int       `json:"searches"`
+	Bookings int       `json:"bookings"`
+	Cancels  int       `json:"cancels"`
+	// Mean available supply in the bucket, when reported.
+	Supply *float64 `json:"supply,omitempty"`
+}
+
+type EventFieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+type EventInput struct {
+	EventID         string           `json:"eventId"`
+	Type            string           `json:"type"`
+	RegionID        string           `json:"regionId"`
+	Timestamp       time.Time        `json:"timestamp"`
+	UserID          *string          `json:"userId,omitempty"`
+	ProductType     *string          `json:"productType,omitempty"`
+	Price           *float64         `json:"price,omitempty"`
+	AvailableSupply *float64         `json:"availableSupply,omitempty"`
+	Signal          *string          `json:"signal,omitempty"`
+	Value           *float64         `json:"value,omitempty"`
+	QuoteID         *string          `json:"quoteId,omitempty"`
+	Experiment      *ExperimentInput `json:"experiment,omitempty"`
+}
+
+type EventResult struct {
+	Index   int                `json:"index"`
+	EventID *string            `json:"eventId,omitempty"`
+	Status  EventStatus        `json:"status"`
+	Errors  []*EventFieldError `json:"errors"`
+}
+
+type ExperimentInput struct {
+	ID      string `json:"id"`
+	Variant string `json:"variant"`
+}
+
 type Factor struct {
 	Name string `json:"name"`
 	// Contribution to the multiplier; the contributions of a quote add up to its multiplier.
 	Contribution float64 `json:"contribution"`
 	Description  string  `json:"description"`
+}
+
+type FeatureValue struct {
+	Name        string  `json:"name"`
+	Value       float64 `json:"value"`
+	Description string  `json:"description"`
 }
 
 type Forecast struct {
@@ -30,7 +77,42 @@ type Forecast struct {
 	GeneratedAt    time.Time      `json:"generatedAt"`
 }
 
+type IngestResult struct {
+	Accepted   int            `json:"accepted"`
+	Duplicates int            `json:"duplicates"`
+	Rejected   int            `json:"rejected"`
+	Results    []*EventResult `json:"results"`
+}
+
+type IngestionStatus struct {
+	Partitions       []*PartitionLag `json:"partitions"`
+	LateEvents       int             `json:"lateEvents"`
+	BackfillEvents   int             `json:"backfillEvents"`
+	LastSinkError    *string         `json:"lastSinkError,omitempty"`
+	LastSinkErrorAt  *time.Time      `json:"lastSinkErrorAt,omitempty"`
+	SinkRowsInserted int             `json:"sinkRowsInserted"`
+}
+
 type Mutation struct {
+}
+
+type OnlineFeatures struct {
+	RegionID string `json:"regionId"`
+	// When the features were last written; null when the region has none (expired or never written).
+	UpdatedAt  *time.Time `json:"updatedAt,omitempty"`
+	AgeSeconds *float64   `json:"ageSeconds,omitempty"`
+	// True when older than the age the model accepts (then the forecast falls back).
+	Stale  bool            `json:"stale"`
+	Values []*FeatureValue `json:"values"`
+}
+
+type PartitionLag struct {
+	Group         string `json:"group"`
+	Topic         string `json:"topic"`
+	Partition     int    `json:"partition"`
+	NextOffset    int    `json:"nextOffset"`
+	HighWatermark int    `json:"highWatermark"`
+	Lag           int    `json:"lag"`
 }
 
 type PriceInput struct {
@@ -115,6 +197,63 @@ type Region struct {
 	CurrentPrices []*PriceQuote `json:"currentPrices"`
 }
 
+type EventStatus string
+
+const (
+	EventStatusAccepted  EventStatus = "ACCEPTED"
+	EventStatusDuplicate EventStatus = "DUPLICATE"
+	EventStatusRejected  EventStatus = "REJECTED"
+)
+
+var AllEventStatus = []EventStatus{
+	EventStatusAccepted,
+	EventStatusDuplicate,
+	EventStatusRejected,
+}
+
+func (e EventStatus) IsValid() bool {
+	switch e {
+	case EventStatusAccepted, EventStatusDuplicate, EventStatusRejected:
+		return true
+	}
+	return false
+}
+
+func (e EventStatus) String() string {
+	return string(e)
+}
+
+func (e *EventStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = EventStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid EventStatus", str)
+	}
+	return nil
+}
+
+func (e EventStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *EventStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e EventStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
 type ForecastSource string
 
 const (
@@ -173,6 +312,61 @@ func (e *ForecastSource) UnmarshalJSON(b []byte) error {
 }
 
 func (e ForecastSource) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type Granularity string
+
+const (
+	GranularityMinute Granularity = "MINUTE"
+	GranularityHour   Granularity = "HOUR"
+)
+
+var AllGranularity = []Granularity{
+	GranularityMinute,
+	GranularityHour,
+}
+
+func (e Granularity) IsValid() bool {
+	switch e {
+	case GranularityMinute, GranularityHour:
+		return true
+	}
+	return false
+}
+
+func (e Granularity) String() string {
+	return string(e)
+}
+
+func (e *Granularity) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = Granularity(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid Granularity", str)
+	}
+	return nil
+}
+
+func (e Granularity) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *Granularity) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e Granularity) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

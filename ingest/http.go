@@ -1,0 +1,156 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// EventsPath is where Handler is meant to be mounted.
+const EventsPath = "/v1/events"
+
+// Handler serves POST /v1/events with the body {"events": [...]}.
+//
+// Answers (errors as {"error": {"code", "message"}}):
+//   - 202 with a Response when at least one event was accepted or was a
+//     duplicate — also when others were rejected;
+//   - 400 with a Response when every event was rejected as invalid;
+//   - 429 with a Response and Retry-After when nothing passed because of
+//     per-user rate limits (a batch where other users pass is a 202 with
+//     those events rejected "rate_limited", and Retry-After too);
+//   - 503 with a Response and Retry-After when nothing passed because the
+//     same eventIds are being produced by another request right now (or
+//     were, by a replica that died: their claim expires shortly);
+//   - 429 RATE_LIMITED with Retry-After when the API client's bucket cannot
+//     take the request (nothing accepted);
+//   - 503 UNAVAILABLE with Retry-After when Kafka did not acknowledge or
+//     the dedup store is unreachable (nothing accepted; send the same
+//     request again);
+//   - 400 INVALID_JSON for a body that is not JSON, 400 INVALID_REQUEST
+//     without a non-empty "events" array, 413 PAYLOAD_TOO_LARGE for a body
+//     over MaxBodyBytes, 413 TOO_MANY_EVENTS above MaxEvents events,
+//     405 for another method, 401 when Identify refuses the client.
+//
+// Events are decoded one by one: an event with a value of the wrong JSON
+// type is rejected with a field error while the others proceed.
+func (in *Intake) Handler() http.Handler {
+	return http.HandlerFunc(in.serveHTTP)
+}
+
+func (in *Intake) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		in.fail(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "use POST")
+		return
+	}
+	client, err := in.opts.Identify(r)
+	if err != nil {
+		in.fail(w, http.StatusUnauthorized, "UNAUTHENTICATED", err.Error())
+		return
+	}
+	tooLarge := fmt.Sprintf("request body over %d bytes", in.opts.MaxBodyBytes)
+	if r.ContentLength > in.opts.MaxBodyBytes {
+		in.fail(w, http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", tooLarge)
+		return
+	}
+	var body struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, max(r.ContentLength, 0)+bytes.MinRead))
+	_, err = buf.ReadFrom(http.MaxBytesReader(w, r.Body, in.opts.MaxBodyBytes))
+	if err == nil {
+		err = json.Unmarshal(buf.Bytes(), &body)
+	}
+	var maxErr *http.MaxBytesError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &maxErr):
+		in.fail(w, http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", tooLarge)
+		return
+	case errors.As(err, &typeErr) && typeErr.Field == "events":
+		in.fail(w, http.StatusBadRequest, "INVALID_REQUEST", fmt.Sprintf(`"events" must be an array of 1 to %d events`, in.opts.MaxEvents))
+		return
+	case errors.As(err, &typeErr):
+		in.fail(w, http.StatusBadRequest, "INVALID_REQUEST", `the body must be a JSON object {"events": [...]}`)
+		return
+	case err != nil:
+		in.fail(w, http.StatusBadRequest, "INVALID_JSON", "the body is not valid JSON: "+err.Error())
+		return
+	case body.Events == nil:
+		in.fail(w, http.StatusBadRequest, "INVALID_REQUEST", fmt.Sprintf(`the body must hold "events": an array of 1 to %d events`, in.opts.MaxEvents))
+		return
+	}
+	raws := body.Events
+	switch {
+	case len(raws) == 0:
+		in.fail(w, http.StatusBadRequest, "INVALID_REQUEST", fmt.Sprintf(`"events" is empty; send 1 to %d events`, in.opts.MaxEvents))
+		return
+	case len(raws) > in.opts.MaxEvents:
+		in.fail(w, http.StatusRequestEntityTooLarge, "TOO_MANY_EVENTS", fmt.Sprintf("%d events; at most %d per request", len(raws), in.opts.MaxEvents))
+		return
+	}
+
+	items := make([]item, len(raws))
+	for i, raw := range raws {
+		items[i].ev, items[i].errs = DecodeEventJSON(raw)
+	}
+	resp, err := in.ingest(r.Context(), client, items)
+	var retry *RetryError
+	switch {
+	case errors.As(err, &retry) && errors.Is(err, ErrRateLimited):
+		setRetryAfter(w, retry.RetryAfter)
+		in.fail(w, http.StatusTooManyRequests, "RATE_LIMITED", fmt.Sprintf("%v; retry in %s", err, retry.RetryAfter.Round(time.Millisecond)))
+		return
+	case errors.As(err, &retry):
+		setRetryAfter(w, retry.RetryAfter)
+		in.opts.Logger.Warn("ingest: request refused", "client", client.String(), "events", len(items), "err", err)
+		in.fail(w, http.StatusServiceUnavailable, "UNAVAILABLE", "events not accepted, send them again: "+err.Error())
+		return
+	case err != nil && r.Context().Err() != nil:
+		in.fail(w, http.StatusServiceUnavailable, "UNAVAILABLE", "request canceled") // the client has gone
+		return
+	case err != nil:
+		in.opts.Logger.Error("ingest: request failed", "client", client.String(), "events", len(items), "err", err)
+		in.fail(w, http.StatusInternalServerError, "INTERNAL", err.Error())
+		return
+	}
+
+	status := http.StatusAccepted
+	if resp.Accepted+resp.Duplicates == 0 {
+		status = http.StatusBadRequest
+		if resp.RetryAfter > 0 {
+			status = http.StatusServiceUnavailable
+			for _, e := range resp.Events {
+				if len(e.Errors) > 0 && e.Errors[0].Code == CodeRateLimited {
+					status = http.StatusTooManyRequests
+					break
+				}
+			}
+		}
+	}
+	if resp.RetryAfter > 0 {
+		setRetryAfter(w, resp.RetryAfter)
+	}
+	in.reply(w, status, resp)
+}
+
+// setRetryAfter sets Retry-After in whole seconds, at least 1.
+func setRetryAfter(w http.ResponseWriter, d time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(d.Seconds())))))
+}
+
+func (in *Intake) fail(w http.ResponseWriter, status int, code, msg string) {
+	in.reply(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+func (in *Intake) reply(w http.ResponseWriter, status int, v any) {
+	in.m.httpRequests.WithLabelValues(strconv.Itoa(status)).Inc()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,375 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/google/uuid"
+	"github.com/segmentio/kafka-go"
+)
+
+// readPartition reads one partition from start and sends its records,
+// decoded, to out until ctx ends.
+func readPartition[R any](ctx context.Context, s *Sink, t *table[R], p tp, start int64, out chan<- record[R]) {
+	newReader := func(at int64) *kafka.Reader {
+		r := kafka.NewReader(kafka.ReaderConfig{
+			Brokers:         s.brokers,
+			Topic:           p.topic,
+			Partition:       p.partition,
+			MinBytes:        1,
+			MaxBytes:        16 << 20,
+			MaxWait:         time.Second,
+			QueueCapacity:   1000,
+			ReadLagInterval: -1,
+			// Reported rather than retried forever, so that records expired
+			// from Kafka are skipped loudly (see outOfRange).
+			OffsetOutOfRangeError: true,
+			Logger:                kafkaLogger(s.log, slog.LevelDebug),
+			ErrorLogger:           kafkaLogger(s.log, slog.LevelDebug),
+		})
+		if err := r.SetOffset(at); err != nil { // only fails on a closed reader
+			s.log.Error("sink: set reader offset", "topic", p.topic, "partition", p.partition, "err", err)
+		}
+		return r
+	}
+	r := newReader(start)
+	defer func() { _ = r.Close() }()
+	backoff := s.opts.MinBackoff
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			next := r.Offset()
+			if errors.Is(err, kafka.OffsetOutOfRange) {
+				next = s.outOfRange(ctx, p, next)
+			} else {
+				s.fail(fmt.Sprintf("read %s/%d", p.topic, p.partition), err)
+			}
+			if !sleep(ctx, jitter(backoff)) {
+				return
+			}
+			backoff = min(2*backoff, s.opts.MaxBackoff)
+			_ = r.Close()
+			r = newReader(next)
+			continue
+		}
+		backoff = s.opts.MinBackoff
+		rec := record[R]{topic: m.Topic, partition: m.Partition, offset: m.Offset}
+		if row, err := t.decode(&m); err != nil {
+			s.invalidRecord(p, m.Offset, err)
+		} else {
+			rec.row, rec.valid = row, true
+		}
+		select {
+		case out <- rec:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// outOfRange handles a read position Kafka does not have: before the first
+// retained offset, the records in between expired before they reached
+// ClickHouse — that loss is logged and counted, and reading goes on from
+// the first offset; past the end (the topic was recreated?), reading is
+// retried at the same position and the error is reported.
+func (s *Sink) outOfRange(ctx context.Context, p tp, at int64) int64 {
+	resp, err := s.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{
+		Topics: map[string][]kafka.OffsetRequest{p.topic: {kafka.FirstOffsetOf(p.partition)}},
+	})
+	if err == nil {
+		for _, po := range resp.Topics[p.topic] {
+			if po.Error == nil && po.Partition == p.partition && at < po.FirstOffset {
+				s.fail(fmt.Sprintf("read %s/%d", p.topic, p.partition),
+					fmt.Errorf("offsets %d to %d expired from Kafka before they reached ClickHouse: skipped", at, po.FirstOffset-1))
+				s.m.skipped.WithLabelValues(p.topic).Add(float64(po.FirstOffset - at))
+				return po.FirstOffset
+			}
+		}
+	}
+	s.fail(fmt.Sprintf("read %s/%d", p.topic, p.partition), fmt.Errorf("offset %d out of range", at))
+	return at
+}
+
+// invalidRecord counts a record that cannot be decoded, logging at most one
+// every 10 s.
+func (s *Sink) invalidRecord(p tp, offset int64, err error) {
+	s.invalid.Add(1)
+	s.m.invalid.WithLabelValues(p.topic).Inc()
+	s.mu.Lock()
+	logIt := time.Since(s.lastInvalid) >= 10*time.Second
+	if logIt {
+		s.lastInvalid = time.Now()
+	}
+	s.mu.Unlock()
+	if logIt {
+		s.log.Warn("sink: skipping invalid record", "topic", p.topic, "partition", p.partition, "offset", offset, "err", err)
+	}
+}
+
+// runBatcher collects the records of one table into batches of at most
+// BatchSize rows, each sent at the latest BatchDelay after its first record,
+// and inserts them. When ctx ends it tries once to insert the batch at hand.
+func runBatcher[R any](ctx context.Context, s *Sink, t *table[R], gen *kafka.Generation, in <-chan record[R]) {
+	pending := make([]record[R], 0, s.opts.BatchSize)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	flush := func(final bool) bool {
+		timer.Stop()
+		ok := flushBatch(ctx, s, t, gen, pending, final)
+		pending = pending[:0]
+		return ok
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			if len(pending) > 0 {
+				flush(true)
+			}
+			return
+		case r := <-in:
+			pending = append(pending, r)
+			if len(pending) == 1 {
+				timer.Reset(s.opts.BatchDelay)
+			}
+			if len(pending) >= s.opts.BatchSize && !flush(false) {
+				return
+			}
+		case <-timer.C:
+			if len(pending) > 0 && !flush(false) {
+				return
+			}
+		}
+	}
+}
+
+// flushBatch inserts recs as one block, retrying with backoff until it
+// lands. After a failed attempt it waits until the server no longer runs
+// that insert, reads what ClickHouse holds and drops the records already
+// there, so that an insert that failed on the client but landed on the
+// server is not repeated. It then commits the offsets to Kafka (for lag
+// visibility only). It returns false, with the batch possibly not
+// inserted, when ctx ended; final allows a single attempt.
+func flushBatch[R any](ctx context.Context, s *Sink, t *table[R], gen *kafka.Generation, recs []record[R], final bool) bool {
+	type span struct{ first, last int64 }
+	spans := map[tp]span{}
+	var rows int
+	for _, r := range recs {
+		p := tp{r.topic, r.partition}
+		sp, ok := spans[p]
+		if !ok {
+			sp.first = r.offset
+		}
+		sp.last = r.offset
+		spans[p] = sp
+		if r.valid {
+			rows++
+		}
+	}
+	backoff := s.opts.MinBackoff
+	var lastQuery string
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			held, err := s.reconcile(ctx, lastQuery)
+			if err != nil {
+				if ctx.Err() != nil {
+					return false
+				}
+				s.m.insertErrors.WithLabelValues(t.name).Inc()
+				s.fail("insert "+t.name+": check what landed", err)
+				if !sleep(ctx, jitter(backoff)) {
+					return false
+				}
+				backoff = min(2*backoff, s.opts.MaxBackoff)
+				continue
+			}
+			recs = notHeld(recs, held)
+		}
+		if countValid(recs) == 0 {
+			break
+		}
+		lastQuery = s.queryID(t.name)
+		start := time.Now()
+		err := insert(ctx, s, t, recs, lastQuery)
+		if err == nil {
+			s.m.insertSeconds.WithLabelValues(t.name).Observe(time.Since(start).Seconds())
+			break
+		}
+		s.m.insertErrors.WithLabelValues(t.name).Inc()
+		s.fail("insert "+t.name, err)
+		if final || !sleep(ctx, jitter(backoff)) {
+			return false
+		}
+		backoff = min(2*backoff, s.opts.MaxBackoff)
+	}
+	// Every valid record of the batch is now in ClickHouse exactly once.
+	s.rows.Add(uint64(rows))
+	s.m.rows.WithLabelValues(t.name).Add(float64(rows))
+	s.m.batchRows.WithLabelValues(t.name).Observe(float64(rows))
+	commit := map[string]map[int]int64{}
+	for p, sp := range spans {
+		s.setNext(p, sp.last+1)
+		if commit[p.topic] == nil {
+			commit[p.topic] = map[int]int64{}
+		}
+		commit[p.topic][p.partition] = sp.last + 1
+	}
+	s.mu.Lock()
+	s.lastInsertAt = time.Now()
+	s.mu.Unlock()
+	if err := gen.CommitOffsets(commit); err != nil {
+		// Only lag reporting depends on it; the next commit catches up.
+		s.m.commitErrors.Inc()
+		s.log.Debug("sink: commit offsets", "err", err)
+	}
+	return true
+}
+
+func countValid[R any](recs []record[R]) int {
+	n := 0
+	for i := range recs {
+		if recs[i].valid {
+			n++
+		}
+	}
+	return n
+}
+
+// notHeld keeps the records past the offsets ClickHouse holds.
+func notHeld[R any](recs []record[R], held map[tp]int64) []record[R] {
+	out := recs[:0]
+	for _, r := range recs {
+		if last, ok := held[tp{r.topic, r.partition}]; ok && r.offset <= last {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// insert sends recs as one block under query id qid. The attempt is not
+// cancelled when ctx ends (an insert in flight at a rebalance finishes), it
+// is bounded by InsertTimeout.
+func insert[R any](ctx context.Context, s *Sink, t *table[R], recs []record[R], qid string) error {
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.InsertTimeout)
+	defer cancel()
+	ictx = clickhouse.Context(ictx, clickhouse.WithQueryID(qid))
+	b, err := s.conn.PrepareBatch(ictx, t.insertQuery(s.db))
+	if err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	if err := t.fill(b, recs); err != nil {
+		_ = b.Abort()
+		return fmt.Errorf("fill %d rows: %w", len(recs), err)
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("send %d rows: %w", len(recs), err)
+	}
+	return nil
+}
+
+// queryIDPrefix marks the inserts of this group in system.processes.
+func (s *Sink) queryIDPrefix() string { return "surge-sink:" + s.opts.GroupID + ":" }
+
+func (s *Sink) queryID(table string) string {
+	return s.queryIDPrefix() + table + ":" + uuid.NewString()
+}
+
+// reconcile waits until the server no longer runs query qid, then returns
+// the offsets ClickHouse holds.
+func (s *Sink) reconcile(ctx context.Context, qid string) (map[tp]int64, error) {
+	wait := 50 * time.Millisecond
+	for {
+		var n uint64
+		if err := s.conn.QueryRow(ctx, "SELECT count() FROM system.processes WHERE query_id = ?", qid).Scan(&n); err != nil {
+			return nil, fmt.Errorf("look for insert %s: %w", qid, err)
+		}
+		if n == 0 {
+			return s.positions(ctx)
+		}
+		if !sleep(ctx, wait) {
+			return nil, ctx.Err()
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// awaitOlderInserts waits until the server runs no insert of this group
+// that started before genStart.
+func (s *Sink) awaitOlderInserts(ctx context.Context, genStart time.Time) error {
+	prefix := s.queryIDPrefix()
+	wait := 50 * time.Millisecond
+	logged := false
+	for {
+		var n uint64
+		err := s.conn.QueryRow(ctx,
+			"SELECT count() FROM system.processes WHERE substring(query_id, 1, ?) = ? AND elapsed > ?",
+			uint64(len(prefix)), prefix, time.Since(genStart).Seconds()).Scan(&n)
+		if err != nil {
+			return fmt.Errorf("look for running inserts: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+		if !logged {
+			s.log.Info("sink: waiting for inserts of a previous generation to finish", "inserts", n)
+			logged = true
+		}
+		if !sleep(ctx, wait) {
+			return ctx.Err()
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// positions returns the highest offset ClickHouse holds per partition,
+// from sink_offsets (kept by materialized views in the same INSERT as the
+// rows).
+func (s *Sink) positions(ctx context.Context) (map[tp]int64, error) {
+	rows, err := s.conn.Query(ctx, "SELECT kafka_topic, kafka_partition, max(max_offset) FROM "+s.db+".sink_offsets GROUP BY kafka_topic, kafka_partition")
+	if err != nil {
+		return nil, fmt.Errorf("read sink_offsets: %w", err)
+	}
+	defer rows.Close()
+	out := map[tp]int64{}
+	for rows.Next() {
+		var (
+			topic     string
+			partition uint32
+			offset    uint64
+		)
+		if err := rows.Scan(&topic, &partition, &offset); err != nil {
+			return nil, fmt.Errorf("scan sink_offsets: %w", err)
+		}
+		out[tp{topic, int(partition)}] = int64(offset)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read sink_offsets: %w", err)
+	}
+	return out, nil
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// jitter spreads d over [0.8 d, 1.2 d), so that replicas do not retry in step.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}

@@ -1,0 +1,61 @@
+// Package sink moves Kafka records into ClickHouse exactly once: the events
+// of ingest.EventTopics into events_raw (whose materialized views keep
+// demand_minute and experiment_metrics_daily) and the audit records of
+// pricing-decisions into pricing_decisions.
+//
+// # Exactly once without insert deduplication
+//
+// ClickHouse 18.16 cannot deduplicate inserts into these tables, so the
+// guarantee is built from three rules:
+//
+//  1. Every row carries its Kafka topic, partition and offset, and the rows
+//     of one batch — consecutive records of one or more partitions — are
+//     inserted as ONE block (one INSERT, one data packet). A block lands as
+//     a whole or not at all when the sink dies at any point.
+//  2. A materialized view on each target table records, in the same INSERT,
+//     the highest offset of every (topic, partition) in the block into the
+//     small table sink_offsets. That is where the sink resumes: on every
+//     (re)assignment of a partition it reads max(max_offset) and starts
+//     reading Kafka right after it. Kafka's committed offsets are never
+//     read; they are still committed after each insert so that lag is
+//     visible to Kafka tools. A crash between the insert and the commit
+//     therefore cannot double count, and a crash before the insert cannot
+//     lose anything: the records are read again.
+//  3. An insert whose outcome is unknown (timeout, connection lost, server
+//     restart) is not blindly retried: the sink waits until the server no
+//     longer runs that query (every insert has a query id), reads
+//     sink_offsets again and re-sends only the records ClickHouse does not
+//     hold. Likewise, a new generation waits for inserts of the group that
+//     started before it (a previous owner's) before reading its offsets.
+//
+// What no 18.16 mechanism covers: a ClickHouse server crash in the middle
+// of writing one block (a block spanning two months becomes two parts, and
+// materialized views are written after their source table, neither
+// atomically), and a member that keeps inserting after the coordinator has
+// declared it dead (no fencing in ClickHouse). sink_offsets must not be
+// truncated without events_raw: the sink would read everything again.
+//
+// Records that are not valid JSON events or decisions (they cannot come
+// from the intake, which validates) are skipped, counted in
+// surge_sink_invalid_records_total and logged; their offsets still count
+// as consumed.
+//
+// # Consumer group
+//
+// The sink uses kafka-go's ConsumerGroup and Generation API rather than a
+// group Reader: a group Reader starts from the committed offsets, while the
+// sink must start each partition where ClickHouse says. For every
+// generation it reads the positions from ClickHouse, opens one partition
+// Reader per assigned partition at that position (gen.Start bounds them to
+// the generation), fans the decoded records into one batcher per target
+// table, and commits with gen.CommitOffsets after each insert. The group
+// does not join the next generation before the current one's functions
+// have returned, so an insert in flight at a rebalance finishes first.
+//
+// A batch holds at most BatchSize rows and is sent at the latest BatchDelay
+// after its first record; a batch covers all assigned partitions of its
+// table, which keeps the number of inserts (and of parts to merge) small.
+// While ClickHouse is down the same batch is retried with capped
+// exponential backoff and never skipped; the readers then stop (bounded
+// queues) and the lag grows, visible as surge_sink_lag and in Status.
+package sink

@@ -1,0 +1,137 @@
+package sink
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// child is a sink running in a re-executed test binary (childMain).
+type child struct {
+	cmd  *exec.Cmd
+	done chan error
+	log  string
+}
+
+func startChild(t *testing.T, e *env, group string, extra ...string) *child {
+	t.Helper()
+	log := filepath.Join(t.TempDir(), "child.log")
+	f, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(),
+		childEnv+"=1",
+		"SURGE_SINK_TEST_BROKERS="+strings.Join(e.brokers, ","),
+		"SURGE_SINK_TEST_CLICKHOUSE="+e.chAddr,
+		"SURGE_SINK_TEST_DB="+e.db,
+		"SURGE_SINK_TEST_GROUP="+group,
+		"SURGE_SINK_TEST_BATCH=250",
+	)
+	cmd.Env = append(cmd.Env, extra...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, done: make(chan error, 1), log: log}
+	go func() {
+		c.done <- cmd.Wait()
+		f.Close()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-c.done
+		if t.Failed() {
+			b, _ := os.ReadFile(log)
+			t.Logf("child log:\n%s", b)
+		}
+	})
+	return c
+}
+
+// killedBySIGKILL reports whether the child's exit was a SIGKILL.
+func killedBySIGKILL(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+// TestSIGKILLMidBatch kills a sink process with SIGKILL again and again —
+// from outside while it inserts, right after an insert landed but before
+// its offsets were committed, right before an insert was sent — and
+// restarts it in the same consumer group each time. ClickHouse must end up
+// with every event exactly once, in events_raw and in the views.
+func TestSIGKILLMidBatch(t *testing.T) {
+	ctx := ctxT(t)
+	e := newEnv(t)
+	evs := genEvents(24_000, 11)
+	half := len(evs) / 2
+	produceEvents(t, e.brokers, evs[:half])
+	const group = "killed-sink"
+
+	cycles := []struct {
+		name string
+		env  []string // empty: killed from outside once rows arrive
+	}{
+		{"from outside while inserting", nil},
+		{"after an insert, before its commit", []string{"SURGE_SINK_TEST_KILL_AFTER_SEND=3"}},
+		{"before an insert is sent", []string{"SURGE_SINK_TEST_KILL_BEFORE_SEND=2"}},
+		{"from outside again", nil},
+	}
+	for i, c := range cycles {
+		if i == 2 {
+			produceEvents(t, e.brokers, evs[half:]) // new records while the sink is down
+		}
+		before := rawCount(t, ctx, e.conn)
+		ch := startChild(t, e, group, c.env...)
+		if c.env == nil {
+			waitFor(t, "rows from the child", func() bool { return rawCount(t, ctx, e.conn) > before })
+			if err := ch.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err := <-ch.done
+		if !killedBySIGKILL(err) {
+			b, _ := os.ReadFile(ch.log)
+			t.Fatalf("cycle %q: child exited with %v, want SIGKILL; log:\n%s", c.name, err, b)
+		}
+		rows, positions, _ := rawCounts(t, ctx, e.conn)
+		t.Logf("cycle %q: %d rows before, %d after the kill", c.name, before, rows)
+		if rows == uint64(len(evs)) {
+			t.Fatalf("cycle %q: the child finished everything before it was killed", c.name)
+		}
+		if rows != positions {
+			t.Fatalf("cycle %q: %d rows for %d distinct offsets: duplicates", c.name, rows, positions)
+		}
+	}
+
+	// The last run finishes the job and stops cleanly.
+	ch := startChild(t, e, group)
+	waitFor(t, "every event", func() bool { return rawCount(t, ctx, e.conn) >= uint64(len(evs)) })
+	if err := ch.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-ch.done; err != nil {
+		t.Fatalf("child after SIGTERM: %v", err)
+	}
+	checkExact(t, ctx, e.conn, evs)
+	// Committed offsets caught up too (lag visible to Kafka tools is 0).
+	var total int64
+	for p, off := range committedOffsets(t, e.brokers, group) {
+		if off > 0 && p.topic != "pricing-decisions" {
+			total += off
+		}
+	}
+	if total != int64(len(evs)) {
+		t.Errorf("committed offsets add up to %d, want %d", total, len(evs))
+	}
+}

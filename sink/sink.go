@@ -1,0 +1,551 @@
+package sink
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/surgeworks/surge/ingest"
+)
+
+// Options configures a Sink. Zero values take the defaults.
+type Options struct {
+	// GroupID is the Kafka consumer group. Default "clickhouse-sink".
+	GroupID string
+	// EventTopics feed events_raw. Default ingest.EventTopics.
+	EventTopics []string
+	// DecisionTopics feed pricing_decisions. Default
+	// [ingest.TopicPricingDecisions].
+	DecisionTopics []string
+	// BatchSize bounds the rows of one insert block. Default 10,000.
+	BatchSize int
+	// BatchDelay is the longest a record waits for its batch to fill before
+	// the batch is inserted. Default 500 ms.
+	BatchDelay time.Duration
+	// InsertTimeout bounds one insert attempt. Default 30 s.
+	InsertTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the exponential backoff between
+	// attempts while ClickHouse fails. Defaults 100 ms and 10 s.
+	MinBackoff, MaxBackoff time.Duration
+	// LagInterval is how often the high watermarks of the assigned
+	// partitions are read, for lag and rows/s. Default 1 s.
+	LagInterval time.Duration
+	// StartOffset is where a partition starts that ClickHouse knows nothing
+	// of: kafka.FirstOffset (default: everything Kafka retains) or
+	// kafka.LastOffset.
+	StartOffset int64
+	// SessionTimeout is the group session timeout (default 30 s; Kafka
+	// refuses values below its group.min.session.timeout.ms, 6 s by
+	// default). A member that crashed holds its partitions this long.
+	// RebalanceTimeout is how long the coordinator waits for members to
+	// rejoin (default 30 s). HeartbeatInterval defaults to a third of the
+	// session timeout, at most 3 s.
+	SessionTimeout, RebalanceTimeout, HeartbeatInterval time.Duration
+	Logger                                              *slog.Logger
+	// Registerer receives the surge_sink_* metrics; nil registers none.
+	Registerer prometheus.Registerer
+}
+
+func (o Options) withDefaults() Options {
+	o.GroupID = cmp.Or(o.GroupID, "clickhouse-sink")
+	if o.EventTopics == nil {
+		o.EventTopics = ingest.EventTopics
+	}
+	if o.DecisionTopics == nil {
+		o.DecisionTopics = []string{ingest.TopicPricingDecisions}
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 10_000
+	}
+	if o.BatchDelay <= 0 {
+		o.BatchDelay = 500 * time.Millisecond
+	}
+	if o.InsertTimeout <= 0 {
+		o.InsertTimeout = 30 * time.Second
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 100 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 10 * time.Second
+	}
+	o.MaxBackoff = max(o.MaxBackoff, o.MinBackoff)
+	if o.LagInterval <= 0 {
+		o.LagInterval = time.Second
+	}
+	if o.StartOffset != kafka.LastOffset {
+		o.StartOffset = kafka.FirstOffset
+	}
+	if o.SessionTimeout <= 0 {
+		o.SessionTimeout = 30 * time.Second
+	}
+	if o.RebalanceTimeout <= 0 {
+		o.RebalanceTimeout = 30 * time.Second
+	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = min(3*time.Second, o.SessionTimeout/3)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Sink consumes the event and decision topics in its own consumer group and
+// inserts them into ClickHouse exactly once (see the package doc). Run does
+// the work; Status may be called at any time from any goroutine.
+type Sink struct {
+	brokers   []string
+	conn      driver.Conn
+	db        string
+	opts      Options
+	log       *slog.Logger
+	m         *metrics
+	events    *table[eventRow]
+	decisions *table[decisionRow]
+	client    *kafka.Client
+	running   atomic.Bool
+
+	rows    atomic.Uint64
+	invalid atomic.Uint64
+
+	mu           sync.Mutex
+	parts        map[tp]*partState
+	lastErr      string
+	lastErrAt    time.Time
+	lastInsertAt time.Time
+	rate         []rateSample // rows inserted over the last rateWindow
+	lastInvalid  time.Time    // last time an invalid record was logged
+}
+
+// tp is a topic partition.
+type tp struct {
+	topic     string
+	partition int
+}
+
+type partState struct {
+	table string
+	next  int64 // next offset to land in ClickHouse; -1 while unknown
+	hwm   int64 // high watermark; -1 while unknown
+}
+
+type rateSample struct {
+	at   time.Time
+	rows uint64
+}
+
+const rateWindow = 10 * time.Second
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// New returns a sink from brokers into database (which must hold the
+// migrated tables) through conn. It connects to nothing before Run.
+func New(brokers []string, conn driver.Conn, database string, opts Options) (*Sink, error) {
+	if len(brokers) == 0 {
+		return nil, errors.New("sink: no Kafka brokers")
+	}
+	if conn == nil {
+		return nil, errors.New("sink: no ClickHouse connection")
+	}
+	if len(database) > 128 || !identRE.MatchString(database) {
+		return nil, fmt.Errorf("sink: invalid database name %q", database)
+	}
+	opts = opts.withDefaults()
+	seen := map[string]bool{}
+	for _, t := range slices.Concat(opts.EventTopics, opts.DecisionTopics) {
+		if t == "" || seen[t] {
+			return nil, fmt.Errorf("sink: empty or repeated topic %q", t)
+		}
+		seen[t] = true
+	}
+	if len(seen) == 0 {
+		return nil, errors.New("sink: no topics")
+	}
+	events, decisions := eventsTable, decisionsTable
+	events.topics, decisions.topics = opts.EventTopics, opts.DecisionTopics
+	return &Sink{
+		brokers:   brokers,
+		conn:      conn,
+		db:        database,
+		opts:      opts,
+		log:       opts.Logger.With("component", "sink", "group", opts.GroupID),
+		m:         newMetrics(opts.Registerer),
+		events:    &events,
+		decisions: &decisions,
+		client:    &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second},
+		parts:     map[tp]*partState{},
+	}, nil
+}
+
+func (s *Sink) topics() []string { return slices.Concat(s.opts.EventTopics, s.opts.DecisionTopics) }
+
+// Run consumes until ctx ends, then lets an insert in flight finish, tries
+// once to insert the batch at hand, leaves the group and returns nil. It
+// returns an error only when it cannot start. Run may be called once.
+func (s *Sink) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("sink: Run called twice")
+	}
+	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                    s.opts.GroupID,
+		Brokers:               s.brokers,
+		Topics:                s.topics(),
+		GroupBalancers:        []kafka.GroupBalancer{kafka.RoundRobinGroupBalancer{}},
+		HeartbeatInterval:     s.opts.HeartbeatInterval,
+		SessionTimeout:        s.opts.SessionTimeout,
+		RebalanceTimeout:      s.opts.RebalanceTimeout,
+		JoinGroupBackoff:      s.opts.MaxBackoff,
+		WatchPartitionChanges: true,
+		StartOffset:           s.opts.StartOffset, // unused: offsets come from ClickHouse
+		Logger:                kafkaLogger(s.log, slog.LevelDebug),
+		ErrorLogger:           kafkaLogger(s.log, slog.LevelDebug),
+	})
+	if err != nil {
+		return fmt.Errorf("sink: consumer group: %w", err)
+	}
+	lagCtx, stopLag := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { s.watchLag(lagCtx) })
+	defer func() {
+		_ = group.Close() // ends the generation and waits for its functions
+		stopLag()
+		wg.Wait()
+		s.log.Info("sink stopped")
+	}()
+	s.log.Info("sink started", "topics", s.topics(), "database", s.db)
+	for {
+		gen, err := group.Next(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			if errors.Is(err, kafka.RebalanceInProgress) {
+				s.log.Debug("consumer group rebalancing", "err", err)
+			} else {
+				s.fail("kafka consumer group", err)
+			}
+			continue
+		}
+		started := time.Now()
+		gen.Start(func(gctx context.Context) { s.generation(gctx, gen, started) })
+	}
+}
+
+// generation runs one consumer-group generation: it returns only once
+// ctx (the generation) has ended, since a returning function ends it.
+func (s *Sink) generation(ctx context.Context, gen *kafka.Generation, started time.Time) {
+	var assigned []tp
+	for topic, ps := range gen.Assignments {
+		for _, p := range ps {
+			assigned = append(assigned, tp{topic, p.ID})
+		}
+	}
+	slices.SortFunc(assigned, func(a, b tp) int {
+		return cmp.Or(cmp.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition))
+	})
+	s.log.Info("sink generation", "generation", gen.ID, "member", gen.MemberID, "partitions", len(assigned))
+	s.assign(assigned)
+	defer s.unassign(assigned)
+	if len(assigned) == 0 {
+		<-ctx.Done()
+		return
+	}
+	starts, ok := s.startOffsets(ctx, assigned, started)
+	if !ok {
+		return // the generation ended
+	}
+	evCh := make(chan record[eventRow], s.opts.BatchSize)
+	decCh := make(chan record[decisionRow], s.opts.BatchSize)
+	var wg sync.WaitGroup
+	var haveEvents, haveDecisions bool
+	for _, p := range assigned {
+		s.setNext(p, starts[p])
+		if slices.Contains(s.events.topics, p.topic) {
+			haveEvents = true
+			wg.Go(func() { readPartition(ctx, s, s.events, p, starts[p], evCh) })
+		} else {
+			haveDecisions = true
+			wg.Go(func() { readPartition(ctx, s, s.decisions, p, starts[p], decCh) })
+		}
+	}
+	if haveEvents {
+		wg.Go(func() { runBatcher(ctx, s, s.events, gen, evCh) })
+	}
+	if haveDecisions {
+		wg.Go(func() { runBatcher(ctx, s, s.decisions, gen, decCh) })
+	}
+	wg.Wait()
+}
+
+// startOffsets finds where each assigned partition starts: right after the
+// highest offset ClickHouse holds, else at StartOffset resolved through
+// Kafka. It first waits for inserts of this group that started before the
+// generation (a previous owner's insert may still be running on the
+// server). It retries until it succeeds or ctx ends (ok false).
+func (s *Sink) startOffsets(ctx context.Context, assigned []tp, genStart time.Time) (map[tp]int64, bool) {
+	backoff := s.opts.MinBackoff
+	for {
+		starts, err := s.tryStartOffsets(ctx, assigned, genStart)
+		if err == nil {
+			return starts, true
+		}
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		s.fail("read start offsets", err)
+		if !sleep(ctx, jitter(backoff)) {
+			return nil, false
+		}
+		backoff = min(2*backoff, s.opts.MaxBackoff)
+	}
+}
+
+func (s *Sink) tryStartOffsets(ctx context.Context, assigned []tp, genStart time.Time) (map[tp]int64, error) {
+	if err := s.awaitOlderInserts(ctx, genStart); err != nil {
+		return nil, err
+	}
+	held, err := s.positions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	starts := make(map[tp]int64, len(assigned))
+	unknown := map[string][]kafka.OffsetRequest{}
+	for _, p := range assigned {
+		if last, ok := held[p]; ok {
+			starts[p] = last + 1
+			continue
+		}
+		unknown[p.topic] = append(unknown[p.topic], kafka.OffsetRequest{Partition: p.partition, Timestamp: s.opts.StartOffset})
+	}
+	if len(unknown) == 0 {
+		return starts, nil
+	}
+	resp, err := s.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: unknown})
+	if err != nil {
+		return nil, fmt.Errorf("list offsets: %w", err)
+	}
+	for topic, ps := range resp.Topics {
+		for _, po := range ps {
+			if po.Error != nil {
+				return nil, fmt.Errorf("list offsets of %s/%d: %w", topic, po.Partition, po.Error)
+			}
+			off := po.FirstOffset
+			if s.opts.StartOffset == kafka.LastOffset {
+				off = po.LastOffset
+			}
+			starts[tp{topic, po.Partition}] = off
+		}
+	}
+	for _, p := range assigned {
+		if _, ok := starts[p]; !ok {
+			return nil, fmt.Errorf("list offsets: no answer for %s/%d", p.topic, p.partition)
+		}
+	}
+	return starts, nil
+}
+
+// Status is a snapshot of the sink, for operators (GraphQL ingestionStatus).
+type Status struct {
+	// Group is the consumer group.
+	Group string
+	// Partitions are those assigned to this instance, by topic and number.
+	Partitions []PartitionStatus
+	// RowsInserted counts the rows this instance inserted (both tables).
+	RowsInserted uint64
+	// RowsPerSecond is the insert rate over the last 10 s.
+	RowsPerSecond float64
+	// InvalidRecords counts the records skipped as undecodable.
+	InvalidRecords uint64
+	// LastInsertAt is the time of the last successful insert.
+	LastInsertAt time.Time
+	// LastError is the last failure (ClickHouse or Kafka) and LastErrorAt
+	// its time; they stay after recovery (compare with LastInsertAt).
+	LastError   string
+	LastErrorAt time.Time
+}
+
+// PartitionStatus is the position of one partition.
+type PartitionStatus struct {
+	Topic     string
+	Partition int
+	// Table is the ClickHouse table the partition feeds.
+	Table string
+	// NextOffset is the offset of the next record to land in ClickHouse
+	// (everything before it is there); -1 while unknown.
+	NextOffset int64
+	// HighWatermark is the offset the next record produced will get; -1
+	// while unknown.
+	HighWatermark int64
+	// Lag is HighWatermark - NextOffset, the records not yet in ClickHouse;
+	// -1 while unknown.
+	Lag int64
+}
+
+// Lag is the sum of the known partition lags.
+func (st Status) Lag() int64 {
+	var n int64
+	for _, p := range st.Partitions {
+		if p.Lag > 0 {
+			n += p.Lag
+		}
+	}
+	return n
+}
+
+// Status returns the current state of the sink.
+func (s *Sink) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{
+		Group:          s.opts.GroupID,
+		RowsInserted:   s.rows.Load(),
+		InvalidRecords: s.invalid.Load(),
+		LastInsertAt:   s.lastInsertAt,
+		LastError:      s.lastErr,
+		LastErrorAt:    s.lastErrAt,
+	}
+	if n := len(s.rate); n >= 2 {
+		first, last := s.rate[0], s.rate[n-1]
+		if d := last.at.Sub(first.at).Seconds(); d > 0 {
+			st.RowsPerSecond = float64(last.rows-first.rows) / d
+		}
+	}
+	for p, ps := range s.parts {
+		st.Partitions = append(st.Partitions, PartitionStatus{
+			Topic: p.topic, Partition: p.partition, Table: ps.table,
+			NextOffset: ps.next, HighWatermark: ps.hwm, Lag: lag(ps),
+		})
+	}
+	slices.SortFunc(st.Partitions, func(a, b PartitionStatus) int {
+		return cmp.Or(cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+	return st
+}
+
+func lag(ps *partState) int64 {
+	if ps.next < 0 || ps.hwm < 0 {
+		return -1
+	}
+	return max(ps.hwm-ps.next, 0)
+}
+
+func (s *Sink) tableOf(topic string) string {
+	if slices.Contains(s.events.topics, topic) {
+		return s.events.name
+	}
+	return s.decisions.name
+}
+
+func (s *Sink) assign(ps []tp) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range ps {
+		s.parts[p] = &partState{table: s.tableOf(p.topic), next: -1, hwm: -1}
+	}
+}
+
+func (s *Sink) unassign(ps []tp) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range ps {
+		delete(s.parts, p)
+		s.m.deleteLag(p)
+	}
+}
+
+// setNext records that everything before next is in ClickHouse.
+func (s *Sink) setNext(p tp, next int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ps := s.parts[p]; ps != nil {
+		ps.next = next
+		if ps.hwm >= 0 && ps.hwm < next {
+			ps.hwm = next // the watermark was read before these records came
+		}
+		s.m.setLag(p, lag(ps))
+	}
+}
+
+// fail records a failure for Status and logs it.
+func (s *Sink) fail(what string, err error) {
+	s.mu.Lock()
+	s.lastErr = what + ": " + err.Error()
+	s.lastErrAt = time.Now()
+	s.mu.Unlock()
+	s.log.Warn("sink: "+what+" failed", "err", err)
+}
+
+// watchLag reads the high watermarks of the assigned partitions every
+// LagInterval, and samples the insert rate.
+func (s *Sink) watchLag(ctx context.Context) {
+	t := time.NewTicker(s.opts.LagInterval)
+	defer t.Stop()
+	for {
+		s.pollLag(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Sink) pollLag(ctx context.Context) {
+	now := time.Now()
+	s.mu.Lock()
+	s.rate = append(s.rate, rateSample{now, s.rows.Load()})
+	i := 0
+	for i < len(s.rate)-2 && now.Sub(s.rate[i].at) > rateWindow {
+		i++
+	}
+	s.rate = append(s.rate[:0], s.rate[i:]...)
+	req := map[string][]kafka.OffsetRequest{}
+	for p := range s.parts {
+		req[p.topic] = append(req[p.topic], kafka.LastOffsetOf(p.partition))
+	}
+	s.mu.Unlock()
+	if len(req) == 0 {
+		return
+	}
+	resp, err := s.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: req})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Debug("sink: read high watermarks", "err", err)
+		}
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for topic, ps := range resp.Topics {
+		for _, po := range ps {
+			p := tp{topic, po.Partition}
+			st := s.parts[p]
+			if po.Error != nil || st == nil {
+				continue
+			}
+			st.hwm = max(po.LastOffset, st.next)
+			s.m.setLag(p, lag(st))
+		}
+	}
+}
+
+// kafkaLogger adapts slog for kafka-go.
+func kafkaLogger(l *slog.Logger, level slog.Level) kafka.Logger {
+	return kafka.LoggerFunc(func(msg string, args ...any) {
+		if l.Enabled(context.Background(), level) {
+			l.Log(context.Background(), level, "kafka: "+fmt.Sprintf(msg, args...))
+		}
+	})
+}

@@ -1,0 +1,257 @@
+package sink
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/surgeworks/surge/ingest"
+)
+
+// record is one Kafka record on its way to a table. An invalid record
+// (valid false) is not inserted but its offset counts as consumed.
+type record[R any] struct {
+	topic     string
+	partition int
+	offset    int64
+	valid     bool
+	row       R
+}
+
+// table is what the sink knows about one target table: the topics that
+// feed it, its columns, how a record becomes a row and how rows become one
+// column-wise insert block.
+type table[R any] struct {
+	name    string
+	topics  []string
+	columns []string
+	decode  func(m *kafka.Message) (R, error)
+	fill    func(b driver.Batch, recs []record[R]) error
+}
+
+func (t *table[R]) insertQuery(database string) string {
+	// The explicit column list is required: on ClickHouse 18.16 a batch
+	// without it silently inserts nothing.
+	return "INSERT INTO " + database + "." + t.name + " (" + strings.Join(t.columns, ", ") + ")"
+}
+
+// The DateTime range of ClickHouse: seconds from 1970 that fit a UInt32.
+var (
+	minDateTime = time.Unix(0, 0)
+	maxDateTime = time.Unix(math.MaxUint32, 0)
+)
+
+func inDateTimeRange(t time.Time) bool {
+	return !t.Before(minDateTime) && t.Before(maxDateTime)
+}
+
+// eventRow is an event read from Kafka; ReceivedAt is filled in from the
+// record's timestamp when the intake did not set it.
+type eventRow = ingest.Event
+
+var eventsTable = table[eventRow]{
+	name: "events_raw",
+	columns: []string{
+		"event_id", "type", "region_id", "event_time", "received_at", "user_hash", "product_type",
+		"price", "available_supply", "signal", "value", "quote_id", "experiment_id", "variant",
+		"backfill", "kafka_topic", "kafka_partition", "kafka_offset",
+	},
+	decode: decodeEvent,
+	fill:   fillEvents,
+}
+
+func decodeEvent(m *kafka.Message) (eventRow, error) {
+	e, err := ingest.DecodeEvent(m.Value)
+	if err != nil {
+		return e, fmt.Errorf("decode event: %w", err)
+	}
+	switch {
+	case e.EventID == "":
+		return e, errors.New("event without eventId")
+	case e.Type == "":
+		return e, errors.New("event without type")
+	case e.RegionID == "":
+		return e, errors.New("event without regionId")
+	case !inDateTimeRange(e.Timestamp):
+		return e, fmt.Errorf("event timestamp %s out of range", e.Timestamp.Format(time.RFC3339))
+	}
+	if e.ReceivedAt.IsZero() || !inDateTimeRange(e.ReceivedAt) {
+		e.ReceivedAt = m.Time
+		if !inDateTimeRange(e.ReceivedAt) {
+			e.ReceivedAt = time.Now()
+		}
+	}
+	return e, nil
+}
+
+func fillEvents(b driver.Batch, recs []record[eventRow]) error {
+	n := 0
+	for i := range recs {
+		if recs[i].valid {
+			n++
+		}
+	}
+	var (
+		eventID, typ, region, userHash, product, signal = mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n)
+		quoteID, experiment, variant, topic             = mk[string](n), mk[string](n), mk[string](n), mk[string](n)
+		eventTime, receivedAt                           = mk[time.Time](n), mk[time.Time](n)
+		price, supply, value                            = mk[*float64](n), mk[*float64](n), mk[*float64](n)
+		backfill                                        = mk[uint8](n)
+		partition                                       = mk[uint32](n)
+		offset                                          = mk[uint64](n)
+	)
+	for i := range recs {
+		r := &recs[i]
+		if !r.valid {
+			continue
+		}
+		e := &r.row
+		eventID = append(eventID, e.EventID)
+		typ = append(typ, e.Type)
+		region = append(region, e.RegionID)
+		eventTime = append(eventTime, e.Timestamp.UTC())
+		receivedAt = append(receivedAt, e.ReceivedAt.UTC())
+		userHash = append(userHash, e.UserHash)
+		product = append(product, e.ProductType)
+		price = append(price, e.Price)
+		supply = append(supply, e.AvailableSupply)
+		signal = append(signal, e.Signal)
+		value = append(value, e.Value)
+		quoteID = append(quoteID, e.QuoteID)
+		if e.Experiment != nil {
+			experiment = append(experiment, e.Experiment.ID)
+			variant = append(variant, e.Experiment.Variant)
+		} else {
+			experiment = append(experiment, "")
+			variant = append(variant, "")
+		}
+		var bf uint8
+		if e.Backfill {
+			bf = 1
+		}
+		backfill = append(backfill, bf)
+		topic = append(topic, r.topic)
+		partition = append(partition, uint32(r.partition))
+		offset = append(offset, uint64(r.offset))
+	}
+	return appendColumns(b, eventID, typ, region, eventTime, receivedAt, userHash, product,
+		price, supply, signal, value, quoteID, experiment, variant,
+		backfill, topic, partition, offset)
+}
+
+// decisionRow holds the columns of pricing_decisions taken from an audit
+// record (the JSON written by the quotes package); Record is the whole JSON.
+type decisionRow struct {
+	QuoteID      string    `json:"quoteId"`
+	TraceID      string    `json:"traceId"`
+	At           time.Time `json:"at"`
+	RegionID     string    `json:"regionId"`
+	ProductType  string    `json:"productType"`
+	UserHash     string    `json:"userHash"`
+	Multiplier   float64   `json:"surgeMultiplier"`
+	Price        float64   `json:"price"`
+	Currency     string    `json:"currency"`
+	RuleVersion  uint32    `json:"ruleVersion"`
+	ModelVersion string    `json:"modelVersion"`
+	Forecast     struct {
+		Source string `json:"source"`
+	} `json:"forecast"`
+	Degraded bool `json:"degraded"`
+
+	Record string `json:"-"`
+}
+
+var decisionsTable = table[decisionRow]{
+	name: "pricing_decisions",
+	columns: []string{
+		"quote_id", "trace_id", "at", "region_id", "product_type", "user_hash",
+		"multiplier", "price", "currency", "rule_version", "model_version", "forecast_source", "degraded",
+		"record", "kafka_topic", "kafka_partition", "kafka_offset",
+	},
+	decode: decodeDecision,
+	fill:   fillDecisions,
+}
+
+func decodeDecision(m *kafka.Message) (decisionRow, error) {
+	var d decisionRow
+	if err := json.Unmarshal(m.Value, &d); err != nil {
+		return d, fmt.Errorf("decode pricing decision: %w", err)
+	}
+	switch {
+	case d.QuoteID == "":
+		return d, errors.New("pricing decision without quoteId")
+	case !inDateTimeRange(d.At):
+		return d, fmt.Errorf("pricing decision time %s out of range", d.At.Format(time.RFC3339))
+	case math.IsNaN(d.Multiplier) || math.IsNaN(d.Price):
+		return d, errors.New("pricing decision with NaN multiplier or price")
+	}
+	d.Record = string(m.Value)
+	return d, nil
+}
+
+func fillDecisions(b driver.Batch, recs []record[decisionRow]) error {
+	n := 0
+	for i := range recs {
+		if recs[i].valid {
+			n++
+		}
+	}
+	var (
+		quoteID, traceID, region, product, userHash = mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n)
+		currency, model, source, rec, topic         = mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n)
+		at                                          = mk[time.Time](n)
+		multiplier, price                           = mk[float64](n), mk[float64](n)
+		ruleVersion, partition                      = mk[uint32](n), mk[uint32](n)
+		degraded                                    = mk[uint8](n)
+		offset                                      = mk[uint64](n)
+	)
+	for i := range recs {
+		r := &recs[i]
+		if !r.valid {
+			continue
+		}
+		d := &r.row
+		quoteID = append(quoteID, d.QuoteID)
+		traceID = append(traceID, d.TraceID)
+		at = append(at, d.At.UTC())
+		region = append(region, d.RegionID)
+		product = append(product, d.ProductType)
+		userHash = append(userHash, d.UserHash)
+		multiplier = append(multiplier, d.Multiplier)
+		price = append(price, d.Price)
+		currency = append(currency, d.Currency)
+		ruleVersion = append(ruleVersion, d.RuleVersion)
+		model = append(model, d.ModelVersion)
+		source = append(source, d.Forecast.Source)
+		var dg uint8
+		if d.Degraded {
+			dg = 1
+		}
+		degraded = append(degraded, dg)
+		rec = append(rec, d.Record)
+		topic = append(topic, r.topic)
+		partition = append(partition, uint32(r.partition))
+		offset = append(offset, uint64(r.offset))
+	}
+	return appendColumns(b, quoteID, traceID, at, region, product, userHash,
+		multiplier, price, currency, ruleVersion, model, source, degraded,
+		rec, topic, partition, offset)
+}
+
+func mk[T any](n int) []T { return make([]T, 0, n) }
+
+// appendColumns appends one slice per column, in the table's column order.
+func appendColumns(b driver.Batch, cols ...any) error {
+	for i, c := range cols {
+		if err := b.Column(i).Append(c); err != nil {
+			return fmt.Errorf("column %d: %w", i, err)
+		}
+	}
+	return nil
+}
