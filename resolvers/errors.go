@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
+	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/auth"
+	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/pricing"
 	"github.com/surgeworks/surge/quotes"
 	"github.com/surgeworks/surge/rules"
@@ -22,6 +25,8 @@ const (
 	CodeForbidden       = "FORBIDDEN"
 	CodeInternal        = "INTERNAL_SERVER_ERROR"
 	CodeBadRequest      = "BAD_REQUEST"
+	CodeRateLimited     = "RATE_LIMITED"
+	CodeUnavailable     = "UNAVAILABLE"
 )
 
 // ErrorPresenter gives every error an extensions.code (and extensions.field
@@ -58,6 +63,21 @@ func ErrorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 		case errors.Is(err, rules.ErrBackdated):
 			gerr.Extensions["code"] = CodeBadUserInput
 			gerr.Extensions["field"] = "effectiveFrom"
+		case errors.Is(err, analytics.ErrInvalidRange):
+			gerr.Extensions["code"] = CodeBadUserInput
+			gerr.Extensions["field"] = "from"
+		case errors.Is(err, ingest.ErrNoEvents) || errors.Is(err, ingest.ErrTooManyEvents):
+			gerr.Extensions["code"] = CodeBadUserInput
+			gerr.Extensions["field"] = "events"
+		case errors.Is(err, ingest.ErrRateLimited) || errors.Is(err, ingest.ErrUnavailable):
+			gerr.Extensions["code"] = CodeUnavailable
+			if errors.Is(err, ingest.ErrRateLimited) {
+				gerr.Extensions["code"] = CodeRateLimited
+			}
+			var re *ingest.RetryError
+			if errors.As(err, &re) {
+				gerr.Extensions["retryAfterSeconds"] = int(re.RetryAfter.Round(time.Second) / time.Second)
+			}
 		case errors.Is(err, auth.ErrUnauthenticated):
 			gerr.Extensions["code"] = CodeUnauthenticated
 		case errors.Is(err, auth.ErrForbidden):

@@ -71,6 +71,8 @@ type stackOptions struct {
 	noFeatures bool
 	// quoteValidity overrides cfg.QuoteValidity (default 60 s).
 	quoteValidity time.Duration
+	// consumers runs the stream consumers (features, ClickHouse sink) in the app.
+	consumers bool
 }
 
 // stack is one serving process on its own servers.
@@ -159,6 +161,7 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	if opts.quoteValidity > 0 {
 		s.cfg.QuoteValidity = opts.quoteValidity
 	}
+	s.cfg.Consumers = opts.consumers
 	if _, err := s.cfg.logger(); err != nil {
 		t.Fatalf("config logger: %v", err)
 	}
