@@ -33,6 +33,6 @@ Every flag can also be set by the environment variable named in its help.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newDevCmd(), newMigrateCmd(), newTrainCmd(), newLoadtestCmd(), newBrokerCmd(), newReplayCmd(), newSimulateCmd())
+	root.AddCommand(newServeCmd(), newDevCmd(), newMigrateCmd(), newTrainCmd(), newLoadtestCmd(), newBrokerCmd(), newReplayCmd(), newSimulateCmd(), newWatchIngestCmd())
 	return root
 }
