@@ -41,5 +41,5 @@ echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d
 echo "== simulate --rate $rate for $duration, measured by watch-ingest"
 ./bin/surge watch-ingest --url "http://$addr" --duration "$duration" --drain 60s &
 wpid=$!
-./bin/surge simulate --url "http://$addr/v1/events" --api-key bench --rate "$rate" --senders 8 --duration "$duration" --regions 50 --log-level warn | tail -n 6
+./bin/surge simulate --url "http://$addr/v1/events" --api-key bench --rate "$rate" --senders 8 --duration "$duration" --regions 50 --log-level warn | tail -n 6 || echo "simulate did not deliver everything (see above)"
 wait "$wpid"
