@@ -133,10 +133,65 @@ func trainedCase(t *testing.T, rng *rand.Rand) (*model.Ensemble, [][]float32) {
 	return e, append(rows, randomRows(rng, 2000, nf)...)
 }
 
+// trainedPoissonCase trains a Poisson model (exp link) of 100 trees of
+// depth 6 on counts whose log-mean depends on a few of 20 features, and
+// returns it with training rows and random rows.
+func trainedPoissonCase(t *testing.T, rng *rand.Rand) (*model.Ensemble, [][]float32) {
+	const n, nf = 4000, 20
+	X := randomRows(rng, n, nf)
+	y := make([]float32, n)
+	for i, r := range X {
+		logMu := 2.0
+		for j, x := range r[:4] {
+			if x == x && !math.IsInf(float64(x), 0) {
+				logMu += 0.4 * math.Sin(float64(x)*float64(j+1))
+			}
+		}
+		y[i] = float32(poissonSample(rng, math.Exp(logMu)))
+	}
+	e, err := training.Train(context.Background(), X, y, training.Options{Objective: training.ObjectivePoisson,
+		NumTrees: 100, MaxDepth: 6, MinChildSamples: 5, Subsample: 0.8, Seed: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Link != model.LinkExp {
+		t.Fatalf("Poisson model has link %q", e.Link)
+	}
+	return e, append(X[:3000:3000], randomRows(rng, 3000, nf)...)
+}
+
+// poissonSample draws a Poisson count by inversion (small means).
+func poissonSample(rng *rand.Rand, mean float64) int {
+	k, p := 0, math.Exp(-mean)
+	s, u := p, rng.Float64()
+	for u > s && k < 1000 {
+		k++
+		p *= mean / float64(k)
+		s += p
+	}
+	return k
+}
+
+// expEnsemble is a random ensemble with the exp link whose raw scores stay
+// within about ±20 (exp neither overflows nor underflows).
+func expEnsemble(rng *rand.Rand) *model.Ensemble {
+	e := ortRandomEnsemble(rng, 100, 6, 20)
+	e.Link, e.Base = model.LinkExp, 1.5
+	for _, tr := range e.Trees {
+		for i := range tr.Nodes {
+			if tr.Nodes[i].Leaf {
+				tr.Nodes[i].Value = float32(math.Max(-0.4, math.Min(0.4, float64(tr.Nodes[i].Value))))
+			}
+		}
+	}
+	return e
+}
+
 func TestORTParityWithGoWalk(t *testing.T) {
 	requireORT(t)
 	rng := rand.New(rand.NewPCG(42, 1))
 	trained, trainedRows := trainedCase(t, rng)
+	poisson, poissonRows := trainedPoissonCase(t, rng)
 	tests := []struct {
 		name string
 		e    *model.Ensemble
@@ -144,6 +199,8 @@ func TestORTParityWithGoWalk(t *testing.T) {
 	}{
 		{"random trees", ortRandomEnsemble(rng, 100, 6, 20), randomRows(rng, 6000, 20)},
 		{"trained", trained, trainedRows},
+		{"random trees, exp link", expEnsemble(rng), randomRows(rng, 6000, 20)},
+		{"trained poisson", poisson, poissonRows},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -152,21 +209,56 @@ func TestORTParityWithGoWalk(t *testing.T) {
 	}
 }
 
+// ulps is the distance between two float32 values in units in the last
+// place (both finite, same sign).
+func ulps(a, b float32) int64 {
+	d := int64(math.Float32bits(a)) - int64(math.Float32bits(b))
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
 // checkParity runs rows through ORT (single rows and batches of several
-// sizes) and the Go walk, and requires bit-identical outputs.
+// sizes) and the Go walk. With the identity link it requires bit-identical
+// outputs. With the exp link it requires the raw scores (the same trees
+// with the identity link) to be bit-identical and the outputs to be within
+// model.ExpMaxULP: ONNX Runtime's Exp and Go's math.Exp round differently.
 func checkParity(t *testing.T, e *model.Ensemble, rows [][]float32) {
+	maxULP := int64(0)
+	if e.Link == model.LinkExp {
+		raw := *e
+		raw.Link = model.LinkIdentity
+		t.Run("raw score", func(t *testing.T) { checkParity(t, &raw, rows) })
+		maxULP = model.ExpMaxULP
+	}
 	p := newORT(t, e)
 	ctx := context.Background()
 	want, err := NewGoPredictor(e).Predict(ctx, rows)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var worst int64
+	var off, checked int
 	check := func(name string, i int, got float32) {
 		t.Helper()
-		if !sameBits(got, want[i]) {
-			t.Fatalf("%s row %d: ORT %v (%#08x), Go %v (%#08x); row %v", name, i, got, math.Float32bits(got), want[i], math.Float32bits(want[i]), rows[i])
+		checked++
+		if sameBits(got, want[i]) {
+			return
 		}
+		d := ulps(got, want[i])
+		if maxULP == 0 || math.Signbit(float64(got)) != math.Signbit(float64(want[i])) || d > maxULP {
+			t.Fatalf("%s row %d: ORT %v (%#08x), Go %v (%#08x), %d ULP apart (allowed %d); row %v", name, i, got,
+				math.Float32bits(got), want[i], math.Float32bits(want[i]), d, maxULP, rows[i])
+		}
+		off++
+		worst = max(worst, d)
 	}
+	defer func() {
+		if maxULP > 0 {
+			t.Logf("exp link: %d of %d outputs differ from the Go walk, by at most %d ULP", off, checked, worst)
+		}
+	}()
 	for i, r := range rows {
 		got, err := p.Predict(ctx, [][]float32{r})
 		if err != nil {
@@ -213,14 +305,26 @@ func TestORTSumsInFloat32TreeOrder(t *testing.T) {
 
 func TestORTEmptyEnsemblePredictsBase(t *testing.T) {
 	requireORT(t)
-	e := &model.Ensemble{NumFeatures: 3, Base: 12.5}
-	p := newORT(t, e)
-	got, err := p.Predict(context.Background(), [][]float32{{1, 2, 3}})
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		link   string
+		base   float32
+		want   float32
+		maxULP int64
+	}{
+		{model.LinkIdentity, 12.5, 12.5, 0},
+		{model.LinkExp, 0, 1, 0},
+		{model.LinkExp, float32(math.Log(12.5)), float32(math.Exp(float64(float32(math.Log(12.5))))), model.ExpMaxULP},
 	}
-	if got[0] != 12.5 {
-		t.Fatalf("Predict = %v, want 12.5", got[0])
+	for _, tt := range tests {
+		e := &model.Ensemble{NumFeatures: 3, Base: tt.base, Link: tt.link}
+		p := newORT(t, e)
+		got, err := p.Predict(context.Background(), [][]float32{{1, 2, 3}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ulps(got[0], tt.want) > tt.maxULP || e.Predict([]float32{1, 2, 3}) != tt.want {
+			t.Fatalf("%s link, base %v: ORT %v, Go %v, want %v", tt.link, tt.base, got[0], e.Predict([]float32{1, 2, 3}), tt.want)
+		}
 	}
 }
 

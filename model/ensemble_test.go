@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 )
 
@@ -66,6 +67,57 @@ func TestPredict(t *testing.T) {
 	}
 }
 
+func TestPredictLink(t *testing.T) {
+	nan := float32(math.NaN())
+	tests := []struct {
+		name string
+		link string
+		base float32
+		row  []float32
+		want float32
+	}{
+		{"identity", LinkIdentity, 1, []float32{0, 1}, 11},
+		{"empty link is identity", "", 1, []float32{0, 3}, 21},
+		{"exp", LinkExp, -9, []float32{0, 1}, float32(math.Exp(1))},
+		{"exp of the false branch", LinkExp, -19.5, []float32{0, nan}, float32(math.Exp(0.5))},
+		{"exp underflows to zero", LinkExp, -200, []float32{0, 1}, 0},
+		{"exp overflows to +Inf", LinkExp, 100, []float32{0, 1}, float32(math.Inf(1))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := &Ensemble{Trees: []Tree{stump()}, NumFeatures: 2, Base: tt.base, Link: tt.link}
+			if err := e.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			raw := e.PredictRaw(tt.row)
+			if got := e.Predict(tt.row); got != tt.want {
+				t.Fatalf("Predict = %v, want %v (raw %v)", got, tt.want, raw)
+			}
+			if tt.link == LinkExp {
+				if want := float32(math.Exp(float64(raw))); e.Predict(tt.row) != want {
+					t.Fatalf("Predict is not float32(exp(float64(PredictRaw)))")
+				}
+			} else if raw != e.Predict(tt.row) {
+				t.Fatalf("identity link: Predict %v, PredictRaw %v", e.Predict(tt.row), raw)
+			}
+		})
+	}
+}
+
+func TestImportanceGain(t *testing.T) {
+	md := Metadata{FeatureNames: []string{"a", "b"}, Importance: []FeatureImportance{{Gain: 2.5, Splits: 3}, {}}}
+	if got := md.ImportanceGain(); !reflect.DeepEqual(got, map[string]float64{"a": 2.5, "b": 0}) {
+		t.Fatalf("ImportanceGain = %v", got)
+	}
+	md.FeatureNames = nil
+	if got := md.ImportanceGain(); !reflect.DeepEqual(got, map[string]float64{"f0": 2.5, "f1": 0}) {
+		t.Fatalf("ImportanceGain without names = %v", got)
+	}
+	if got := (Metadata{}).ImportanceGain(); got != nil {
+		t.Fatalf("ImportanceGain without importance = %v", got)
+	}
+}
+
 func TestPredictAccumulatesInFloat32TreeOrder(t *testing.T) {
 	// 1e8 + 1 + 1 ... in float32 stays 1e8 (ulp is 8): a float64 sum, or
 	// adding the base first, would give a different answer.
@@ -105,6 +157,9 @@ func TestValidate(t *testing.T) {
 		{"Inf leaf", Ensemble{NumFeatures: 2, Trees: []Tree{{Nodes: []Node{{Leaf: true, Value: float32(math.Inf(1))}}}}}, false},
 		{"NaN base", Ensemble{NumFeatures: 2, Base: float32(math.NaN())}, false},
 		{"names mismatch", Ensemble{NumFeatures: 2, Meta: Metadata{FeatureNames: []string{"a"}}}, false},
+		{"exp link", Ensemble{NumFeatures: 2, Trees: []Tree{stump()}, Link: LinkExp}, true},
+		{"unknown link", Ensemble{NumFeatures: 2, Trees: []Tree{stump()}, Link: "log"}, false},
+		{"importance mismatch", Ensemble{NumFeatures: 2, Meta: Metadata{Importance: []FeatureImportance{{}}}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,10 +43,16 @@ func TestONNXRoundTrip(t *testing.T) {
 		{"random 30 trees depth 5", randomEnsemble(rng, 30, 5, 12)},
 		{"stump", &Ensemble{Trees: []Tree{stump()}, NumFeatures: 2, Base: 1.5}},
 		{"single leaf trees", &Ensemble{Trees: []Tree{{Nodes: []Node{{Leaf: true, Value: 3}}}}, NumFeatures: 1}},
+		{"exp link", func() *Ensemble { e := randomEnsemble(rng, 20, 4, 7); e.Link = LinkExp; return e }()},
+		{"explicit identity link", &Ensemble{Trees: []Tree{stump()}, NumFeatures: 2, Base: -2, Link: LinkIdentity}},
+		{"exp link without trees", &Ensemble{NumFeatures: 2, Base: 1.5, Link: LinkExp}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.e.Meta = sampleMeta(tt.e.NumFeatures)
+			for i := range tt.e.NumFeatures {
+				tt.e.Meta.Importance = append(tt.e.Meta.Importance, FeatureImportance{Gain: float64(i) * 0.1, Splits: i})
+			}
 			b, err := tt.e.MarshalONNX()
 			if err != nil {
 				t.Fatal(err)
@@ -54,7 +62,19 @@ func TestONNXRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(got.Trees, tt.e.Trees) || got.Base != tt.e.Base || got.NumFeatures != tt.e.NumFeatures {
-				t.Fatalf("trees/base/features differ after round trip")
+				if len(tt.e.Trees) != 0 || len(got.Trees) != 1 || got.Base != tt.e.Base {
+					t.Fatalf("trees/base/features differ after round trip")
+				}
+			}
+			if wantLink := linkOf(tt.e); got.Link != wantLink {
+				t.Fatalf("link %q after round trip, want %q", got.Link, wantLink)
+			}
+			if !reflect.DeepEqual(got.Meta.Importance, tt.e.Meta.Importance) {
+				t.Fatalf("importance %+v after round trip, want %+v", got.Meta.Importance, tt.e.Meta.Importance)
+			}
+			row := make([]float32, tt.e.NumFeatures)
+			if a, b := got.Predict(row), tt.e.Predict(row); math.Float32bits(a) != math.Float32bits(b) {
+				t.Fatalf("Predict %v after round trip, %v before", a, b)
 			}
 			want := tt.e.Meta
 			if got.Meta.Name != want.Name || got.Meta.Version != want.Version || got.Meta.SchemaHash != want.SchemaHash ||
@@ -73,6 +93,52 @@ func TestONNXRoundTrip(t *testing.T) {
 				t.Fatalf("encoding is not deterministic")
 			}
 		})
+	}
+}
+
+func linkOf(e *Ensemble) string {
+	if e.Link == "" {
+		return LinkIdentity
+	}
+	return e.Link
+}
+
+// The two graphs MarshalONNX writes: the tree node alone, or followed by Exp
+// (default domain, opset 17) for the exp link.
+func TestMarshalONNXGraphShape(t *testing.T) {
+	for _, link := range []string{"", LinkIdentity, LinkExp} {
+		e := &Ensemble{Trees: []Tree{stump()}, NumFeatures: 2, Link: link}
+		b, err := e.MarshalONNX()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m onnxpb.ModelProto
+		if err := proto.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		var ops []string
+		for _, n := range m.Graph.Node {
+			ops = append(ops, n.GetDomain()+":"+n.GetOpType()+":"+strings.Join(n.Input, ",")+"->"+strings.Join(n.Output, ","))
+		}
+		want := []string{"ai.onnx.ml:TreeEnsembleRegressor:input->demand"}
+		if link == LinkExp {
+			want = []string{"ai.onnx.ml:TreeEnsembleRegressor:input->score", ":Exp:score->demand"}
+		}
+		if !reflect.DeepEqual(ops, want) {
+			t.Fatalf("link %q: nodes %v, want %v", link, ops, want)
+		}
+		var metaLink string
+		for _, p := range m.MetadataProps {
+			if p.GetKey() == MetaLink {
+				metaLink = p.GetValue()
+			}
+		}
+		if metaLink != linkOf(e) {
+			t.Fatalf("link %q: metadata link %q", link, metaLink)
+		}
+		if m.OpsetImport[0].GetDomain() != "" || m.OpsetImport[0].GetVersion() != OpsetONNX {
+			t.Fatalf("default opset import %v", m.OpsetImport[0])
+		}
 	}
 }
 
@@ -101,7 +167,13 @@ func TestMarshalRejectsInvalid(t *testing.T) {
 // mutate decodes a valid model, applies f and re-encodes it.
 func mutate(t *testing.T, f func(m *onnxpb.ModelProto)) []byte {
 	t.Helper()
-	e := &Ensemble{Trees: []Tree{stump()}, NumFeatures: 2, Meta: sampleMeta(2)}
+	return mutateLink(t, "", f)
+}
+
+// mutateLink is mutate on a model with the given link.
+func mutateLink(t *testing.T, link string, f func(m *onnxpb.ModelProto)) []byte {
+	t.Helper()
+	e := &Ensemble{Trees: []Tree{stump()}, NumFeatures: 2, Meta: sampleMeta(2), Link: link}
 	b, err := e.MarshalONNX()
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +244,24 @@ func TestUnmarshalRejects(t *testing.T) {
 			a.Floats = a.Floats[:1]
 		})},
 		{"feature beyond input", mutate(t, func(m *onnxpb.ModelProto) { attr(m, "nodes_featureids").Ints[0] = 2 })},
+		{"post transform SOFTMAX", mutate(t, func(m *onnxpb.ModelProto) { attr(m, "post_transform").S = []byte("SOFTMAX") })},
+		{"identity graph, metadata says exp", mutate(t, func(m *onnxpb.ModelProto) { setProp(m, MetaLink, LinkExp) })},
+		{"exp graph, metadata says identity", mutateLink(t, LinkExp, func(m *onnxpb.ModelProto) { setProp(m, MetaLink, LinkIdentity) })},
+		{"unknown metadata link", mutate(t, func(m *onnxpb.ModelProto) { setProp(m, MetaLink, "log") })},
+		{"Log instead of Exp", mutateLink(t, LinkExp, func(m *onnxpb.ModelProto) { m.Graph.Node[1].OpType = proto.String("Log") })},
+		{"Exp in the ml domain", mutateLink(t, LinkExp, func(m *onnxpb.ModelProto) { m.Graph.Node[1].Domain = proto.String(mlDomain) })},
+		{"Exp with an attribute", mutateLink(t, LinkExp, func(m *onnxpb.ModelProto) {
+			m.Graph.Node[1].Attribute = append(m.Graph.Node[1].Attribute, attrInt("consumed_inputs", 1))
+		})},
+		{"Exp not fed by the trees", mutateLink(t, LinkExp, func(m *onnxpb.ModelProto) { m.Graph.Node[1].Input[0] = "other" })},
+		{"Exp not writing the output", mutateLink(t, LinkExp, func(m *onnxpb.ModelProto) { m.Graph.Node[1].Output[0] = "other" })},
+		{"trees write the output and Exp too", mutateLink(t, LinkExp, func(m *onnxpb.ModelProto) { m.Graph.Node[0].Output[0] = OutputName })},
+		{"Exp first", mutateLink(t, LinkExp, func(m *onnxpb.ModelProto) { m.Graph.Node[0], m.Graph.Node[1] = m.Graph.Node[1], m.Graph.Node[0] })},
+		{"Exp twice", mutateLink(t, LinkExp, func(m *onnxpb.ModelProto) { m.Graph.Node = append(m.Graph.Node, m.Graph.Node[1]) })},
+		{"Exp without a default opset", mutateLink(t, LinkExp, func(m *onnxpb.ModelProto) { m.OpsetImport = m.OpsetImport[1:] })},
+		{"Exp with opset 1", mutateLink(t, LinkExp, func(m *onnxpb.ModelProto) { m.OpsetImport[0].Version = proto.Int64(1) })},
+		{"importance not JSON", mutate(t, func(m *onnxpb.ModelProto) { setProp(m, MetaImportance, "{") })},
+		{"importance of the wrong length", mutate(t, func(m *onnxpb.ModelProto) { setProp(m, MetaImportance, `[{"gain":1,"splits":1}]`) })},
 		{"bad trained_at", mutate(t, func(m *onnxpb.ModelProto) {
 			for _, p := range m.MetadataProps {
 				if p.GetKey() == MetaTrainedAt {
@@ -191,6 +281,29 @@ func TestUnmarshalRejects(t *testing.T) {
 	if _, err := UnmarshalONNX(valid); err != nil {
 		t.Fatalf("the unmutated model must decode: %v", err)
 	}
+	if e, err := UnmarshalONNX(mutateLink(t, LinkExp, func(*onnxpb.ModelProto) {})); err != nil || e.Link != LinkExp {
+		t.Fatalf("the unmutated exp model must decode with its link: %v, %v", e, err)
+	}
+	// Files written before the link was recorded: the graph decides.
+	noProp := func(m *onnxpb.ModelProto) {
+		m.MetadataProps = slices.DeleteFunc(m.MetadataProps, func(p *onnxpb.StringStringEntryProto) bool { return p.GetKey() == MetaLink })
+	}
+	for _, link := range []string{LinkIdentity, LinkExp} {
+		if e, err := UnmarshalONNX(mutateLink(t, link, noProp)); err != nil || e.Link != link {
+			t.Fatalf("%s graph without metadata link: %v, %v", link, e, err)
+		}
+	}
+}
+
+// setProp sets (or adds) a metadata entry.
+func setProp(m *onnxpb.ModelProto, k, v string) {
+	for _, p := range m.MetadataProps {
+		if p.GetKey() == k {
+			p.Value = proto.String(v)
+			return
+		}
+	}
+	m.MetadataProps = append(m.MetadataProps, &onnxpb.StringStringEntryProto{Key: proto.String(k), Value: proto.String(v)})
 }
 
 func TestUnmarshalSurvivesByteFlips(t *testing.T) {

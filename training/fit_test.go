@@ -132,20 +132,13 @@ func TestTrainLogLinkConstantTarget(t *testing.T) {
 			if e.Base != float32(math.Log(float64(c))) || len(e.Trees) != 0 || e.Link != model.LinkExp {
 				t.Fatalf("%s, c=%v: base %v, %d trees, link %q; want log(c) = %v, none, exp", obj, c, e.Base, len(e.Trees), e.Link, float32(math.Log(float64(c))))
 			}
-			// exp(float32(log c)) is within one float32 step of c.
-			if p := e.Predict([]float32{3}); ulps(p, c) > 1 {
+			// exp(float32(log c)) is c up to the rounding of log c to
+			// float32 (exact for c = 1).
+			if p := e.Predict([]float32{3}); math.Abs(float64(p-c)) > 1e-6*float64(c) || (c == 1 && p != 1) {
 				t.Fatalf("%s: Predict = %v, want %v", obj, p, c)
 			}
 		}
 	}
-}
-
-func ulps(a, b float32) int64 {
-	d := int64(math.Float32bits(a)) - int64(math.Float32bits(b))
-	if d < 0 {
-		return -d
-	}
-	return d
 }
 
 // Two rounds of Newton steps on the single split case: the second tree's
@@ -533,6 +526,17 @@ func TestTrainEarlyStoppingKeepsTheBestIteration(t *testing.T) {
 	if p := res.Model.Meta.Params["early_stopping_rounds"]; p != "10" {
 		t.Errorf("params early_stopping_rounds = %q", p)
 	}
+	// Without early stopping every round runs; the best one is still kept.
+	opts.NumTrees, opts.EarlyStoppingRounds = res.Rounds+15, -1
+	all, err := Fit(context.Background(), train.X, train.Y, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all.Rounds != opts.NumTrees || all.StopReason != StopNumTrees || all.BestIteration != res.BestIteration ||
+		!reflect.DeepEqual(all.Model.Trees, res.Model.Trees) {
+		t.Fatalf("EarlyStoppingRounds -1: %d rounds (%s), best %d; want %d rounds and best %d", all.Rounds, all.StopReason,
+			all.BestIteration, opts.NumTrees, res.BestIteration)
+	}
 }
 
 func TestTrainValidationFractionHoldsOutTheLastRows(t *testing.T) {
@@ -680,6 +684,11 @@ func TestFitRejects(t *testing.T) {
 		{"validation length", X, y, Options{Validation: Dataset{X: [][]float32{{1}}, Y: []float32{1, 2}}}},
 		{"negative poisson validation target", X, y, Options{Objective: ObjectivePoisson, Validation: Dataset{X: [][]float32{{1}}, Y: []float32{-2}}}},
 	}
+	// Zero counts are fine in validation rows (not in all training rows).
+	if _, err := Fit(context.Background(), X, y, Options{Objective: ObjectivePoisson, MinChildSamples: 1,
+		Validation: Dataset{X: [][]float32{{1}, {8}}, Y: []float32{0, 0}}}); err != nil {
+		t.Fatalf("all-zero Poisson validation targets: %v", err)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := Fit(context.Background(), tt.X, tt.y, tt.opts); !errors.Is(err, ErrBadInput) {
@@ -695,8 +704,60 @@ func TestTrainDivergesWithAnError(t *testing.T) {
 	X, _ := step()
 	y := []float32{0, 0, 0, 0, 0, 1e30, 1e30, 1e30, 1e30, 1e30}
 	_, err := Train(context.Background(), X, y, Options{Objective: ObjectivePoisson, NumTrees: 50, MaxDepth: 1,
-		LearningRate: 50, MinChildSamples: 1, MaxDeltaStep: -1})
+		LearningRate: 1000, MinChildSamples: 1, MaxDeltaStep: -1})
 	if !errors.Is(err, errDiverged) {
 		t.Fatalf("Train = %v, want the divergence error", err)
+	}
+}
+
+// A trained log-link model survives its ONNX form: same trees, base, link
+// and importance, and bit-identical Go predictions.
+func TestTrainedPoissonModelONNXRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 2))
+	X, y := counts(rng, 3000, 5)
+	for _, obj := range []string{ObjectivePoisson, ObjectiveTweedie} {
+		e, err := Train(context.Background(), X, y, Options{Objective: obj, NumTrees: 30, MaxLeaves: 20, MaxDepth: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := e.MarshalONNX()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := model.UnmarshalONNX(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back.Link != model.LinkExp || back.Base != e.Base || !reflect.DeepEqual(back.Trees, e.Trees) ||
+			!reflect.DeepEqual(back.Meta.Importance, e.Meta.Importance) || back.Meta.Params["objective"] != obj {
+			t.Fatalf("%s: model differs after the ONNX round trip", obj)
+		}
+		for i, r := range X {
+			if a, b := back.Predict(r), e.Predict(r); math.Float32bits(a) != math.Float32bits(b) {
+				t.Fatalf("%s row %d: %v after the round trip, %v before", obj, i, a, b)
+			}
+		}
+	}
+}
+
+// Leaves that drop their histogram to bound memory have both children
+// built from rows: the model stays the same.
+func TestTrainHistogramBudgetKeepsTheModel(t *testing.T) {
+	X, y := noisy(rand.New(rand.NewPCG(31, 3)), 20_000, 5, 1)
+	train := func(maxHists int) *model.Ensemble {
+		e, err := Train(context.Background(), X, y, Options{NumTrees: 5, MaxDepth: 12, MinChildSamples: 5, maxHists: maxHists})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	ref := train(0)
+	if d := depth(ref.Trees[0]); d < 10 {
+		t.Fatalf("depth %d: want deep trees, with many leaves waiting", d)
+	}
+	for _, m := range []int{1, 3, 40} {
+		if got := train(m); !reflect.DeepEqual(got.Trees, ref.Trees) {
+			t.Fatalf("at most %d kept histograms: different model", m)
+		}
 	}
 }

@@ -23,8 +23,9 @@ const defaultCountMaxDeltaStep = 0.7
 type objective interface {
 	// link is the model's link: model.LinkIdentity or model.LinkExp.
 	link() string
-	// checkTargets rejects targets the loss is not defined for.
-	checkTargets(y []float32) error
+	// checkTargets rejects targets the loss is not defined for; training
+	// targets must also admit an initial score.
+	checkTargets(y []float32, training bool) error
 	// initScore is the best constant raw score, the ensemble's base.
 	initScore(y []float32) float64
 	// gradients fills the first and second derivatives of the loss with
@@ -61,10 +62,10 @@ func newObjective(o Options) (objective, error) {
 // l2Loss is the squared error ½(f-y)²; validation metric RMSE.
 type l2Loss struct{}
 
-func (l2Loss) link() string                 { return model.LinkIdentity }
-func (l2Loss) checkTargets([]float32) error { return nil }
-func (l2Loss) constHessian() bool           { return true }
-func (l2Loss) metric() string               { return "rmse" }
+func (l2Loss) link() string                       { return model.LinkIdentity }
+func (l2Loss) checkTargets([]float32, bool) error { return nil }
+func (l2Loss) constHessian() bool                 { return true }
+func (l2Loss) metric() string                     { return "rmse" }
 
 func (l2Loss) initScore(y []float32) float64 { return mean(y) }
 
@@ -94,15 +95,16 @@ func mean(y []float32) float64 {
 	return s / float64(len(y))
 }
 
-// checkCounts requires non-negative targets with a positive mean, as the
-// log-link objectives need.
-func checkCounts(name string, y []float32) error {
+// checkCounts requires non-negative targets, and for training a positive
+// mean (the log of which is the initial score), as the log-link objectives
+// need.
+func checkCounts(name string, y []float32, training bool) error {
 	for i, v := range y {
 		if v < 0 {
 			return fmt.Errorf("%w: %s objective: target %d is negative (%v)", ErrBadInput, name, i, v)
 		}
 	}
-	if !(mean(y) > 0) {
+	if training && !(mean(y) > 0) {
 		return fmt.Errorf("%w: %s objective: every target is zero", ErrBadInput, name)
 	}
 	return nil
@@ -113,10 +115,12 @@ func checkCounts(name string, y []float32) error {
 // Validation metric: the mean Poisson deviance 2[y·log(y/μ) − (y − μ)].
 type poissonLoss struct{}
 
-func (poissonLoss) link() string                   { return model.LinkExp }
-func (poissonLoss) checkTargets(y []float32) error { return checkCounts(ObjectivePoisson, y) }
-func (poissonLoss) constHessian() bool             { return false }
-func (poissonLoss) metric() string                 { return "poisson_deviance" }
+func (poissonLoss) link() string { return model.LinkExp }
+func (poissonLoss) checkTargets(y []float32, training bool) error {
+	return checkCounts(ObjectivePoisson, y, training)
+}
+func (poissonLoss) constHessian() bool { return false }
+func (poissonLoss) metric() string     { return "poisson_deviance" }
 
 func (poissonLoss) initScore(y []float32) float64 { return math.Log(mean(y)) }
 
@@ -148,10 +152,12 @@ func (poissonLoss) finish(sum float64, n int) float64 { return sum / float64(n) 
 // Validation metric: the mean Tweedie deviance.
 type tweedieLoss struct{ p float64 }
 
-func (tweedieLoss) link() string                   { return model.LinkExp }
-func (tweedieLoss) checkTargets(y []float32) error { return checkCounts(ObjectiveTweedie, y) }
-func (tweedieLoss) constHessian() bool             { return false }
-func (tweedieLoss) metric() string                 { return "tweedie_deviance" }
+func (tweedieLoss) link() string { return model.LinkExp }
+func (tweedieLoss) checkTargets(y []float32, training bool) error {
+	return checkCounts(ObjectiveTweedie, y, training)
+}
+func (tweedieLoss) constHessian() bool { return false }
+func (tweedieLoss) metric() string     { return "tweedie_deviance" }
 
 func (tweedieLoss) initScore(y []float32) float64 { return math.Log(mean(y)) }
 

@@ -1,8 +1,21 @@
 // Package training owns model training: a histogram gradient-boosted tree
-// trainer producing model.Ensemble, the synthetic demand history used to
-// bootstrap a first model, the dataset builder that turns per-minute history
-// into feature rows exactly as serving does (features.FromMinutes and
-// features.Schema.Vector), and Bootstrap, which ties them together.
+// trainer producing model.Ensemble (Train, Fit), the synthetic demand
+// history used to bootstrap a first model, the dataset builder that turns
+// per-minute history into feature rows exactly as serving does
+// (features.FromMinutes and features.Schema.Vector), and Bootstrap, which
+// ties them together.
+//
+// The trainer bins every feature once (quantile bins, missing values in a
+// bin of their own) and grows each tree on gradient histograms, deriving the
+// larger child's histogram as its parent's minus its sibling's. Objectives:
+// squared error (identity link) and, for counts, Poisson and Tweedie (log
+// link: the model outputs exp of the raw score). Shrinkage, row and column
+// subsampling per tree, min child weight and samples, L2 regularisation,
+// a cap on the Newton step, max depth and max leaves (leaf-wise growth),
+// early stopping on a time-ordered validation split, and gain/split-count
+// feature importance. Gradient sums are exact (64-bit fixed point), so a
+// model depends on the data, the options and the seed only, never on the
+// number of workers; all cores are used.
 package training
 
 import (
@@ -91,6 +104,8 @@ type Options struct {
 	// instead of deriving the larger as parent − smaller (tests and
 	// benchmarks compare the two).
 	noSubtraction bool
+	// maxHists overrides the number of histograms leaves may keep (tests).
+	maxHists int
 }
 
 func (o Options) withDefaults() Options {
@@ -234,7 +249,8 @@ type Result struct {
 }
 
 // Train fits a gradient-boosted tree ensemble to rows X (all the same width)
-// and targets y; it is Fit without the training report.
+// and targets y; it is Fit without the training report. Meta is left for
+// the caller, except Params and Importance.
 func Train(ctx context.Context, X [][]float32, y []float32, opts Options) (*model.Ensemble, error) {
 	r, err := Fit(ctx, X, y, opts)
 	if err != nil {
@@ -280,11 +296,11 @@ func Fit(ctx context.Context, X [][]float32, y []float32, opts Options) (*Result
 		X, y = X[:cut], y[:cut]
 	}
 	obj, _ := newObjective(opts)
-	if err := obj.checkTargets(y); err != nil {
+	if err := obj.checkTargets(y, true); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
 	if len(valid.Y) > 0 {
-		if err := obj.checkTargets(valid.Y); err != nil {
+		if err := obj.checkTargets(valid.Y, false); err != nil {
 			return nil, fmt.Errorf("train: validation: %w", err)
 		}
 	}

@@ -18,6 +18,10 @@ const (
 	rowChunk           = 16384   // rows of one gradient or update task
 )
 
+// gainRoundoff is the relative size below which a split gain is taken for
+// floating-point noise.
+const gainRoundoff = 1e-10
+
 // colSeedMix separates the column-subsampling stream from the row stream.
 const colSeedMix = 0x9E3779B97F4A7C15
 
@@ -37,6 +41,9 @@ func (a histBin) minus(b histBin) histBin { return histBin{a.g - b.g, a.h - b.h,
 // featHist is the histogram of one feature: its value bins, then the NaN
 // bin (at most 256 in all).
 type featHist [256]histBin
+
+// featHistBytes is the size of a featHist.
+const featHistBytes = 256 * 3 * 8
 
 // hist is the histogram of one node: one featHist per feature (only the
 // features of the current tree are filled).
@@ -86,8 +93,8 @@ type booster struct {
 
 	// The tree's rows by position, grouped by leaf as the tree grows, with
 	// their gradients and hessians in fixed point (scaled per tree by
-	// gScale and hScale) at the same positions: partitions move all three,
-	// so a node's gradients are always contiguous. oh is unused when the
+	// powers of two) at the same positions: partitions move all three, so
+	// a node's gradients are always contiguous. oh is nil when the
 	// objective's hessian is constant (hc in fixed point).
 	rows   []int32
 	og, oh []int64
@@ -100,8 +107,7 @@ type booster struct {
 	feats      []int // the tree's features, ascending
 	allFeats   bool
 
-	free    []hist // histograms not in use
-	scratch []hist // per extra worker of a histogram build
+	free []hist // histograms not in use
 
 	// The tree being grown, in creation order.
 	nodes    []model.Node
@@ -333,7 +339,9 @@ func (b *booster) splitLeaves(idx []int) {
 		switch {
 		case !needL && !needR:
 			b.putHist(p.h)
-		case b.opts.noSubtraction:
+		case b.opts.noSubtraction || p.h == nil:
+			// Without the parent's histogram (dropped to bound memory),
+			// both children are built from their rows.
 			for _, c := range []*leafState{&L, &R} {
 				if b.mayBeSplit(c) {
 					c.h = b.getHist()
@@ -382,6 +390,35 @@ func (b *booster) splitLeaves(idx []int) {
 		k++
 	}
 	b.findSplits(eval)
+	b.boundHists(eval)
+}
+
+// histBudget bounds the memory of the histograms kept by leaves waiting to
+// be split (deep depth-wise trees have many; while a level is split, up to
+// twice as many exist); beyond it the newest leaves drop theirs and will
+// have both children built from rows.
+const histBudget = 128 << 20
+
+// boundHists releases the histograms of the leaves b.leaves[i] (i in idx,
+// the newest) while more than the budget's worth are kept.
+func (b *booster) boundHists(idx []int) {
+	limit := b.opts.maxHists
+	if limit <= 0 {
+		limit = max(16, histBudget/(b.f*featHistBytes))
+	}
+	kept := 0
+	for i := range b.leaves {
+		if b.leaves[i].h != nil {
+			kept++
+		}
+	}
+	for k := len(idx) - 1; k >= 0 && kept > limit; k-- {
+		if l := &b.leaves[idx[k]]; l.h != nil {
+			b.putHist(l.h)
+			l.h = nil
+			kept--
+		}
+	}
 }
 
 func (b *booster) getHist() hist {
@@ -660,8 +697,11 @@ func (b *booster) bestSplit(l *leafState, f int) (split, bool) {
 			continue
 		}
 		gl, gr := float64(left.g)*b.gInv, float64(T.g-left.g)*b.gInv
-		gain := 0.5 * (b.leafGain(gl, hl) + b.leafGain(gr, hr) - parent)
-		if gain > best.gain {
+		gainL, gainR := b.leafGain(gl, hl), b.leafGain(gr, hr)
+		gain := 0.5 * (gainL + gainR - parent)
+		// A gain within rounding of zero (equal gradients everywhere, as
+		// for a constant target under the log link) is no gain.
+		if gain > best.gain && gain > gainRoundoff*(gainL+gainR+parent) {
 			best = split{feature: f, bin: uint8(bin), gain: gain, left: left}
 			found = true
 		}

@@ -112,10 +112,11 @@ func trainAndRegister(ctx context.Context, ch driver.Conn, reg *registry.Registr
 			"baseline_mean_wape": rep.BaselineWAPE, "baseline_persistence_wape": rep.NaiveWAPE,
 			"train_rows": float64(rep.TrainRows), "holdout_rows": float64(rep.HoldoutRows),
 		},
-		Params:    params,
-		TrainFrom: hopts.Start,
-		TrainTo:   end,
-		Status:    status,
+		Params:            params,
+		FeatureImportance: ens.Meta.ImportanceGain(),
+		TrainFrom:         hopts.Start,
+		TrainTo:           end,
+		Status:            status,
 	}, artifact)
 	if err != nil {
 		return registry.Entry{}, training.Report{}, fmt.Errorf("register model: %w", err)
