@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -483,6 +486,12 @@ func TestParseAnswer(t *testing.T) {
 		{"fewer statuses than events", `{"results":[{"status":"accepted"}]}`, 1, 0, 0, 2, "", ""},
 		{"unknown status", `{"results":[{"status":"accepted"},{"status":"queued"},{"status":"accepted"}]}`, 2, 0, 0, 1, "", ""},
 		{"counts only", `{"accepted":2,"duplicates":1}`, 2, 1, 0, 0, "", ""},
+		{"the intake's totals", `{"accepted":2,"duplicates":1,"rejected":0,"events":[{"index":0,"eventId":"p-0","status":"accepted"},{"index":1,"eventId":"p-1","status":"duplicate"},{"index":2,"eventId":"p-2","status":"accepted"}]}`,
+			2, 1, 0, 0, "", ""},
+		{"the intake's answer with a rejection", `{"accepted":2,"duplicates":0,"rejected":1,"events":[{"index":0,"eventId":"p-0","status":"accepted"},{"index":1,"eventId":"p-1","status":"rejected","errors":[{"field":"price","code":"required","message":"a booking needs a price"}]},{"index":2,"eventId":"p-2","status":"accepted"}]}`,
+			2, 0, 1, 0, "p-1", "price: a booking needs a price"},
+		{"totals that do not add up are not trusted", `{"accepted":5,"duplicates":0,"rejected":0,"events":[{"status":"accepted"},{"status":"duplicate"}]}`,
+			1, 1, 0, 1, "", ""},
 		{"rate_limited and in_flight are left for a retry", `{"events":[{"index":0,"status":"rejected","errors":[{"field":"userId","code":"rate_limited","message":"later"}]},{"index":1,"status":"rejected","errors":[{"field":"eventId","code":"in_flight","message":"later"}]},{"index":2,"status":"rejected","errors":[{"field":"type","code":"unknown_type","message":"no"}]}]}`,
 			0, 0, 1, 0, "p-2", "type: no"},
 		{"not JSON", `accepted`, 0, 0, 0, 3, "", ""},
@@ -530,5 +539,106 @@ func TestRetryAfter(t *testing.T) {
 		if got := parseRetryAfter(tt.v, now, time.Minute); got != tt.want {
 			t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.v, got, tt.want)
 		}
+	}
+}
+
+// BenchmarkClientSend measures the client's own cost per event (encoding
+// the batch, reading a full per-event answer) against a server that
+// answers at once.
+func BenchmarkClientSend(b *testing.B) {
+	events := testEvents(1000, "bench")
+	for i := range events {
+		events[i].UserID, events[i].ProductType = fmt.Sprintf("user-%d", i), "ride"
+	}
+	var resp Response
+	for i, ev := range events {
+		resp.Events = append(resp.Events, EventResult{Index: i, EventID: ev.EventID, Status: StatusAccepted})
+	}
+	resp.Accepted = len(events)
+	answer, _ := json.Marshal(resp)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusAccepted)
+		w.Write(answer)
+	}))
+	defer srv.Close()
+	c, err := NewClient(ClientOptions{URL: srv.URL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := c.Send(b.Context(), events); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(events))/b.Elapsed().Seconds(), "events/s")
+}
+
+// TestEncodeBatch checks the hand-written encoding against the intake's
+// decoder and against encoding/json, for every field of Event.
+func TestEncodeBatch(t *testing.T) {
+	// A new field of Event must be added to appendEvent (or, if the intake
+	// sets it, to the list of fields a client leaves out).
+	var names []string
+	et := reflect.TypeFor[Event]()
+	for i := range et.NumField() {
+		names = append(names, strings.Split(et.Field(i).Tag.Get("json"), ",")[0])
+	}
+	if want := []string{"eventId", "type", "regionId", "timestamp", "userId", "userHash", "productType", "price",
+		"availableSupply", "signal", "value", "quoteId", "experiment", "receivedAt", "backfill"}; !slices.Equal(names, want) {
+		t.Fatalf("Event's JSON fields are now %v: update appendEvent", names)
+	}
+
+	paris := time.FixedZone("CET", 3600)
+	events := []Event{
+		{EventID: "e-1", Type: TypeSearch, RegionID: "berlin", Timestamp: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)},
+		{EventID: "e-2", Type: TypeBooking, RegionID: "paris", Timestamp: time.Date(2026, 11, 25, 13, 0, 0, 123456789, paris),
+			UserID: `ü "quoted" \ <tag> & ` + "\n\t\x01", ProductType: "xl", Price: fptr(12.5), QuoteID: "q-1",
+			Experiment: &Experiment{ID: "exp-1", Variant: "treatment"}, Backfill: true, UserHash: "set-by-intake", ReceivedAt: time.Now()},
+		{EventID: "e-3", Type: TypeSupplyUpdate, RegionID: "nyc", Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 1, time.UTC), AvailableSupply: fptr(0)},
+		{EventID: "e-4", Type: TypeExternalSignal, RegionID: "sf", Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Signal: SignalWeather, Value: fptr(1e-7)},
+		{EventID: "e-5", Type: TypeBooking, RegionID: "sf", Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Price: fptr(1e21), Experiment: &Experiment{}},
+		{EventID: "e-6", Type: TypeBooking, RegionID: "sf", Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Price: fptr(0.1 + 0.2)},
+	}
+	body, err := encodeBatch(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil || len(got.Events) != len(events) {
+		t.Fatalf("body %s: %v", body, err)
+	}
+	for i, raw := range got.Events {
+		want := events[i]
+		want.UserHash, want.ReceivedAt = "", time.Time{}
+
+		// The intake reads back the event sent.
+		dec, errs := DecodeEventJSON(raw)
+		if len(errs) > 0 {
+			t.Fatalf("intake cannot decode %s: %v", raw, errs)
+		}
+		if !dec.Timestamp.Equal(want.Timestamp) {
+			t.Errorf("event %d timestamp %v, want %v", i, dec.Timestamp, want.Timestamp)
+		}
+		dec.Timestamp = want.Timestamp // equal instants; the zone may differ
+		if !reflect.DeepEqual(dec, want) {
+			t.Errorf("event %d decoded by the intake as\n%+v\nwant\n%+v", i, dec, want)
+		}
+
+		// The same JSON value as encoding/json gives.
+		ref, _ := json.Marshal(want)
+		var a, b any
+		json.Unmarshal(raw, &a)
+		json.Unmarshal(ref, &b)
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("event %d encoded as\n%s\nencoding/json gives\n%s", i, raw, ref)
+		}
+	}
+	nan := events[0]
+	nan.Value = fptr(math.NaN())
+	if _, err := encodeBatch([]Event{nan}); err == nil {
+		t.Error("NaN encoded")
 	}
 }

@@ -110,9 +110,11 @@ func (e *LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e
 func (e *LineError) Unwrap() error { return e.Err }
 
 // EventID is the id of an event recorded without one: the first 16 bytes,
-// in hex, of sha256(line number, newline, content). The same file replayed
-// twice gives the same ids (the intake deduplicates them); two equal lines
-// at different places give different ids.
+// in hex, of sha256(line number, newline, content), where the content is
+// the JSON line without surrounding blanks, or the CSV record's fields
+// joined by the unit separator (0x1f). The same file replayed twice gives
+// the same ids (the intake deduplicates them); two equal lines at different
+// places give different ids.
 func EventID(line int, content []byte) string {
 	h := sha256.New()
 	h.Write(strconv.AppendInt(nil, int64(line), 10))

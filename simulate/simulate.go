@@ -68,7 +68,7 @@ type Options struct {
 	Seed uint64
 	// Rate is the total of events per second across regions and event
 	// types. Zero keeps the history's own rates — the demo regions then send
-	// about 3-8 events/s together, depending on the hour, which is the
+	// about 3-12 events/s together, depending on the hour, which is the
 	// scale the bootstrap model learned, so prices react to the traffic.
 	// With a Rate, the regions' demand is scaled so that the total is Rate
 	// on average at every moment (seasonality, episodes and bursts then
@@ -119,7 +119,6 @@ type Generator struct {
 	idBuf    []byte
 	chunk    int
 	chunkT0  time.Time
-	lastK    float64
 	expected float64 // expected events/s at the last slot
 	states   []slotState
 	scratch  []ingest.Event
@@ -170,7 +169,7 @@ func New(opts Options) (*Generator, error) {
 	if opts.Rate < 0 || math.IsNaN(opts.Rate) || math.IsInf(opts.Rate, 0) {
 		return nil, fmt.Errorf("simulate: rate %v: want a positive number of events/s, or 0 for the history's own", opts.Rate)
 	}
-	g := &Generator{opts: opts, rng: rand.New(rand.NewPCG(opts.Seed, 0x5eed_51_3a7e)), lastK: 1}
+	g := &Generator{opts: opts, rng: rand.New(rand.NewPCG(opts.Seed, 0x5eed_51_3a7e))}
 	n := float64(len(opts.Regions))
 	gauges := n/opts.SupplyInterval.Seconds() + 3*n/opts.SignalInterval.Seconds()
 	if opts.Rate > 0 {
@@ -326,7 +325,6 @@ func (g *Generator) step(dst []ingest.Event) []ingest.Event {
 	if g.userRate > 0 && demand > 0 {
 		k = g.userRate / demand
 	}
-	g.lastK = k
 	g.expected = k*demand + float64(len(g.regions))*(1/g.opts.SupplyInterval.Seconds()+3/g.opts.SignalInterval.Seconds())
 
 	t1 := t0.Add(time.Second)

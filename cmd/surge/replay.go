@@ -49,7 +49,8 @@ Formats, by file name (.gz for gzip):
                    15:04:05" (UTC) or Unix seconds (milliseconds above 10^12).
   .jsonl, .ndjson  one event object per line, as POST /v1/events takes them.
 An event without eventId gets one derived from its line number and content (the first
-16 bytes, in hex, of sha256 of "<line>\n<line content>").
+16 bytes, in hex, of sha256 of "<line number>\n<content>"; the content of a CSV line is
+its fields joined by 0x1f), so replaying the same file again is deduplicated.
 
 Pace: --speed N replays N times faster than recorded (event-time gaps divided by N;
 default 1, the recorded pace); --max sends as fast as the intake takes them.

@@ -48,7 +48,7 @@ bookings are cancelled. On top come bursts: 1-4 minutes of 1.5-3× demand in one
 prices.
 
 --rate 0 (the default) keeps the generator's own scale: the five demo regions send about
-3-8 events/s together depending on the hour, the scale the bootstrap model learned, so
+3-12 events/s together depending on the hour, the scale the bootstrap model learned, so
 prices react to the traffic. --rate R holds the total at R events/s (seasonality, episodes
 and bursts then decide how it is shared among regions): for benchmarks, e.g.
 --rate 50000 --senders 8 --api-key bench. Regions are berlin, paris, london, nyc, sf, then
@@ -192,7 +192,7 @@ of the bootstrap model's history.`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&regions, "regions", 5, "number of regions: the demo regions, then region-6, region-7, …")
-	f.Float64Var(&rate, "rate", 0, "total events/s across regions; 0: the generator's own scale (about 3-8/s for the demo regions)")
+	f.Float64Var(&rate, "rate", 0, "total events/s across regions; 0: the generator's own scale (about 3-12/s for the demo regions)")
 	f.DurationVar(&duration, "duration", 0, "how long to send; 0: until interrupted")
 	f.Uint64Var(&seed, "seed", 0, "random seed: the same seed and start give the same traffic")
 	f.IntVar(&users, "users", 0, "size of the user pool; 0: ten seconds of traffic (at least 200; history: a twentieth of its user events, at least 1,000)")
