@@ -3,9 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -16,27 +21,120 @@ import (
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/registry"
 	"github.com/surgeworks/surge/training"
+	"github.com/surgeworks/surge/validation"
 )
+
+// Training sources of `surge train --source`.
+const (
+	sourceClickHouse = "clickhouse"
+	sourceSynthetic  = "synthetic"
+)
+
+// pipelineConfig is what `surge train` (and, later, the scheduled retrain)
+// passes to trainPipeline.
+type pipelineConfig struct {
+	Name     string
+	Source   string        // sourceClickHouse (default) or sourceSynthetic
+	Window   time.Duration // clickhouse: how far back from now; default training.DefaultWindow
+	Regions  []string      // clickhouse: default every region with data
+	Days     int           // synthetic: days of generated history; default 14
+	LoadHist bool          // synthetic: also write the history into demand_minute
+	Activate bool          // make the model active when the gate passes (default: candidate)
+	Pipeline training.PipelineOptions
+}
+
+// trainPipeline reads the history (ClickHouse demand_minute over the window,
+// or a generated one), runs training.RunPipeline (backtest, holdout,
+// baselines, gate) and records the model: candidate when the gate passes
+// (active with Activate), rejected with its reasons otherwise.
+func trainPipeline(ctx context.Context, ch driver.Conn, reg *registry.Registry, pc pipelineConfig, logger *slog.Logger) (registry.Entry, *training.PipelineResult, error) {
+	var hist []training.RegionHistory
+	switch pc.Source {
+	case sourceClickHouse, "":
+		var err error
+		hist, err = training.LoadHistory(ctx, ch, training.LoadOptions{Regions: pc.Regions, Window: pc.Window})
+		if err != nil {
+			return registry.Entry{}, nil, fmt.Errorf("%w (or train on generated data with --source synthetic)", err)
+		}
+	case sourceSynthetic:
+		days := pc.Days
+		if days <= 0 {
+			days = 14
+		}
+		end := time.Now().UTC().Truncate(time.Hour)
+		hist = training.GenerateHistory(training.HistoryOptions{Days: days, Start: end.AddDate(0, 0, -days)})
+		if pc.LoadHist {
+			h := analytics.NewHistory(ch, analytics.HistoryOptions{})
+			for _, rh := range hist {
+				if err := h.InsertDemandMinutes(ctx, rh.Region.ID, rh.Minutes); err != nil {
+					return registry.Entry{}, nil, fmt.Errorf("load history of %s: %w", rh.Region.ID, err)
+				}
+			}
+			logger.Info("generated history loaded into ClickHouse", "days", days, "regions", len(hist))
+		}
+	default:
+		return registry.Entry{}, nil, fmt.Errorf("unknown --source %q: want %s or %s", pc.Source, sourceClickHouse, sourceSynthetic)
+	}
+	res, err := training.RunPipeline(ctx, hist, pc.Pipeline)
+	if err != nil {
+		return registry.Entry{}, nil, err
+	}
+	e, err := training.RegisterResult(ctx, reg, pc.Name, res)
+	if err != nil {
+		return registry.Entry{}, res, err
+	}
+	if res.Passed && pc.Activate {
+		if err := reg.SetStatus(ctx, e.Name, e.Version, registry.StatusActive); err != nil {
+			return e, res, fmt.Errorf("activate %s %s: %w", e.Name, e.Version, err)
+		}
+		e.Status = registry.StatusActive
+	}
+	return e, res, nil
+}
+
+// errRejected is returned by `surge train` when the gate rejected the model
+// (the run is recorded; the exit status is 1 so scripts notice).
+var errRejected = errors.New("model rejected by the validation gate")
 
 func newTrainCmd() *cobra.Command {
 	var (
-		cfg       config
-		name      string
-		days      int
-		candidate bool
-		loadHist  bool
+		cfg     config
+		pc      pipelineConfig
+		window  string
+		regions string
 	)
 	cmd := &cobra.Command{
 		Use:   "train",
-		Short: "Train a demand model on a generated history and register it",
-		Long: `train generates a synthetic history for the demo regions (daily and weekly
-seasonality, weather, traffic and events), trains the gradient-boosted tree model on it,
-evaluates it on the last two days against a mean and a persistence baseline, prints
-the table and registers the model (active unless --candidate).`,
+		Short: "Train, validate and register a demand model",
+		Long: `train reads the per-minute demand history from ClickHouse (demand_minute, the last
+--window; load one with ` + "`surge replay`" + ` or ` + "`surge simulate --history`" + `), or generates one
+with --source synthetic, builds features.V1 rows for horizons 5, 15 and 60 minutes exactly as
+serving does, and validates: a rolling-origin backtest (--folds days before the holdout) and a
+holdout of the last --holdout-days days, the model beside two baselines (seasonal naive: the
+same minutes a week earlier; the region's hour-of-week average over the training days).
+
+The model is registered as a candidate when, for every horizon on the holdout, it beats
+seasonal naive on WAPE and its MAPE is at most --mape-threshold; otherwise it is recorded as
+rejected with its reasons (and train exits with status 1). The registered metrics include the
+empirical 10 %/90 % quantiles of actual/predicted per horizon (interval_q10_h15, …).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := cfg.logger()
 			if err != nil {
 				return err
+			}
+			if pc.Window, err = parseWindow(window); err != nil {
+				return err
+			}
+			if regions != "" {
+				pc.Regions = strings.Split(regions, ",")
+			}
+			if t := pc.Pipeline.MAPEThreshold; !(t > 0 && t < 10) {
+				return fmt.Errorf("--mape-threshold %v: want a fraction > 0 (0.15 = 15 %%)", t)
+			}
+			switch pc.Pipeline.Train.Objective {
+			case training.ObjectiveL2, training.ObjectivePoisson, training.ObjectiveTweedie:
+			default:
+				return fmt.Errorf("--objective %q: want l2, poisson or tweedie", pc.Pipeline.Train.Objective)
 			}
 			ctx := cmd.Context()
 			ch, err := openClickHouse(ctx, cfg, logger)
@@ -48,24 +146,134 @@ the table and registers the model (active unless --candidate).`,
 			if err != nil {
 				return err
 			}
-			status := registry.StatusActive
-			if candidate {
-				status = registry.StatusCandidate
+			out := cmd.OutOrStdout()
+			progressOut := cmd.ErrOrStderr()
+			start := time.Now()
+			pc.Pipeline.Progress = func(p training.Progress) {
+				const width = 20
+				done := width * (p.Step - 1) / max(1, p.Steps)
+				fmt.Fprintf(progressOut, "[%s%s] %d/%d %s (%s)\n", strings.Repeat("#", done), strings.Repeat(".", width-done),
+					p.Step, p.Steps, p.What, time.Since(start).Round(100*time.Millisecond))
 			}
-			e, rep, err := trainAndRegister(ctx, ch, registry.New(ch, artifacts), name, days, status, loadHist, logger)
+			pc.Pipeline.Logger = slog.New(slog.DiscardHandler)
+			if cfg.LogLevel == "debug" {
+				pc.Pipeline.Logger = logger
+			}
+			e, res, err := trainPipeline(ctx, ch, registry.New(ch, artifacts), pc, logger)
 			if err != nil {
 				return err
 			}
-			printReport(cmd.OutOrStdout(), e, rep)
+			fmt.Fprintf(progressOut, "[%s] done in %s\n", strings.Repeat("#", 20), res.Duration.Round(time.Millisecond))
+			printPipelineReport(out, e, res)
+			if !res.Passed {
+				return fmt.Errorf("%w: %s %s recorded as rejected: %s", errRejected, e.Name, e.Version, strings.Join(res.Reasons, "; "))
+			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", "demand", "model name")
-	cmd.Flags().IntVar(&days, "days", 14, "days of generated history")
-	cmd.Flags().BoolVar(&candidate, "candidate", false, "register as a candidate instead of making it active")
-	cmd.Flags().BoolVar(&loadHist, "load-history", false, "also write the generated history into ClickHouse demand_minute")
-	cfg.addConnFlags(cmd.Flags())
+	f := cmd.Flags()
+	f.StringVar(&pc.Name, "name", "demand", "model name")
+	f.StringVar(&pc.Source, "source", sourceClickHouse, "training data: clickhouse (demand_minute over --window) or synthetic (generated --days)")
+	f.StringVar(&window, "window", "28d", "clickhouse source: history window ending now (e.g. 28d, 336h)")
+	f.StringVar(&regions, "regions", "", "clickhouse source: comma-separated regions (default: every region with data in the window)")
+	f.IntVar(&pc.Days, "days", 14, "synthetic source: days of generated history")
+	f.BoolVar(&pc.LoadHist, "load-history", false, "synthetic source: also write the generated history into ClickHouse demand_minute")
+	f.BoolVar(&pc.Activate, "activate", false, "make the model active right away when it passes the gate (default: candidate, for the rollout)")
+	f.StringVar(&pc.Pipeline.Train.Objective, "objective", training.ObjectiveL2, "loss: l2, poisson or tweedie")
+	f.IntVar(&pc.Pipeline.Train.NumTrees, "trees", 100, "boosting rounds")
+	f.Float64Var(&pc.Pipeline.MAPEThreshold, "mape-threshold", 0.15, "largest holdout MAPE per horizon that passes the gate, a fraction")
+	f.IntVar(&pc.Pipeline.HoldoutDays, "holdout-days", 2, "last days held out for the gate and the intervals")
+	f.IntVar(&pc.Pipeline.Folds, "folds", 2, "rolling-origin backtest folds of one day before the holdout (-1: none)")
+	cfg.addConnFlags(f)
 	return cmd
+}
+
+// parseWindow accepts a number of days ("28d") or a Go duration ("336h").
+func parseWindow(s string) (time.Duration, error) {
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(d)
+		if err == nil && n > 0 {
+			return time.Duration(n) * 24 * time.Hour, nil
+		}
+	} else if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return d, nil
+	}
+	return 0, fmt.Errorf("--window %q: want days (28d) or a duration (336h)", s)
+}
+
+// printPipelineReport prints, per horizon, the model against seasonal naive
+// and the historical average on the holdout (MAPE, WAPE, RMSE, bias), the
+// backtest WAPE, the intervals, per-region WAPE and the gate decision.
+func printPipelineReport(w io.Writer, e registry.Entry, res *training.PipelineResult) {
+	fmt.Fprintf(w, "%s %s (%s): %d trees, %d training rows, %d holdout forecasts, regions %s, trained on %s .. %s, %s\n\n",
+		e.Name, e.Version, e.Status, len(res.Model.Trees), res.TrainRows, res.TestRows, strings.Join(res.Regions, ","),
+		res.TrainFrom.Format(time.DateTime), res.TrainTo.Format(time.DateTime), res.Duration.Round(time.Millisecond))
+	hs := make([]int, 0, len(res.Holdout.Model))
+	for h := range res.Holdout.Model {
+		hs = append(hs, h)
+	}
+	slices.Sort(hs)
+	pct := func(v float64) string {
+		if math.IsNaN(v) {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f%%", 100*v)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "holdout\tforecaster\tMAPE\tWAPE\tRMSE\tbias\tbacktest WAPE\t")
+	for _, h := range hs {
+		for _, r := range []struct {
+			name    string
+			m, back validation.Metrics
+		}{
+			{"model", res.Holdout.Model[h], res.Backtest.Model[h]},
+			{"seasonal naive", res.Holdout.SeasonalNaive[h], res.Backtest.SeasonalNaive[h]},
+			{"hist. average", res.Holdout.HistoricalAverage[h], res.Backtest.HistoricalAverage[h]},
+		} {
+			back := "-"
+			if r.back.N > 0 {
+				back = pct(r.back.WAPE)
+			}
+			fmt.Fprintf(tw, "%d min\t%s\t%s\t%s\t%.1f\t%+.1f%%\t%s\t\n", h, r.name, pct(r.m.MAPE), pct(r.m.WAPE), r.m.RMSE, 100*r.m.Bias, back)
+		}
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	header := "region WAPE (model / naive)\t"
+	for _, h := range hs {
+		header += fmt.Sprintf("%d min\t", h)
+	}
+	fmt.Fprintln(tw, header)
+	regions := slices.Sorted(func(yield func(string) bool) {
+		for r := range res.Holdout.ModelByRegion {
+			if !yield(r) {
+				return
+			}
+		}
+	})
+	for _, r := range regions {
+		line := r + "\t"
+		for _, h := range hs {
+			line += pct(res.Holdout.ModelByRegion[r][h].WAPE) + " / " + pct(res.Holdout.NaiveByRegion[r][h].WAPE) + "\t"
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	for _, h := range hs {
+		fmt.Fprintf(w, "80%% interval %d min: forecast × [%.3f, %.3f]\n", h, res.Q10[h], res.Q90[h])
+	}
+	if res.Passed {
+		fmt.Fprintf(w, "gate: PASSED (beats seasonal naive on WAPE, MAPE within threshold) → %s\n", e.Status)
+	} else {
+		fmt.Fprintf(w, "gate: REJECTED → recorded as %s:\n", e.Status)
+		for _, r := range res.Reasons {
+			fmt.Fprintf(w, "  - %s\n", r)
+		}
+	}
 }
 
 // bootstrapModel is the first start's model: a generated history ending now

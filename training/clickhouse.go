@@ -1,0 +1,108 @@
+package training
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/surgeworks/surge/analytics"
+	"github.com/surgeworks/surge/features"
+)
+
+// LoadOptions configures LoadHistory. A zero field takes the documented
+// default.
+type LoadOptions struct {
+	// Regions to load; default: every region with rows in the window.
+	Regions []string
+	// Window is how far back from End to read; default 28 days.
+	Window time.Duration
+	// End is the end of the window (exclusive, truncated to the minute);
+	// default now.
+	End time.Time
+}
+
+// DefaultWindow is the default training window.
+const DefaultWindow = 28 * 24 * time.Hour
+
+// LoadHistory reads the per-minute demand of each region from ClickHouse
+// (table demand_minute through analytics.History.DemandMinutes) over
+// [End−Window, End). A region's history runs from its first to its last
+// stored minute in the window; the minutes between without a row had no
+// activity and are filled with zeros (demand_minute drops all-zero rows).
+// Regions without rows are left out; when none has any, the error wraps
+// ErrNoData and says which regions and window were searched and how to
+// load history.
+func LoadHistory(ctx context.Context, conn driver.Conn, opts LoadOptions) ([]RegionHistory, error) {
+	if opts.Window <= 0 {
+		opts.Window = DefaultWindow
+	}
+	if opts.End.IsZero() {
+		opts.End = time.Now()
+	}
+	end := opts.End.UTC().Truncate(time.Minute)
+	from := end.Add(-opts.Window)
+	regions := opts.Regions
+	if len(regions) == 0 {
+		rows, err := conn.Query(ctx, `SELECT DISTINCT region_id FROM demand_minute WHERE minute >= ? AND minute < ? ORDER BY region_id`, from, end)
+		if err != nil {
+			return nil, fmt.Errorf("training: list regions in demand_minute: %w", err)
+		}
+		for rows.Next() {
+			var r string
+			if err := rows.Scan(&r); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("training: scan region: %w", err)
+			}
+			regions = append(regions, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("training: list regions in demand_minute: %w", err)
+		}
+	}
+	h := analytics.NewHistory(conn, analytics.HistoryOptions{})
+	var out []RegionHistory
+	for _, r := range regions {
+		mins, err := h.DemandMinutes(ctx, r, from, end)
+		if err != nil {
+			return nil, fmt.Errorf("training: load history: %w", err)
+		}
+		if len(mins) == 0 {
+			continue
+		}
+		out = append(out, RegionHistory{Region: RegionSpec{ID: r}, Minutes: FillMinutes(mins)})
+	}
+	if len(out) == 0 {
+		which := "any region"
+		if len(opts.Regions) > 0 {
+			which = "regions " + strings.Join(opts.Regions, ", ")
+		}
+		return nil, fmt.Errorf("training: %w: ClickHouse demand_minute has no rows for %s between %s and %s (window %s): load history with `surge replay --file …` (`surge simulate --history` writes such a file)",
+			ErrNoData, which, from.Format(time.RFC3339), end.Format(time.RFC3339), opts.Window)
+	}
+	return out, nil
+}
+
+// FillMinutes returns the minutes from the first to the last of mins
+// (sorted, oldest first), one per minute, with a zero minute (no activity,
+// zero gauges) where mins has none.
+func FillMinutes(mins []features.Minute) []features.Minute {
+	if len(mins) == 0 {
+		return nil
+	}
+	first := mins[0].Start.UTC().Truncate(time.Minute)
+	last := mins[len(mins)-1].Start.UTC().Truncate(time.Minute)
+	out := make([]features.Minute, int(last.Sub(first)/time.Minute)+1)
+	for i := range out {
+		out[i].Start = first.Add(time.Duration(i) * time.Minute)
+	}
+	for _, m := range mins {
+		i := int(m.Start.UTC().Truncate(time.Minute).Sub(first) / time.Minute)
+		m.Start = out[i].Start
+		out[i] = m
+	}
+	return out
+}

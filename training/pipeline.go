@@ -1,0 +1,430 @@
+package training
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/surgeworks/surge/features"
+	"github.com/surgeworks/surge/model"
+	"github.com/surgeworks/surge/validation"
+)
+
+// ErrNoData is wrapped by the errors about missing or too short history.
+var ErrNoData = errors.New("not enough demand history")
+
+// PipelineOptions configures RunPipeline. A zero field takes the documented
+// default.
+type PipelineOptions struct {
+	Version     string // model version written into the metadata; default "candidate"
+	HoldoutDays int    // the last days, the holdout the gate judges; default 2
+	// Folds is the number of rolling-origin backtest folds before the
+	// holdout, each FoldDays long and trained on the data before its
+	// origin; default 2; negative: no backtest.
+	Folds    int
+	FoldDays int   // default 1
+	Horizons []int // forecast horizons in minutes; default 5, 15, 60
+	Stride   int   // minutes between samples; default 5
+	Train    Options
+	// MAPEThreshold is the gate's largest acceptable holdout MAPE per
+	// horizon (a fraction); default 0.15.
+	MAPEThreshold float64
+	// MAPEMinActual: only targets ≥ it count towards MAPE; default 5.
+	MAPEMinActual float64
+	// Progress, when set, is called at the start of each step.
+	Progress func(Progress)
+	Logger   *slog.Logger // default slog.Default()
+}
+
+// Progress reports how far RunPipeline is: step Step of Steps (1-based).
+type Progress struct {
+	Step, Steps int
+	What        string
+}
+
+func (o PipelineOptions) withDefaults() PipelineOptions {
+	if o.Version == "" {
+		o.Version = "candidate"
+	}
+	if o.HoldoutDays <= 0 {
+		o.HoldoutDays = 2
+	}
+	if o.Folds == 0 {
+		o.Folds = 2
+	}
+	o.Folds = max(0, o.Folds)
+	if o.FoldDays <= 0 {
+		o.FoldDays = 1
+	}
+	if len(o.Horizons) == 0 {
+		o.Horizons = []int{5, 15, 60}
+	}
+	if o.Stride <= 0 {
+		o.Stride = 5
+	}
+	if o.MAPEThreshold <= 0 {
+		o.MAPEThreshold = 0.15
+	}
+	if o.MAPEMinActual <= 0 {
+		o.MAPEMinActual = validation.DefaultMAPEMinActual
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Train.Logger == nil {
+		o.Train.Logger = o.Logger
+	}
+	return o
+}
+
+// Evaluation is the accuracy of the model and the two baselines on one set
+// of forecasts, per horizon and per region and horizon.
+type Evaluation struct {
+	Model, SeasonalNaive, HistoricalAverage map[int]validation.Metrics
+	// ByRegion[region][horizon], same three forecasters.
+	ModelByRegion, NaiveByRegion, AverageByRegion map[string]map[int]validation.Metrics
+}
+
+// PipelineResult is what RunPipeline returns.
+type PipelineResult struct {
+	// Model is trained on every day before the holdout; its metadata holds
+	// the name "demand", the version, the schema, params and Metrics().
+	Model    *model.Ensemble
+	Holdout  Evaluation
+	Backtest Evaluation // pooled over the folds; empty maps without folds
+	Folds    []validation.Fold
+	// Interval quantiles of actual/predicted on the holdout, per horizon:
+	// a forecast f has the 80 % interval [f·Q10[h], f·Q90[h]].
+	Q10, Q90            map[int]float64
+	Passed              bool     // the gate's decision
+	Reasons             []string // why the gate rejected the model
+	TrainFrom, TrainTo  time.Time
+	TrainRows, TestRows int
+	Regions             []string
+	Duration            time.Duration
+}
+
+// sample is one forecast: region r, origin minute index t, horizon h.
+type sample struct {
+	region  int
+	origin  time.Time // end of minute t: the time the forecast is made
+	horizon int
+	actual  float64
+	naive   float64
+}
+
+// RunPipeline trains and validates a demand model on per-minute histories
+// (consecutive minutes per region, missing minutes already filled with
+// zeros; LoadHistory does that from ClickHouse):
+//
+//   - rows are features.V1 vectors built by features.FromMinutes and
+//     Schema.Vector exactly as serving does, one per horizon, the target
+//     the searches over the next H minutes; the seasonality index and the
+//     historical-average baseline come from the training part only;
+//   - backtest: Folds rolling-origin folds of FoldDays before the holdout,
+//     each trained on the data before its origin and tested on its window;
+//   - holdout: the model trained on everything before the last HoldoutDays
+//     is tested on them — it is the model returned (and registered), so
+//     its metrics are honest;
+//   - every test forecast is compared with seasonal naive (same minutes a
+//     week earlier; forecasts without a week of history before them are
+//     skipped for all three forecasters) and the historical average;
+//   - the gate (validation.Gate) passes when, on the holdout, the model beats
+//     seasonal naive on WAPE and meets MAPEThreshold for every horizon.
+//
+// A history shorter than 8 days plus the holdout and folds fails with
+// ErrNoData.
+func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions) (*PipelineResult, error) {
+	start := time.Now()
+	opts = opts.withDefaults()
+	if len(hist) == 0 {
+		return nil, fmt.Errorf("training pipeline: %w: no region has history", ErrNoData)
+	}
+	var first, end time.Time
+	for _, h := range hist {
+		if len(h.Minutes) == 0 {
+			continue
+		}
+		f, e := h.Minutes[0].Start, h.Minutes[len(h.Minutes)-1].Start.Add(time.Minute)
+		if first.IsZero() || f.Before(first) {
+			first = f
+		}
+		if e.After(end) {
+			end = e
+		}
+	}
+	if first.IsZero() {
+		return nil, fmt.Errorf("training pipeline: %w: every region's history is empty", ErrNoData)
+	}
+	day := 24 * time.Hour
+	holdStart := end.Add(-time.Duration(opts.HoldoutDays) * day)
+	folds := validation.RollingOrigin(holdStart, opts.Folds, time.Duration(opts.FoldDays)*day)
+	earliest := holdStart
+	if len(folds) > 0 {
+		earliest = folds[0].Origin
+	}
+	// Seasonal naive needs a week before the first test origin, and the
+	// model at least a day of its own.
+	if need := validation.Week + day; earliest.Sub(first) < need {
+		return nil, fmt.Errorf("training pipeline: %w: history %s .. %s (%.1f days) is too short for %d holdout and %d×%d backtest days: need at least %.0f days",
+			ErrNoData, first.Format(time.DateTime), end.Format(time.DateTime), end.Sub(first).Hours()/24,
+			opts.HoldoutDays, opts.Folds, opts.FoldDays, (need+end.Sub(earliest)).Hours()/24)
+	}
+	res := &PipelineResult{Folds: folds, TrainFrom: first, TrainTo: holdStart}
+	for _, h := range hist {
+		res.Regions = append(res.Regions, h.Region.ID)
+	}
+	steps := len(folds) + 2
+	progress := func(step int, what string) {
+		opts.Logger.Info("training pipeline", "step", step, "steps", steps, "what", what)
+		if opts.Progress != nil {
+			opts.Progress(Progress{Step: step, Steps: steps, What: what})
+		}
+	}
+
+	bt := newEvalAcc(opts.MAPEMinActual)
+	for i, f := range folds {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		progress(i+1, fmt.Sprintf("backtest fold %d/%d: train before %s, test to %s", i+1, len(folds),
+			f.Origin.Format(time.DateTime), f.End.Format(time.DateTime)))
+		if _, _, _, err := runSplit(ctx, hist, f.Origin, f.End, opts, bt); err != nil {
+			return nil, fmt.Errorf("training pipeline: backtest fold %d: %w", i+1, err)
+		}
+	}
+	progress(len(folds)+1, fmt.Sprintf("holdout: train before %s, test to %s", holdStart.Format(time.DateTime), end.Format(time.DateTime)))
+	ho := newEvalAcc(opts.MAPEMinActual)
+	ens, ratios, rows, err := runSplit(ctx, hist, holdStart, end, opts, ho)
+	if err != nil {
+		return nil, fmt.Errorf("training pipeline: holdout: %w", err)
+	}
+	progress(len(folds)+2, "gate and intervals")
+	res.Model = ens
+	res.TrainRows, res.TestRows = rows[0], rows[1]
+	res.Holdout, res.Backtest = ho.evaluation(), bt.evaluation()
+	res.Q10, res.Q90 = map[int]float64{}, map[int]float64{}
+	for h, r := range ratios {
+		res.Q10[h], res.Q90[h] = validation.Quantile(r, 0.1), validation.Quantile(r, 0.9)
+	}
+	res.Passed, res.Reasons = validation.Gate(res.Holdout.Model, res.Holdout.SeasonalNaive,
+		validation.GateOptions{MAPEThreshold: opts.MAPEThreshold})
+	res.Duration = time.Since(start)
+
+	params := opts.Train.Params()
+	params["data_from"] = first.Format(time.RFC3339)
+	params["data_to"] = end.Format(time.RFC3339)
+	params["holdout_days"] = strconv.Itoa(opts.HoldoutDays)
+	params["backtest_folds"] = strconv.Itoa(opts.Folds)
+	params["fold_days"] = strconv.Itoa(opts.FoldDays)
+	params["stride"] = strconv.Itoa(opts.Stride)
+	params["mape_threshold"] = strconv.FormatFloat(opts.MAPEThreshold, 'g', -1, 64)
+	ens.Meta = model.Metadata{
+		Name:         "demand",
+		Version:      opts.Version,
+		SchemaHash:   features.V1.Hash(),
+		FeatureNames: features.V1.Names(),
+		TrainedAt:    time.Now().UTC(),
+		Params:       params,
+		Importance:   ens.Meta.Importance,
+		Metrics:      res.Metrics(),
+	}
+	opts.Logger.Info("training pipeline done", "train_rows", res.TrainRows, "holdout_rows", res.TestRows,
+		"passed", res.Passed, "reasons", res.Reasons, "duration", res.Duration)
+	return res, nil
+}
+
+// Metrics flattens the result for the registry: holdout_{mape,wape,rmse,bias}_h{H}
+// for the model, naive_… (seasonal naive) and havg_… (historical average)
+// beside them, backtest_… for the model and naive over the folds,
+// holdout_wape_h{H}_{region} and holdout_mape_h{H}_{region} per region,
+// interval_q10_h{H} and interval_q90_h{H}, gate_passed (0 or 1),
+// mape_threshold, train_rows and holdout_rows. Undefined (NaN) metrics are
+// left out.
+func (r *PipelineResult) Metrics() map[string]float64 {
+	out := map[string]float64{
+		"train_rows":   float64(r.TrainRows),
+		"holdout_rows": float64(r.TestRows),
+		"gate_passed":  0,
+	}
+	if r.Passed {
+		out["gate_passed"] = 1
+	}
+	put := func(k string, v float64) {
+		if !math.IsNaN(v) && !math.IsInf(v, 0) {
+			out[k] = v
+		}
+	}
+	all := func(prefix string, m map[int]validation.Metrics) {
+		for h, v := range m {
+			s := "_h" + strconv.Itoa(h)
+			put(prefix+"mape"+s, v.MAPE)
+			put(prefix+"wape"+s, v.WAPE)
+			put(prefix+"rmse"+s, v.RMSE)
+			put(prefix+"bias"+s, v.Bias)
+		}
+	}
+	all("holdout_", r.Holdout.Model)
+	all("naive_", r.Holdout.SeasonalNaive)
+	all("havg_", r.Holdout.HistoricalAverage)
+	all("backtest_", r.Backtest.Model)
+	all("backtest_naive_", r.Backtest.SeasonalNaive)
+	for region, m := range r.Holdout.ModelByRegion {
+		for h, v := range m {
+			put("holdout_wape_h"+strconv.Itoa(h)+"_"+region, v.WAPE)
+			put("holdout_mape_h"+strconv.Itoa(h)+"_"+region, v.MAPE)
+		}
+	}
+	for h, q := range r.Q10 {
+		put("interval_q10_h"+strconv.Itoa(h), q)
+	}
+	for h, q := range r.Q90 {
+		put("interval_q90_h"+strconv.Itoa(h), q)
+	}
+	return out
+}
+
+// runSplit trains on the minutes before origin and tests on forecasts made
+// at origins in [origin, end), adding to acc. It returns the model, the
+// actual/predicted ratios per horizon (where the prediction is positive and
+// the actual counts towards MAPE) and the row counts.
+func runSplit(ctx context.Context, hist []RegionHistory, origin, end time.Time, opts PipelineOptions,
+	acc *evalAcc) (*model.Ensemble, map[int][]float64, [2]int, error) {
+	schema := features.V1
+	var X, Xt [][]float32
+	var y []float32
+	var test []sample
+	havgs := make([]*validation.HistoricalAverage, len(hist))
+	for ri, h := range hist {
+		mins := h.Minutes
+		if len(mins) == 0 {
+			continue
+		}
+		cut := minuteIndex(mins, origin)
+		stop := minuteIndex(mins, end)
+		season := SeasonalityIndex(mins[:cut])
+		searches := make([]float64, len(mins))
+		for i, m := range mins {
+			searches[i] = m.Searches
+		}
+		havgs[ri] = validation.NewHistoricalAverage(mins[0].Start, searches[:cut])
+		// Training rows: origins and targets before the cut.
+		X, y = appendSamples(X, y, mins, &season, schema, opts.Horizons, opts.Stride, 0, cut)
+		// Test rows: origins t with t+1 ≥ cut (the forecast is made after
+		// the cut) and targets inside [cut, stop).
+		first := max(cut-1, windowMinutes-1)
+		for t := first; t < stop; t += opts.Stride {
+			window := mins[t-windowMinutes+1 : t+1]
+			at := mins[t].Start.Add(time.Minute)
+			online := features.FromMinutes(window, season[HourOfWeek(at)])
+			for _, hz := range opts.Horizons {
+				if hz <= 0 || t+hz >= stop {
+					continue
+				}
+				nv, ok := validation.SeasonalNaive(searches, t, hz)
+				if !ok {
+					continue
+				}
+				actual := 0.0
+				for _, m := range mins[t+1 : t+hz+1] {
+					actual += m.Searches
+				}
+				Xt = append(Xt, schema.Vector(nil, online, at, hz))
+				test = append(test, sample{region: ri, origin: at, horizon: hz, actual: actual, naive: nv})
+			}
+		}
+	}
+	if len(X) == 0 {
+		return nil, nil, [2]int{}, fmt.Errorf("%w: no training rows before %s", ErrNoData, origin.Format(time.DateTime))
+	}
+	if len(Xt) == 0 {
+		return nil, nil, [2]int{}, fmt.Errorf("%w: no test forecasts in %s .. %s with a week of history before them",
+			ErrNoData, origin.Format(time.DateTime), end.Format(time.DateTime))
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, [2]int{}, err
+	}
+	ens, err := Train(ctx, X, y, opts.Train)
+	if err != nil {
+		return nil, nil, [2]int{}, err
+	}
+	pred := make([]float32, len(Xt))
+	ens.PredictBatch(Xt, pred)
+	ratios := map[int][]float64{}
+	for i, s := range test {
+		region := hist[s.region].Region.ID
+		p := float64(pred[i])
+		acc.add(region, s.horizon, p, s.naive, havgs[s.region].Forecast(s.origin, s.horizon), s.actual)
+		if p > 0 && s.actual >= opts.MAPEMinActual {
+			ratios[s.horizon] = append(ratios[s.horizon], s.actual/p)
+		}
+	}
+	return ens, ratios, [2]int{len(X), len(Xt)}, nil
+}
+
+// minuteIndex is the index of the first minute starting at or after t.
+func minuteIndex(mins []features.Minute, t time.Time) int {
+	i, _ := slices.BinarySearchFunc(mins, t, func(m features.Minute, t time.Time) int { return m.Start.Compare(t) })
+	return i
+}
+
+type evalAcc struct {
+	minActual float64
+	all       [3]map[int]*validation.Accumulator
+	byRegion  [3]map[string]map[int]*validation.Accumulator
+}
+
+func newEvalAcc(minActual float64) *evalAcc {
+	e := &evalAcc{minActual: minActual}
+	for i := range e.all {
+		e.all[i] = map[int]*validation.Accumulator{}
+		e.byRegion[i] = map[string]map[int]*validation.Accumulator{}
+	}
+	return e
+}
+
+func (e *evalAcc) add(region string, h int, model, naive, havg, actual float64) {
+	for i, p := range [3]float64{model, naive, havg} {
+		a := e.all[i][h]
+		if a == nil {
+			a = &validation.Accumulator{MAPEMinActual: e.minActual}
+			e.all[i][h] = a
+		}
+		a.Add(p, actual)
+		r := e.byRegion[i][region]
+		if r == nil {
+			r = map[int]*validation.Accumulator{}
+			e.byRegion[i][region] = r
+		}
+		if r[h] == nil {
+			r[h] = &validation.Accumulator{MAPEMinActual: e.minActual}
+		}
+		r[h].Add(p, actual)
+	}
+}
+
+func (e *evalAcc) evaluation() Evaluation {
+	flat := func(m map[int]*validation.Accumulator) map[int]validation.Metrics {
+		out := make(map[int]validation.Metrics, len(m))
+		for h, a := range m {
+			out[h] = a.Metrics()
+		}
+		return out
+	}
+	nested := func(m map[string]map[int]*validation.Accumulator) map[string]map[int]validation.Metrics {
+		out := make(map[string]map[int]validation.Metrics, len(m))
+		for r, a := range m {
+			out[r] = flat(a)
+		}
+		return out
+	}
+	return Evaluation{
+		Model: flat(e.all[0]), SeasonalNaive: flat(e.all[1]), HistoricalAverage: flat(e.all[2]),
+		ModelByRegion: nested(e.byRegion[0]), NaiveByRegion: nested(e.byRegion[1]), AverageByRegion: nested(e.byRegion[2]),
+	}
+}
