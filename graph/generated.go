@@ -98,9 +98,29 @@ type ComplexityRoot struct {
 		SinkRowsInserted func(childComplexity int) int
 	}
 
+	Metric struct {
+		Name  func(childComplexity int) int
+		Value func(childComplexity int) int
+	}
+
+	ModelVersion struct {
+		CreatedAt       func(childComplexity int) int
+		HorizonMinutes  func(childComplexity int) int
+		Metrics         func(childComplexity int) int
+		Name            func(childComplexity int) int
+		SchemaHash      func(childComplexity int) int
+		Serving         func(childComplexity int) int
+		Status          func(childComplexity int) int
+		StatusChangedAt func(childComplexity int) int
+		Version         func(childComplexity int) int
+	}
+
 	Mutation struct {
 		IngestEvents   func(childComplexity int, events []*model.EventInput) int
+		PromoteModel   func(childComplexity int, version string) int
+		RollbackModel  func(childComplexity int, reason *string) int
 		SetPricingRule func(childComplexity int, input model.PricingRuleInput) int
+		StartRollout   func(childComplexity int, version string, shadow *bool) int
 	}
 
 	OnlineFeatures struct {
@@ -165,10 +185,12 @@ type ComplexityRoot struct {
 		Features        func(childComplexity int, regionID string) int
 		Forecast        func(childComplexity int, regionID string, horizonMinutes *int) int
 		IngestionStatus func(childComplexity int) int
+		Models          func(childComplexity int) int
 		Price           func(childComplexity int, input model.PriceInput) int
 		Prices          func(childComplexity int, inputs []*model.PriceInput) int
 		PricingRules    func(childComplexity int, regionID string, includeHistory *bool) int
 		Regions         func(childComplexity int) int
+		Rollout         func(childComplexity int) int
 	}
 
 	Region struct {
@@ -177,6 +199,40 @@ type ComplexityRoot struct {
 		ID            func(childComplexity int) int
 		Name          func(childComplexity int) int
 		Products      func(childComplexity int) int
+	}
+
+	Rollout struct {
+		Candidate      func(childComplexity int) int
+		CandidateStats func(childComplexity int) int
+		FinishedAt     func(childComplexity int) int
+		History        func(childComplexity int) int
+		Percent        func(childComplexity int) int
+		Phase          func(childComplexity int) int
+		PhaseEndsAt    func(childComplexity int) int
+		Phases         func(childComplexity int) int
+		Reason         func(childComplexity int) int
+		Shadow         func(childComplexity int) int
+		Stable         func(childComplexity int) int
+		StableStats    func(childComplexity int) int
+		StartedAt      func(childComplexity int) int
+		State          func(childComplexity int) int
+	}
+
+	RolloutPhase struct {
+		Percent   func(childComplexity int) int
+		Phase     func(childComplexity int) int
+		StartedAt func(childComplexity int) int
+	}
+
+	RolloutVersionStats struct {
+		ErrorRate      func(childComplexity int) int
+		Errors         func(childComplexity int) int
+		InferenceCalls func(childComplexity int) int
+		Mape           func(childComplexity int) int
+		MapeSamples    func(childComplexity int) int
+		P99LatencyMs   func(childComplexity int) int
+		Requests       func(childComplexity int) int
+		Version        func(childComplexity int) int
 	}
 }
 
@@ -187,6 +243,9 @@ type ComplexityRoot struct {
 type MutationResolver interface {
 	SetPricingRule(ctx context.Context, input model.PricingRuleInput) (*model.PricingRule, error)
 	IngestEvents(ctx context.Context, events []*model.EventInput) (*model.IngestResult, error)
+	StartRollout(ctx context.Context, version string, shadow *bool) (*model.Rollout, error)
+	PromoteModel(ctx context.Context, version string) (*model.ModelVersion, error)
+	RollbackModel(ctx context.Context, reason *string) (*model.Rollout, error)
 }
 type QueryResolver interface {
 	Price(ctx context.Context, input model.PriceInput) (*model.PriceQuote, error)
@@ -198,6 +257,8 @@ type QueryResolver interface {
 	DemandHistory(ctx context.Context, regionID string, from time.Time, to time.Time, granularity *model.Granularity) ([]*model.DemandPoint, error)
 	Features(ctx context.Context, regionID string) (*model.OnlineFeatures, error)
 	IngestionStatus(ctx context.Context) (*model.IngestionStatus, error)
+	Models(ctx context.Context) ([]*model.ModelVersion, error)
+	Rollout(ctx context.Context) (*model.Rollout, error)
 }
 type RegionResolver interface {
 	CurrentPrices(ctx context.Context, obj *model.Region) ([]*model.PriceQuote, error)
@@ -451,6 +512,74 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.IngestionStatus.SinkRowsInserted(childComplexity), true
 
+	case "Metric.name":
+		if e.ComplexityRoot.Metric.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Metric.Name(childComplexity), true
+	case "Metric.value":
+		if e.ComplexityRoot.Metric.Value == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Metric.Value(childComplexity), true
+
+	case "ModelVersion.createdAt":
+		if e.ComplexityRoot.ModelVersion.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelVersion.CreatedAt(childComplexity), true
+	case "ModelVersion.horizonMinutes":
+		if e.ComplexityRoot.ModelVersion.HorizonMinutes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelVersion.HorizonMinutes(childComplexity), true
+	case "ModelVersion.metrics":
+		if e.ComplexityRoot.ModelVersion.Metrics == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelVersion.Metrics(childComplexity), true
+	case "ModelVersion.name":
+		if e.ComplexityRoot.ModelVersion.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelVersion.Name(childComplexity), true
+	case "ModelVersion.schemaHash":
+		if e.ComplexityRoot.ModelVersion.SchemaHash == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelVersion.SchemaHash(childComplexity), true
+	case "ModelVersion.serving":
+		if e.ComplexityRoot.ModelVersion.Serving == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelVersion.Serving(childComplexity), true
+	case "ModelVersion.status":
+		if e.ComplexityRoot.ModelVersion.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelVersion.Status(childComplexity), true
+	case "ModelVersion.statusChangedAt":
+		if e.ComplexityRoot.ModelVersion.StatusChangedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelVersion.StatusChangedAt(childComplexity), true
+	case "ModelVersion.version":
+		if e.ComplexityRoot.ModelVersion.Version == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelVersion.Version(childComplexity), true
+
 	case "Mutation.ingestEvents":
 		if e.ComplexityRoot.Mutation.IngestEvents == nil {
 			break
@@ -462,6 +591,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.IngestEvents(childComplexity, args["events"].([]*model.EventInput)), true
+	case "Mutation.promoteModel":
+		if e.ComplexityRoot.Mutation.PromoteModel == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_promoteModel_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.PromoteModel(childComplexity, args["version"].(string)), true
+	case "Mutation.rollbackModel":
+		if e.ComplexityRoot.Mutation.RollbackModel == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_rollbackModel_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RollbackModel(childComplexity, args["reason"].(*string)), true
 	case "Mutation.setPricingRule":
 		if e.ComplexityRoot.Mutation.SetPricingRule == nil {
 			break
@@ -473,6 +624,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SetPricingRule(childComplexity, args["input"].(model.PricingRuleInput)), true
+	case "Mutation.startRollout":
+		if e.ComplexityRoot.Mutation.StartRollout == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_startRollout_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.StartRollout(childComplexity, args["version"].(string), args["shadow"].(*bool)), true
 
 	case "OnlineFeatures.ageSeconds":
 		if e.ComplexityRoot.OnlineFeatures.AgeSeconds == nil {
@@ -793,6 +955,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Query.IngestionStatus(childComplexity), true
 
+	case "Query.models":
+		if e.ComplexityRoot.Query.Models == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.Models(childComplexity), true
 	case "Query.price":
 		if e.ComplexityRoot.Query.Price == nil {
 			break
@@ -832,6 +1000,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Regions(childComplexity), true
+	case "Query.rollout":
+		if e.ComplexityRoot.Query.Rollout == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.Rollout(childComplexity), true
 
 	case "Region.currency":
 		if e.ComplexityRoot.Region.Currency == nil {
@@ -863,6 +1037,159 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Region.Products(childComplexity), true
+
+	case "Rollout.candidate":
+		if e.ComplexityRoot.Rollout.Candidate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.Candidate(childComplexity), true
+	case "Rollout.candidateStats":
+		if e.ComplexityRoot.Rollout.CandidateStats == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.CandidateStats(childComplexity), true
+	case "Rollout.finishedAt":
+		if e.ComplexityRoot.Rollout.FinishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.FinishedAt(childComplexity), true
+	case "Rollout.history":
+		if e.ComplexityRoot.Rollout.History == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.History(childComplexity), true
+	case "Rollout.percent":
+		if e.ComplexityRoot.Rollout.Percent == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.Percent(childComplexity), true
+	case "Rollout.phase":
+		if e.ComplexityRoot.Rollout.Phase == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.Phase(childComplexity), true
+	case "Rollout.phaseEndsAt":
+		if e.ComplexityRoot.Rollout.PhaseEndsAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.PhaseEndsAt(childComplexity), true
+	case "Rollout.phases":
+		if e.ComplexityRoot.Rollout.Phases == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.Phases(childComplexity), true
+	case "Rollout.reason":
+		if e.ComplexityRoot.Rollout.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.Reason(childComplexity), true
+	case "Rollout.shadow":
+		if e.ComplexityRoot.Rollout.Shadow == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.Shadow(childComplexity), true
+	case "Rollout.stable":
+		if e.ComplexityRoot.Rollout.Stable == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.Stable(childComplexity), true
+	case "Rollout.stableStats":
+		if e.ComplexityRoot.Rollout.StableStats == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.StableStats(childComplexity), true
+	case "Rollout.startedAt":
+		if e.ComplexityRoot.Rollout.StartedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.StartedAt(childComplexity), true
+	case "Rollout.state":
+		if e.ComplexityRoot.Rollout.State == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.State(childComplexity), true
+
+	case "RolloutPhase.percent":
+		if e.ComplexityRoot.RolloutPhase.Percent == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RolloutPhase.Percent(childComplexity), true
+	case "RolloutPhase.phase":
+		if e.ComplexityRoot.RolloutPhase.Phase == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RolloutPhase.Phase(childComplexity), true
+	case "RolloutPhase.startedAt":
+		if e.ComplexityRoot.RolloutPhase.StartedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RolloutPhase.StartedAt(childComplexity), true
+
+	case "RolloutVersionStats.errorRate":
+		if e.ComplexityRoot.RolloutVersionStats.ErrorRate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RolloutVersionStats.ErrorRate(childComplexity), true
+	case "RolloutVersionStats.errors":
+		if e.ComplexityRoot.RolloutVersionStats.Errors == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RolloutVersionStats.Errors(childComplexity), true
+	case "RolloutVersionStats.inferenceCalls":
+		if e.ComplexityRoot.RolloutVersionStats.InferenceCalls == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RolloutVersionStats.InferenceCalls(childComplexity), true
+	case "RolloutVersionStats.mape":
+		if e.ComplexityRoot.RolloutVersionStats.Mape == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RolloutVersionStats.Mape(childComplexity), true
+	case "RolloutVersionStats.mapeSamples":
+		if e.ComplexityRoot.RolloutVersionStats.MapeSamples == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RolloutVersionStats.MapeSamples(childComplexity), true
+	case "RolloutVersionStats.p99LatencyMs":
+		if e.ComplexityRoot.RolloutVersionStats.P99LatencyMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RolloutVersionStats.P99LatencyMs(childComplexity), true
+	case "RolloutVersionStats.requests":
+		if e.ComplexityRoot.RolloutVersionStats.Requests == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RolloutVersionStats.Requests(childComplexity), true
+	case "RolloutVersionStats.version":
+		if e.ComplexityRoot.RolloutVersionStats.Version == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RolloutVersionStats.Version(childComplexity), true
 
 	}
 	return 0, false
@@ -1197,6 +1524,104 @@ type IngestResult {
   rejected: Int!
   results: [EventResult!]!
 }
+
+# --- Models and canary rollout (issue 4) ---
+
+extend type Query {
+  "The registered versions of the served model, oldest first, with their status and validation metrics."
+  models: [ModelVersion!]!
+  "The model rollout in progress, or the last one finished since the service started; null when none."
+  rollout: Rollout
+}
+
+extend type Mutation {
+  "Starts the canary rollout of a registered version (admin): 10 %, 50 %, then 100 % of the regions, compared with the stable version and rolled back on a regression. In shadow mode the candidate only predicts alongside, never serves."
+  startRollout(version: String!, shadow: Boolean = false): Rollout!
+  "Makes a version active now (admin): the candidate of the rollout in progress, or any loadable version when none is in progress."
+  promoteModel(version: String!): ModelVersion!
+  "Ends the rollout in progress (admin): traffic returns to the stable version and the candidate is recorded as rejected."
+  rollbackModel(reason: String): Rollout!
+}
+
+enum ModelStatus {
+  CANDIDATE
+  ACTIVE
+  RETIRED
+  REJECTED
+}
+
+"A named figure, such as a validation metric."
+type Metric {
+  name: String!
+  value: Float!
+}
+
+"One registered model version."
+type ModelVersion {
+  name: String!
+  version: String!
+  status: ModelStatus!
+  "Forecast horizon the model was trained for; 0 when the horizon is an input feature."
+  horizonMinutes: Int!
+  "Validation metrics, sorted by name."
+  metrics: [Metric!]!
+  createdAt: Time!
+  statusChangedAt: Time!
+  "Hash of the feature schema the model was trained on; serving refuses another one."
+  schemaHash: String!
+  "How this process uses it: STABLE, CANDIDATE, SHADOW or null."
+  serving: String
+}
+
+enum RolloutState {
+  RUNNING
+  PROMOTED
+  ROLLED_BACK
+}
+
+"A canary rollout of a candidate model version against the stable one."
+type Rollout {
+  candidate: String!
+  stable: String!
+  state: RolloutState!
+  "1-based phase; phases is how many there are."
+  phase: Int!
+  phases: Int!
+  "Share of the regions (by a stable hash of the region id) given to the candidate."
+  percent: Int!
+  shadow: Boolean!
+  startedAt: Time!
+  "When the phase ends on its own; null when it does not (the last phase of a shadow rollout) or the rollout is over."
+  phaseEndsAt: Time
+  finishedAt: Time
+  "Why it was rolled back or promoted."
+  reason: String
+  "The phases entered so far."
+  history: [RolloutPhase!]!
+  "The last comparison of the candidate (current phase) with the stable version (since the start)."
+  candidateStats: RolloutVersionStats!
+  stableStats: RolloutVersionStats!
+}
+
+type RolloutPhase {
+  phase: Int!
+  percent: Int!
+  startedAt: Time!
+}
+
+type RolloutVersionStats {
+  version: String!
+  "Forecast rows given to the version's model, and those that failed (errors, timeouts, open breaker)."
+  requests: Int!
+  errors: Int!
+  errorRate: Float!
+  "p99 of its inference calls in milliseconds, over the last calls counted in inferenceCalls; null before any."
+  p99LatencyMs: Float
+  inferenceCalls: Int!
+  "MAPE on realised demand, when known."
+  mape: Float
+  mapeSamples: Int!
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -1327,6 +1752,40 @@ func (ec *executionContext) childFields_IngestionStatus(ctx context.Context, fie
 	return nil, fmt.Errorf("no field named %q was found under type IngestionStatus", field.Name)
 }
 
+func (ec *executionContext) childFields_Metric(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_Metric_name(ctx, field)
+	case "value":
+		return ec.fieldContext_Metric_value(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Metric", field.Name)
+}
+
+func (ec *executionContext) childFields_ModelVersion(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_ModelVersion_name(ctx, field)
+	case "version":
+		return ec.fieldContext_ModelVersion_version(ctx, field)
+	case "status":
+		return ec.fieldContext_ModelVersion_status(ctx, field)
+	case "horizonMinutes":
+		return ec.fieldContext_ModelVersion_horizonMinutes(ctx, field)
+	case "metrics":
+		return ec.fieldContext_ModelVersion_metrics(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_ModelVersion_createdAt(ctx, field)
+	case "statusChangedAt":
+		return ec.fieldContext_ModelVersion_statusChangedAt(ctx, field)
+	case "schemaHash":
+		return ec.fieldContext_ModelVersion_schemaHash(ctx, field)
+	case "serving":
+		return ec.fieldContext_ModelVersion_serving(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ModelVersion", field.Name)
+}
+
 func (ec *executionContext) childFields_OnlineFeatures(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "regionId":
@@ -1453,6 +1912,74 @@ func (ec *executionContext) childFields_Region(ctx context.Context, field graphq
 		return ec.fieldContext_Region_currentPrices(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Region", field.Name)
+}
+
+func (ec *executionContext) childFields_Rollout(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "candidate":
+		return ec.fieldContext_Rollout_candidate(ctx, field)
+	case "stable":
+		return ec.fieldContext_Rollout_stable(ctx, field)
+	case "state":
+		return ec.fieldContext_Rollout_state(ctx, field)
+	case "phase":
+		return ec.fieldContext_Rollout_phase(ctx, field)
+	case "phases":
+		return ec.fieldContext_Rollout_phases(ctx, field)
+	case "percent":
+		return ec.fieldContext_Rollout_percent(ctx, field)
+	case "shadow":
+		return ec.fieldContext_Rollout_shadow(ctx, field)
+	case "startedAt":
+		return ec.fieldContext_Rollout_startedAt(ctx, field)
+	case "phaseEndsAt":
+		return ec.fieldContext_Rollout_phaseEndsAt(ctx, field)
+	case "finishedAt":
+		return ec.fieldContext_Rollout_finishedAt(ctx, field)
+	case "reason":
+		return ec.fieldContext_Rollout_reason(ctx, field)
+	case "history":
+		return ec.fieldContext_Rollout_history(ctx, field)
+	case "candidateStats":
+		return ec.fieldContext_Rollout_candidateStats(ctx, field)
+	case "stableStats":
+		return ec.fieldContext_Rollout_stableStats(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Rollout", field.Name)
+}
+
+func (ec *executionContext) childFields_RolloutPhase(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "phase":
+		return ec.fieldContext_RolloutPhase_phase(ctx, field)
+	case "percent":
+		return ec.fieldContext_RolloutPhase_percent(ctx, field)
+	case "startedAt":
+		return ec.fieldContext_RolloutPhase_startedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RolloutPhase", field.Name)
+}
+
+func (ec *executionContext) childFields_RolloutVersionStats(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "version":
+		return ec.fieldContext_RolloutVersionStats_version(ctx, field)
+	case "requests":
+		return ec.fieldContext_RolloutVersionStats_requests(ctx, field)
+	case "errors":
+		return ec.fieldContext_RolloutVersionStats_errors(ctx, field)
+	case "errorRate":
+		return ec.fieldContext_RolloutVersionStats_errorRate(ctx, field)
+	case "p99LatencyMs":
+		return ec.fieldContext_RolloutVersionStats_p99LatencyMs(ctx, field)
+	case "inferenceCalls":
+		return ec.fieldContext_RolloutVersionStats_inferenceCalls(ctx, field)
+	case "mape":
+		return ec.fieldContext_RolloutVersionStats_mape(ctx, field)
+	case "mapeSamples":
+		return ec.fieldContext_RolloutVersionStats_mapeSamples(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RolloutVersionStats", field.Name)
 }
 
 func (ec *executionContext) childFields___Directive(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1585,6 +2112,34 @@ func (ec *executionContext) field_Mutation_ingestEvents_args(ctx context.Context
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_promoteModel_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "version",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["version"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_rollbackModel_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "reason",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["reason"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_setPricingRule_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1596,6 +2151,28 @@ func (ec *executionContext) field_Mutation_setPricingRule_args(ctx context.Conte
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_startRollout_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "version",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["version"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "shadow",
+		func(ctx context.Context, v any) (*bool, error) {
+			return ec.unmarshalOBoolean2ᚖbool(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["shadow"] = arg1
 	return args, nil
 }
 
@@ -2703,6 +3280,268 @@ func (ec *executionContext) fieldContext_IngestionStatus_sinkRowsInserted(_ cont
 	return graphql.NewScalarFieldContext("IngestionStatus", field, false, false, "Int")
 }
 
+func (ec *executionContext) _Metric_name(ctx context.Context, field graphql.CollectedField, obj *model.Metric) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Metric_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Metric_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Metric", field, false, false, "String")
+}
+
+func (ec *executionContext) _Metric_value(ctx context.Context, field graphql.CollectedField, obj *model.Metric) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Metric_value(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Value, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Metric_value(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Metric", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ModelVersion_name(ctx context.Context, field graphql.CollectedField, obj *model.ModelVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelVersion_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelVersion_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelVersion", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelVersion_version(ctx context.Context, field graphql.CollectedField, obj *model.ModelVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelVersion_version(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Version, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelVersion_version(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelVersion", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelVersion_status(ctx context.Context, field graphql.CollectedField, obj *model.ModelVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelVersion_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.ModelStatus) graphql.Marshaler {
+			return ec.marshalNModelStatus2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐModelStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelVersion_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelVersion", field, false, false, "ModelStatus")
+}
+
+func (ec *executionContext) _ModelVersion_horizonMinutes(ctx context.Context, field graphql.CollectedField, obj *model.ModelVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelVersion_horizonMinutes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HorizonMinutes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelVersion_horizonMinutes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelVersion", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ModelVersion_metrics(ctx context.Context, field graphql.CollectedField, obj *model.ModelVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelVersion_metrics(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Metrics, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.Metric) graphql.Marshaler {
+			return ec.marshalNMetric2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐMetricᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelVersion_metrics(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ModelVersion",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Metric(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ModelVersion_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.ModelVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelVersion_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelVersion_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelVersion", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ModelVersion_statusChangedAt(ctx context.Context, field graphql.CollectedField, obj *model.ModelVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelVersion_statusChangedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StatusChangedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelVersion_statusChangedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelVersion", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ModelVersion_schemaHash(ctx context.Context, field graphql.CollectedField, obj *model.ModelVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelVersion_schemaHash(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SchemaHash, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ModelVersion_schemaHash(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelVersion", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelVersion_serving(ctx context.Context, field graphql.CollectedField, obj *model.ModelVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelVersion_serving(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Serving, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ModelVersion_serving(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelVersion", field, false, false, "String")
+}
+
 func (ec *executionContext) _Mutation_setPricingRule(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2785,6 +3624,138 @@ func (ec *executionContext) fieldContext_Mutation_ingestEvents(ctx context.Conte
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_ingestEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_startRollout(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_startRollout(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().StartRollout(ctx, fc.Args["version"].(string), fc.Args["shadow"].(*bool))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Rollout) graphql.Marshaler {
+			return ec.marshalNRollout2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRollout(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_startRollout(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Rollout(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_startRollout_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_promoteModel(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_promoteModel(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().PromoteModel(ctx, fc.Args["version"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ModelVersion) graphql.Marshaler {
+			return ec.marshalNModelVersion2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐModelVersion(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_promoteModel(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ModelVersion(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_promoteModel_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_rollbackModel(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_rollbackModel(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RollbackModel(ctx, fc.Args["reason"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Rollout) graphql.Marshaler {
+			return ec.marshalNRollout2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRollout(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_rollbackModel(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Rollout(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_rollbackModel_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -4193,6 +5164,70 @@ func (ec *executionContext) fieldContext_Query_ingestionStatus(_ context.Context
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_models(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_models(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().Models(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.ModelVersion) graphql.Marshaler {
+			return ec.marshalNModelVersion2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐModelVersionᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_models(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ModelVersion(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_rollout(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_rollout(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().Rollout(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Rollout) graphql.Marshaler {
+			return ec.marshalORollout2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRollout(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_rollout(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Rollout(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query___type(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4391,6 +5426,608 @@ func (ec *executionContext) fieldContext_Region_currentPrices(_ context.Context,
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _Rollout_candidate(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_candidate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Candidate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_candidate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rollout", field, false, false, "String")
+}
+
+func (ec *executionContext) _Rollout_stable(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_stable(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Stable, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_stable(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rollout", field, false, false, "String")
+}
+
+func (ec *executionContext) _Rollout_state(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_state(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.State, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.RolloutState) graphql.Marshaler {
+			return ec.marshalNRolloutState2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRolloutState(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_state(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rollout", field, false, false, "RolloutState")
+}
+
+func (ec *executionContext) _Rollout_phase(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_phase(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Phase, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_phase(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rollout", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Rollout_phases(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_phases(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Phases, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_phases(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rollout", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Rollout_percent(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_percent(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Percent, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_percent(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rollout", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Rollout_shadow(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_shadow(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Shadow, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_shadow(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rollout", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Rollout_startedAt(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_startedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StartedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_startedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rollout", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Rollout_phaseEndsAt(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_phaseEndsAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PhaseEndsAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_phaseEndsAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rollout", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Rollout_finishedAt(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_finishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rollout", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Rollout_reason(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rollout", field, false, false, "String")
+}
+
+func (ec *executionContext) _Rollout_history(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_history(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.History, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.RolloutPhase) graphql.Marshaler {
+			return ec.marshalNRolloutPhase2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRolloutPhaseᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_history(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Rollout",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RolloutPhase(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Rollout_candidateStats(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_candidateStats(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CandidateStats, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.RolloutVersionStats) graphql.Marshaler {
+			return ec.marshalNRolloutVersionStats2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRolloutVersionStats(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_candidateStats(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Rollout",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RolloutVersionStats(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Rollout_stableStats(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_stableStats(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StableStats, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.RolloutVersionStats) graphql.Marshaler {
+			return ec.marshalNRolloutVersionStats2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRolloutVersionStats(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_stableStats(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Rollout",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RolloutVersionStats(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _RolloutPhase_phase(ctx context.Context, field graphql.CollectedField, obj *model.RolloutPhase) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RolloutPhase_phase(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Phase, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RolloutPhase_phase(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RolloutPhase", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RolloutPhase_percent(ctx context.Context, field graphql.CollectedField, obj *model.RolloutPhase) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RolloutPhase_percent(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Percent, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RolloutPhase_percent(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RolloutPhase", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RolloutPhase_startedAt(ctx context.Context, field graphql.CollectedField, obj *model.RolloutPhase) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RolloutPhase_startedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StartedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RolloutPhase_startedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RolloutPhase", field, false, false, "Time")
+}
+
+func (ec *executionContext) _RolloutVersionStats_version(ctx context.Context, field graphql.CollectedField, obj *model.RolloutVersionStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RolloutVersionStats_version(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Version, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RolloutVersionStats_version(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RolloutVersionStats", field, false, false, "String")
+}
+
+func (ec *executionContext) _RolloutVersionStats_requests(ctx context.Context, field graphql.CollectedField, obj *model.RolloutVersionStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RolloutVersionStats_requests(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Requests, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RolloutVersionStats_requests(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RolloutVersionStats", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RolloutVersionStats_errors(ctx context.Context, field graphql.CollectedField, obj *model.RolloutVersionStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RolloutVersionStats_errors(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Errors, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RolloutVersionStats_errors(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RolloutVersionStats", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RolloutVersionStats_errorRate(ctx context.Context, field graphql.CollectedField, obj *model.RolloutVersionStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RolloutVersionStats_errorRate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ErrorRate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RolloutVersionStats_errorRate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RolloutVersionStats", field, false, false, "Float")
+}
+
+func (ec *executionContext) _RolloutVersionStats_p99LatencyMs(ctx context.Context, field graphql.CollectedField, obj *model.RolloutVersionStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RolloutVersionStats_p99LatencyMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.P99LatencyMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RolloutVersionStats_p99LatencyMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RolloutVersionStats", field, false, false, "Float")
+}
+
+func (ec *executionContext) _RolloutVersionStats_inferenceCalls(ctx context.Context, field graphql.CollectedField, obj *model.RolloutVersionStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RolloutVersionStats_inferenceCalls(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.InferenceCalls, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RolloutVersionStats_inferenceCalls(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RolloutVersionStats", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RolloutVersionStats_mape(ctx context.Context, field graphql.CollectedField, obj *model.RolloutVersionStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RolloutVersionStats_mape(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Mape, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_RolloutVersionStats_mape(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RolloutVersionStats", field, false, false, "Float")
+}
+
+func (ec *executionContext) _RolloutVersionStats_mapeSamples(ctx context.Context, field graphql.CollectedField, obj *model.RolloutVersionStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RolloutVersionStats_mapeSamples(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MapeSamples, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RolloutVersionStats_mapeSamples(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RolloutVersionStats", field, false, false, "Int")
 }
 
 func (ec *executionContext) ___Directive_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
@@ -6255,6 +7892,117 @@ func (ec *executionContext) _IngestionStatus(ctx context.Context, sel ast.Select
 	return out
 }
 
+var metricImplementors = []string{"Metric"}
+
+func (ec *executionContext) _Metric(ctx context.Context, sel ast.SelectionSet, obj *model.Metric) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, metricImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Metric")
+		case "name":
+			out.Values[i] = ec._Metric_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "value":
+			out.Values[i] = ec._Metric_value(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var modelVersionImplementors = []string{"ModelVersion"}
+
+func (ec *executionContext) _ModelVersion(ctx context.Context, sel ast.SelectionSet, obj *model.ModelVersion) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, modelVersionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ModelVersion")
+		case "name":
+			out.Values[i] = ec._ModelVersion_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "version":
+			out.Values[i] = ec._ModelVersion_version(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._ModelVersion_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "horizonMinutes":
+			out.Values[i] = ec._ModelVersion_horizonMinutes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "metrics":
+			out.Values[i] = ec._ModelVersion_metrics(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._ModelVersion_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "statusChangedAt":
+			out.Values[i] = ec._ModelVersion_statusChangedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "schemaHash":
+			out.Values[i] = ec._ModelVersion_schemaHash(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "serving":
+			out.Values[i] = ec._ModelVersion_serving(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var mutationImplementors = []string{"Mutation"}
 
 func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
@@ -6284,6 +8032,27 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "ingestEvents":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_ingestEvents(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "startRollout":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_startRollout(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "promoteModel":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_promoteModel(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rollbackModel":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_rollbackModel(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -6710,6 +8479,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_ingestionStatus(ctx, field)
 				})
+		case "models":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_models(ctx, field)
+				})
+		case "rollout":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_rollout(ctx, field)
+				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Query___type(ctx, field)
@@ -6778,6 +8559,215 @@ func (ec *executionContext) _Region(ctx context.Context, sel ast.SelectionSet, o
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Region_currentPrices(ctx, field, obj)
 				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var rolloutImplementors = []string{"Rollout"}
+
+func (ec *executionContext) _Rollout(ctx context.Context, sel ast.SelectionSet, obj *model.Rollout) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, rolloutImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Rollout")
+		case "candidate":
+			out.Values[i] = ec._Rollout_candidate(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "stable":
+			out.Values[i] = ec._Rollout_stable(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "state":
+			out.Values[i] = ec._Rollout_state(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "phase":
+			out.Values[i] = ec._Rollout_phase(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "phases":
+			out.Values[i] = ec._Rollout_phases(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "percent":
+			out.Values[i] = ec._Rollout_percent(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "shadow":
+			out.Values[i] = ec._Rollout_shadow(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "startedAt":
+			out.Values[i] = ec._Rollout_startedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "phaseEndsAt":
+			out.Values[i] = ec._Rollout_phaseEndsAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "finishedAt":
+			out.Values[i] = ec._Rollout_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "reason":
+			out.Values[i] = ec._Rollout_reason(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "history":
+			out.Values[i] = ec._Rollout_history(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "candidateStats":
+			out.Values[i] = ec._Rollout_candidateStats(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "stableStats":
+			out.Values[i] = ec._Rollout_stableStats(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var rolloutPhaseImplementors = []string{"RolloutPhase"}
+
+func (ec *executionContext) _RolloutPhase(ctx context.Context, sel ast.SelectionSet, obj *model.RolloutPhase) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, rolloutPhaseImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RolloutPhase")
+		case "phase":
+			out.Values[i] = ec._RolloutPhase_phase(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "percent":
+			out.Values[i] = ec._RolloutPhase_percent(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "startedAt":
+			out.Values[i] = ec._RolloutPhase_startedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var rolloutVersionStatsImplementors = []string{"RolloutVersionStats"}
+
+func (ec *executionContext) _RolloutVersionStats(ctx context.Context, sel ast.SelectionSet, obj *model.RolloutVersionStats) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, rolloutVersionStatsImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RolloutVersionStats")
+		case "version":
+			out.Values[i] = ec._RolloutVersionStats_version(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "requests":
+			out.Values[i] = ec._RolloutVersionStats_requests(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "errors":
+			out.Values[i] = ec._RolloutVersionStats_errors(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "errorRate":
+			out.Values[i] = ec._RolloutVersionStats_errorRate(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "p99LatencyMs":
+			out.Values[i] = ec._RolloutVersionStats_p99LatencyMs(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "inferenceCalls":
+			out.Values[i] = ec._RolloutVersionStats_inferenceCalls(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "mape":
+			out.Values[i] = ec._RolloutVersionStats_mape(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "mapeSamples":
+			out.Values[i] = ec._RolloutVersionStats_mapeSamples(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -7396,6 +9386,64 @@ func (ec *executionContext) marshalNInt2int(ctx context.Context, sel ast.Selecti
 	return res
 }
 
+func (ec *executionContext) marshalNMetric2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐMetricᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Metric) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNMetric2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐMetric(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNMetric2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐMetric(ctx context.Context, sel ast.SelectionSet, v *model.Metric) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Metric!")
+		return graphql.Null
+	}
+	return ec._Metric(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNModelStatus2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐModelStatus(ctx context.Context, v any) (model.ModelStatus, error) {
+	var res model.ModelStatus
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNModelStatus2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐModelStatus(ctx context.Context, sel ast.SelectionSet, v model.ModelStatus) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNModelVersion2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐModelVersionᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.ModelVersion) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNModelVersion2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐModelVersion(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNModelVersion2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐModelVersion(ctx context.Context, sel ast.SelectionSet, v *model.ModelVersion) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ModelVersion!")
+		return graphql.Null
+	}
+	return ec._ModelVersion(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNOnlineFeatures2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐOnlineFeatures(ctx context.Context, sel ast.SelectionSet, v *model.OnlineFeatures) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "OnlineFeatures!")
@@ -7527,6 +9575,56 @@ func (ec *executionContext) marshalNRegion2ᚖgithubᚗcomᚋsurgeworksᚋsurge�
 		return graphql.Null
 	}
 	return ec._Region(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNRollout2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRollout(ctx context.Context, sel ast.SelectionSet, v *model.Rollout) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Rollout!")
+		return graphql.Null
+	}
+	return ec._Rollout(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNRolloutPhase2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRolloutPhaseᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.RolloutPhase) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNRolloutPhase2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRolloutPhase(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNRolloutPhase2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRolloutPhase(ctx context.Context, sel ast.SelectionSet, v *model.RolloutPhase) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RolloutPhase!")
+		return graphql.Null
+	}
+	return ec._RolloutPhase(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNRolloutState2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRolloutState(ctx context.Context, v any) (model.RolloutState, error) {
+	var res model.RolloutState
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNRolloutState2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRolloutState(ctx context.Context, sel ast.SelectionSet, v model.RolloutState) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNRolloutVersionStats2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRolloutVersionStats(ctx context.Context, sel ast.SelectionSet, v *model.RolloutVersionStats) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RolloutVersionStats!")
+		return graphql.Null
+	}
+	return ec._RolloutVersionStats(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNString2string(ctx context.Context, v any) (string, error) {
@@ -7833,6 +9931,13 @@ func (ec *executionContext) marshalOInt2ᚖint(ctx context.Context, sel ast.Sele
 	_ = ctx
 	res := graphql.MarshalInt(*v)
 	return res
+}
+
+func (ec *executionContext) marshalORollout2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRollout(ctx context.Context, sel ast.SelectionSet, v *model.Rollout) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Rollout(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalOString2ᚖstring(ctx context.Context, v any) (*string, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math"
 	"sync"
@@ -86,8 +87,11 @@ type ForecasterOptions struct {
 	CacheMaxAge time.Duration
 	// CacheWriteInterval throttles cache writes per region and horizon (default 1 s).
 	CacheWriteInterval time.Duration
-	Logger             *slog.Logger
-	Registerer         prometheus.Registerer
+	// ShadowConcurrency bounds the shadow inference calls running at once;
+	// more are dropped (default 4).
+	ShadowConcurrency int
+	Logger            *slog.Logger
+	Registerer        prometheus.Registerer
 }
 
 func (o *ForecasterOptions) defaults() {
@@ -115,6 +119,9 @@ func (o *ForecasterOptions) defaults() {
 	if o.CacheWriteInterval <= 0 {
 		o.CacheWriteInterval = time.Second
 	}
+	if o.ShadowConcurrency <= 0 {
+		o.ShadowConcurrency = 4
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -136,6 +143,10 @@ type Forecaster struct {
 	writes   chan Forecast
 	written  sync.Map // cacheKey → time.Time of the last cache write
 	m        *forecastMetrics
+
+	cand      atomic.Pointer[candidate] // nil: no rollout
+	observer  atomic.Pointer[Observer]
+	shadowSem chan struct{}
 }
 
 // NewForecaster returns a forecaster. rdb and history may be nil.
@@ -149,21 +160,33 @@ func NewForecaster(rdb redis.UniversalClient, history HistoryLookup, opts Foreca
 		writes:  make(chan Forecast, 1024),
 		m:       newForecastMetrics(opts.Registerer),
 	}
-	f.breaker = circuitbreaker.NewBuilder[[]float32]().
-		WithFailureThreshold(opts.FailureThreshold).
-		WithDelay(opts.OpenDelay).
-		WithSuccessThreshold(opts.HalfOpenTrials).
-		OnStateChanged(func(e circuitbreaker.StateChangedEvent) {
-			opts.Logger.Warn("inference circuit breaker state changed",
-				"from", e.OldState.String(), "to", e.NewState.String())
-			f.m.breakerTransitions.WithLabelValues(e.NewState.String()).Inc()
-			f.m.breakerState.Set(float64(e.NewState))
-		}).
-		Build()
-	to := timeout.NewBuilder[[]float32](opts.Timeout).Build()
-	// The breaker is outside the timeout, so timeouts count as failures.
-	f.exec = failsafe.With[[]float32](f.breaker, to)
+	f.shadowSem = make(chan struct{}, opts.ShadowConcurrency)
+	f.exec = f.newExecutor(func(e circuitbreaker.StateChangedEvent) {
+		opts.Logger.Warn("inference circuit breaker state changed",
+			"from", e.OldState.String(), "to", e.NewState.String())
+		f.m.breakerTransitions.WithLabelValues(e.NewState.String()).Inc()
+		f.m.breakerState.Set(float64(e.NewState))
+	})
 	return f
+}
+
+// newExecutor builds circuitbreaker ∘ timeout for one model version; the
+// stable version's breaker is kept in f.breaker (onChange non-nil).
+func (f *Forecaster) newExecutor(onChange func(circuitbreaker.StateChangedEvent)) failsafe.Executor[[]float32] {
+	b := circuitbreaker.NewBuilder[[]float32]().
+		WithFailureThreshold(f.opts.FailureThreshold).
+		WithDelay(f.opts.OpenDelay).
+		WithSuccessThreshold(f.opts.HalfOpenTrials)
+	if onChange != nil {
+		b = b.OnStateChanged(onChange)
+	}
+	breaker := b.Build()
+	if onChange != nil {
+		f.breaker = breaker
+	}
+	to := timeout.NewBuilder[[]float32](f.opts.Timeout).Build()
+	// The breaker is outside the timeout, so timeouts count as failures.
+	return failsafe.With[[]float32](breaker, to)
 }
 
 // SetModel makes m the served model; it returns the previous one (nil at
@@ -188,19 +211,26 @@ func (f *Forecaster) Forecast(ctx context.Context, req Request) Forecast {
 	return f.ForecastBatch(ctx, []Request{req})[0]
 }
 
-// ForecastBatch serves many forecasts with one model call. Every request gets
-// an answer: failures of the model, Redis or ClickHouse only move it down the
-// fallback chain.
+// ForecastBatch serves many forecasts with one model call per served model
+// version. Every request gets an answer: failures of the model, Redis or
+// ClickHouse only move it down the fallback chain.
+//
+// With a candidate set (SetCandidate), the requests whose region falls in
+// the candidate's share (Bucket(regionID) < percent) are served by the
+// candidate; should the candidate fail, they are served by the stable model.
+// In shadow mode the candidate predicts those requests in the background and
+// its answers are only measured and logged.
 func (f *Forecaster) ForecastBatch(ctx context.Context, reqs []Request) []Forecast {
 	out := make([]Forecast, len(reqs))
 	reasons := make([]string, len(reqs))
 	m := f.model.Load()
+	c := f.cand.Load()
 
-	idx := make([]int, 0, len(reqs))
-	rows := make([][]float32, 0, len(reqs))
+	var stable, canary, shadow batch
 	for i, r := range reqs {
+		toCandidate := c != nil && Bucket(r.RegionID) < c.percent
 		switch {
-		case m == nil:
+		case m == nil && (!toCandidate || c.shadow):
 			reasons[i] = "no model loaded"
 		case r.FeaturesErr != nil:
 			reasons[i] = "online features unavailable"
@@ -209,49 +239,233 @@ func (f *Forecaster) ForecastBatch(ctx context.Context, reqs []Request) []Foreca
 		case r.At.Sub(r.Features.UpdatedAt) > f.opts.MaxFeatureAge:
 			reasons[i] = fmt.Sprintf("online features stale (%s old)", r.At.Sub(r.Features.UpdatedAt).Round(time.Second))
 		default:
-			idx = append(idx, i)
-			rows = append(rows, f.schema.Vector(nil, r.Features.Online, r.At, r.HorizonMinutes))
+			row := f.schema.Vector(nil, r.Features.Online, r.At, r.HorizonMinutes)
+			switch {
+			case toCandidate && c.shadow:
+				shadow.add(i, row)
+				stable.add(i, row)
+			case toCandidate:
+				canary.add(i, row)
+			default:
+				stable.add(i, row)
+			}
 		}
 	}
-	if len(rows) > 0 {
-		start := time.Now()
-		preds, err := f.exec.GetWithExecution(func(exec failsafe.Execution[[]float32]) ([]float32, error) {
-			return predictCtx(exec.Context(), m.Predictor, rows)
-		})
-		f.m.inferenceSeconds.Observe(time.Since(start).Seconds())
-		if err == nil && len(preds) != len(rows) {
-			err = fmt.Errorf("model returned %d predictions for %d rows", len(preds), len(rows))
+	if len(canary.rows) > 0 {
+		preds, err := f.infer(c.exec, c.model, RoleCandidate, canary.rows)
+		if err != nil {
+			if m == nil {
+				for _, i := range canary.idx {
+					reasons[i] = inferenceFailure(err, f.opts.Timeout)
+				}
+			} else {
+				// The stable model answers what the candidate could not.
+				for k, i := range canary.idx {
+					stable.add(i, canary.rows[k])
+				}
+			}
+		} else {
+			f.fill(out, reqs, canary.idx, preds, c.model.Version)
 		}
+	}
+	if len(stable.rows) > 0 {
+		preds, err := f.infer(f.exec, m, RoleStable, stable.rows)
 		if err != nil {
 			reason := inferenceFailure(err, f.opts.Timeout)
-			f.m.inferenceErrors.WithLabelValues(failureKind(err)).Inc()
-			for _, i := range idx {
+			for _, i := range stable.idx {
 				reasons[i] = reason
 			}
 		} else {
-			for k, i := range idx {
-				r := reqs[i]
-				fc := Forecast{
-					RegionID:       r.RegionID,
-					HorizonMinutes: r.HorizonMinutes,
-					Demand:         math.Max(0, float64(preds[k])),
-					ModelVersion:   m.Version,
-					Source:         SourceModel,
-					GeneratedAt:    r.At,
-				}
-				fc.Lower, fc.Upper = interval(fc.Demand, 1)
-				out[i] = fc
-				f.remember(fc)
-			}
+			f.fill(out, reqs, stable.idx, preds, m.Version)
 		}
+	}
+	if len(shadow.rows) > 0 {
+		f.runShadow(ctx, c, reqs, out, shadow)
 	}
 	for i, r := range reqs {
 		if out[i].Source == "" {
 			out[i] = f.fallback(r, reasons[i])
 		}
 		f.m.served.WithLabelValues(string(out[i].Source)).Inc()
+		if out[i].Source == SourceModel {
+			f.m.servedByVersion.WithLabelValues(out[i].ModelVersion).Inc()
+		}
 	}
 	return out
+}
+
+// batch is the rows of one model call and the indices of their requests.
+type batch struct {
+	idx  []int
+	rows [][]float32
+}
+
+func (b *batch) add(i int, row []float32) {
+	b.idx = append(b.idx, i)
+	b.rows = append(b.rows, row)
+}
+
+// infer runs one model call through exec and reports it to the metrics and
+// the observer.
+func (f *Forecaster) infer(exec failsafe.Executor[[]float32], m *Model, role Role, rows [][]float32) ([]float32, error) {
+	start := time.Now()
+	preds, err := exec.GetWithExecution(func(e failsafe.Execution[[]float32]) ([]float32, error) {
+		return predictCtx(e.Context(), m.Predictor, rows)
+	})
+	took := time.Since(start)
+	f.m.inferenceSeconds.Observe(took.Seconds())
+	f.m.versionSeconds.WithLabelValues(m.Version, string(role)).Observe(took.Seconds())
+	if err == nil && len(preds) != len(rows) {
+		err = fmt.Errorf("model returned %d predictions for %d rows", len(preds), len(rows))
+	}
+	if err != nil {
+		f.m.inferenceErrors.WithLabelValues(failureKind(err)).Inc()
+		f.m.versionErrors.WithLabelValues(m.Version, string(role), failureKind(err)).Inc()
+	}
+	if o := f.observer.Load(); o != nil {
+		(*o).ObserveInference(Observation{Version: m.Version, Role: role, Rows: len(rows), Duration: took, Err: err})
+	}
+	return preds, err
+}
+
+// fill turns a model call's predictions into served forecasts.
+func (f *Forecaster) fill(out []Forecast, reqs []Request, idx []int, preds []float32, version string) {
+	for k, i := range idx {
+		r := reqs[i]
+		fc := Forecast{
+			RegionID:       r.RegionID,
+			HorizonMinutes: r.HorizonMinutes,
+			Demand:         math.Max(0, float64(preds[k])),
+			ModelVersion:   version,
+			Source:         SourceModel,
+			GeneratedAt:    r.At,
+		}
+		fc.Lower, fc.Upper = interval(fc.Demand, 1)
+		out[i] = fc
+		f.remember(fc)
+	}
+}
+
+// runShadow lets the candidate predict the shadow rows in the background;
+// the predictions are measured and logged, never served. At most
+// ShadowConcurrency calls run at once; beyond, shadow calls are dropped.
+func (f *Forecaster) runShadow(ctx context.Context, c *candidate, reqs []Request, served []Forecast, b batch) {
+	select {
+	case f.shadowSem <- struct{}{}:
+	default:
+		f.m.shadowDropped.Inc()
+		return
+	}
+	regions := make([]string, len(b.idx))
+	stable := make([]float64, len(b.idx))
+	for k, i := range b.idx {
+		regions[k] = reqs[i].RegionID
+		stable[k] = served[i].Demand
+	}
+	go func() {
+		defer func() { <-f.shadowSem }()
+		preds, err := f.infer(c.exec, c.model, RoleShadow, b.rows)
+		if err != nil {
+			f.opts.Logger.DebugContext(ctx, "shadow forecast failed", "version", c.model.Version, "err", err)
+			return
+		}
+		for k := range preds {
+			f.opts.Logger.DebugContext(ctx, "shadow forecast", "region", regions[k], "version", c.model.Version,
+				"demand", math.Max(0, float64(preds[k])), "served_demand", stable[k])
+		}
+	}()
+}
+
+// Bucket maps a request key (the region id) to 0..99 with FNV-1a: a stable
+// hash, so a region is served by the same version on every request and
+// process while the split does not change.
+func Bucket(key string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return int(h.Sum32() % 100)
+}
+
+// Role says why a model version ran an inference.
+type Role string
+
+// The roles of an inference call.
+const (
+	RoleStable    Role = "stable"    // the active version, serving
+	RoleCandidate Role = "candidate" // the canary, serving its share
+	RoleShadow    Role = "shadow"    // the canary in shadow mode: measured, never served
+)
+
+// Observation is one model call, reported to the Observer.
+type Observation struct {
+	Version  string
+	Role     Role
+	Rows     int
+	Duration time.Duration
+	Err      error // nil on success; timeouts and an open breaker are failures
+}
+
+// Observer is told about every model call; rollout.Controller implements
+// it to compare a candidate with the stable version. It must be fast and
+// safe for concurrent use.
+type Observer interface {
+	ObserveInference(Observation)
+}
+
+// SetObserver sets the observer of model calls (nil: none).
+func (f *Forecaster) SetObserver(o Observer) {
+	if o == nil {
+		f.observer.Store(nil)
+		return
+	}
+	f.observer.Store(&o)
+}
+
+// candidate is the canary model and its share of the traffic.
+type candidate struct {
+	model   *Model
+	percent int
+	shadow  bool
+	exec    failsafe.Executor[[]float32] // its own breaker: a failing candidate does not open the stable one
+}
+
+// SetCandidate makes m the candidate served (or, with shadow, only run) for
+// the regions whose Bucket is below percent (0..100). Calling it again with
+// the same model changes the share and keeps the candidate's circuit
+// breaker. It returns the previous candidate when it is another model, so
+// the caller can close it.
+func (f *Forecaster) SetCandidate(m *Model, percent int, shadow bool) *Model {
+	percent = min(max(percent, 0), 100)
+	old := f.cand.Load()
+	c := &candidate{model: m, percent: percent, shadow: shadow}
+	if old != nil && old.model == m {
+		c.exec = old.exec
+	} else {
+		c.exec = f.newExecutor(nil)
+	}
+	f.cand.Store(c)
+	if old != nil && old.model != m {
+		return old.model
+	}
+	return nil
+}
+
+// ClearCandidate sends all traffic back to the stable model; it returns the
+// candidate (nil if none) so the caller can close it.
+func (f *Forecaster) ClearCandidate() *Model {
+	old := f.cand.Swap(nil)
+	if old == nil {
+		return nil
+	}
+	return old.model
+}
+
+// Candidate returns the candidate model, its share and mode (nil if none).
+func (f *Forecaster) Candidate() (m *Model, percent int, shadow bool) {
+	c := f.cand.Load()
+	if c == nil {
+		return nil, 0, false
+	}
+	return c.model, c.percent, c.shadow
 }
 
 // predictCtx runs the predictor but returns as soon as ctx ends, so a runtime
@@ -411,6 +625,10 @@ type forecastMetrics struct {
 	cacheWriteErrors   prometheus.Counter
 	cacheWriteDropped  prometheus.Counter
 	modelInfo          *prometheus.GaugeVec
+	servedByVersion    *prometheus.CounterVec
+	versionSeconds     *prometheus.HistogramVec
+	versionErrors      *prometheus.CounterVec
+	shadowDropped      prometheus.Counter
 }
 
 func newForecastMetrics(reg prometheus.Registerer) *forecastMetrics {
@@ -449,9 +667,27 @@ func newForecastMetrics(reg prometheus.Registerer) *forecastMetrics {
 			Help: "The served model: 1 for the loaded name and version.",
 		}, []string{"name", "version"}),
 	}
+	m.servedByVersion = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "surge_forecasts_by_version_total",
+		Help: "Model forecasts served, by the model version that served them.",
+	}, []string{"version"})
+	m.versionSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "surge_inference_version_duration_seconds",
+		Help:    "Duration of model inference calls per model version and role (stable, candidate, shadow), failures included.",
+		Buckets: []float64{.00001, .00002, .00005, .0001, .0002, .0005, .001, .002, .005, .01, .025, .05, .1},
+	}, []string{"version", "role"})
+	m.versionErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "surge_inference_version_errors_total",
+		Help: "Failed model inference calls per model version, role and kind (timeout, breaker_open, error).",
+	}, []string{"version", "role", "kind"})
+	m.shadowDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "surge_shadow_inferences_dropped_total",
+		Help: "Shadow inference calls dropped because too many were running.",
+	})
 	if reg != nil {
 		reg.MustRegister(m.inferenceSeconds, m.inferenceErrors, m.served, m.breakerState,
-			m.breakerTransitions, m.cacheWriteErrors, m.cacheWriteDropped, m.modelInfo)
+			m.breakerTransitions, m.cacheWriteErrors, m.cacheWriteDropped, m.modelInfo,
+			m.servedByVersion, m.versionSeconds, m.versionErrors, m.shadowDropped)
 	}
 	return m
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/pricing"
 	"github.com/surgeworks/surge/quotes"
+	"github.com/surgeworks/surge/registry"
+	"github.com/surgeworks/surge/rollout"
 	"github.com/surgeworks/surge/rules"
 )
 
@@ -27,6 +29,7 @@ const (
 	CodeBadRequest      = "BAD_REQUEST"
 	CodeRateLimited     = "RATE_LIMITED"
 	CodeUnavailable     = "UNAVAILABLE"
+	CodeConflict        = "CONFLICT"
 )
 
 // ErrorPresenter gives every error an extensions.code (and extensions.field
@@ -60,6 +63,16 @@ func ErrorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 				}
 			}
 			gerr.Extensions["fields"] = fields
+		case errors.Is(err, registry.ErrNotFound):
+			gerr.Extensions["code"] = CodeNotFound
+			gerr.Extensions["field"] = "version"
+		case errors.Is(err, rollout.ErrRefused):
+			gerr.Extensions["code"] = CodeBadUserInput
+			gerr.Extensions["field"] = "version"
+		case errors.Is(err, rollout.ErrConflict):
+			gerr.Extensions["code"] = CodeConflict
+		case errors.Is(err, errNoRollouts):
+			gerr.Extensions["code"] = CodeUnavailable
 		case errors.Is(err, rules.ErrBackdated):
 			gerr.Extensions["code"] = CodeBadUserInput
 			gerr.Extensions["field"] = "effectiveFrom"

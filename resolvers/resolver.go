@@ -78,6 +78,9 @@ type Resolver struct {
 	// MaxFeatureAge is the age past which online features are reported stale
 	// (default 5 minutes, the forecaster's limit).
 	MaxFeatureAge time.Duration
+	// Rollouts lists model versions and runs canary rollouts; nil: the
+	// models and rollout fields answer UNAVAILABLE and null.
+	Rollouts RolloutAdmin
 	// MaxBatch bounds the inputs of prices (default 100).
 	MaxBatch int
 }

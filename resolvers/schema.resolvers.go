@@ -18,6 +18,7 @@ import (
 	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/pricing"
 	"github.com/surgeworks/surge/quotes"
+	"github.com/surgeworks/surge/rollout"
 )
 
 func (r *mutationResolver) SetPricingRule(ctx context.Context, input model.PricingRuleInput) (*model.PricingRule, error) {
@@ -78,6 +79,62 @@ func (r *mutationResolver) IngestEvents(ctx context.Context, events []*model.Eve
 		return nil, err
 	}
 	return toIngestResult(resp), nil
+}
+
+func (r *mutationResolver) StartRollout(ctx context.Context, version string, shadow *bool) (*model.Rollout, error) {
+	if err := auth.RequireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if r.Rollouts == nil {
+		return nil, errNoRollouts
+	}
+	if err := checkVersion(version); err != nil {
+		return nil, err
+	}
+	st, err := r.Rollouts.Start(ctx, version, shadow != nil && *shadow)
+	if err != nil {
+		return nil, err
+	}
+	return toRollout(st), nil
+}
+
+func (r *mutationResolver) PromoteModel(ctx context.Context, version string) (*model.ModelVersion, error) {
+	if err := auth.RequireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if r.Rollouts == nil {
+		return nil, errNoRollouts
+	}
+	if err := checkVersion(version); err != nil {
+		return nil, err
+	}
+	e, err := r.Rollouts.Promote(ctx, version)
+	if err != nil {
+		return nil, err
+	}
+	stable, candidate := r.Rollouts.Serving()
+	return toModelVersion(e, stable, candidate, false), nil
+}
+
+func (r *mutationResolver) RollbackModel(ctx context.Context, reason *string) (*model.Rollout, error) {
+	if err := auth.RequireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if r.Rollouts == nil {
+		return nil, errNoRollouts
+	}
+	why := ""
+	if reason != nil {
+		why = *reason
+	}
+	if len(why) > 500 {
+		return nil, &quotes.InputError{Field: "reason", Msg: "at most 500 characters", Err: quotes.ErrInvalidInput}
+	}
+	st, err := r.Rollouts.Rollback(ctx, why)
+	if err != nil {
+		return nil, err
+	}
+	return toRollout(st), nil
 }
 
 func (r *queryResolver) Price(ctx context.Context, input model.PriceInput) (*model.PriceQuote, error) {
@@ -216,6 +273,35 @@ func (r *queryResolver) IngestionStatus(ctx context.Context) (*model.IngestionSt
 		return &model.IngestionStatus{Partitions: []*model.PartitionLag{}}, nil
 	}
 	return toIngestionStatus(r.Ingestion()), nil
+}
+
+func (r *queryResolver) Models(ctx context.Context) ([]*model.ModelVersion, error) {
+	if r.Rollouts == nil {
+		return nil, errNoRollouts
+	}
+	entries, err := r.Rollouts.Models(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stable, candidate := r.Rollouts.Serving()
+	st, ok := r.Rollouts.Status()
+	shadow := ok && st.State == rollout.StateRunning && st.Shadow
+	out := make([]*model.ModelVersion, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, toModelVersion(e, stable, candidate, shadow))
+	}
+	return out, nil
+}
+
+func (r *queryResolver) Rollout(ctx context.Context) (*model.Rollout, error) {
+	if r.Rollouts == nil {
+		return nil, nil
+	}
+	st, ok := r.Rollouts.Status()
+	if !ok {
+		return nil, nil
+	}
+	return toRollout(st), nil
 }
 
 func (r *regionResolver) CurrentPrices(ctx context.Context, obj *model.Region) ([]*model.PriceQuote, error) {

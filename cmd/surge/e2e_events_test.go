@@ -102,9 +102,9 @@ func TestE2EEventsIn(t *testing.T) {
 
 	// ClickHouse holds each accepted event once; demandHistory reads it.
 	type point struct {
-		Bucket                     time.Time
+		Bucket                      time.Time
 		Searches, Bookings, Cancels int
-		Supply                     *float64
+		Supply                      *float64
 	}
 	var h struct{ DemandHistory []point }
 	vars := map[string]any{"from": now.Add(-time.Hour).Format(time.RFC3339), "to": now.Add(time.Hour).Format(time.RFC3339)}

@@ -30,6 +30,7 @@ import (
 	"github.com/surgeworks/surge/ratelimit"
 	"github.com/surgeworks/surge/registry"
 	"github.com/surgeworks/surge/resolvers"
+	"github.com/surgeworks/surge/rollout"
 	"github.com/surgeworks/surge/rules"
 	"github.com/surgeworks/surge/server"
 	"github.com/surgeworks/surge/sink"
@@ -93,6 +94,7 @@ type app struct {
 	averages   *analytics.HistoricalAverages
 	forecaster *inference.Forecaster
 	watcher    *inference.Watcher
+	rollouts   *rollout.Controller
 	quotes     *quotes.Service
 	publisher  *ingest.Publisher
 	events     *kafka.Writer
@@ -174,12 +176,22 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 	if err != nil {
 		return nil, err
 	}
-	a.watcher = inference.NewWatcher(registry.New(a.ch, artifacts), a.forecaster, inference.WatcherOptions{
+	models := registry.New(a.ch, artifacts)
+	a.watcher = inference.NewWatcher(models, a.forecaster, inference.WatcherOptions{
 		Name: cfg.ModelName, Runtime: rt, Interval: cfg.ModelPoll, Logger: logger, Registerer: reg,
 	})
 	if err := a.watcher.Sync(ctx); err != nil {
 		logger.Warn("no model served at start; forecasts fall back until one is registered", "err", err)
 	}
+	// ROLLOUT_PHASE_DURATION (default 1h) is the length of each of the
+	// 10 %, 50 % and 100 % phases; ROLLOUT_CHECK_INTERVAL (default 10s) how
+	// often the candidate is compared with the stable version.
+	phase := envDuration("ROLLOUT_PHASE_DURATION", time.Hour)
+	a.rollouts = rollout.New(models, a.forecaster, rollout.Options{
+		Name: cfg.ModelName, Runtime: rt, Logger: logger, Registerer: reg,
+		Phases:        []rollout.Phase{{Percent: 10, Duration: phase}, {Percent: 50, Duration: phase}, {Percent: 100, Duration: phase}},
+		CheckInterval: envDuration("ROLLOUT_CHECK_INTERVAL", 10*time.Second),
+	})
 	a.publisher = ingest.NewPublisher(cfg.brokers(), ingest.PublisherOptions{Logger: logger, Registerer: reg})
 	a.quotes = quotes.New(a.rules, a.rdb, a.forecaster, a.publisher, quotes.Options{
 		HorizonMinutes: cfg.HorizonMinutes, Validity: cfg.QuoteValidity, Logger: logger, Registerer: reg,
@@ -200,6 +212,7 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 	res := &resolvers.Resolver{
 		Quotes: a.quotes, Rules: a.rules, RuleHistory: store, Intake: a.intake,
 		Demand: history, FeatureStore: features.NewStore(a.rdb, 0), Ingestion: a.ingestionStatus,
+		Rollouts: a.rollouts,
 	}
 	a.server = server.New(res, auth.New(adminKey), a.readiness(), server.Options{
 		Addr: cfg.ListenAddr, RatePerClient: cfg.RatePerClient, Logger: logger, Registry: reg,
@@ -269,7 +282,7 @@ func (a *app) readiness() map[string]server.Check {
 func (a *app) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	components := []interface{ Run(context.Context) error }{
-		a.rules, a.averages, a.forecaster, a.watcher, a.quotes, a.publisher, a.server,
+		a.rules, a.averages, a.forecaster, a.watcher, a.rollouts, a.quotes, a.publisher, a.server,
 	}
 	if a.stream != nil {
 		components = append(components, a.stream, a.sink)

@@ -93,6 +93,29 @@ type IngestionStatus struct {
 	SinkRowsInserted int             `json:"sinkRowsInserted"`
 }
 
+// A named figure, such as a validation metric.
+type Metric struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+}
+
+// One registered model version.
+type ModelVersion struct {
+	Name    string      `json:"name"`
+	Version string      `json:"version"`
+	Status  ModelStatus `json:"status"`
+	// Forecast horizon the model was trained for; 0 when the horizon is an input feature.
+	HorizonMinutes int `json:"horizonMinutes"`
+	// Validation metrics, sorted by name.
+	Metrics         []*Metric `json:"metrics"`
+	CreatedAt       time.Time `json:"createdAt"`
+	StatusChangedAt time.Time `json:"statusChangedAt"`
+	// Hash of the feature schema the model was trained on; serving refuses another one.
+	SchemaHash string `json:"schemaHash"`
+	// How this process uses it: STABLE, CANDIDATE, SHADOW or null.
+	Serving *string `json:"serving,omitempty"`
+}
+
 type Mutation struct {
 }
 
@@ -195,6 +218,50 @@ type Region struct {
 	Products []string `json:"products"`
 	// The current price of every product of the region (batched across regions).
 	CurrentPrices []*PriceQuote `json:"currentPrices"`
+}
+
+// A canary rollout of a candidate model version against the stable one.
+type Rollout struct {
+	Candidate string       `json:"candidate"`
+	Stable    string       `json:"stable"`
+	State     RolloutState `json:"state"`
+	// 1-based phase; phases is how many there are.
+	Phase  int `json:"phase"`
+	Phases int `json:"phases"`
+	// Share of the regions (by a stable hash of the region id) given to the candidate.
+	Percent   int       `json:"percent"`
+	Shadow    bool      `json:"shadow"`
+	StartedAt time.Time `json:"startedAt"`
+	// When the phase ends on its own; null when it does not (the last phase of a shadow rollout) or the rollout is over.
+	PhaseEndsAt *time.Time `json:"phaseEndsAt,omitempty"`
+	FinishedAt  *time.Time `json:"finishedAt,omitempty"`
+	// Why it was rolled back or promoted.
+	Reason *string `json:"reason,omitempty"`
+	// The phases entered so far.
+	History []*RolloutPhase `json:"history"`
+	// The last comparison of the candidate (current phase) with the stable version (since the start).
+	CandidateStats *RolloutVersionStats `json:"candidateStats"`
+	StableStats    *RolloutVersionStats `json:"stableStats"`
+}
+
+type RolloutPhase struct {
+	Phase     int       `json:"phase"`
+	Percent   int       `json:"percent"`
+	StartedAt time.Time `json:"startedAt"`
+}
+
+type RolloutVersionStats struct {
+	Version string `json:"version"`
+	// Forecast rows given to the version's model, and those that failed (errors, timeouts, open breaker).
+	Requests  int     `json:"requests"`
+	Errors    int     `json:"errors"`
+	ErrorRate float64 `json:"errorRate"`
+	// p99 of its inference calls in milliseconds, over the last calls counted in inferenceCalls; null before any.
+	P99LatencyMs   *float64 `json:"p99LatencyMs,omitempty"`
+	InferenceCalls int      `json:"inferenceCalls"`
+	// MAPE on realised demand, when known.
+	Mape        *float64 `json:"mape,omitempty"`
+	MapeSamples int      `json:"mapeSamples"`
 }
 
 type EventStatus string
@@ -367,6 +434,122 @@ func (e *Granularity) UnmarshalJSON(b []byte) error {
 }
 
 func (e Granularity) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type ModelStatus string
+
+const (
+	ModelStatusCandidate ModelStatus = "CANDIDATE"
+	ModelStatusActive    ModelStatus = "ACTIVE"
+	ModelStatusRetired   ModelStatus = "RETIRED"
+	ModelStatusRejected  ModelStatus = "REJECTED"
+)
+
+var AllModelStatus = []ModelStatus{
+	ModelStatusCandidate,
+	ModelStatusActive,
+	ModelStatusRetired,
+	ModelStatusRejected,
+}
+
+func (e ModelStatus) IsValid() bool {
+	switch e {
+	case ModelStatusCandidate, ModelStatusActive, ModelStatusRetired, ModelStatusRejected:
+		return true
+	}
+	return false
+}
+
+func (e ModelStatus) String() string {
+	return string(e)
+}
+
+func (e *ModelStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = ModelStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid ModelStatus", str)
+	}
+	return nil
+}
+
+func (e ModelStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *ModelStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e ModelStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type RolloutState string
+
+const (
+	RolloutStateRunning    RolloutState = "RUNNING"
+	RolloutStatePromoted   RolloutState = "PROMOTED"
+	RolloutStateRolledBack RolloutState = "ROLLED_BACK"
+)
+
+var AllRolloutState = []RolloutState{
+	RolloutStateRunning,
+	RolloutStatePromoted,
+	RolloutStateRolledBack,
+}
+
+func (e RolloutState) IsValid() bool {
+	switch e {
+	case RolloutStateRunning, RolloutStatePromoted, RolloutStateRolledBack:
+		return true
+	}
+	return false
+}
+
+func (e RolloutState) String() string {
+	return string(e)
+}
+
+func (e *RolloutState) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = RolloutState(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid RolloutState", str)
+	}
+	return nil
+}
+
+func (e RolloutState) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *RolloutState) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e RolloutState) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
