@@ -33,6 +33,9 @@ type config struct {
 	RatePerClient      float64
 	PprofAddr          string
 	Consumers          bool
+	RetrainSchedule    string
+	RolloutPhase       time.Duration
+	RolloutCheck       time.Duration
 	UserHashKey        []byte
 	LogFormat          string
 	LogLevel           string
@@ -95,6 +98,9 @@ func (c *config) addServeFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.QuoteValidity, "quote-validity", envDuration("QUOTE_VALIDITY", 60*time.Second), help("how long a quote is valid and kept for factorBreakdown", "QUOTE_VALIDITY"))
 	fs.IntVar(&c.HorizonMinutes, "price-horizon", envInt("PRICE_HORIZON_MINUTES", 15), help("forecast horizon, in minutes, that prices are based on", "PRICE_HORIZON_MINUTES"))
 	fs.BoolVar(&c.Consumers, "consumers", env("RUN_CONSUMERS", "true") == "true", help("run the stream consumers (features into Redis, events into ClickHouse) in this process", "RUN_CONSUMERS"))
+	fs.StringVar(&c.RetrainSchedule, "retrain-schedule", env("RETRAIN_SCHEDULE", "0 2 * * 0"), help("cron expression (UTC) of the weekly retrain; empty: no scheduled retrain", "RETRAIN_SCHEDULE"))
+	fs.DurationVar(&c.RolloutPhase, "rollout-phase", envDuration("ROLLOUT_PHASE_DURATION", time.Hour), help("length of each canary phase (10 %, 50 %, 100 %)", "ROLLOUT_PHASE_DURATION"))
+	fs.DurationVar(&c.RolloutCheck, "rollout-check", envDuration("ROLLOUT_CHECK_INTERVAL", 10*time.Second), help("how often a canary is compared with the stable model", "ROLLOUT_CHECK_INTERVAL"))
 	fs.StringVar(&c.PprofAddr, "pprof-addr", env("PPROF_ADDR", ""), help("serve net/http/pprof on this (loopback) address; empty: off", "PPROF_ADDR"))
 	fs.Float64Var(&c.RatePerClient, "rate-limit", envFloat("RATE_LIMIT_RPS", 5000), help("GraphQL requests per second allowed per client address", "RATE_LIMIT_RPS"))
 }

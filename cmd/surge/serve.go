@@ -32,6 +32,7 @@ import (
 	"github.com/surgeworks/surge/resolvers"
 	"github.com/surgeworks/surge/rollout"
 	"github.com/surgeworks/surge/rules"
+	"github.com/surgeworks/surge/schedule"
 	"github.com/surgeworks/surge/server"
 	"github.com/surgeworks/surge/sink"
 	"github.com/surgeworks/surge/streaming"
@@ -101,6 +102,7 @@ type app struct {
 	intake     *ingest.Intake
 	stream     *streaming.Consumer // nil unless cfg.Consumers
 	sink       *sink.Sink          // nil unless cfg.Consumers
+	retrain    *schedule.Scheduler // nil unless cfg.RetrainSchedule
 	server     *server.Server
 }
 
@@ -183,15 +185,33 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 	if err := a.watcher.Sync(ctx); err != nil {
 		logger.Warn("no model served at start; forecasts fall back until one is registered", "err", err)
 	}
-	// ROLLOUT_PHASE_DURATION (default 1h) is the length of each of the
-	// 10 %, 50 % and 100 % phases; ROLLOUT_CHECK_INTERVAL (default 10s) how
-	// often the candidate is compared with the stable version.
-	phase := envDuration("ROLLOUT_PHASE_DURATION", time.Hour)
+	// Zero values (a config built in code) take the flags' defaults.
+	if cfg.RolloutPhase <= 0 {
+		cfg.RolloutPhase = envDuration("ROLLOUT_PHASE_DURATION", time.Hour)
+	}
+	if cfg.RolloutCheck <= 0 {
+		cfg.RolloutCheck = envDuration("ROLLOUT_CHECK_INTERVAL", 10*time.Second)
+	}
+	phase := cfg.RolloutPhase
 	a.rollouts = rollout.New(models, a.forecaster, rollout.Options{
 		Name: cfg.ModelName, Runtime: rt, Logger: logger, Registerer: reg,
 		Phases:        []rollout.Phase{{Percent: 10, Duration: phase}, {Percent: 50, Duration: phase}, {Percent: 100, Duration: phase}},
-		CheckInterval: envDuration("ROLLOUT_CHECK_INTERVAL", 10*time.Second),
+		CheckInterval: cfg.RolloutCheck,
 	})
+	if cfg.RetrainSchedule != "" {
+		if a.retrain, err = schedule.New(schedule.Options{
+			Spec: cfg.RetrainSchedule, Redis: a.rdb, Logger: logger, Registerer: reg,
+			Train: func(ctx context.Context) error {
+				e, res, err := trainPipeline(ctx, a.ch, models, pipelineConfig{Name: cfg.ModelName}, logger)
+				if err == nil {
+					logger.Info("scheduled retrain finished", "version", e.Version, "status", e.Status, "gate_passed", res != nil && res.Passed)
+				}
+				return err
+			},
+		}); err != nil {
+			return nil, err
+		}
+	}
 	a.publisher = ingest.NewPublisher(cfg.brokers(), ingest.PublisherOptions{Logger: logger, Registerer: reg})
 	a.quotes = quotes.New(a.rules, a.rdb, a.forecaster, a.publisher, quotes.Options{
 		HorizonMinutes: cfg.HorizonMinutes, Validity: cfg.QuoteValidity, Logger: logger, Registerer: reg,
@@ -286,6 +306,9 @@ func (a *app) run(ctx context.Context) error {
 	}
 	if a.stream != nil {
 		components = append(components, a.stream, a.sink)
+	}
+	if a.retrain != nil {
+		components = append(components, a.retrain)
 	}
 	for _, c := range components {
 		g.Go(func() error { return c.Run(ctx) })
