@@ -82,6 +82,18 @@ type ComplexityRoot struct {
 		Warnings       func(childComplexity int) int
 	}
 
+	ForecastAccuracy struct {
+		Alert        func(childComplexity int) int
+		Bias         func(childComplexity int) int
+		Mape         func(childComplexity int) int
+		MapePoints   func(childComplexity int) int
+		ModelVersion func(childComplexity int) int
+		Points       func(childComplexity int) int
+		Region       func(childComplexity int) int
+		Threshold    func(childComplexity int) int
+		Wape         func(childComplexity int) int
+	}
+
 	IngestResult struct {
 		Accepted   func(childComplexity int) int
 		Duplicates func(childComplexity int) int
@@ -180,17 +192,18 @@ type ComplexityRoot struct {
 	}
 
 	Query struct {
-		DemandHistory   func(childComplexity int, regionID string, from time.Time, to time.Time, granularity *model.Granularity) int
-		FactorBreakdown func(childComplexity int, quoteID string) int
-		Features        func(childComplexity int, regionID string) int
-		Forecast        func(childComplexity int, regionID string, horizonMinutes *int) int
-		IngestionStatus func(childComplexity int) int
-		Models          func(childComplexity int) int
-		Price           func(childComplexity int, input model.PriceInput) int
-		Prices          func(childComplexity int, inputs []*model.PriceInput) int
-		PricingRules    func(childComplexity int, regionID string, includeHistory *bool) int
-		Regions         func(childComplexity int) int
-		Rollout         func(childComplexity int) int
+		DemandHistory    func(childComplexity int, regionID string, from time.Time, to time.Time, granularity *model.Granularity) int
+		FactorBreakdown  func(childComplexity int, quoteID string) int
+		Features         func(childComplexity int, regionID string) int
+		Forecast         func(childComplexity int, regionID string, horizonMinutes *int) int
+		ForecastAccuracy func(childComplexity int, regionID *string, modelVersion *string, windowHours *int) int
+		IngestionStatus  func(childComplexity int) int
+		Models           func(childComplexity int) int
+		Price            func(childComplexity int, input model.PriceInput) int
+		Prices           func(childComplexity int, inputs []*model.PriceInput) int
+		PricingRules     func(childComplexity int, regionID string, includeHistory *bool) int
+		Regions          func(childComplexity int) int
+		Rollout          func(childComplexity int) int
 	}
 
 	Region struct {
@@ -259,6 +272,7 @@ type QueryResolver interface {
 	IngestionStatus(ctx context.Context) (*model.IngestionStatus, error)
 	Models(ctx context.Context) ([]*model.ModelVersion, error)
 	Rollout(ctx context.Context) (*model.Rollout, error)
+	ForecastAccuracy(ctx context.Context, regionID *string, modelVersion *string, windowHours *int) ([]*model.ForecastAccuracy, error)
 }
 type RegionResolver interface {
 	CurrentPrices(ctx context.Context, obj *model.Region) ([]*model.PriceQuote, error)
@@ -449,6 +463,61 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Forecast.Warnings(childComplexity), true
+
+	case "ForecastAccuracy.alert":
+		if e.ComplexityRoot.ForecastAccuracy.Alert == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastAccuracy.Alert(childComplexity), true
+	case "ForecastAccuracy.bias":
+		if e.ComplexityRoot.ForecastAccuracy.Bias == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastAccuracy.Bias(childComplexity), true
+	case "ForecastAccuracy.mape":
+		if e.ComplexityRoot.ForecastAccuracy.Mape == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastAccuracy.Mape(childComplexity), true
+	case "ForecastAccuracy.mapePoints":
+		if e.ComplexityRoot.ForecastAccuracy.MapePoints == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastAccuracy.MapePoints(childComplexity), true
+	case "ForecastAccuracy.modelVersion":
+		if e.ComplexityRoot.ForecastAccuracy.ModelVersion == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastAccuracy.ModelVersion(childComplexity), true
+	case "ForecastAccuracy.points":
+		if e.ComplexityRoot.ForecastAccuracy.Points == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastAccuracy.Points(childComplexity), true
+	case "ForecastAccuracy.region":
+		if e.ComplexityRoot.ForecastAccuracy.Region == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastAccuracy.Region(childComplexity), true
+	case "ForecastAccuracy.threshold":
+		if e.ComplexityRoot.ForecastAccuracy.Threshold == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastAccuracy.Threshold(childComplexity), true
+	case "ForecastAccuracy.wape":
+		if e.ComplexityRoot.ForecastAccuracy.Wape == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ForecastAccuracy.Wape(childComplexity), true
 
 	case "IngestResult.accepted":
 		if e.ComplexityRoot.IngestResult.Accepted == nil {
@@ -948,6 +1017,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Forecast(childComplexity, args["regionId"].(string), args["horizonMinutes"].(*int)), true
+	case "Query.forecastAccuracy":
+		if e.ComplexityRoot.Query.ForecastAccuracy == nil {
+			break
+		}
+
+		args, err := ec.field_Query_forecastAccuracy_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.ForecastAccuracy(childComplexity, args["regionId"].(*string), args["modelVersion"].(*string), args["windowHours"].(*int)), true
 	case "Query.ingestionStatus":
 		if e.ComplexityRoot.Query.IngestionStatus == nil {
 			break
@@ -1622,6 +1702,33 @@ type RolloutVersionStats {
   mape: Float
   mapeSamples: Int!
 }
+
+# --- Forecast accuracy monitoring (issue 4, item 7) ---
+
+extend type Query {
+  "Rolling accuracy of the served forecasts (source MODEL) joined with the searches realised over their horizon, per region and model version, over the last windowHours hours (1 to 720), optionally for one region and/or one model version. Forecasts whose horizon is not complete yet are left out."
+  forecastAccuracy(regionId: ID, modelVersion: String, windowHours: Int = 24): [ForecastAccuracy!]!
+}
+
+"The accuracy of one model version's forecasts in one region over the window."
+type ForecastAccuracy {
+  region: ID!
+  modelVersion: String!
+  "Joined forecast points: one per minute and horizon (the mean forecast of that minute's quotes) against the searches over the horizon."
+  points: Int!
+  "Mean absolute percentage error (0.12 = 12 %) over the points whose realised demand is at least 5; null when there are none."
+  mape: Float
+  "The points that count towards MAPE."
+  mapePoints: Int!
+  "Σ|forecast − actual| / Σ actual; null when no demand was realised."
+  wape: Float
+  "Σ(forecast − actual) / Σ actual, > 0 when over-forecasting; null when no demand was realised."
+  bias: Float
+  "mape > threshold."
+  alert: Boolean!
+  "The MAPE alert threshold (0.2 = 20 %)."
+  threshold: Float!
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -1718,6 +1825,30 @@ func (ec *executionContext) childFields_Forecast(ctx context.Context, field grap
 		return ec.fieldContext_Forecast_generatedAt(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Forecast", field.Name)
+}
+
+func (ec *executionContext) childFields_ForecastAccuracy(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "region":
+		return ec.fieldContext_ForecastAccuracy_region(ctx, field)
+	case "modelVersion":
+		return ec.fieldContext_ForecastAccuracy_modelVersion(ctx, field)
+	case "points":
+		return ec.fieldContext_ForecastAccuracy_points(ctx, field)
+	case "mape":
+		return ec.fieldContext_ForecastAccuracy_mape(ctx, field)
+	case "mapePoints":
+		return ec.fieldContext_ForecastAccuracy_mapePoints(ctx, field)
+	case "wape":
+		return ec.fieldContext_ForecastAccuracy_wape(ctx, field)
+	case "bias":
+		return ec.fieldContext_ForecastAccuracy_bias(ctx, field)
+	case "alert":
+		return ec.fieldContext_ForecastAccuracy_alert(ctx, field)
+	case "threshold":
+		return ec.fieldContext_ForecastAccuracy_threshold(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ForecastAccuracy", field.Name)
 }
 
 func (ec *executionContext) childFields_IngestResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2253,6 +2384,36 @@ func (ec *executionContext) field_Query_features_args(ctx context.Context, rawAr
 		return nil, err
 	}
 	args["regionId"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_forecastAccuracy_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "regionId",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOID2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["regionId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "modelVersion",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["modelVersion"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "windowHours",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["windowHours"] = arg2
 	return args, nil
 }
 
@@ -3030,6 +3191,213 @@ func (ec *executionContext) _Forecast_generatedAt(ctx context.Context, field gra
 }
 func (ec *executionContext) fieldContext_Forecast_generatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Forecast", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ForecastAccuracy_region(ctx context.Context, field graphql.CollectedField, obj *model.ForecastAccuracy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastAccuracy_region(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Region, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastAccuracy_region(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastAccuracy", field, false, false, "ID")
+}
+
+func (ec *executionContext) _ForecastAccuracy_modelVersion(ctx context.Context, field graphql.CollectedField, obj *model.ForecastAccuracy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastAccuracy_modelVersion(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ModelVersion, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastAccuracy_modelVersion(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastAccuracy", field, false, false, "String")
+}
+
+func (ec *executionContext) _ForecastAccuracy_points(ctx context.Context, field graphql.CollectedField, obj *model.ForecastAccuracy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastAccuracy_points(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Points, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastAccuracy_points(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastAccuracy", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ForecastAccuracy_mape(ctx context.Context, field graphql.CollectedField, obj *model.ForecastAccuracy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastAccuracy_mape(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Mape, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastAccuracy_mape(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastAccuracy", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ForecastAccuracy_mapePoints(ctx context.Context, field graphql.CollectedField, obj *model.ForecastAccuracy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastAccuracy_mapePoints(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MapePoints, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastAccuracy_mapePoints(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastAccuracy", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ForecastAccuracy_wape(ctx context.Context, field graphql.CollectedField, obj *model.ForecastAccuracy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastAccuracy_wape(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Wape, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastAccuracy_wape(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastAccuracy", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ForecastAccuracy_bias(ctx context.Context, field graphql.CollectedField, obj *model.ForecastAccuracy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastAccuracy_bias(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Bias, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastAccuracy_bias(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastAccuracy", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ForecastAccuracy_alert(ctx context.Context, field graphql.CollectedField, obj *model.ForecastAccuracy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastAccuracy_alert(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Alert, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastAccuracy_alert(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastAccuracy", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _ForecastAccuracy_threshold(ctx context.Context, field graphql.CollectedField, obj *model.ForecastAccuracy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ForecastAccuracy_threshold(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Threshold, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ForecastAccuracy_threshold(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ForecastAccuracy", field, false, false, "Float")
 }
 
 func (ec *executionContext) _IngestResult_accepted(ctx context.Context, field graphql.CollectedField, obj *model.IngestResult) (ret graphql.Marshaler) {
@@ -5224,6 +5592,50 @@ func (ec *executionContext) fieldContext_Query_rollout(_ context.Context, field 
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_Rollout(ctx, field)
 		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_forecastAccuracy(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_forecastAccuracy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().ForecastAccuracy(ctx, fc.Args["regionId"].(*string), fc.Args["modelVersion"].(*string), fc.Args["windowHours"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.ForecastAccuracy) graphql.Marshaler {
+			return ec.marshalNForecastAccuracy2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐForecastAccuracyᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_forecastAccuracy(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ForecastAccuracy(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_forecastAccuracy_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
 	}
 	return fc, nil
 }
@@ -7786,6 +8198,79 @@ func (ec *executionContext) _Forecast(ctx context.Context, sel ast.SelectionSet,
 	return out
 }
 
+var forecastAccuracyImplementors = []string{"ForecastAccuracy"}
+
+func (ec *executionContext) _ForecastAccuracy(ctx context.Context, sel ast.SelectionSet, obj *model.ForecastAccuracy) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, forecastAccuracyImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ForecastAccuracy")
+		case "region":
+			out.Values[i] = ec._ForecastAccuracy_region(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "modelVersion":
+			out.Values[i] = ec._ForecastAccuracy_modelVersion(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "points":
+			out.Values[i] = ec._ForecastAccuracy_points(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "mape":
+			out.Values[i] = ec._ForecastAccuracy_mape(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "mapePoints":
+			out.Values[i] = ec._ForecastAccuracy_mapePoints(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "wape":
+			out.Values[i] = ec._ForecastAccuracy_wape(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "bias":
+			out.Values[i] = ec._ForecastAccuracy_bias(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "alert":
+			out.Values[i] = ec._ForecastAccuracy_alert(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "threshold":
+			out.Values[i] = ec._ForecastAccuracy_threshold(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var ingestResultImplementors = []string{"IngestResult"}
 
 func (ec *executionContext) _IngestResult(ctx context.Context, sel ast.SelectionSet, obj *model.IngestResult) graphql.Marshaler {
@@ -8490,6 +8975,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, false,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_rollout(ctx, field)
+				})
+		case "forecastAccuracy":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_forecastAccuracy(ctx, field)
 				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
@@ -9330,6 +9821,30 @@ func (ec *executionContext) marshalNForecast2ᚖgithubᚗcomᚋsurgeworksᚋsurg
 		return graphql.Null
 	}
 	return ec._Forecast(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNForecastAccuracy2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐForecastAccuracyᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.ForecastAccuracy) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNForecastAccuracy2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐForecastAccuracy(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNForecastAccuracy2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐForecastAccuracy(ctx context.Context, sel ast.SelectionSet, v *model.ForecastAccuracy) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ForecastAccuracy!")
+		return graphql.Null
+	}
+	return ec._ForecastAccuracy(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNForecastSource2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐForecastSource(ctx context.Context, v any) (model.ForecastSource, error) {

@@ -71,7 +71,7 @@ func ErrorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 			gerr.Extensions["field"] = "version"
 		case errors.Is(err, rollout.ErrConflict):
 			gerr.Extensions["code"] = CodeConflict
-		case errors.Is(err, errNoRollouts):
+		case errors.Is(err, errNoRollouts), errors.Is(err, errNoAccuracy):
 			gerr.Extensions["code"] = CodeUnavailable
 		case errors.Is(err, rules.ErrBackdated):
 			gerr.Extensions["code"] = CodeBadUserInput

@@ -81,6 +81,8 @@ type Resolver struct {
 	// Rollouts lists model versions and runs canary rollouts; nil: the
 	// models and rollout fields answer UNAVAILABLE and null.
 	Rollouts RolloutAdmin
+	// Accuracy answers forecastAccuracy; nil: it answers UNAVAILABLE.
+	Accuracy AccuracyReader
 	// MaxBatch bounds the inputs of prices (default 100).
 	MaxBatch int
 }

@@ -304,6 +304,10 @@ func (r *queryResolver) Rollout(ctx context.Context) (*model.Rollout, error) {
 	return toRollout(st), nil
 }
 
+func (r *queryResolver) ForecastAccuracy(ctx context.Context, regionID *string, modelVersion *string, windowHours *int) ([]*model.ForecastAccuracy, error) {
+	return r.forecastAccuracy(ctx, regionID, modelVersion, windowHours)
+}
+
 func (r *regionResolver) CurrentPrices(ctx context.Context, obj *model.Region) ([]*model.PriceQuote, error) {
 	l := loadersFrom(ctx)
 	thunks := make([]func() (quotes.Quote, error), len(obj.Products))

@@ -26,6 +26,7 @@ import (
 	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/migrations"
+	"github.com/surgeworks/surge/monitoring"
 	"github.com/surgeworks/surge/quotes"
 	"github.com/surgeworks/surge/ratelimit"
 	"github.com/surgeworks/surge/registry"
@@ -96,6 +97,7 @@ type app struct {
 	forecaster *inference.Forecaster
 	watcher    *inference.Watcher
 	rollouts   *rollout.Controller
+	accuracy   *monitoring.Accuracy
 	quotes     *quotes.Service
 	publisher  *ingest.Publisher
 	events     *kafka.Writer
@@ -193,10 +195,14 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 		cfg.RolloutCheck = envDuration("ROLLOUT_CHECK_INTERVAL", 10*time.Second)
 	}
 	phase := cfg.RolloutPhase
+	if a.accuracy, err = monitoring.New(a.ch, monitoring.Options{Logger: logger, Registerer: reg}); err != nil {
+		return nil, err
+	}
 	a.rollouts = rollout.New(models, a.forecaster, rollout.Options{
 		Name: cfg.ModelName, Runtime: rt, Logger: logger, Registerer: reg,
 		Phases:        []rollout.Phase{{Percent: 10, Duration: phase}, {Percent: 50, Duration: phase}, {Percent: 100, Duration: phase}},
 		CheckInterval: cfg.RolloutCheck,
+		Accuracy:      a.accuracy,
 	})
 	if cfg.RetrainSchedule != "" {
 		if a.retrain, err = schedule.New(schedule.Options{
@@ -232,7 +238,7 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 	res := &resolvers.Resolver{
 		Quotes: a.quotes, Rules: a.rules, RuleHistory: store, Intake: a.intake,
 		Demand: history, FeatureStore: features.NewStore(a.rdb, 0), Ingestion: a.ingestionStatus,
-		Rollouts: a.rollouts,
+		Rollouts: a.rollouts, Accuracy: a.accuracy,
 	}
 	a.server = server.New(res, auth.New(adminKey), a.readiness(), server.Options{
 		Addr: cfg.ListenAddr, RatePerClient: cfg.RatePerClient, Logger: logger, Registry: reg,
@@ -302,7 +308,7 @@ func (a *app) readiness() map[string]server.Check {
 func (a *app) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	components := []interface{ Run(context.Context) error }{
-		a.rules, a.averages, a.forecaster, a.watcher, a.rollouts, a.quotes, a.publisher, a.server,
+		a.rules, a.averages, a.forecaster, a.watcher, a.rollouts, a.accuracy, a.quotes, a.publisher, a.server,
 	}
 	if a.stream != nil {
 		components = append(components, a.stream, a.sink)

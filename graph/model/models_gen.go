@@ -77,6 +77,26 @@ type Forecast struct {
 	GeneratedAt    time.Time      `json:"generatedAt"`
 }
 
+// The accuracy of one model version's forecasts in one region over the window.
+type ForecastAccuracy struct {
+	Region       string `json:"region"`
+	ModelVersion string `json:"modelVersion"`
+	// Joined forecast points: one per minute and horizon (the mean forecast of that minute's quotes) against the searches over the horizon.
+	Points int `json:"points"`
+	// Mean absolute percentage error (0.12 = 12 %) over the points whose realised demand is at least 5; null when there are none.
+	Mape *float64 `json:"mape,omitempty"`
+	// The points that count towards MAPE.
+	MapePoints int `json:"mapePoints"`
+	// Σ|forecast − actual| / Σ actual; null when no demand was realised.
+	Wape *float64 `json:"wape,omitempty"`
+	// Σ(forecast − actual) / Σ actual, > 0 when over-forecasting; null when no demand was realised.
+	Bias *float64 `json:"bias,omitempty"`
+	// mape > threshold.
+	Alert bool `json:"alert"`
+	// The MAPE alert threshold (0.2 = 20 %).
+	Threshold float64 `json:"threshold"`
+}
+
 type IngestResult struct {
 	Accepted   int            `json:"accepted"`
 	Duplicates int            `json:"duplicates"`
