@@ -2,9 +2,9 @@ package sink
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"time"
 
@@ -26,8 +26,10 @@ func readPartition[R any](ctx context.Context, s *Sink, t *table[R], p tp, start
 			MaxWait:         time.Second,
 			QueueCapacity:   1000,
 			ReadLagInterval: -1,
-			// Reported rather than retried forever, so that records expired
-			// from Kafka are skipped loudly (see outOfRange).
+			// A position past the end of the partition (the topic was
+			// recreated?) is reported rather than retried silently. One
+			// before its start is moved to the start by kafka-go; the gap
+			// is reported below.
 			OffsetOutOfRangeError: true,
 			Logger:                kafkaLogger(s.log, slog.LevelDebug),
 			ErrorLogger:           kafkaLogger(s.log, slog.LevelDebug),
@@ -39,6 +41,7 @@ func readPartition[R any](ctx context.Context, s *Sink, t *table[R], p tp, start
 	}
 	r := newReader(start)
 	defer func() { _ = r.Close() }()
+	expect := start // the offset the next record should have
 	backoff := s.opts.MinBackoff
 	for {
 		m, err := r.FetchMessage(ctx)
@@ -46,21 +49,20 @@ func readPartition[R any](ctx context.Context, s *Sink, t *table[R], p tp, start
 			if ctx.Err() != nil {
 				return
 			}
-			next := r.Offset()
-			if errors.Is(err, kafka.OffsetOutOfRange) {
-				next = s.outOfRange(ctx, p, next)
-			} else {
-				s.fail(fmt.Sprintf("read %s/%d", p.topic, p.partition), err)
-			}
+			s.fail(fmt.Sprintf("read %s/%d at offset %d", p.topic, p.partition, expect), err)
 			if !sleep(ctx, jitter(backoff)) {
 				return
 			}
 			backoff = min(2*backoff, s.opts.MaxBackoff)
 			_ = r.Close()
-			r = newReader(next)
+			r = newReader(expect)
 			continue
 		}
 		backoff = s.opts.MinBackoff
+		if m.Offset > expect {
+			s.gap(p, expect, m.Offset)
+		}
+		expect = m.Offset + 1
 		rec := record[R]{topic: m.Topic, partition: m.Partition, offset: m.Offset}
 		if row, err := t.decode(&m); err != nil {
 			s.invalidRecord(p, m.Offset, err)
@@ -75,27 +77,13 @@ func readPartition[R any](ctx context.Context, s *Sink, t *table[R], p tp, start
 	}
 }
 
-// outOfRange handles a read position Kafka does not have: before the first
-// retained offset, the records in between expired before they reached
-// ClickHouse — that loss is logged and counted, and reading goes on from
-// the first offset; past the end (the topic was recreated?), reading is
-// retried at the same position and the error is reported.
-func (s *Sink) outOfRange(ctx context.Context, p tp, at int64) int64 {
-	resp, err := s.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{
-		Topics: map[string][]kafka.OffsetRequest{p.topic: {kafka.FirstOffsetOf(p.partition)}},
-	})
-	if err == nil {
-		for _, po := range resp.Topics[p.topic] {
-			if po.Error == nil && po.Partition == p.partition && at < po.FirstOffset {
-				s.fail(fmt.Sprintf("read %s/%d", p.topic, p.partition),
-					fmt.Errorf("offsets %d to %d expired from Kafka before they reached ClickHouse: skipped", at, po.FirstOffset-1))
-				s.m.skipped.WithLabelValues(p.topic).Add(float64(po.FirstOffset - at))
-				return po.FirstOffset
-			}
-		}
-	}
-	s.fail(fmt.Sprintf("read %s/%d", p.topic, p.partition), fmt.Errorf("offset %d out of range", at))
-	return at
+// gap reports offsets [from, to) that Kafka did not deliver: on the sink's
+// topics (not compacted, written without transactions) they expired by
+// retention before they reached ClickHouse.
+func (s *Sink) gap(p tp, from, to int64) {
+	s.m.skipped.WithLabelValues(p.topic).Add(float64(to - from))
+	s.fail(fmt.Sprintf("read %s/%d", p.topic, p.partition),
+		fmt.Errorf("offsets %d to %d were not delivered by Kafka (expired before they reached ClickHouse?): skipped", from, to-1))
 }
 
 // invalidRecord counts a record that cannot be decoded, logging at most one
@@ -122,10 +110,38 @@ func runBatcher[R any](ctx context.Context, s *Sink, t *table[R], gen *kafka.Gen
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	// Offsets inserted but not yet committed to Kafka: a failed commit is
+	// retried with the next batch, or after commitRetry when none comes.
+	uncommitted := map[tp]int64{}
+	retry := time.NewTicker(commitRetry)
+	defer retry.Stop()
+	commit := func() {
+		if len(uncommitted) == 0 {
+			return
+		}
+		offsets := map[string]map[int]int64{}
+		for p, next := range uncommitted {
+			if offsets[p.topic] == nil {
+				offsets[p.topic] = map[int]int64{}
+			}
+			offsets[p.topic][p.partition] = next
+		}
+		if err := gen.CommitOffsets(offsets); err != nil {
+			// Only lag as Kafka tools see it depends on it.
+			s.m.commitErrors.Inc()
+			s.log.Debug("sink: commit offsets", "err", err)
+			return
+		}
+		clear(uncommitted)
+	}
 	flush := func(final bool) bool {
 		timer.Stop()
-		ok := flushBatch(ctx, s, t, gen, pending, final)
+		nexts, ok := flushBatch(ctx, s, t, pending, final)
 		pending = pending[:0]
+		if ok {
+			maps.Copy(uncommitted, nexts)
+			commit()
+		}
 		return ok
 	}
 	for {
@@ -147,18 +163,23 @@ func runBatcher[R any](ctx context.Context, s *Sink, t *table[R], gen *kafka.Gen
 			if len(pending) > 0 && !flush(false) {
 				return
 			}
+		case <-retry.C:
+			commit()
 		}
 	}
 }
+
+// commitRetry is how often a failed commit is retried while no batch comes.
+const commitRetry = 5 * time.Second
 
 // flushBatch inserts recs as one block, retrying with backoff until it
 // lands. After a failed attempt it waits until the server no longer runs
 // that insert, reads what ClickHouse holds and drops the records already
 // there, so that an insert that failed on the client but landed on the
-// server is not repeated. It then commits the offsets to Kafka (for lag
-// visibility only). It returns false, with the batch possibly not
-// inserted, when ctx ended; final allows a single attempt.
-func flushBatch[R any](ctx context.Context, s *Sink, t *table[R], gen *kafka.Generation, recs []record[R], final bool) bool {
+// server is not repeated. It returns the next offset of each partition of
+// the batch, or false, with the batch possibly not inserted, when ctx
+// ended; final allows a single attempt.
+func flushBatch[R any](ctx context.Context, s *Sink, t *table[R], recs []record[R], final bool) (map[tp]int64, bool) {
 	type span struct{ first, last int64 }
 	spans := map[tp]span{}
 	var rows int
@@ -181,12 +202,12 @@ func flushBatch[R any](ctx context.Context, s *Sink, t *table[R], gen *kafka.Gen
 			held, err := s.reconcile(ctx, lastQuery)
 			if err != nil {
 				if ctx.Err() != nil {
-					return false
+					return nil, false
 				}
 				s.m.insertErrors.WithLabelValues(t.name).Inc()
 				s.fail("insert "+t.name+": check what landed", err)
 				if !sleep(ctx, jitter(backoff)) {
-					return false
+					return nil, false
 				}
 				backoff = min(2*backoff, s.opts.MaxBackoff)
 				continue
@@ -200,13 +221,15 @@ func flushBatch[R any](ctx context.Context, s *Sink, t *table[R], gen *kafka.Gen
 		start := time.Now()
 		err := insert(ctx, s, t, recs, lastQuery)
 		if err == nil {
-			s.m.insertSeconds.WithLabelValues(t.name).Observe(time.Since(start).Seconds())
+			took := time.Since(start)
+			s.m.insertSeconds.WithLabelValues(t.name).Observe(took.Seconds())
+			s.log.Debug("sink: inserted", "table", t.name, "rows", countValid(recs), "took", took)
 			break
 		}
 		s.m.insertErrors.WithLabelValues(t.name).Inc()
 		s.fail("insert "+t.name, err)
 		if final || !sleep(ctx, jitter(backoff)) {
-			return false
+			return nil, false
 		}
 		backoff = min(2*backoff, s.opts.MaxBackoff)
 	}
@@ -214,23 +237,15 @@ func flushBatch[R any](ctx context.Context, s *Sink, t *table[R], gen *kafka.Gen
 	s.rows.Add(uint64(rows))
 	s.m.rows.WithLabelValues(t.name).Add(float64(rows))
 	s.m.batchRows.WithLabelValues(t.name).Observe(float64(rows))
-	commit := map[string]map[int]int64{}
+	nexts := make(map[tp]int64, len(spans))
 	for p, sp := range spans {
 		s.setNext(p, sp.last+1)
-		if commit[p.topic] == nil {
-			commit[p.topic] = map[int]int64{}
-		}
-		commit[p.topic][p.partition] = sp.last + 1
+		nexts[p] = sp.last + 1
 	}
 	s.mu.Lock()
 	s.lastInsertAt = time.Now()
 	s.mu.Unlock()
-	if err := gen.CommitOffsets(commit); err != nil {
-		// Only lag reporting depends on it; the next commit catches up.
-		s.m.commitErrors.Inc()
-		s.log.Debug("sink: commit offsets", "err", err)
-	}
-	return true
+	return nexts, true
 }
 
 func countValid[R any](recs []record[R]) int {

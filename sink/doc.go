@@ -38,7 +38,9 @@
 // Records that are not valid JSON events or decisions (they cannot come
 // from the intake, which validates) are skipped, counted in
 // surge_sink_invalid_records_total and logged; their offsets still count
-// as consumed.
+// as consumed. Records that expired from Kafka (retention) before the sink
+// read them cannot be inserted: the gap is counted in
+// surge_sink_skipped_offsets_total and reported as the last error.
 //
 // # Consumer group
 //
@@ -47,14 +49,18 @@
 // sink must start each partition where ClickHouse says. For every
 // generation it reads the positions from ClickHouse, opens one partition
 // Reader per assigned partition at that position (gen.Start bounds them to
-// the generation), fans the decoded records into one batcher per target
-// table, and commits with gen.CommitOffsets after each insert. The group
+// the generation), fans the decoded records into the batchers of their
+// table, and commits with gen.CommitOffsets after each insert (and, at the
+// start of a generation, the positions ClickHouse is ahead with). The group
 // does not join the next generation before the current one's functions
 // have returned, so an insert in flight at a rebalance finishes first.
 //
 // A batch holds at most BatchSize rows and is sent at the latest BatchDelay
-// after its first record; a batch covers all assigned partitions of its
-// table, which keeps the number of inserts (and of parts to merge) small.
+// after its first record. A batch covers several partitions — each table's
+// assigned partitions are shared among Inserters batchers, a partition
+// always to the same one — which keeps the number of inserts (and of parts
+// to merge) small while two inserts overlap their fixed cost; the inserts
+// of one partition never overlap, so each step above holds per partition.
 // While ClickHouse is down the same batch is retried with capped
 // exponential backoff and never skipped; the readers then stop (bounded
 // queues) and the lag grows, visible as surge_sink_lag and in Status.

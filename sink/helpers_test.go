@@ -311,6 +311,9 @@ func (b *killBatch) Send() error {
 		select {}
 	}
 	err := b.Batch.Send()
+	if err == nil {
+		fmt.Fprintf(os.Stderr, "child: inserted batch %d\n", n) // TestSIGKILLMidBatch waits for it
+	}
 	if n == b.c.after && err == nil {
 		fmt.Fprintf(os.Stderr, "child: SIGKILL after send %d\n", n)
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)

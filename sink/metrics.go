@@ -27,7 +27,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "surge_sink_rows_total", Help: "Rows inserted into ClickHouse, by table (rate() gives rows/s).",
 		}, []string{"table"}),
 		insertErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "surge_sink_insert_errors_total", Help: "Failed insert attempts (retried), by table.",
+			Name: "surge_sink_insert_errors_total", Help: "Failed insert attempts and failed checks of what an insert left (both retried), by table.",
 		}, []string{"table"}),
 		insertSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "surge_sink_insert_duration_seconds", Help: "Duration of successful inserts of one block, by table.",
@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "surge_sink_invalid_records_total", Help: "Records skipped because they could not be decoded, by topic.",
 		}, []string{"topic"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "surge_sink_expired_records_total", Help: "Records that expired from Kafka before they reached ClickHouse, by topic.",
+			Name: "surge_sink_skipped_offsets_total", Help: "Offsets Kafka did not deliver (records expired by retention before they reached ClickHouse), by topic.",
 		}, []string{"topic"}),
 		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "surge_sink_commit_errors_total", Help: "Failed commits of consumed offsets to Kafka (lag reporting only; retried at the next batch).",

@@ -30,6 +30,11 @@ type Options struct {
 	DecisionTopics []string
 	// BatchSize bounds the rows of one insert block. Default 10,000.
 	BatchSize int
+	// Inserters is the number of inserts per table that may run at the
+	// same time, each for its own share of the partitions (default 2): one
+	// insert's fixed cost (parts written for the table and each view)
+	// overlaps another's.
+	Inserters int
 	// BatchDelay is the longest a record waits for its batch to fill before
 	// the batch is inserted. Default 500 ms.
 	BatchDelay time.Duration
@@ -67,6 +72,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 10_000
+	}
+	if o.Inserters <= 0 {
+		o.Inserters = 2
 	}
 	if o.BatchDelay <= 0 {
 		o.BatchDelay = 500 * time.Millisecond
@@ -266,27 +274,60 @@ func (s *Sink) generation(ctx context.Context, gen *kafka.Generation, started ti
 	if !ok {
 		return // the generation ended
 	}
-	evCh := make(chan record[eventRow], s.opts.BatchSize)
-	decCh := make(chan record[decisionRow], s.opts.BatchSize)
+	s.commitStarts(gen, starts)
 	var wg sync.WaitGroup
-	var haveEvents, haveDecisions bool
+	var evParts, decParts []tp
 	for _, p := range assigned {
 		s.setNext(p, starts[p])
 		if slices.Contains(s.events.topics, p.topic) {
-			haveEvents = true
-			wg.Go(func() { readPartition(ctx, s, s.events, p, starts[p], evCh) })
+			evParts = append(evParts, p)
 		} else {
-			haveDecisions = true
-			wg.Go(func() { readPartition(ctx, s, s.decisions, p, starts[p], decCh) })
+			decParts = append(decParts, p)
 		}
 	}
-	if haveEvents {
-		wg.Go(func() { runBatcher(ctx, s, s.events, gen, evCh) })
-	}
-	if haveDecisions {
-		wg.Go(func() { runBatcher(ctx, s, s.decisions, gen, decCh) })
-	}
+	startTable(ctx, &wg, s, s.events, gen, evParts, starts)
+	startTable(ctx, &wg, s, s.decisions, gen, decParts, starts)
 	wg.Wait()
+}
+
+// commitStarts commits the start offsets that are ahead of the group's
+// committed ones: a sink that died between an insert and its commit left
+// Kafka behind, and a partition without new records would show that lag
+// forever.
+func (s *Sink) commitStarts(gen *kafka.Generation, starts map[tp]int64) {
+	commit := map[string]map[int]int64{}
+	for topic, ps := range gen.Assignments {
+		for _, pa := range ps {
+			if start, ok := starts[tp{topic, pa.ID}]; ok && start > pa.Offset {
+				if commit[topic] == nil {
+					commit[topic] = map[int]int64{}
+				}
+				commit[topic][pa.ID] = start
+			}
+		}
+	}
+	if err := gen.CommitOffsets(commit); err != nil {
+		s.m.commitErrors.Inc()
+		s.log.Debug("sink: commit start offsets", "err", err)
+	}
+}
+
+// startTable starts a reader per partition of a table and Inserters
+// batchers. A partition always feeds the same batcher, so the inserts of
+// one partition never overlap: that keeps the reasoning of flushBatch (and
+// of its reconciliation) per partition.
+func startTable[R any](ctx context.Context, wg *sync.WaitGroup, s *Sink, t *table[R], gen *kafka.Generation, parts []tp, starts map[tp]int64) {
+	n := min(s.opts.Inserters, len(parts))
+	chans := make([]chan record[R], n)
+	for i := range chans {
+		ch := make(chan record[R], s.opts.BatchSize)
+		chans[i] = ch
+		wg.Go(func() { runBatcher(ctx, s, t, gen, ch) })
+	}
+	for i, p := range parts {
+		ch := chans[i%n]
+		wg.Go(func() { readPartition(ctx, s, t, p, starts[p], ch) })
+	}
 }
 
 // startOffsets finds where each assigned partition starts: right after the

@@ -95,9 +95,9 @@ func TestSinkEndToEnd(t *testing.T) {
 	// A row as stored.
 	var (
 		typ, region, userHash, product, quote, experiment, variant, topic string
-		eventTime, receivedAt                                           time.Time
-		price, supply                                                   *float64
-		backfill                                                        uint8
+		eventTime, receivedAt                                             time.Time
+		price, supply                                                     *float64
+		backfill                                                          uint8
 	)
 	if err := e.conn.QueryRow(ctx, `SELECT type, region_id, user_hash, product_type, quote_id, experiment_id, variant, kafka_topic,
 		event_time, received_at, price, available_supply, backfill FROM events_raw WHERE event_id = '4'`).
@@ -224,8 +224,8 @@ func decision(id string, at time.Time, mult float64) []byte {
 	b, _ := json.Marshal(map[string]any{
 		"quoteId": id, "traceId": "trace-" + id, "at": at, "validUntil": at.Add(time.Minute),
 		"regionId": "berlin", "productType": "ride", "userHash": "uh",
-		"input":    map[string]any{"supply": 29},
-		"forecast": map[string]any{"regionId": "berlin", "demand": 493.4, "source": "CACHED", "modelVersion": "v1"},
+		"input":       map[string]any{"supply": 29},
+		"forecast":    map[string]any{"regionId": "berlin", "demand": 493.4, "source": "CACHED", "modelVersion": "v1"},
 		"ruleVersion": 3, "modelVersion": "v1", "surgeMultiplier": mult, "price": 10.0, "currency": "EUR",
 		"factors": []any{map[string]any{"name": "base", "contribution": 1}}, "degraded": true,
 		"warnings": []string{"forecast from cache"},
@@ -495,4 +495,98 @@ func TestJitterAndBackoffBounds(t *testing.T) {
 	if o := (Options{SessionTimeout: 6 * time.Second}).withDefaults(); o.HeartbeatInterval != 2*time.Second {
 		t.Errorf("heartbeat %s for a 6 s session", o.HeartbeatInterval)
 	}
+}
+
+// TestExpiredRecordsAreSkipped deletes records of a partition that the
+// sink has not inserted yet, as retention would: the sink reports them as
+// expired, goes on from the first retained offset and inserts the rest
+// exactly once.
+func TestExpiredRecordsAreSkipped(t *testing.T) {
+	ctx := ctxT(t)
+	e := newEnv(t)
+	evs := genEvents(600, 13)
+	produceEvents(t, e.brokers, evs[:300])
+	first, stop := runSink(t, e.brokers, e.conn, e.db, Options{})
+	waitFor(t, "the first wave", func() bool { return caughtUp(first.Status(), allPartitions) })
+	positions := first.Status().Partitions // before stop: a stopped sink has no partitions
+	stop()
+	produceEvents(t, e.brokers, evs[300:])
+
+	// Delete the next 5 records of a partition of user-events that got
+	// more than that in the second wave.
+	const topic, expired = ingest.TopicUserEvents, 5
+	c := &kafka.Client{Addr: kafka.TCP(e.brokers...)}
+	resp, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+		topic: {kafka.LastOffsetOf(0), kafka.LastOffsetOf(1), kafka.LastOffsetOf(2)},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	partition, from := -1, int64(-1)
+	for _, p := range positions {
+		for _, po := range resp.Topics[topic] {
+			if p.Topic == topic && p.Partition == po.Partition && po.LastOffset-p.NextOffset > expired {
+				partition, from = p.Partition, p.NextOffset
+			}
+		}
+	}
+	if partition < 0 {
+		t.Fatalf("no partition of %s got %d records: %+v", topic, expired, resp.Topics)
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: topic, Partition: partition})
+	defer r.Close()
+	if err := r.SetOffset(from); err != nil {
+		t.Fatal(err)
+	}
+	gone := map[string]bool{}
+	for range expired {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := ingest.DecodeEvent(m.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gone[ev.EventID] = true
+	}
+	if err := e.kafka.Cluster().DeleteRecords(topic, int32(partition), from+expired); err != nil {
+		t.Fatal(err)
+	}
+	var kept []ingest.Event
+	for _, ev := range evs {
+		if !gone[ev.EventID] {
+			kept = append(kept, ev)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	s, stop2 := runSink(t, e.brokers, e.conn, e.db, Options{Registerer: reg})
+	waitFor(t, "the second wave", func() bool { return caughtUp(s.Status(), allPartitions) })
+	stop2()
+	checkExact(t, ctx, e.conn, kept)
+	if n := testutil.ToFloat64(s.m.skipped.WithLabelValues(topic)); n != expired {
+		t.Errorf("surge_sink_skipped_offsets_total = %v, want %d", n, expired)
+	}
+	if st := s.Status(); !strings.Contains(st.LastError, "not delivered") {
+		t.Errorf("LastError %q does not report the expired records", st.LastError)
+	}
+}
+
+// TestKafkaRestart restarts the broker under a running sink: the sink
+// rejoins, resumes from ClickHouse and inserts every event exactly once.
+func TestKafkaRestart(t *testing.T) {
+	ctx := ctxT(t)
+	e := newEnv(t)
+	evs := genEvents(2000, 17)
+	produceEvents(t, e.brokers, evs[:1000])
+	s, stop := runSink(t, e.brokers, e.conn, e.db, Options{})
+	waitFor(t, "the first wave", func() bool { return rawCount(t, ctx, e.conn) == 1000 })
+	if err := e.kafka.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	produceEvents(t, e.brokers, evs[1000:])
+	waitFor(t, "the second wave", func() bool { return caughtUp(s.Status(), allPartitions) && rawCount(t, ctx, e.conn) >= 2000 })
+	stop()
+	checkExact(t, ctx, e.conn, evs)
 }
