@@ -160,7 +160,7 @@ func (s *senderFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&s.apiKey, "api-key", env("INGEST_API_KEY", ""), help("API key sent in X-Api-Key (clients without one get the lower anonymous rate limit)", "INGEST_API_KEY"))
 	f.IntVar(&s.senders, "senders", 4, "concurrent requests")
 	f.IntVar(&s.batch, "batch", 1000, "events per request (at most 1,000)")
-	f.IntVar(&s.attempts, "attempts", 10, "attempts per batch before giving up (429, 503, 5xx, connection errors)")
+	f.IntVar(&s.attempts, "attempts", 30, "attempts per batch before giving up (429, 503, 5xx, connection errors); enough to outlast an attempt still in flight at the intake")
 	f.DurationVar(&s.requestTimeout, "request-timeout", 30*time.Second, "timeout of one request")
 }
 
