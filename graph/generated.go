@@ -70,6 +70,7 @@ type ComplexityRoot struct {
 	}
 
 	Forecast struct {
+		ColdStart      func(childComplexity int) int
 		Degraded       func(childComplexity int) int
 		Demand         func(childComplexity int) int
 		GeneratedAt    func(childComplexity int) int
@@ -154,6 +155,7 @@ type ComplexityRoot struct {
 
 	PriceQuote struct {
 		BasePrice              func(childComplexity int) int
+		ColdStart              func(childComplexity int) int
 		CreatedAt              func(childComplexity int) int
 		Currency               func(childComplexity int) int
 		Degraded               func(childComplexity int) int
@@ -403,6 +405,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.FeatureValue.Value(childComplexity), true
 
+	case "Forecast.coldStart":
+		if e.ComplexityRoot.Forecast.ColdStart == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Forecast.ColdStart(childComplexity), true
 	case "Forecast.degraded":
 		if e.ComplexityRoot.Forecast.Degraded == nil {
 			break
@@ -779,6 +787,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PriceQuote.BasePrice(childComplexity), true
+	case "PriceQuote.coldStart":
+		if e.ComplexityRoot.PriceQuote.ColdStart == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PriceQuote.ColdStart(childComplexity), true
 	case "PriceQuote.createdAt":
 		if e.ComplexityRoot.PriceQuote.CreatedAt == nil {
 			break
@@ -1419,6 +1433,8 @@ type PriceQuote {
   demandForecast: Float!
   forecastHorizonMinutes: Int!
   forecastSource: ForecastSource!
+  "True when the region has no demand history for this hour of the week yet: the global model (trained across regions) forecast it alone."
+  coldStart: Boolean!
   "Available supply units, when known."
   supply: Float
   modelVersion: String
@@ -1446,6 +1462,8 @@ type Forecast {
   horizonMinutes: Int!
   modelVersion: String
   source: ForecastSource!
+  "True when the region has no demand history for this hour of the week yet: the global model (trained across regions) forecast it alone."
+  coldStart: Boolean!
   degraded: Boolean!
   warnings: [String!]!
   generatedAt: Time!
@@ -1817,6 +1835,8 @@ func (ec *executionContext) childFields_Forecast(ctx context.Context, field grap
 		return ec.fieldContext_Forecast_modelVersion(ctx, field)
 	case "source":
 		return ec.fieldContext_Forecast_source(ctx, field)
+	case "coldStart":
+		return ec.fieldContext_Forecast_coldStart(ctx, field)
 	case "degraded":
 		return ec.fieldContext_Forecast_degraded(ctx, field)
 	case "warnings":
@@ -1975,6 +1995,8 @@ func (ec *executionContext) childFields_PriceQuote(ctx context.Context, field gr
 		return ec.fieldContext_PriceQuote_forecastHorizonMinutes(ctx, field)
 	case "forecastSource":
 		return ec.fieldContext_PriceQuote_forecastSource(ctx, field)
+	case "coldStart":
+		return ec.fieldContext_PriceQuote_coldStart(ctx, field)
 	case "supply":
 		return ec.fieldContext_PriceQuote_supply(ctx, field)
 	case "modelVersion":
@@ -3122,6 +3144,29 @@ func (ec *executionContext) _Forecast_source(ctx context.Context, field graphql.
 }
 func (ec *executionContext) fieldContext_Forecast_source(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Forecast", field, false, false, "ForecastSource")
+}
+
+func (ec *executionContext) _Forecast_coldStart(ctx context.Context, field graphql.CollectedField, obj *model.Forecast) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Forecast_coldStart(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ColdStart, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Forecast_coldStart(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Forecast", field, false, false, "Boolean")
 }
 
 func (ec *executionContext) _Forecast_degraded(ctx context.Context, field graphql.CollectedField, obj *model.Forecast) (ret graphql.Marshaler) {
@@ -4652,6 +4697,29 @@ func (ec *executionContext) _PriceQuote_forecastSource(ctx context.Context, fiel
 }
 func (ec *executionContext) fieldContext_PriceQuote_forecastSource(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("PriceQuote", field, false, false, "ForecastSource")
+}
+
+func (ec *executionContext) _PriceQuote_coldStart(ctx context.Context, field graphql.CollectedField, obj *model.PriceQuote) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PriceQuote_coldStart(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ColdStart, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PriceQuote_coldStart(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PriceQuote", field, false, false, "Boolean")
 }
 
 func (ec *executionContext) _PriceQuote_supply(ctx context.Context, field graphql.CollectedField, obj *model.PriceQuote) (ret graphql.Marshaler) {
@@ -8166,6 +8234,11 @@ func (ec *executionContext) _Forecast(ctx context.Context, sel ast.SelectionSet,
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "coldStart":
+			out.Values[i] = ec._Forecast_coldStart(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "degraded":
 			out.Values[i] = ec._Forecast_degraded(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
@@ -8733,6 +8806,11 @@ func (ec *executionContext) _PriceQuote(ctx context.Context, sel ast.SelectionSe
 			}
 		case "forecastSource":
 			out.Values[i] = ec._PriceQuote_forecastSource(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "coldStart":
+			out.Values[i] = ec._PriceQuote_coldStart(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}

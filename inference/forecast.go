@@ -34,15 +34,19 @@ const (
 
 // Forecast is the demand expected in a region over the next HorizonMinutes.
 type Forecast struct {
-	RegionID       string    `json:"regionId"`
-	HorizonMinutes int       `json:"horizonMinutes"`
-	Demand         float64   `json:"demand"`
-	Lower          float64   `json:"lower"`
-	Upper          float64   `json:"upper"`
-	ModelVersion   string    `json:"modelVersion,omitempty"`
-	Source         Source    `json:"source"`
-	GeneratedAt    time.Time `json:"generatedAt"`
-	Warnings       []string  `json:"warnings,omitempty"`
+	RegionID       string  `json:"regionId"`
+	HorizonMinutes int     `json:"horizonMinutes"`
+	Demand         float64 `json:"demand"`
+	Lower          float64 `json:"lower"`
+	Upper          float64 `json:"upper"`
+	ModelVersion   string  `json:"modelVersion,omitempty"`
+	Source         Source  `json:"source"`
+	// ColdStart: the region has no demand history for this hour of the week
+	// yet, so the forecast comes from the global model alone (it is trained
+	// across regions on their features, not on region ids).
+	ColdStart   bool      `json:"coldStart,omitempty"`
+	GeneratedAt time.Time `json:"generatedAt"`
+	Warnings    []string  `json:"warnings,omitempty"`
 }
 
 // Known reports whether the forecast carries a demand figure (every source but STATIC).
@@ -341,6 +345,11 @@ func (f *Forecaster) fill(out []Forecast, reqs []Request, idx []int, preds []flo
 			GeneratedAt:    r.At,
 		}
 		fc.Lower, fc.Upper = interval(fc.Demand, 1)
+		if f.history != nil {
+			if _, ok := f.history.Lookup(r.RegionID, r.At); !ok {
+				fc.ColdStart = true
+			}
+		}
 		out[i] = fc
 		f.remember(fc)
 	}

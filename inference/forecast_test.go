@@ -234,3 +234,16 @@ func TestBatchUsesOneModelCall(t *testing.T) {
 		}
 	}
 }
+
+// TestColdStartIsFlagged: a region without history for the hour of week is
+// forecast by the global model and says so; a region with history does not.
+func TestColdStartIsFlagged(t *testing.T) {
+	f := newTestForecaster(&fakePredictor{value: 9}, fakeHistory{"berlin": 3})
+	out := f.ForecastBatch(context.Background(), []Request{freshRequest("berlin"), freshRequest("oslo")})
+	if out[0].Source != SourceModel || out[0].ColdStart {
+		t.Fatalf("berlin (with history): %+v", out[0])
+	}
+	if out[1].Source != SourceModel || !out[1].ColdStart || out[1].Degraded() {
+		t.Fatalf("oslo (no history): %+v, want a MODEL forecast flagged cold start, not degraded", out[1])
+	}
+}

@@ -72,9 +72,11 @@ type Forecast struct {
 	HorizonMinutes int            `json:"horizonMinutes"`
 	ModelVersion   *string        `json:"modelVersion,omitempty"`
 	Source         ForecastSource `json:"source"`
-	Degraded       bool           `json:"degraded"`
-	Warnings       []string       `json:"warnings"`
-	GeneratedAt    time.Time      `json:"generatedAt"`
+	// True when the region has no demand history for this hour of the week yet: the global model (trained across regions) forecast it alone.
+	ColdStart   bool      `json:"coldStart"`
+	Degraded    bool      `json:"degraded"`
+	Warnings    []string  `json:"warnings"`
+	GeneratedAt time.Time `json:"generatedAt"`
 }
 
 // The accuracy of one model version's forecasts in one region over the window.
@@ -180,6 +182,8 @@ type PriceQuote struct {
 	DemandForecast         float64        `json:"demandForecast"`
 	ForecastHorizonMinutes int            `json:"forecastHorizonMinutes"`
 	ForecastSource         ForecastSource `json:"forecastSource"`
+	// True when the region has no demand history for this hour of the week yet: the global model (trained across regions) forecast it alone.
+	ColdStart bool `json:"coldStart"`
 	// Available supply units, when known.
 	Supply       *float64 `json:"supply,omitempty"`
 	ModelVersion *string  `json:"modelVersion,omitempty"`
