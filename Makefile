@@ -50,7 +50,7 @@ bench-load: deps
 # printing seconds per fit and rows/s (target ≤ 60 s on 2 cores).
 .PHONY: bench-train
 bench-train:
-	$(GO) test -run '^$$' -bench 'TrainLarge' -benchtime 1x -timeout 30m ./training/
+	$(GO) test -run '^$$' -bench 'TrainLarge|Accuracy' -benchtime 1x -timeout 30m ./training/
 
 generate:
 	$(GO) generate ./...
