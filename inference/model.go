@@ -86,23 +86,55 @@ type ModelSource interface {
 
 // WatcherOptions configures a Watcher. Zero values take the defaults.
 type WatcherOptions struct {
-	Name       string        // model name (default "demand")
-	Runtime    Runtime       // default onnxruntime
-	Interval   time.Duration // how often the registry is polled (default 30 s)
+	Name     string        // model name (default "demand")
+	Runtime  Runtime       // default onnxruntime
+	Interval time.Duration // how often the registry is polled (default 30 s)
+	// Keep is how many loaded versions stay in memory, the served one
+	// included (default 3), so that switching back to one of them (a
+	// rollback) needs no fetch and no decode.
+	Keep int
+	// CloseDelay is how long a version pushed out of memory stays open for
+	// the calls still using it (default 10 s).
+	CloseDelay time.Duration
+	// Load turns an artifact into a servable model (default LoadModel on
+	// Runtime against features.V1).
+	Load       func(data []byte) (*Model, error)
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
 
+// DefaultKeepModels is the default of WatcherOptions.Keep.
+const DefaultKeepModels = 3
+
+// ownedPredictor is the predictor of a model the Watcher keeps in memory:
+// the Watcher closes the runtime when it drops the version, so Close by
+// whoever swapped the model out of the forecaster does nothing.
+type ownedPredictor struct{ Predictor }
+
+func (ownedPredictor) Close() error { return nil }
+
+// loaded is a version kept in memory: served is what the forecaster gets,
+// real the runtime to close when the version is dropped.
+type loaded struct {
+	served *Model
+	real   Predictor
+}
+
 // Watcher keeps the forecaster serving the registry's active model version.
 // A version that fails to load (corrupt artifact, other feature schema) is
-// refused and the previous one keeps serving.
+// refused and the previous one keeps serving. The last Keep versions loaded
+// stay in memory (least recently used dropped first, never one the
+// forecaster serves), so switching back to one of them fetches and decodes
+// nothing; the Watcher owns them and closes their runtimes when it drops
+// them, or on Close.
 type Watcher struct {
 	src  ModelSource
 	fc   *Forecaster
 	opts WatcherOptions
 
-	mu         sync.Mutex           // serialises Sync
+	mu         sync.Mutex           // serialises Sync and guards the fields below
 	failed     map[string]time.Time // version → when it last failed to load
+	cache      []loaded             // loaded versions, most recently used first
 	loadErrors *prometheus.CounterVec
 }
 
@@ -116,6 +148,16 @@ func NewWatcher(src ModelSource, fc *Forecaster, opts WatcherOptions) *Watcher {
 	}
 	if opts.Interval <= 0 {
 		opts.Interval = 30 * time.Second
+	}
+	if opts.Keep <= 0 {
+		opts.Keep = DefaultKeepModels
+	}
+	if opts.CloseDelay <= 0 {
+		opts.CloseDelay = 10 * time.Second
+	}
+	if opts.Load == nil {
+		rt := opts.Runtime
+		opts.Load = func(data []byte) (*Model, error) { return LoadModel(data, rt, features.V1) }
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -144,6 +186,12 @@ func (w *Watcher) Sync(ctx context.Context) error {
 	if cur := w.fc.Model(); cur != nil && cur.Version == version {
 		return nil
 	}
+	if m, ok := w.cachedLocked(version); ok {
+		old := w.fc.SetModel(m)
+		w.opts.Logger.Info("model loaded from memory", "name", m.Name, "version", m.Version)
+		w.retire(old)
+		return nil
+	}
 	if t, ok := w.failed[version]; ok && time.Since(t) < 10*w.opts.Interval {
 		return nil // refused recently: do not refetch it every poll
 	}
@@ -153,7 +201,7 @@ func (w *Watcher) Sync(ctx context.Context) error {
 		w.failed[version] = time.Now()
 		return fmt.Errorf("fetch model %s %s: %w", w.opts.Name, version, err)
 	}
-	m, err := LoadModel(data, w.opts.Runtime, features.V1)
+	m, err := w.opts.Load(data)
 	if err != nil {
 		w.loadErrors.WithLabelValues("invalid").Inc()
 		w.failed[version] = time.Now()
@@ -164,13 +212,95 @@ func (w *Watcher) Sync(ctx context.Context) error {
 	}
 	delete(w.failed, version)
 	m.Name, m.Version = entry.Name, entry.Version // the registry names versions
-	old := w.fc.SetModel(m)
-	w.opts.Logger.Info("model loaded", "name", m.Name, "version", m.Version, "runtime", w.opts.Runtime, "trees", len(m.Ensemble.Trees))
-	if old != nil {
-		// In-flight calls may still use the old runtime: close it a little later.
-		time.AfterFunc(10*time.Second, func() { _ = old.Close() })
+	served := *m
+	served.Predictor = ownedPredictor{m.Predictor}
+	w.cache = append([]loaded{{served: &served, real: m.Predictor}}, w.cache...)
+	old := w.fc.SetModel(&served)
+	trees := 0
+	if m.Ensemble != nil {
+		trees = len(m.Ensemble.Trees)
 	}
+	w.opts.Logger.Info("model loaded", "name", m.Name, "version", m.Version, "runtime", w.opts.Runtime, "trees", trees)
+	w.retire(old)
+	w.evictLocked()
 	return nil
+}
+
+// retire closes, after the grace period, a model swapped out of the
+// forecaster. Kept versions have an ownedPredictor, whose Close does
+// nothing: they are closed when evicted.
+func (w *Watcher) retire(old *Model) {
+	if old == nil {
+		return
+	}
+	// In-flight calls may still use the old runtime: close it a little later.
+	time.AfterFunc(w.opts.CloseDelay, func() { _ = old.Close() })
+}
+
+// cachedLocked returns a kept version and marks it the most recently used.
+func (w *Watcher) cachedLocked(version string) (*Model, bool) {
+	for i, l := range w.cache {
+		if l.served.Version == version {
+			copy(w.cache[1:i+1], w.cache[:i])
+			w.cache[0] = l
+			return l.served, true
+		}
+	}
+	return nil, false
+}
+
+// evictLocked drops the least recently used versions beyond Keep, except
+// those the forecaster still serves (stable or candidate), and closes their
+// runtimes after the grace period.
+func (w *Watcher) evictLocked() {
+	stable := w.fc.Model()
+	cand, _, _ := w.fc.Candidate()
+	for i := len(w.cache) - 1; i >= 0 && len(w.cache) > w.opts.Keep; i-- {
+		l := w.cache[i]
+		if l.served == stable || l.served == cand {
+			continue
+		}
+		w.cache = append(w.cache[:i], w.cache[i+1:]...)
+		w.opts.Logger.Info("model dropped from memory", "name", l.served.Name, "version", l.served.Version)
+		time.AfterFunc(w.opts.CloseDelay, func() { _ = l.real.Close() })
+	}
+}
+
+// Cached returns a version kept in memory (the served one or one of the
+// last ones served), and marks it recently used; ok is false when the
+// version is not in memory. The model stays owned by the Watcher: its
+// Close does nothing, and its runtime is closed CloseDelay after the
+// version is dropped from memory (never while the forecaster serves it as
+// stable or candidate).
+func (w *Watcher) Cached(version string) (m *Model, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cachedLocked(version)
+}
+
+// CachedVersions lists the versions kept in memory, most recently used
+// first.
+func (w *Watcher) CachedVersions() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, len(w.cache))
+	for i, l := range w.cache {
+		out[i] = l.served.Version
+	}
+	return out
+}
+
+// Close closes the runtimes of every version kept in memory, at once; call
+// it when serving has stopped.
+func (w *Watcher) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var errs []error
+	for _, l := range w.cache {
+		errs = append(errs, l.real.Close())
+	}
+	w.cache = nil
+	return errors.Join(errs...)
 }
 
 // Run polls the registry until ctx ends.

@@ -25,6 +25,7 @@ type config struct {
 	ModelName          string
 	ModelRuntime       string
 	ModelDir           string
+	ModelStoreURL      string
 	ModelPoll          time.Duration
 	AdminKeyFile       string
 	InferenceTimeout   time.Duration
@@ -83,6 +84,7 @@ func (c *config) addConnFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.KafkaBrokers, "kafka-brokers", env("KAFKA_BROKERS", "127.0.0.1:9092"), help("Kafka bootstrap brokers, comma-separated", "KAFKA_BROKERS"))
 	fs.IntVar(&c.KafkaPartitions, "kafka-partitions", envInt("KAFKA_PARTITIONS", 6), help("partitions of topics created at start", "KAFKA_PARTITIONS"))
 	fs.StringVar(&c.ModelDir, "model-dir", env("MODEL_DIR", "data/models"), help("directory of the model artifact store", "MODEL_DIR"))
+	fs.StringVar(&c.ModelStoreURL, "model-store", env("MODEL_STORE_URL", ""), help("S3-compatible model artifact store, s3://bucket[/prefix] (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; endpoint from MODEL_STORE_ENDPOINT); empty: the --model-dir directory", "MODEL_STORE_URL"))
 	fs.StringVar(&c.LogFormat, "log-format", env("LOG_FORMAT", "json"), help("log format: json or text", "LOG_FORMAT"))
 	fs.StringVar(&c.LogLevel, "log-level", env("LOG_LEVEL", "info"), help("log level: debug, info, warn, error", "LOG_LEVEL"))
 }

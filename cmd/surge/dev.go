@@ -118,7 +118,7 @@ func runDev(ctx context.Context, cfg config, dataDir string, demoFeatures bool, 
 	if len(seeded) > 0 {
 		logger.Info("default pricing rules seeded", "rules", len(seeded))
 	}
-	artifacts, err := registry.NewLocalStore(cfg.ModelDir)
+	artifacts, err := registry.OpenStore(ctx, cfg.ModelStoreURL, cfg.ModelDir)
 	if err != nil {
 		ch.Close()
 		return err

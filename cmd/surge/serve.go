@@ -176,7 +176,7 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 	a.forecaster = inference.NewForecaster(a.rdb, a.averages, inference.ForecasterOptions{
 		Timeout: cfg.InferenceTimeout, Logger: logger, Registerer: reg,
 	})
-	artifacts, err := registry.NewLocalStore(cfg.ModelDir)
+	artifacts, err := registry.OpenStore(ctx, cfg.ModelStoreURL, cfg.ModelDir)
 	if err != nil {
 		return nil, err
 	}
@@ -226,6 +226,7 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 	a.events = ingest.NewEventWriter(cfg.brokers())
 	if a.intake, err = ingest.NewIntake(a.rdb, a.events, ratelimit.NewLimiter(a.rdb, ratelimit.Options{Registerer: reg}), ingest.IntakeOptions{
 		UserHashKey: cfg.UserHashKey, Logger: logger, Registerer: reg,
+		Identify: ingest.APIKeys(splitList(os.Getenv("INGEST_API_KEYS"))),
 	}); err != nil {
 		return nil, err
 	}
@@ -323,6 +324,7 @@ func (a *app) run(ctx context.Context) error {
 	if m := a.forecaster.SetModel(nil); m != nil {
 		_ = m.Close()
 	}
+	_ = a.watcher.Close() // the versions kept in memory
 	_ = a.events.Close()
 	a.rdb.Close()
 	a.ch.Close()

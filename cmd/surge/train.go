@@ -142,7 +142,7 @@ empirical 10 %/90 % quantiles of actual/predicted per horizon (interval_q10_h15,
 				return err
 			}
 			defer ch.Close()
-			artifacts, err := registry.NewLocalStore(cfg.ModelDir)
+			artifacts, err := registry.OpenStore(ctx, cfg.ModelStoreURL, cfg.ModelDir)
 			if err != nil {
 				return err
 			}
