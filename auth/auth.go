@@ -111,19 +111,29 @@ func Actor(ctx context.Context) string {
 	return "anonymous"
 }
 
+// ReadKey reads a key from a file, without surrounding white space; an
+// empty file is an error.
+func ReadKey(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read key: %w", err)
+	}
+	key := strings.TrimSpace(string(b))
+	if key == "" {
+		return "", fmt.Errorf("key file %s is empty", path)
+	}
+	return key, nil
+}
+
 // LoadOrCreateKey reads the admin key from path, creating the file with a new
 // random key (mode 0600) when it does not exist. created tells which.
 func LoadOrCreateKey(path string) (key string, created bool, err error) {
-	b, err := os.ReadFile(path)
+	key, err = ReadKey(path)
 	if err == nil {
-		key = strings.TrimSpace(string(b))
-		if key == "" {
-			return "", false, fmt.Errorf("admin key file %s is empty", path)
-		}
 		return key, false, nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
-		return "", false, fmt.Errorf("read admin key: %w", err)
+		return "", false, err
 	}
 	var raw [24]byte
 	if _, err := rand.Read(raw[:]); err != nil {

@@ -72,3 +72,24 @@ func TestLoadOrCreateKey(t *testing.T) {
 		t.Fatalf("second call: key %q created %v err %v, want the same key", k2, created, err)
 	}
 }
+
+func TestReadKey(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadKey(empty); err == nil {
+		t.Fatal("an empty key file was accepted")
+	}
+	if _, err := ReadKey(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+	ok := filepath.Join(dir, "key")
+	if err := os.WriteFile(ok, []byte("s3cret\r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := ReadKey(ok); err != nil || k != "s3cret" {
+		t.Fatalf("ReadKey = %q, %v", k, err)
+	}
+}

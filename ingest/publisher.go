@@ -29,8 +29,8 @@ type PublisherOptions struct {
 // never blocks; Run does the sending and retries with backoff while Kafka is
 // unreachable.
 type Publisher struct {
-	w     *kafka.Writer
-	opts  PublisherOptions
+	w        *kafka.Writer
+	opts     PublisherOptions
 	queue    chan kafka.Message
 	inflight atomic.Int64 // records taken from the queue, not yet acknowledged
 

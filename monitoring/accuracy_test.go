@@ -17,8 +17,8 @@ import (
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/inference"
+	"github.com/surgeworks/surge/internal/chtest"
 	"github.com/surgeworks/surge/internal/testenv"
-	"github.com/surgeworks/surge/migrations"
 	"github.com/surgeworks/surge/pricing"
 )
 
@@ -32,16 +32,7 @@ func ctxT(t *testing.T) context.Context {
 
 func migrated(t *testing.T) driver.Conn {
 	t.Helper()
-	addr, db := testenv.ClickHouse(t)
-	ctx := ctxT(t)
-	conn, err := analytics.Open(ctx, analytics.Options{Addr: addr, Database: db, ReadTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := migrations.Apply(ctx, conn, db); err != nil {
-		t.Fatal(err)
-	}
+	conn, _, _ := chtest.Migrated(t)
 	return conn
 }
 

@@ -41,7 +41,8 @@ type SurgeChange struct {
 	At          time.Time `json:"at"`
 	QuoteID     string    `json:"quoteId"`
 }
-func quoteKey(id string) string       { return "quote:{" + id + "}" }
+
+func quoteKey(id string) string { return "quote:{" + id + "}" }
 
 func (s *Service) load(ctx context.Context, regions []string) map[string]snapshot {
 	return s.loadHorizon(ctx, regions, s.opts.HorizonMinutes)

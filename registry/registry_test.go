@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/surgeworks/surge/analytics"
+	"github.com/surgeworks/surge/internal/chtest"
 	"github.com/surgeworks/surge/internal/testenv"
-	"github.com/surgeworks/surge/migrations"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -26,16 +25,7 @@ func ctxT(t *testing.T) context.Context {
 
 func newRegistry(t *testing.T) (*Registry, *LocalStore) {
 	t.Helper()
-	ctx := ctxT(t)
-	addr, db := testenv.ClickHouse(t)
-	conn, err := analytics.Open(ctx, analytics.Options{Addr: addr, Database: db, ReadTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := migrations.Apply(ctx, conn, db); err != nil {
-		t.Fatal(err)
-	}
+	conn, _, _ := chtest.Migrated(t)
 	store, err := NewLocalStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -19,8 +19,8 @@ import (
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/graph"
 	"github.com/surgeworks/surge/inference"
+	"github.com/surgeworks/surge/internal/chtest"
 	"github.com/surgeworks/surge/internal/testenv"
-	"github.com/surgeworks/surge/migrations"
 	"github.com/surgeworks/surge/monitoring"
 	"github.com/surgeworks/surge/pricing"
 )
@@ -39,15 +39,7 @@ func ctxT(t *testing.T) context.Context {
 func accuracyConn(t *testing.T) driver.Conn {
 	t.Helper()
 	ctx := ctxT(t)
-	addr, db := testenv.ClickHouse(t)
-	conn, err := analytics.Open(ctx, analytics.Options{Addr: addr, Database: db, ReadTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := migrations.Apply(ctx, conn, db); err != nil {
-		t.Fatal(err)
-	}
+	conn, _, _ := chtest.Migrated(t)
 	base := time.Now().UTC().Truncate(time.Minute).Add(-2 * time.Hour)
 	h := analytics.NewHistory(conn, analytics.HistoryOptions{})
 	for region, per := range map[string]float64{"berlin": 20, "paris": 10} {

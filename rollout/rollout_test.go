@@ -15,11 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/inference"
+	"github.com/surgeworks/surge/internal/chtest"
 	"github.com/surgeworks/surge/internal/testenv"
-	"github.com/surgeworks/surge/migrations"
 	"github.com/surgeworks/surge/model"
 	"github.com/surgeworks/surge/registry"
 )
@@ -64,15 +63,7 @@ func artifact(t *testing.T, base float32) []byte {
 func newEnv(t *testing.T, timeout time.Duration) *env {
 	t.Helper()
 	ctx := ctxT(t)
-	addr, db := testenv.ClickHouse(t)
-	conn, err := analytics.Open(ctx, analytics.Options{Addr: addr, Database: db, ReadTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := migrations.Apply(ctx, conn, db); err != nil {
-		t.Fatal(err)
-	}
+	conn, _, _ := chtest.Migrated(t)
 	dir := t.TempDir()
 	store, err := registry.NewLocalStore(dir)
 	if err != nil {

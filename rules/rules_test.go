@@ -11,10 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/devenv"
+	"github.com/surgeworks/surge/internal/chtest"
 	"github.com/surgeworks/surge/internal/testenv"
-	"github.com/surgeworks/surge/migrations"
 	"github.com/surgeworks/surge/pricing"
 )
 
@@ -34,15 +33,7 @@ func migrated(t *testing.T) driver.Conn {
 
 func openMigrated(t *testing.T, addr, db string) driver.Conn {
 	t.Helper()
-	ctx := ctxT(t)
-	conn, err := analytics.Open(ctx, analytics.Options{Addr: addr, Database: db, ReadTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := migrations.Apply(ctx, conn, db); err != nil {
-		t.Fatal(err)
-	}
+	conn := chtest.Open(t, addr, db)
 	return conn
 }
 

@@ -20,8 +20,8 @@ import (
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/devenv"
 	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/internal/chtest"
 	"github.com/surgeworks/surge/internal/testenv"
-	"github.com/surgeworks/surge/migrations"
 )
 
 // childEnv selects the helper main: the test binary re-executed with it
@@ -64,15 +64,7 @@ func newEnv(t testing.TB) *env {
 
 func openMigrated(t testing.TB, addr, db string) driver.Conn {
 	t.Helper()
-	ctx := ctxT(t)
-	conn, err := analytics.Open(ctx, analytics.Options{Addr: addr, Database: db, ReadTimeout: 20 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := migrations.Apply(ctx, conn, db); err != nil {
-		t.Fatal(err)
-	}
+	conn := chtest.Open(t, addr, db)
 	return conn
 }
 

@@ -15,8 +15,8 @@ import (
 
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/features"
+	"github.com/surgeworks/surge/internal/chtest"
 	"github.com/surgeworks/surge/internal/testenv"
-	"github.com/surgeworks/surge/migrations"
 	"github.com/surgeworks/surge/registry"
 	"github.com/surgeworks/surge/training"
 )
@@ -31,16 +31,7 @@ func ctxT(t *testing.T) context.Context {
 
 func openCH(t *testing.T) driver.Conn {
 	t.Helper()
-	ctx := ctxT(t)
-	addr, db := testenv.ClickHouse(t)
-	conn, err := analytics.Open(ctx, analytics.Options{Addr: addr, Database: db, ReadTimeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := migrations.Apply(ctx, conn, db); err != nil {
-		t.Fatal(err)
-	}
+	conn, _, _ := chtest.Migrated(t)
 	return conn
 }
 

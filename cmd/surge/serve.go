@@ -54,11 +54,9 @@ loads the active model from the registry and serves /graphql, /playground, /heal
 			}
 			adminKey := os.Getenv("ADMIN_API_KEY")
 			if adminKey == "" && cfg.AdminKeyFile != "" {
-				b, err := os.ReadFile(cfg.AdminKeyFile)
-				if err != nil {
-					return fmt.Errorf("read admin key: %w", err)
+				if adminKey, err = auth.ReadKey(cfg.AdminKeyFile); err != nil {
+					return fmt.Errorf("admin key: %w", err)
 				}
-				adminKey = string(trimSpace(b))
 			}
 			if adminKey == "" {
 				logger.Warn("no admin API key configured (ADMIN_API_KEY or --admin-key-file): admin operations are refused")
@@ -78,13 +76,6 @@ loads the active model from the registry and serves /graphql, /playground, /heal
 	cfg.addConnFlags(cmd.Flags())
 	cfg.addServeFlags(cmd.Flags())
 	return cmd
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // app is the serving process: its components and their lifecycles.

@@ -8,8 +8,7 @@ import (
 	"time"
 
 	"github.com/surgeworks/surge/analytics"
-	"github.com/surgeworks/surge/internal/testenv"
-	"github.com/surgeworks/surge/migrations"
+	"github.com/surgeworks/surge/internal/chtest"
 	"github.com/surgeworks/surge/registry"
 	"github.com/surgeworks/surge/training"
 )
@@ -21,15 +20,7 @@ func trainDB(t *testing.T, days int) (args []string, reg *registry.Registry) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	addr, db := testenv.ClickHouse(t)
-	conn, err := analytics.Open(ctx, analytics.Options{Addr: addr, Database: db, ReadTimeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := migrations.Apply(ctx, conn, db); err != nil {
-		t.Fatal(err)
-	}
+	conn, addr, db := chtest.Migrated(t)
 	if days > 0 {
 		end := time.Now().UTC().Truncate(time.Hour)
 		h := analytics.NewHistory(conn, analytics.HistoryOptions{})
