@@ -17,9 +17,14 @@ import (
 type LoadOptions struct {
 	// Regions to load; default: every region with rows in the window.
 	Regions []string
-	// Window is how far back from End to read; default 28 days.
+	// Window is how far back from End to read when From is zero; default
+	// 28 days.
 	Window time.Duration
-	// End is the end of the window (exclusive, truncated to the minute);
+	// From is the start of the range (inclusive, truncated to the minute);
+	// zero: End − Window. With From set, history from any period can be
+	// trained on as it is, without shifting it to the present.
+	From time.Time
+	// End is the end of the range (exclusive, truncated to the minute);
 	// default now.
 	End time.Time
 }
@@ -29,7 +34,7 @@ const DefaultWindow = 28 * 24 * time.Hour
 
 // LoadHistory reads the per-minute demand of each region from ClickHouse
 // (table demand_minute through analytics.History.DemandMinutes) over
-// [End−Window, End). A region's history runs from its first to its last
+// [From, End) (From defaulting to End−Window). A region's history runs from its first to its last
 // stored minute in the window; the minutes between without a row had no
 // activity and are filled with zeros (demand_minute drops all-zero rows).
 // Regions without rows are left out; when none has any, the error wraps
@@ -44,6 +49,14 @@ func LoadHistory(ctx context.Context, conn driver.Conn, opts LoadOptions) ([]Reg
 	}
 	end := opts.End.UTC().Truncate(time.Minute)
 	from := end.Add(-opts.Window)
+	if !opts.From.IsZero() {
+		from = opts.From.UTC().Truncate(time.Minute)
+		opts.Window = end.Sub(from)
+	}
+	if !from.Before(end) {
+		return nil, fmt.Errorf("training: %w: empty range %s .. %s: the start must be before the end",
+			ErrNoData, from.Format(time.RFC3339), end.Format(time.RFC3339))
+	}
 	regions := opts.Regions
 	if len(regions) == 0 {
 		rows, err := conn.Query(ctx, `SELECT DISTINCT region_id FROM demand_minute WHERE minute >= ? AND minute < ? ORDER BY region_id`, from, end)
@@ -80,8 +93,8 @@ func LoadHistory(ctx context.Context, conn driver.Conn, opts LoadOptions) ([]Reg
 		if len(opts.Regions) > 0 {
 			which = "regions " + strings.Join(opts.Regions, ", ")
 		}
-		return nil, fmt.Errorf("training: %w: ClickHouse demand_minute has no rows for %s between %s and %s (window %s): load history with `surge replay --file …` (`surge simulate --history` writes such a file)",
-			ErrNoData, which, from.Format(time.RFC3339), end.Format(time.RFC3339), opts.Window)
+		return nil, fmt.Errorf("training: %w: ClickHouse demand_minute has no rows for %s between %s and %s (%.1f days): load history with `surge replay --file …` (`surge simulate --history` writes such a file)",
+			ErrNoData, which, from.Format(time.RFC3339), end.Format(time.RFC3339), end.Sub(from).Hours()/24)
 	}
 	return out, nil
 }

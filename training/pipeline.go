@@ -34,7 +34,11 @@ type PipelineOptions struct {
 	// MAPEThreshold is the gate's largest acceptable holdout MAPE per
 	// horizon (a fraction); default 0.15.
 	MAPEThreshold float64
-	// MAPEMinActual: only targets ≥ it count towards MAPE; default 5.
+	// MAPEThresholds overrides MAPEThreshold per horizon (minutes →
+	// fraction); see validation.GateOptions.
+	MAPEThresholds map[int]float64
+	// MAPEMinActual: only targets ≥ it count towards MAPE (and the gate's
+	// MAPE bound); default 5.
 	MAPEMinActual float64
 	// Progress, when set, is called at the start of each step.
 	Progress func(Progress)
@@ -135,7 +139,9 @@ type sample struct {
 //     week earlier; forecasts without a week of history before them are
 //     skipped for all three forecasters) and the historical average;
 //   - the gate (validation.Gate) passes when, on the holdout, the model beats
-//     seasonal naive on WAPE and meets MAPEThreshold for every horizon.
+//     seasonal naive and the historical average on WAPE and meets the
+//     horizon's MAPE threshold (over targets ≥ MAPEMinActual) for every
+//     horizon.
 //
 // A history shorter than 8 days plus the holdout and folds fails with
 // ErrNoData.
@@ -212,8 +218,9 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 	for h, r := range ratios {
 		res.Q10[h], res.Q90[h] = validation.Quantile(r, 0.1), validation.Quantile(r, 0.9)
 	}
-	res.Passed, res.Reasons = validation.Gate(res.Holdout.Model, res.Holdout.SeasonalNaive,
-		validation.GateOptions{MAPEThreshold: opts.MAPEThreshold})
+	res.Passed, res.Reasons = validation.Gate(res.Holdout.Model,
+		validation.Baselines{SeasonalNaive: res.Holdout.SeasonalNaive, HistoricalAverage: res.Holdout.HistoricalAverage},
+		validation.GateOptions{MAPEThreshold: opts.MAPEThreshold, MAPEThresholds: opts.MAPEThresholds})
 	res.Duration = time.Since(start)
 
 	params := opts.Train.Params()
@@ -224,6 +231,10 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 	params["fold_days"] = strconv.Itoa(opts.FoldDays)
 	params["stride"] = strconv.Itoa(opts.Stride)
 	params["mape_threshold"] = strconv.FormatFloat(opts.MAPEThreshold, 'g', -1, 64)
+	params["mape_min_actual"] = strconv.FormatFloat(opts.MAPEMinActual, 'g', -1, 64)
+	for h, t := range opts.MAPEThresholds {
+		params["mape_threshold_h"+strconv.Itoa(h)] = strconv.FormatFloat(t, 'g', -1, 64)
+	}
 	ens.Meta = model.Metadata{
 		Name:         "demand",
 		Version:      opts.Version,

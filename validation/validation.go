@@ -191,21 +191,41 @@ func Quantile(values []float64, q float64) float64 {
 
 // GateOptions are the acceptance criteria. A zero field takes the default.
 type GateOptions struct {
-	// MAPEThreshold is the largest acceptable MAPE, a fraction; default
-	// 0.15 (15 %).
+	// MAPEThreshold is the largest acceptable MAPE of a horizon, a
+	// fraction; default 0.15 (15 %). The MAPE is the one the metrics
+	// carry: over the periods whose actual demand is at least the
+	// accumulator's MAPEMinActual (DefaultMAPEMinActual), so sparse
+	// periods, where a count of 1 against a forecast of 2 is 100 %, do not
+	// decide alone.
 	MAPEThreshold float64
+	// MAPEThresholds overrides MAPEThreshold for single horizons (minutes
+	// → fraction), e.g. a looser bound at 5 minutes than at 60.
+	MAPEThresholds map[int]float64
+}
+
+// Threshold is the MAPE bound of horizon h.
+func (o GateOptions) Threshold(h int) float64 {
+	if t, ok := o.MAPEThresholds[h]; ok && t > 0 {
+		return t
+	}
+	if o.MAPEThreshold > 0 {
+		return o.MAPEThreshold
+	}
+	return 0.15
+}
+
+// Baselines are the forecasters a model must beat, keyed by horizon.
+type Baselines struct {
+	SeasonalNaive, HistoricalAverage map[int]Metrics
 }
 
 // Gate decides whether a model may be registered as a candidate: for every
-// horizon, the model's WAPE must be lower than the seasonal-naive WAPE and
-// its MAPE at most the threshold. It returns the reasons for a rejection
-// (empty when it passes), in horizon order. model and naive are keyed by
-// horizon in minutes.
-func Gate(model, naive map[int]Metrics, opts GateOptions) (pass bool, reasons []string) {
-	thr := opts.MAPEThreshold
-	if thr <= 0 {
-		thr = 0.15
-	}
+// horizon, the model's WAPE must be lower than the WAPE of seasonal naive
+// and of the historical average, and its MAPE at most the horizon's
+// threshold. It returns the reasons for a rejection (empty when it passes),
+// in horizon order, each naming the horizon, the rule and both figures.
+// model and the baselines are keyed by horizon in minutes.
+func Gate(model map[int]Metrics, base Baselines, opts GateOptions) (pass bool, reasons []string) {
 	hs := make([]int, 0, len(model))
 	for h := range model {
 		hs = append(hs, h)
@@ -215,18 +235,25 @@ func Gate(model, naive map[int]Metrics, opts GateOptions) (pass bool, reasons []
 		return false, []string{"no holdout forecasts to evaluate"}
 	}
 	for _, h := range hs {
-		m, n := model[h], naive[h]
-		switch {
-		case math.IsNaN(m.WAPE) || math.IsNaN(n.WAPE):
-			reasons = append(reasons, fmt.Sprintf("h%d: WAPE undefined (no demand in the holdout or no week-earlier data)", h))
-		case !(m.WAPE < n.WAPE):
-			reasons = append(reasons, fmt.Sprintf("h%d: WAPE %.4f does not beat seasonal naive %.4f", h, m.WAPE, n.WAPE))
+		m := model[h]
+		for _, b := range []struct {
+			name string
+			m    map[int]Metrics
+		}{{"seasonal naive", base.SeasonalNaive}, {"the historical average", base.HistoricalAverage}} {
+			bm, ok := b.m[h]
+			switch {
+			case !ok || math.IsNaN(m.WAPE) || math.IsNaN(bm.WAPE):
+				reasons = append(reasons, fmt.Sprintf("h%d: WAPE against %s undefined (no demand in the holdout or no baseline data)", h, b.name))
+			case !(m.WAPE < bm.WAPE):
+				reasons = append(reasons, fmt.Sprintf("h%d: WAPE %.4f does not beat %s %.4f", h, m.WAPE, b.name, bm.WAPE))
+			}
 		}
+		thr := opts.Threshold(h)
 		switch {
 		case math.IsNaN(m.MAPE):
-			reasons = append(reasons, fmt.Sprintf("h%d: MAPE undefined (no period with non-trivial demand)", h))
+			reasons = append(reasons, fmt.Sprintf("h%d: MAPE undefined (no period with enough demand to count)", h))
 		case m.MAPE > thr:
-			reasons = append(reasons, fmt.Sprintf("h%d: MAPE %.2f %% above the threshold %.2f %%", h, 100*m.MAPE, 100*thr))
+			reasons = append(reasons, fmt.Sprintf("h%d: MAPE %.2f %% (periods with enough demand) above the threshold %.2f %%", h, 100*m.MAPE, 100*thr))
 		}
 	}
 	return len(reasons) == 0, reasons

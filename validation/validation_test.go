@@ -135,32 +135,69 @@ func TestQuantile(t *testing.T) {
 func TestGate(t *testing.T) {
 	good := Metrics{MAPE: 0.10, WAPE: 0.08}
 	naive := Metrics{MAPE: 0.2, WAPE: 0.2}
+	havg := Metrics{MAPE: 0.18, WAPE: 0.15}
+	both := func(hs ...int) Baselines {
+		b := Baselines{SeasonalNaive: map[int]Metrics{}, HistoricalAverage: map[int]Metrics{}}
+		for _, h := range hs {
+			b.SeasonalNaive[h], b.HistoricalAverage[h] = naive, havg
+		}
+		return b
+	}
 	for _, tc := range []struct {
 		name    string
 		model   map[int]Metrics
-		naive   map[int]Metrics
+		base    Baselines
 		opts    GateOptions
 		pass    bool
 		reasons []string
 	}{
-		{"passes", map[int]Metrics{5: good, 15: good}, map[int]Metrics{5: naive, 15: naive}, GateOptions{}, true, nil},
-		{"worse than naive", map[int]Metrics{5: good, 15: {MAPE: 0.1, WAPE: 0.25}}, map[int]Metrics{5: naive, 15: naive}, GateOptions{}, false,
-			[]string{"h15: WAPE 0.2500 does not beat seasonal naive 0.2000"}},
-		{"tie with naive", map[int]Metrics{5: {MAPE: 0.1, WAPE: 0.2}}, map[int]Metrics{5: naive}, GateOptions{}, false,
-			[]string{"h5: WAPE 0.2000 does not beat seasonal naive 0.2000"}},
-		{"MAPE over the default 15 %", map[int]Metrics{60: {MAPE: 0.16, WAPE: 0.1}}, map[int]Metrics{60: naive}, GateOptions{}, false,
-			[]string{"h60: MAPE 16.00 % above the threshold 15.00 %"}},
-		{"custom threshold", map[int]Metrics{5: good}, map[int]Metrics{5: naive}, GateOptions{MAPEThreshold: 0.05}, false,
-			[]string{"h5: MAPE 10.00 % above the threshold 5.00 %"}},
-		{"undefined", map[int]Metrics{5: {MAPE: math.NaN(), WAPE: math.NaN()}}, map[int]Metrics{5: naive}, GateOptions{}, false,
-			[]string{"h5: WAPE undefined (no demand in the holdout or no week-earlier data)", "h5: MAPE undefined (no period with non-trivial demand)"}},
-		{"nothing evaluated", nil, nil, GateOptions{}, false, []string{"no holdout forecasts to evaluate"}},
+		{"passes", map[int]Metrics{5: good, 15: good}, both(5, 15), GateOptions{}, true, nil},
+		{"worse than naive", map[int]Metrics{5: good, 15: {MAPE: 0.1, WAPE: 0.25}}, both(5, 15), GateOptions{}, false,
+			[]string{"h15: WAPE 0.2500 does not beat seasonal naive 0.2000", "h15: WAPE 0.2500 does not beat the historical average 0.1500"}},
+		{"beats naive, not the historical average", map[int]Metrics{60: {MAPE: 0.1, WAPE: 0.17}}, both(60), GateOptions{}, false,
+			[]string{"h60: WAPE 0.1700 does not beat the historical average 0.1500"}},
+		{"tie with the historical average", map[int]Metrics{5: {MAPE: 0.1, WAPE: 0.15}}, both(5), GateOptions{}, false,
+			[]string{"h5: WAPE 0.1500 does not beat the historical average 0.1500"}},
+		{"baseline missing", map[int]Metrics{5: good}, Baselines{SeasonalNaive: map[int]Metrics{5: naive}}, GateOptions{}, false,
+			[]string{"h5: WAPE against the historical average undefined (no demand in the holdout or no baseline data)"}},
+		{"MAPE over the default 15 %", map[int]Metrics{60: {MAPE: 0.16, WAPE: 0.1}}, both(60), GateOptions{}, false,
+			[]string{"h60: MAPE 16.00 % (periods with enough demand) above the threshold 15.00 %"}},
+		{"custom threshold", map[int]Metrics{5: good}, both(5), GateOptions{MAPEThreshold: 0.05}, false,
+			[]string{"h5: MAPE 10.00 % (periods with enough demand) above the threshold 5.00 %"}},
+		{"per-horizon threshold loosens one horizon", map[int]Metrics{5: {MAPE: 0.4, WAPE: 0.1}, 60: good},
+			both(5, 60), GateOptions{MAPEThresholds: map[int]float64{5: 0.5}}, true, nil},
+		{"per-horizon threshold tightens one horizon", map[int]Metrics{5: good, 60: good},
+			both(5, 60), GateOptions{MAPEThreshold: 0.5, MAPEThresholds: map[int]float64{60: 0.05}}, false,
+			[]string{"h60: MAPE 10.00 % (periods with enough demand) above the threshold 5.00 %"}},
+		{"undefined", map[int]Metrics{5: {MAPE: math.NaN(), WAPE: math.NaN()}}, both(5), GateOptions{}, false,
+			[]string{"h5: WAPE against seasonal naive undefined (no demand in the holdout or no baseline data)",
+				"h5: WAPE against the historical average undefined (no demand in the holdout or no baseline data)",
+				"h5: MAPE undefined (no period with enough demand to count)"}},
+		{"nothing evaluated", nil, Baselines{}, GateOptions{}, false, []string{"no holdout forecasts to evaluate"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pass, reasons := Gate(tc.model, tc.naive, tc.opts)
+			pass, reasons := Gate(tc.model, tc.base, tc.opts)
 			if pass != tc.pass || strings.Join(reasons, "|") != strings.Join(tc.reasons, "|") {
 				t.Fatalf("Gate = %v %q, want %v %q", pass, reasons, tc.pass, tc.reasons)
 			}
 		})
+	}
+}
+
+func TestGateThreshold(t *testing.T) {
+	for _, tc := range []struct {
+		opts GateOptions
+		h    int
+		want float64
+	}{
+		{GateOptions{}, 5, 0.15},
+		{GateOptions{MAPEThreshold: 0.3}, 5, 0.3},
+		{GateOptions{MAPEThreshold: 0.3, MAPEThresholds: map[int]float64{5: 0.6}}, 5, 0.6},
+		{GateOptions{MAPEThreshold: 0.3, MAPEThresholds: map[int]float64{5: 0.6}}, 15, 0.3},
+		{GateOptions{MAPEThresholds: map[int]float64{5: 0}}, 5, 0.15},
+	} {
+		if got := tc.opts.Threshold(tc.h); got != tc.want {
+			t.Errorf("%+v.Threshold(%d) = %v, want %v", tc.opts, tc.h, got, tc.want)
+		}
 	}
 }

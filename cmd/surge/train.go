@@ -33,13 +33,16 @@ const (
 // pipelineConfig is what `surge train` (and, later, the scheduled retrain)
 // passes to trainPipeline.
 type pipelineConfig struct {
-	Name     string
-	Source   string        // sourceClickHouse (default) or sourceSynthetic
-	Window   time.Duration // clickhouse: how far back from now; default training.DefaultWindow
-	Regions  []string      // clickhouse: default every region with data
-	Days     int           // synthetic: days of generated history; default 14
-	LoadHist bool          // synthetic: also write the history into demand_minute
-	Activate bool          // make the model active when the gate passes (default: candidate)
+	Name   string
+	Source string        // sourceClickHouse (default) or sourceSynthetic
+	Window time.Duration // clickhouse: how far back from To (or From); default training.DefaultWindow
+	// From and To bound the clickhouse history explicitly, [From, To):
+	// zero From means To − Window, zero To means now.
+	From, To time.Time
+	Regions  []string // clickhouse: default every region with data
+	Days     int      // synthetic: days of generated history; default 14
+	LoadHist bool     // synthetic: also write the history into demand_minute
+	Activate bool     // make the model active when the gate passes (default: candidate)
 	Pipeline training.PipelineOptions
 }
 
@@ -52,7 +55,7 @@ func trainPipeline(ctx context.Context, ch driver.Conn, reg *registry.Registry, 
 	switch pc.Source {
 	case sourceClickHouse, "":
 		var err error
-		hist, err = training.LoadHistory(ctx, ch, training.LoadOptions{Regions: pc.Regions, Window: pc.Window})
+		hist, err = training.LoadHistory(ctx, ch, training.LoadOptions{Regions: pc.Regions, Window: pc.Window, From: pc.From, End: pc.To})
 		if err != nil {
 			return registry.Entry{}, nil, fmt.Errorf("%w (or train on generated data with --source synthetic)", err)
 		}
@@ -98,23 +101,31 @@ var errRejected = errors.New("model rejected by the validation gate")
 
 func newTrainCmd() *cobra.Command {
 	var (
-		cfg     config
-		pc      pipelineConfig
-		window  string
-		regions string
+		cfg        config
+		pc         pipelineConfig
+		window     string
+		from, to   string
+		regions    string
+		thresholds string
 	)
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Train, validate and register a demand model",
-		Long: `train reads the per-minute demand history from ClickHouse (demand_minute, the last
---window; load one with ` + "`surge replay`" + ` or ` + "`surge simulate --history`" + `), or generates one
+		Long: `train reads the per-minute demand history from ClickHouse (demand_minute over [--from, --to),
+or the last --window before --to or now; load one with ` + "`surge replay`" + ` or ` + "`surge simulate --history`" + `), or generates one
 with --source synthetic, builds features.V1 rows for horizons 5, 15 and 60 minutes exactly as
 serving does, and validates: a rolling-origin backtest (--folds days before the holdout) and a
 holdout of the last --holdout-days days, the model beside two baselines (seasonal naive: the
 same minutes a week earlier; the region's hour-of-week average over the training days).
 
+--from and --to take RFC 3339 times or plain dates (UTC midnight; --to is exclusive), so a
+history from any year trains as it is: the holdout is its last --holdout-days days and the
+backtest folds lie before them.
+
 The model is registered as a candidate when, for every horizon on the holdout, it beats
-seasonal naive on WAPE and its MAPE is at most --mape-threshold; otherwise it is recorded as
+seasonal naive and the historical average on WAPE and its MAPE over the periods with at least
+--mape-min-actual demand is at most --mape-threshold (or the horizon's --mape-thresholds
+entry); otherwise it is recorded as
 rejected with its reasons (and train exits with status 1). The registered metrics include the
 empirical 10 %/90 % quantiles of actual/predicted per horizon (interval_q10_h15, …).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -122,7 +133,10 @@ empirical 10 %/90 % quantiles of actual/predicted per horizon (interval_q10_h15,
 			if err != nil {
 				return err
 			}
-			if pc.Window, err = parseWindow(window); err != nil {
+			if pc.Window, pc.From, pc.To, err = parseRange(window, from, to); err != nil {
+				return err
+			}
+			if pc.Pipeline.MAPEThresholds, err = parseThresholds(thresholds); err != nil {
 				return err
 			}
 			if regions != "" {
@@ -174,7 +188,9 @@ empirical 10 %/90 % quantiles of actual/predicted per horizon (interval_q10_h15,
 	f := cmd.Flags()
 	f.StringVar(&pc.Name, "name", "demand", "model name")
 	f.StringVar(&pc.Source, "source", sourceClickHouse, "training data: clickhouse (demand_minute over --window) or synthetic (generated --days)")
-	f.StringVar(&window, "window", "28d", "clickhouse source: history window ending now (e.g. 28d, 336h)")
+	f.StringVar(&window, "window", "28d", "clickhouse source: history window ending at --to or now (e.g. 28d, 336h); ignored with --from")
+	f.StringVar(&from, "from", "", "clickhouse source: start of the history, RFC 3339 or a date (2001-01-01); default --window before --to")
+	f.StringVar(&to, "to", "", "clickhouse source: end of the history (exclusive), RFC 3339 or a date; default now")
 	f.StringVar(&regions, "regions", "", "clickhouse source: comma-separated regions (default: every region with data in the window)")
 	f.IntVar(&pc.Days, "days", 14, "synthetic source: days of generated history")
 	f.BoolVar(&pc.LoadHist, "load-history", false, "synthetic source: also write the generated history into ClickHouse demand_minute")
@@ -182,10 +198,67 @@ empirical 10 %/90 % quantiles of actual/predicted per horizon (interval_q10_h15,
 	f.StringVar(&pc.Pipeline.Train.Objective, "objective", training.ObjectiveL2, "loss: l2, poisson or tweedie")
 	f.IntVar(&pc.Pipeline.Train.NumTrees, "trees", 100, "boosting rounds")
 	f.Float64Var(&pc.Pipeline.MAPEThreshold, "mape-threshold", 0.15, "largest holdout MAPE per horizon that passes the gate, a fraction")
+	f.StringVar(&thresholds, "mape-thresholds", "", "per-horizon MAPE bounds overriding --mape-threshold, minutes=fraction comma-separated (5=0.6,15=0.3)")
+	f.Float64Var(&pc.Pipeline.MAPEMinActual, "mape-min-actual", 5, "only periods with at least this demand count towards MAPE and its gate")
 	f.IntVar(&pc.Pipeline.HoldoutDays, "holdout-days", 2, "last days held out for the gate and the intervals")
 	f.IntVar(&pc.Pipeline.Folds, "folds", 2, "rolling-origin backtest folds of one day before the holdout (-1: none)")
 	cfg.addConnFlags(f)
 	return cmd
+}
+
+// parseRange checks the history range of a training run: a window (see
+// parseWindow) and optional RFC 3339 or date bounds (see parseTime).
+func parseRange(window, from, to string) (w time.Duration, f, t time.Time, err error) {
+	if w, err = parseWindow(window); err != nil {
+		return 0, f, t, err
+	}
+	if f, err = parseTime("--from", from); err != nil {
+		return 0, f, t, err
+	}
+	if t, err = parseTime("--to", to); err != nil {
+		return 0, f, t, err
+	}
+	end := t
+	if end.IsZero() {
+		end = time.Now()
+	}
+	if !f.IsZero() && !f.Before(end) {
+		return 0, f, t, fmt.Errorf("--from %s is not before --to %s", f.Format(time.RFC3339), end.Format(time.RFC3339))
+	}
+	return w, f, t, nil
+}
+
+// parseTime accepts an RFC 3339 time or a date (UTC midnight); empty is
+// the zero time.
+func parseTime(flag, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t.UTC(), nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%s %q: want an RFC 3339 time (2001-06-17T00:00:00Z) or a date (2001-06-17)", flag, s)
+}
+
+// parseThresholds reads per-horizon MAPE bounds: "5=0.6,15=0.3".
+func parseThresholds(s string) (map[int]float64, error) {
+	if s == "" {
+		return nil, nil
+	}
+	out := map[int]float64{}
+	for _, kv := range splitList(s) {
+		k, v, ok := strings.Cut(kv, "=")
+		h, herr := strconv.Atoi(strings.TrimSpace(k))
+		t, terr := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if !ok || herr != nil || terr != nil || h <= 0 || !(t > 0 && t < 10) {
+			return nil, fmt.Errorf("--mape-thresholds %q: want minutes=fraction entries, e.g. 5=0.6,15=0.3 (bad entry %q)", s, kv)
+		}
+		out[h] = t
+	}
+	return out, nil
 }
 
 // parseWindow accepts a number of days ("28d") or a Go duration ("336h").

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -18,11 +19,16 @@ import (
 // days > 0.
 func trainDB(t *testing.T, days int) (args []string, reg *registry.Registry) {
 	t.Helper()
+	return trainDBUntil(t, days, time.Now().UTC().Truncate(time.Hour))
+}
+
+// trainDBUntil is trainDB with history ending at end.
+func trainDBUntil(t *testing.T, days int, end time.Time) (args []string, reg *registry.Registry) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	conn, addr, db := chtest.Migrated(t)
 	if days > 0 {
-		end := time.Now().UTC().Truncate(time.Hour)
 		h := analytics.NewHistory(conn, analytics.HistoryOptions{})
 		for _, rh := range training.GenerateHistory(training.HistoryOptions{Days: days, Start: end.AddDate(0, 0, -days),
 			Regions: training.DefaultRegions[:2]}) {
@@ -79,8 +85,15 @@ func TestTrainCommandBadInput(t *testing.T) {
 		want  []string
 	}{
 		{"no data", nil, []string{"no rows for any region", "surge replay", "surge simulate --history", "--source synthetic"}},
-		{"no data in named regions", []string{"--regions", "berlin", "--window", "7d"}, []string{"regions berlin", "window 168h0m0s"}},
+		{"no data in named regions", []string{"--regions", "berlin", "--window", "7d"}, []string{"regions berlin", "(7.0 days)"}},
+		{"no data in the range", []string{"--from", "2001-01-01", "--to", "2001-02-01"},
+			[]string{"no rows for any region between 2001-01-01T00:00:00Z and 2001-02-01T00:00:00Z (31.0 days)"}},
+		{"range backwards", []string{"--from", "2001-02-01", "--to", "2001-01-01"},
+			[]string{"--from 2001-02-01T00:00:00Z is not before --to 2001-01-01T00:00:00Z"}},
+		{"bad from", []string{"--from", "January"}, []string{`--from "January": want an RFC 3339 time`}},
+		{"bad to", []string{"--to", "2001-13-01"}, []string{`--to "2001-13-01"`}},
 		{"bad window", []string{"--window", "a week"}, []string{`--window "a week"`}},
+		{"bad per-horizon threshold", []string{"--mape-thresholds", "5=0.6,15"}, []string{`--mape-thresholds "5=0.6,15"`, `bad entry "15"`}},
 		{"bad objective", []string{"--objective", "huber"}, []string{`--objective "huber"`}},
 		{"bad threshold", []string{"--mape-threshold", "-1"}, []string{"--mape-threshold -1"}},
 		{"bad source", []string{"--source", "csv"}, []string{`unknown --source "csv"`}},
@@ -96,5 +109,41 @@ func TestTrainCommandBadInput(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A history from another period trains as it is with --from and --to: the
+// holdout is the range's last days, not the days before now.
+func TestTrainCommandExplicitRange(t *testing.T) {
+	end := time.Date(2001, 1, 16, 0, 0, 0, 0, time.UTC)
+	args, reg := trainDBUntil(t, 15, end)
+
+	// Too short a range for a week of history before the holdout: the
+	// error names the range and what is missing.
+	_, err := run(t, newTrainCmd(), append(args, "--from", "2001-01-06", "--to", "2001-01-16")...)
+	if !errors.Is(err, training.ErrNoData) || !strings.Contains(err.Error(), "2001-01-06 00:00:00 .. 2001-01-16 00:00:00") ||
+		!strings.Contains(err.Error(), "need at least") {
+		t.Fatalf("short range: %v", err)
+	}
+
+	out, err := run(t, newTrainCmd(), append(args, "--from", "2001-01-01", "--to", "2001-01-16T00:00:00Z",
+		"--mape-thresholds", "5=0.5")...)
+	if err != nil {
+		t.Fatalf("train --from --to: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "gate: PASSED") {
+		t.Fatalf("output:\n%s", out)
+	}
+	e, err := reg.Get(t.Context(), "demand", "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var params map[string]any
+	if err := json.Unmarshal(e.Params, &params); err != nil {
+		t.Fatal(err)
+	}
+	if e.Status != registry.StatusCandidate || params["data_from"] != "2001-01-01T00:00:00Z" ||
+		params["data_to"] != "2001-01-16T00:00:00Z" || params["mape_threshold_h5"] != "0.5" || params["mape_min_actual"] != "5" {
+		t.Fatalf("registered %s with params %v", e.Status, params)
 	}
 }
