@@ -34,8 +34,8 @@ const DefaultWindow = 28 * 24 * time.Hour
 
 // LoadHistory reads the per-minute demand of each region from ClickHouse
 // (table demand_minute through analytics.History.DemandMinutes) over
-// [From, End) (From defaulting to End−Window). A region's history runs from its first to its last
-// stored minute in the window; the minutes between without a row had no
+// [From, End), From defaulting to End−Window. A region's history runs
+// from its first to its last stored minute in the range; the minutes between without a row had no
 // activity and are filled with zeros (demand_minute drops all-zero rows).
 // Regions without rows are left out; when none has any, the error wraps
 // ErrNoData and says which regions and window were searched and how to
@@ -51,7 +51,6 @@ func LoadHistory(ctx context.Context, conn driver.Conn, opts LoadOptions) ([]Reg
 	from := end.Add(-opts.Window)
 	if !opts.From.IsZero() {
 		from = opts.From.UTC().Truncate(time.Minute)
-		opts.Window = end.Sub(from)
 	}
 	if !from.Before(end) {
 		return nil, fmt.Errorf("training: %w: empty range %s .. %s: the start must be before the end",
