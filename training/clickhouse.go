@@ -35,11 +35,11 @@ const DefaultWindow = 28 * 24 * time.Hour
 // LoadHistory reads the per-minute demand of each region from ClickHouse
 // (table demand_minute through analytics.History.DemandMinutes) over
 // [From, End), From defaulting to End−Window. A region's history runs
-// from its first to its last stored minute in the range; the minutes between without a row had no
-// activity and are filled with zeros (demand_minute drops all-zero rows).
-// Regions without rows are left out; when none has any, the error wraps
-// ErrNoData and says which regions and window were searched and how to
-// load history.
+// from its first to its last stored minute in the range; the minutes
+// between without a row had no activity and are filled with zeros
+// (demand_minute drops all-zero rows). Regions without rows are left out;
+// when none has any, the error wraps ErrNoData and says which regions and
+// range were searched and how to load history.
 func LoadHistory(ctx context.Context, conn driver.Conn, opts LoadOptions) ([]RegionHistory, error) {
 	if opts.Window <= 0 {
 		opts.Window = DefaultWindow
