@@ -19,6 +19,9 @@ type Feature struct {
 	Name        string
 	Default     float32 // used when the value is missing or not finite
 	Description string
+	// PerHorizon features have one value per horizon H, stored in Online
+	// under HorizonKey(Name, H) (the long-memory features of V2).
+	PerHorizon bool
 }
 
 // Schema is the ordered list of model inputs. The order is the column order of
@@ -56,26 +59,26 @@ const (
 // V1 is the current schema. Changing names, order or defaults changes its
 // Hash, and models trained on another hash are refused at load.
 var V1 = Schema{
-	{Searches1m, 0, "searches in the last closed minute"},
-	{Bookings1m, 0, "bookings in the last closed minute"},
-	{Cancels1m, 0, "cancellations in the last closed minute"},
-	{Searches5m, 0, "searches per minute, mean over the last 5 minutes"},
-	{Bookings5m, 0, "bookings per minute, mean over the last 5 minutes"},
-	{Searches15m, 0, "searches per minute, mean over the last 15 minutes"},
-	{Bookings15m, 0, "bookings per minute, mean over the last 15 minutes"},
-	{Supply, 0, "available supply units (drivers, couriers, vehicles), latest"},
-	{DemandTrend, 1, "searches per minute over the last 5 minutes against the 10 before"},
-	{Seasonality, 1, "hour-of-week demand index learned from history (1 = average)"},
-	{SupplyDemand, 1, "supply against searches per minute over the last 5 minutes"},
-	{WeatherSeverity, 0, "0 clear … 1 severe"},
-	{TrafficIndex, 0, "0 free-flowing … 1 gridlock"},
-	{LocalEvent, 0, "1 when a local event is under way"},
-	{HourSin, 0, "sin of the hour of day (UTC)"},
-	{HourCos, 1, "cos of the hour of day (UTC)"},
-	{DowSin, 0, "sin of the day of week"},
-	{DowCos, 1, "cos of the day of week"},
-	{IsWeekend, 0, "1 on Saturday and Sunday (UTC)"},
-	{HorizonMinutes, 15, "forecast horizon in minutes"},
+	{Name: Searches1m, Default: 0, Description: "searches in the last closed minute"},
+	{Name: Bookings1m, Default: 0, Description: "bookings in the last closed minute"},
+	{Name: Cancels1m, Default: 0, Description: "cancellations in the last closed minute"},
+	{Name: Searches5m, Default: 0, Description: "searches per minute, mean over the last 5 minutes"},
+	{Name: Bookings5m, Default: 0, Description: "bookings per minute, mean over the last 5 minutes"},
+	{Name: Searches15m, Default: 0, Description: "searches per minute, mean over the last 15 minutes"},
+	{Name: Bookings15m, Default: 0, Description: "bookings per minute, mean over the last 15 minutes"},
+	{Name: Supply, Default: 0, Description: "available supply units (drivers, couriers, vehicles), latest"},
+	{Name: DemandTrend, Default: 1, Description: "searches per minute over the last 5 minutes against the 10 before"},
+	{Name: Seasonality, Default: 1, Description: "hour-of-week demand index learned from history (1 = average)"},
+	{Name: SupplyDemand, Default: 1, Description: "supply against searches per minute over the last 5 minutes"},
+	{Name: WeatherSeverity, Default: 0, Description: "0 clear … 1 severe"},
+	{Name: TrafficIndex, Default: 0, Description: "0 free-flowing … 1 gridlock"},
+	{Name: LocalEvent, Default: 0, Description: "1 when a local event is under way"},
+	{Name: HourSin, Default: 0, Description: "sin of the hour of day (UTC)"},
+	{Name: HourCos, Default: 1, Description: "cos of the hour of day (UTC)"},
+	{Name: DowSin, Default: 0, Description: "sin of the day of week"},
+	{Name: DowCos, Default: 1, Description: "cos of the day of week"},
+	{Name: IsWeekend, Default: 0, Description: "1 on Saturday and Sunday (UTC)"},
+	{Name: HorizonMinutes, Default: 15, Description: "forecast horizon in minutes"},
 }
 
 // Len is the number of columns.
@@ -108,6 +111,9 @@ func (s Schema) Hash() string {
 		b.WriteString(f.Name)
 		b.WriteByte('=')
 		b.WriteString(strconv.FormatFloat(float64(f.Default), 'g', -1, 32))
+		if f.PerHorizon {
+			b.WriteString("/h")
+		}
 		b.WriteByte(';')
 	}
 	sum := sha256.Sum256([]byte(b.String()))
@@ -120,41 +126,57 @@ type Online map[string]float64
 // Vector builds the model input row for a region at time at and a forecast
 // horizon. Serving and training both call it, so they cannot disagree.
 // Missing or non-finite values take the schema default. dst is reused when it
-// has the right length.
+// has the right length. It is VectorFor without a region or encoding.
 func (s Schema) Vector(dst []float32, online Online, at time.Time, horizonMinutes int) []float32 {
-	if len(dst) != len(s) {
-		dst = make([]float32, len(s))
-	}
-	at = at.UTC()
+	dst, _ = s.VectorFor(dst, Input{Online: online, At: at, Horizon: horizonMinutes})
+	return dst
+}
+
+// derived computes the V1 features that come from the request itself.
+func (Schema) derived(name string, at time.Time, horizonMinutes int) (float64, bool) {
 	hour := float64(at.Hour()) + float64(at.Minute())/60
 	dow := float64(at.Weekday())
-	for i, f := range s {
-		v, ok := 0.0, true
-		switch f.Name {
-		case HourSin:
-			v = math.Sin(2 * math.Pi * hour / 24)
-		case HourCos:
-			v = math.Cos(2 * math.Pi * hour / 24)
-		case DowSin:
-			v = math.Sin(2 * math.Pi * dow / 7)
-		case DowCos:
-			v = math.Cos(2 * math.Pi * dow / 7)
-		case IsWeekend:
-			if at.Weekday() == time.Saturday || at.Weekday() == time.Sunday {
-				v = 1
-			}
-		case HorizonMinutes:
-			v = float64(horizonMinutes)
-		default:
-			v, ok = online[f.Name]
+	switch name {
+	case HourSin:
+		return math.Sin(2 * math.Pi * hour / 24), true
+	case HourCos:
+		return math.Cos(2 * math.Pi * hour / 24), true
+	case DowSin:
+		return math.Sin(2 * math.Pi * dow / 7), true
+	case DowCos:
+		return math.Cos(2 * math.Pi * dow / 7), true
+	case IsWeekend:
+		if at.Weekday() == time.Saturday || at.Weekday() == time.Sunday {
+			return 1, true
 		}
-		if !ok || math.IsNaN(v) || math.IsInf(v, 0) {
-			dst[i] = f.Default
-			continue
-		}
-		dst[i] = float32(v)
+		return 0, true
+	case HorizonMinutes:
+		return float64(horizonMinutes), true
 	}
-	return dst
+	return 0, false
+}
+
+// Version names a schema known to this build: "v1" or "v2" by hash, "" for
+// any other.
+func Version(hash string) string {
+	switch hash {
+	case V1.Hash():
+		return "v1"
+	case V2.Hash():
+		return "v2"
+	}
+	return ""
+}
+
+// ByHash returns the schema with the given hash among those this build can
+// build vectors for.
+func ByHash(hash string) (Schema, error) {
+	for _, s := range []Schema{V1, V2} {
+		if s.Hash() == hash {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: model has %q; this server builds %q (v1) and %q (v2)", ErrSchemaMismatch, hash, V1.Hash(), V2.Hash())
 }
 
 // CheckHash returns an error when a model's schema hash is not this schema's.

@@ -79,6 +79,7 @@ type ComplexityRoot struct {
 		ModelVersion   func(childComplexity int) int
 		RegionID       func(childComplexity int) int
 		Source         func(childComplexity int) int
+		TrainingData   func(childComplexity int) int
 		Upper          func(childComplexity int) int
 		Warnings       func(childComplexity int) int
 	}
@@ -122,9 +123,11 @@ type ComplexityRoot struct {
 		Metrics         func(childComplexity int) int
 		Name            func(childComplexity int) int
 		SchemaHash      func(childComplexity int) int
+		SchemaVersion   func(childComplexity int) int
 		Serving         func(childComplexity int) int
 		Status          func(childComplexity int) int
 		StatusChangedAt func(childComplexity int) int
+		TrainingData    func(childComplexity int) int
 		Version         func(childComplexity int) int
 	}
 
@@ -231,6 +234,7 @@ type ComplexityRoot struct {
 		StableStats    func(childComplexity int) int
 		StartedAt      func(childComplexity int) int
 		State          func(childComplexity int) int
+		Waiting        func(childComplexity int) int
 	}
 
 	RolloutPhase struct {
@@ -459,6 +463,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Forecast.Source(childComplexity), true
+	case "Forecast.trainingData":
+		if e.ComplexityRoot.Forecast.TrainingData == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Forecast.TrainingData(childComplexity), true
 	case "Forecast.upper":
 		if e.ComplexityRoot.Forecast.Upper == nil {
 			break
@@ -632,6 +642,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ModelVersion.SchemaHash(childComplexity), true
+	case "ModelVersion.schemaVersion":
+		if e.ComplexityRoot.ModelVersion.SchemaVersion == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelVersion.SchemaVersion(childComplexity), true
 	case "ModelVersion.serving":
 		if e.ComplexityRoot.ModelVersion.Serving == nil {
 			break
@@ -650,6 +666,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ModelVersion.StatusChangedAt(childComplexity), true
+	case "ModelVersion.trainingData":
+		if e.ComplexityRoot.ModelVersion.TrainingData == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ModelVersion.TrainingData(childComplexity), true
 	case "ModelVersion.version":
 		if e.ComplexityRoot.ModelVersion.Version == nil {
 			break
@@ -1216,6 +1238,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Rollout.State(childComplexity), true
+	case "Rollout.waiting":
+		if e.ComplexityRoot.Rollout.Waiting == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Rollout.Waiting(childComplexity), true
 
 	case "RolloutPhase.percent":
 		if e.ComplexityRoot.RolloutPhase.Percent == nil {
@@ -1467,6 +1495,16 @@ type Forecast {
   degraded: Boolean!
   warnings: [String!]!
   generatedAt: Time!
+  "What the model that made the forecast was trained on; null for fallbacks and models that do not say."
+  trainingData: TrainingData
+}
+
+"What a model was trained on."
+enum TrainingData {
+  "The generated history of the bootstrap model (or ` + "`" + `surge train --source synthetic` + "`" + `)."
+  GENERATED
+  "Demand history in ClickHouse: the events the deployment received."
+  REAL
 }
 
 type Region {
@@ -1667,6 +1705,10 @@ type ModelVersion {
   statusChangedAt: Time!
   "Hash of the feature schema the model was trained on; serving refuses another one."
   schemaHash: String!
+  "The feature schema by name: v1 (last 15 minutes) or v2 (long memory); null for a schema this server cannot build."
+  schemaVersion: String
+  "What the model was trained on; null when its record does not say."
+  trainingData: TrainingData
   "How this process uses it: STABLE, CANDIDATE, SHADOW or null."
   serving: String
 }
@@ -1694,6 +1736,8 @@ type Rollout {
   finishedAt: Time
   "Why it was rolled back or promoted."
   reason: String
+  "Why a phase whose time is over has not ended: the candidate has not yet served (or been scored on) enough forecasts."
+  waiting: String
   "The phases entered so far."
   history: [RolloutPhase!]!
   "The last comparison of the candidate (current phase) with the stable version (since the start)."
@@ -1843,6 +1887,8 @@ func (ec *executionContext) childFields_Forecast(ctx context.Context, field grap
 		return ec.fieldContext_Forecast_warnings(ctx, field)
 	case "generatedAt":
 		return ec.fieldContext_Forecast_generatedAt(ctx, field)
+	case "trainingData":
+		return ec.fieldContext_Forecast_trainingData(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Forecast", field.Name)
 }
@@ -1931,6 +1977,10 @@ func (ec *executionContext) childFields_ModelVersion(ctx context.Context, field 
 		return ec.fieldContext_ModelVersion_statusChangedAt(ctx, field)
 	case "schemaHash":
 		return ec.fieldContext_ModelVersion_schemaHash(ctx, field)
+	case "schemaVersion":
+		return ec.fieldContext_ModelVersion_schemaVersion(ctx, field)
+	case "trainingData":
+		return ec.fieldContext_ModelVersion_trainingData(ctx, field)
 	case "serving":
 		return ec.fieldContext_ModelVersion_serving(ctx, field)
 	}
@@ -2091,6 +2141,8 @@ func (ec *executionContext) childFields_Rollout(ctx context.Context, field graph
 		return ec.fieldContext_Rollout_finishedAt(ctx, field)
 	case "reason":
 		return ec.fieldContext_Rollout_reason(ctx, field)
+	case "waiting":
+		return ec.fieldContext_Rollout_waiting(ctx, field)
 	case "history":
 		return ec.fieldContext_Rollout_history(ctx, field)
 	case "candidateStats":
@@ -3238,6 +3290,29 @@ func (ec *executionContext) fieldContext_Forecast_generatedAt(_ context.Context,
 	return graphql.NewScalarFieldContext("Forecast", field, false, false, "Time")
 }
 
+func (ec *executionContext) _Forecast_trainingData(ctx context.Context, field graphql.CollectedField, obj *model.Forecast) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Forecast_trainingData(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TrainingData, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.TrainingData) graphql.Marshaler {
+			return ec.marshalOTrainingData2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐTrainingData(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Forecast_trainingData(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Forecast", field, false, false, "TrainingData")
+}
+
 func (ec *executionContext) _ForecastAccuracy_region(ctx context.Context, field graphql.CollectedField, obj *model.ForecastAccuracy) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -3930,6 +4005,52 @@ func (ec *executionContext) _ModelVersion_schemaHash(ctx context.Context, field 
 }
 func (ec *executionContext) fieldContext_ModelVersion_schemaHash(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("ModelVersion", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelVersion_schemaVersion(ctx context.Context, field graphql.CollectedField, obj *model.ModelVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelVersion_schemaVersion(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SchemaVersion, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ModelVersion_schemaVersion(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelVersion", field, false, false, "String")
+}
+
+func (ec *executionContext) _ModelVersion_trainingData(ctx context.Context, field graphql.CollectedField, obj *model.ModelVersion) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ModelVersion_trainingData(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TrainingData, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.TrainingData) graphql.Marshaler {
+			return ec.marshalOTrainingData2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐTrainingData(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ModelVersion_trainingData(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ModelVersion", field, false, false, "TrainingData")
 }
 
 func (ec *executionContext) _ModelVersion_serving(ctx context.Context, field graphql.CollectedField, obj *model.ModelVersion) (ret graphql.Marshaler) {
@@ -6161,6 +6282,29 @@ func (ec *executionContext) fieldContext_Rollout_reason(_ context.Context, field
 	return graphql.NewScalarFieldContext("Rollout", field, false, false, "String")
 }
 
+func (ec *executionContext) _Rollout_waiting(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Rollout_waiting(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Waiting, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Rollout_waiting(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Rollout", field, false, false, "String")
+}
+
 func (ec *executionContext) _Rollout_history(ctx context.Context, field graphql.CollectedField, obj *model.Rollout) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -8254,6 +8398,11 @@ func (ec *executionContext) _Forecast(ctx context.Context, sel ast.SelectionSet,
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "trainingData":
+			out.Values[i] = ec._Forecast_trainingData(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -8537,6 +8686,16 @@ func (ec *executionContext) _ModelVersion(ctx context.Context, sel ast.Selection
 		case "schemaHash":
 			out.Values[i] = ec._ModelVersion_schemaHash(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "schemaVersion":
+			out.Values[i] = ec._ModelVersion_schemaVersion(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "trainingData":
+			out.Values[i] = ec._ModelVersion_trainingData(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		case "serving":
@@ -9208,6 +9367,11 @@ func (ec *executionContext) _Rollout(ctx context.Context, sel ast.SelectionSet, 
 			}
 		case "reason":
 			out.Values[i] = ec._Rollout_reason(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "waiting":
+			out.Values[i] = ec._Rollout_waiting(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
@@ -10567,6 +10731,22 @@ func (ec *executionContext) marshalOTime2ᚖtimeᚐTime(ctx context.Context, sel
 	_ = ctx
 	res := graphql.MarshalTime(*v)
 	return res
+}
+
+func (ec *executionContext) unmarshalOTrainingData2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐTrainingData(ctx context.Context, v any) (*model.TrainingData, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.TrainingData)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOTrainingData2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐTrainingData(ctx context.Context, sel ast.SelectionSet, v *model.TrainingData) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) marshalO__EnumValue2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐEnumValueᚄ(ctx context.Context, sel ast.SelectionSet, v []introspection.EnumValue) graphql.Marshaler {

@@ -19,20 +19,32 @@ func canaryRequests(n int) []Request {
 func TestBucketIsStableAndUniform(t *testing.T) {
 	// Fixed values: a change of the hash would move regions between versions
 	// across a deploy.
-	for key, want := range map[string]int{"berlin": 85, "": 61} {
+	at := time.Date(2026, 12, 3, 10, 0, 30, 0, time.UTC)
+	for key, want := range map[string]int{"berlin": 19, "paris": 66} {
 		for range 3 {
-			if got := Bucket(key); got != want {
-				t.Fatalf("Bucket(%q) = %d, then %d", key, want, got)
+			if got := CanaryBucket(key, 15, at); got != want {
+				t.Fatalf("CanaryBucket(%q) = %d, want %d", key, got, want)
 			}
 		}
 	}
+	// The same second, the same bucket.
+	if CanaryBucket("berlin", 15, at) != CanaryBucket("berlin", 15, at.Add(999*time.Millisecond)) {
+		t.Fatal("the bucket changed within a second")
+	}
 	const n = 20000
 	for _, pct := range []int{10, 50, 90} {
-		below := 0
+		below, belowTime := 0, 0
 		for i := range n {
-			if Bucket(fmt.Sprintf("region-%05d", i)) < pct {
+			if CanaryBucket(fmt.Sprintf("region-%05d", i), 15, at) < pct {
 				below++
 			}
+			// Five regions over time: the share holds with few regions.
+			if CanaryBucket([]string{"berlin", "paris", "london", "nyc", "sf"}[i%5], 15, at.Add(time.Duration(i/5)*time.Second)) < pct {
+				belowTime++
+			}
+		}
+		if got := 100 * float64(belowTime) / n; math.Abs(got-float64(pct)) > 1.5 {
+			t.Errorf("%d%% split over five regions and %d seconds: %.2f%% below", pct, n/5, got)
 		}
 		if got := 100 * float64(below) / n; math.Abs(got-float64(pct)) > 1.5 {
 			t.Errorf("%d%% split: %.2f%% of %d keys below", pct, got, n)
@@ -55,7 +67,7 @@ func TestCanarySplit(t *testing.T) {
 			toCandidate := 0
 			for i, fc := range first {
 				want, demand := "v7", 10.0
-				if Bucket(reqs[i].RegionID) < tt.percent {
+				if CanaryBucket(reqs[i].RegionID, reqs[i].HorizonMinutes, reqs[i].At) < tt.percent {
 					want, demand = "v8", 20.0
 					toCandidate++
 				}

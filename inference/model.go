@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +41,43 @@ type Model struct {
 	Version   string
 	Ensemble  *model.Ensemble // the decoded trees and metadata
 	Predictor Predictor
+	// Schema is the feature schema the model was trained on (features.V1
+	// or features.V2), Encoding what a V2 model learned (nil for V1).
+	Schema   features.Schema
+	Encoding *features.Encoding
+}
+
+// Row builds the model's input row for a request: V1 at the request's
+// horizon; V2 at its serving horizon (features.ServingHorizon) from the
+// origin of the features (their window end), with the factor that scales
+// the prediction to the requested horizon and a warning when long-memory
+// windows were missing.
+func (m *Model) Row(r Request) (row []float32, scale float64, warning string) {
+	if m.Encoding == nil {
+		return m.Schema.Vector(nil, r.Features.Online, r.At, r.HorizonMinutes), 1, ""
+	}
+	h := features.ServingHorizon(r.HorizonMinutes)
+	at := r.At.Truncate(time.Minute)
+	if ms, ok := r.Features.Online[features.WindowEndField]; ok {
+		at = time.UnixMilli(int64(ms)).UTC()
+	}
+	row, missing := m.Schema.VectorFor(nil, features.Input{
+		Online: r.Features.Online, At: at, Horizon: h, Region: r.RegionID, Encoding: m.Encoding,
+	})
+	if len(missing) > 0 {
+		warning = fmt.Sprintf("long-memory features missing (%s): they took the region's learned level", strings.Join(missing, ", "))
+	}
+	return row, float64(r.HorizonMinutes) / float64(h), warning
+}
+
+// DataSource tells what a model was trained on: "generated" (the synthetic
+// bootstrap history) or "real" (demand history from ClickHouse); "" when the
+// model does not say.
+func (m *Model) DataSource() string {
+	if m == nil || m.Ensemble == nil {
+		return ""
+	}
+	return m.Ensemble.Meta.Params[model.ParamDataSource]
 }
 
 // Close releases the runtime's resources.
@@ -50,20 +88,27 @@ func (m *Model) Close() error {
 	return m.Predictor.Close()
 }
 
-// LoadModel decodes an ONNX artifact, refuses it when it was trained on
-// another feature schema than schema, and starts it on the runtime.
-func LoadModel(data []byte, rt Runtime, schema features.Schema) (*Model, error) {
+// LoadModel decodes an ONNX artifact, refuses it when it was trained on a
+// feature schema this server cannot build vectors for (features.ByHash), or
+// whose V2 encoding is unreadable, and starts it on the runtime.
+func LoadModel(data []byte, rt Runtime) (*Model, error) {
 	ens, err := model.UnmarshalONNX(data)
 	if err != nil {
 		return nil, fmt.Errorf("load model: %w", err)
 	}
-	if err := schema.CheckHash(ens.Meta.SchemaHash); err != nil {
+	schema, err := features.ByHash(ens.Meta.SchemaHash)
+	if err != nil {
 		return nil, fmt.Errorf("load model %s: %w", ens.Meta.Version, err)
 	}
 	if ens.NumFeatures != schema.Len() {
 		return nil, fmt.Errorf("load model %s: %w: %d inputs, schema has %d", ens.Meta.Version, features.ErrSchemaMismatch, ens.NumFeatures, schema.Len())
 	}
-	m := &Model{Name: ens.Meta.Name, Version: ens.Meta.Version, Ensemble: ens}
+	m := &Model{Name: ens.Meta.Name, Version: ens.Meta.Version, Ensemble: ens, Schema: schema}
+	if features.Version(ens.Meta.SchemaHash) == "v2" {
+		if m.Encoding, err = features.ParseEncoding(ens.Meta.Params[features.EncodingParam]); err != nil {
+			return nil, fmt.Errorf("load model %s: %w", ens.Meta.Version, err)
+		}
+	}
 	switch rt {
 	case RuntimeGo:
 		m.Predictor = NewGoPredictor(ens)
@@ -97,7 +142,7 @@ type WatcherOptions struct {
 	// the calls still using it (default 10 s).
 	CloseDelay time.Duration
 	// Load turns an artifact into a servable model (default LoadModel on
-	// Runtime against features.V1).
+	// Runtime).
 	Load       func(data []byte) (*Model, error)
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -157,7 +202,7 @@ func NewWatcher(src ModelSource, fc *Forecaster, opts WatcherOptions) *Watcher {
 	}
 	if opts.Load == nil {
 		rt := opts.Runtime
-		opts.Load = func(data []byte) (*Model, error) { return LoadModel(data, rt, features.V1) }
+		opts.Load = func(data []byte) (*Model, error) { return LoadModel(data, rt) }
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

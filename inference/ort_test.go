@@ -192,6 +192,7 @@ func TestORTParityWithGoWalk(t *testing.T) {
 	rng := rand.New(rand.NewPCG(42, 1))
 	trained, trainedRows := trainedCase(t, rng)
 	poisson, poissonRows := trainedPoissonCase(t, rng)
+	gated, gatedRows := gatedCase(t, rng)
 	tests := []struct {
 		name string
 		e    *model.Ensemble
@@ -201,12 +202,40 @@ func TestORTParityWithGoWalk(t *testing.T) {
 		{"trained", trained, trainedRows},
 		{"random trees, exp link", expEnsemble(rng), randomRows(rng, 6000, 20)},
 		{"trained poisson", poisson, poissonRows},
+		{"gated per horizon (v2)", gated, gatedRows},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			checkParity(t, tt.e, tt.rows)
 		})
 	}
+}
+
+// gatedCase is a V2-style model: four exp-link ensembles gated on column 0
+// (the horizon), with rows at each horizon.
+func gatedCase(t *testing.T, rng *rand.Rand) (*model.Ensemble, [][]float32) {
+	t.Helper()
+	hs := []float32{5, 15, 60, 1440}
+	var parts []model.Part
+	for k := range hs {
+		lo, hi := float32(math.Inf(-1)), float32(math.Inf(1))
+		if k > 0 {
+			lo = (hs[k-1] + hs[k]) / 2
+		}
+		if k < len(hs)-1 {
+			hi = (hs[k] + hs[k+1]) / 2
+		}
+		parts = append(parts, model.Part{Lo: lo, Hi: hi, Ensemble: expEnsemble(rng)})
+	}
+	e, err := model.Gated(0, parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := randomRows(rng, 6000, 20)
+	for i, r := range rows {
+		r[0] = hs[i%len(hs)]
+	}
+	return e, rows
 }
 
 // ulps is the distance between two float32 values in units in the last

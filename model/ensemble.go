@@ -50,6 +50,11 @@ type Metadata struct {
 	Importance []FeatureImportance
 }
 
+// ParamDataSource is the Params key saying what a model was trained on:
+// "generated" (synthetic history) or "real" (the deployment's demand
+// history).
+const ParamDataSource = "data"
+
 // FeatureImportance is what the splits on one feature contributed to a
 // model.
 type FeatureImportance struct {

@@ -5,6 +5,7 @@ import (
 	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/pricing"
 	"github.com/surgeworks/surge/quotes"
+	"github.com/surgeworks/surge/training"
 )
 
 func toQuote(q quotes.Quote) *model.PriceQuote {
@@ -63,7 +64,22 @@ func toForecast(f inference.Forecast) *model.Forecast {
 		v := f.ModelVersion
 		out.ModelVersion = &v
 	}
+	out.TrainingData = trainingData(f.TrainingData)
 	return out
+}
+
+// trainingData maps training.DataGenerated and DataReal to the enum.
+func trainingData(s string) *model.TrainingData {
+	var v model.TrainingData
+	switch s {
+	case training.DataGenerated:
+		v = model.TrainingDataGenerated
+	case training.DataReal:
+		v = model.TrainingDataReal
+	default:
+		return nil
+	}
+	return &v
 }
 
 func toRule(r pricing.Rule) *model.PricingRule {

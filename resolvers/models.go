@@ -2,15 +2,18 @@ package resolvers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/graph/model"
 	"github.com/surgeworks/surge/quotes"
 	"github.com/surgeworks/surge/registry"
 	"github.com/surgeworks/surge/rollout"
+	"github.com/surgeworks/surge/training"
 )
 
 // RolloutAdmin lists model versions and runs canary rollouts;
@@ -48,6 +51,14 @@ func toModelVersion(e registry.Entry, stable, candidate string, shadow bool) *mo
 		HorizonMinutes: int(e.HorizonMinutes), CreatedAt: e.CreatedAt, StatusChangedAt: e.StatusChangedAt,
 		SchemaHash: e.SchemaHash, Metrics: []*model.Metric{},
 	}
+	if v := features.Version(e.SchemaHash); v != "" {
+		mv.SchemaVersion = &v
+	}
+	var params map[string]any
+	if json.Unmarshal(e.Params, &params) == nil {
+		s, _ := params[training.DataSourceParam].(string)
+		mv.TrainingData = trainingData(s)
+	}
 	names := make([]string, 0, len(e.Metrics))
 	for k := range e.Metrics {
 		names = append(names, k)
@@ -79,6 +90,9 @@ func toRollout(s rollout.Status) *model.Rollout {
 		History:        []*model.RolloutPhase{},
 		CandidateStats: toVersionStats(s.CandidateStats, s.Candidate),
 		StableStats:    toVersionStats(s.StableStats, s.Stable),
+	}
+	if s.Waiting != "" {
+		out.Waiting = &s.Waiting
 	}
 	if s.Reason != "" {
 		out.Reason = &s.Reason

@@ -15,8 +15,10 @@
 // its own: it stays at its last phase until an admin promotes or rolls it
 // back (a regression still rolls it back).
 //
-// The traffic split is the forecaster's (inference.Bucket of the region id),
-// so a region stays with one version for the whole of a phase.
+// The traffic split is the forecaster's (inference.CanaryBucket of region,
+// horizon and minute), so a share of 10 % is about 10 % of the forecasts
+// even with a handful of regions, and a phase ends only once the candidate
+// has served (and, with an accuracy source, been scored on) enough of them.
 package rollout
 
 import (
@@ -84,7 +86,9 @@ type Options struct {
 	CheckInterval time.Duration
 	// MinSamples is the number of forecast rows (for the error rate) and of
 	// inference calls (for latency) a version needs in a phase before it is
-	// compared (default 100).
+	// compared, and the forecasts the candidate must have served before
+	// its phase may end: until then the phase is extended (Status.Waiting
+	// says so). Default 100.
 	MinSamples int
 	// MaxErrorRateIncrease is how much higher, in absolute terms, the
 	// candidate's failure rate (errors, timeouts, open breaker) may be than
@@ -99,7 +103,9 @@ type Options struct {
 	// Accuracy compares MAPE on realised demand; nil compares no accuracy.
 	Accuracy AccuracySource
 	// MinAccuracySamples is the number of joined forecasts each version needs
-	// before MAPE is compared (default 50).
+	// before MAPE is compared and, with Accuracy set, the candidate's scored
+	// forecasts a phase needs before it may end (default 50; negative:
+	// phases do not wait for scores).
 	MinAccuracySamples int
 	// MaxMAPEIncrease is how much higher the candidate's MAPE may be than
 	// the stable one's, in absolute terms (default 0.02, two points).
@@ -143,7 +149,7 @@ func (o *Options) defaults() {
 	if o.LatencySlack <= 0 {
 		o.LatencySlack = 5 * time.Millisecond
 	}
-	if o.MinAccuracySamples <= 0 {
+	if o.MinAccuracySamples == 0 {
 		o.MinAccuracySamples = 50
 	}
 	if o.MaxMAPEIncrease <= 0 {
@@ -154,7 +160,7 @@ func (o *Options) defaults() {
 	}
 	if o.Load == nil {
 		rt := o.Runtime
-		o.Load = func(data []byte) (*inference.Model, error) { return inference.LoadModel(data, rt, features.V1) }
+		o.Load = func(data []byte) (*inference.Model, error) { return inference.LoadModel(data, rt) }
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -211,7 +217,10 @@ type Status struct {
 	PhaseEndsAt time.Time
 	FinishedAt  time.Time
 	// Reason says why the rollout was rolled back (or promoted by hand).
-	Reason  string
+	Reason string
+	// Waiting says why a phase whose time is over has not ended: too few
+	// forecasts served by the candidate, or scored on realised demand.
+	Waiting string
 	History []PhaseRecord
 	// CandidateStats and StableStats are the last comparison made.
 	CandidateStats VersionStats
@@ -337,8 +346,8 @@ func (c *Controller) Start(ctx context.Context, version string, shadow bool) (St
 // load fetches and loads a version, refusing another schema or a corrupt
 // artifact with ErrRefused.
 func (c *Controller) load(ctx context.Context, e registry.Entry) (*inference.Model, error) {
-	if want := features.V1.Hash(); e.SchemaHash != want {
-		return nil, fmt.Errorf("%w: %s was trained on feature schema %q, serving uses %q", ErrRefused, e.Version, e.SchemaHash, want)
+	if _, err := features.ByHash(e.SchemaHash); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrRefused, e.Version, err)
 	}
 	data, err := c.reg.Load(ctx, e)
 	if errors.Is(err, registry.ErrCorruptArtifact) {
@@ -511,10 +520,14 @@ func (c *Controller) Check(ctx context.Context) error {
 	if c.cur.PhaseEndsAt.IsZero() || time.Now().Before(c.cur.PhaseEndsAt) {
 		return nil
 	}
-	if cand.Requests < int64(c.opts.MinSamples) {
-		c.opts.Logger.Warn("rollout phase ends with little evidence", "candidate", cand.Version,
-			"phase", c.cur.Phase, "requests", cand.Requests, "min_samples", c.opts.MinSamples)
+	if why := c.evidenceMissing(cand); why != "" {
+		if c.cur.Waiting != why {
+			c.opts.Logger.Warn("rollout phase extended", "candidate", cand.Version, "phase", c.cur.Phase, "why", why)
+		}
+		c.cur.Waiting = why
+		return nil
 	}
+	c.cur.Waiting = ""
 	if c.cur.Phase == len(c.opts.Phases) {
 		return c.promoteLocked(ctx, fmt.Sprintf("passed %d phases", len(c.opts.Phases)))
 	}
@@ -529,6 +542,21 @@ func (c *Controller) Check(ctx context.Context) error {
 	c.exportPhase()
 	c.opts.Logger.Info("rollout phase", "candidate", c.cur.Candidate, "phase", c.cur.Phase, "percent", p.Percent, "shadow", c.cur.Shadow)
 	return nil
+}
+
+// evidenceMissing says why a phase that is over cannot end yet: the
+// candidate has served fewer than MinSamples forecasts in it or, with an
+// AccuracySource, fewer than MinAccuracySamples have been scored on realised
+// demand. "" when the evidence is there.
+func (c *Controller) evidenceMissing(cand VersionStats) string {
+	if cand.Requests < int64(c.opts.MinSamples) {
+		return fmt.Sprintf("phase extended: the candidate served %d forecasts, it needs %d", cand.Requests, c.opts.MinSamples)
+	}
+	if c.opts.Accuracy != nil && c.opts.MinAccuracySamples > 0 && cand.MAPESamples < c.opts.MinAccuracySamples {
+		return fmt.Sprintf("phase extended: %d of the candidate's forecasts are scored on realised demand, it needs %d",
+			cand.MAPESamples, c.opts.MinAccuracySamples)
+	}
+	return ""
 }
 
 // regression returns why the candidate does worse than tolerated, or "".

@@ -81,7 +81,7 @@ func newEnv(t *testing.T, timeout time.Duration) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := inference.LoadModel(data, inference.RuntimeGo, features.V1)
+	m, err := inference.LoadModel(data, inference.RuntimeGo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func (failingPredictor) Close() error { return nil }
 // models predicting candidateDemand) the predictor p when p is not nil.
 func loadWith(p inference.Predictor) func([]byte) (*inference.Model, error) {
 	return func(data []byte) (*inference.Model, error) {
-		m, err := inference.LoadModel(data, inference.RuntimeGo, features.V1)
+		m, err := inference.LoadModel(data, inference.RuntimeGo)
 		if err == nil && p != nil && m.Ensemble.Base == candidateDemand {
 			m.Predictor = p
 		}
@@ -190,13 +190,14 @@ func driveUntilDone(t *testing.T, e *env, c *Controller) Status {
 				continue // the split changed during the batch
 			}
 			want := "v1"
-			if !shadow && inference.Bucket(regions[i]) < pctBefore {
+			bucket := inference.CanaryBucket(regions[i], fc.HorizonMinutes, fc.GeneratedAt)
+			if !shadow && bucket < pctBefore {
 				want = candBefore.Version
 			}
 			if fc.ModelVersion != want && candBefore.Version == "v2" {
 				// A failing candidate's share falls back to stable.
 				if _, isFailing := candBefore.Predictor.(failingPredictor); !isFailing || fc.ModelVersion != "v1" {
-					t.Fatalf("region %s (bucket %d) at %d%%: served by %s, want %s", regions[i], inference.Bucket(regions[i]), pctBefore, fc.ModelVersion, want)
+					t.Fatalf("region %s (bucket %d) at %d%%: served by %s, want %s", regions[i], bucket, pctBefore, fc.ModelVersion, want)
 				}
 			}
 		}

@@ -152,6 +152,11 @@ type Options struct {
 	// SessionTimeout of the group membership: a consumer killed without
 	// leaving holds its partitions this long. Default 10 s.
 	SessionTimeout time.Duration
+	// Backfill, when set, seeds the long-memory features at start with the
+	// history before the rebuild point (training.LoadHistory over
+	// ClickHouse); without it (or when it fails) they fill from the events,
+	// and forecasts fall back for the windows not yet covered.
+	Backfill BackfillFunc
 	// Dialer for Kafka connections. Default kafka.DefaultDialer.
 	Dialer *kafka.Dialer
 	// Logger defaults to slog.Default().
@@ -175,6 +180,7 @@ type Consumer struct {
 	backoff   time.Duration
 	retryAt   time.Time
 	lagLabels map[[2]string]bool // label values of the lag gauge set last
+	memories  map[string]*memory // long history per region, across generations
 
 	mu     sync.Mutex
 	status Status
@@ -237,14 +243,15 @@ func NewConsumer(brokers []string, rdb redis.UniversalClient, seasonality Season
 		opts.Logger = slog.Default()
 	}
 	return &Consumer{
-		brokers: slices.Clone(brokers),
-		store:   features.NewStore(rdb, opts.TTL),
-		rdb:     rdb,
-		season:  seasonality,
-		opts:    opts,
-		m:       newMetrics(opts.Registerer),
-		backoff: opts.MinBackoff,
-		status:  Status{GroupID: opts.GroupID},
+		brokers:  slices.Clone(brokers),
+		store:    features.NewStore(rdb, opts.TTL),
+		rdb:      rdb,
+		season:   seasonality,
+		opts:     opts,
+		m:        newMetrics(opts.Registerer),
+		backoff:  opts.MinBackoff,
+		status:   Status{GroupID: opts.GroupID},
+		memories: map[string]*memory{},
 	}
 }
 
@@ -285,6 +292,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return fmt.Errorf("streaming: consumer group %s: %w", c.opts.GroupID, err)
 	}
 	defer group.Close()
+	c.backfill(ctx)
 	c.opts.Logger.Info("streaming: feature consumer started", "group", c.opts.GroupID, "topics", c.opts.Topics, "grace", c.opts.Grace, "rebuild", c.opts.Rebuild)
 
 	var st *state
@@ -737,6 +745,10 @@ func (c *Consumer) apply(st *state, rec record) {
 		return
 	}
 	r := st.region(rec.ev.region, len(c.opts.Topics))
+	if r.w.mem == nil {
+		r.w.mem = c.memoryOf(r.id)
+	}
+	r.w.mem.used = st.now
 	switch r.w.apply(p.stream, &rec.ev, int64(c.opts.Grace)) {
 	case late:
 		if live {
@@ -910,6 +922,11 @@ func (c *Consumer) sweep(st *state, now time.Time) {
 	for id, r := range st.regions {
 		if !r.dirty && !r.inJob && now.Sub(r.touched) > c.opts.IdleRegion {
 			delete(st.regions, id)
+		}
+	}
+	for id, m := range c.memories {
+		if _, live := st.regions[id]; !live && now.Sub(m.used) > features.MemoryMinutes*time.Minute {
+			delete(c.memories, id)
 		}
 	}
 }

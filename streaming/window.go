@@ -129,6 +129,9 @@ type window struct {
 	streamMax []int64
 	maxEvent  int64 // newest event time of any topic (Unix ns)
 	received  int64 // newest ReceivedAt applied (Unix ms)
+	// mem is the region's long history: buckets leaving the ring are
+	// recorded in it (nil: no long-memory features).
+	mem *memory
 }
 
 func newWindow(topics int) *window { return &window{streamMax: make([]int64, topics)} }
@@ -213,6 +216,9 @@ func (w *window) evict(b *bucket) {
 	if !b.valid {
 		return
 	}
+	if w.mem != nil {
+		w.mem.set(b.minute, b.searches)
+	}
 	for i := range b.g {
 		if b.g[i].newer(w.base[i]) {
 			w.base[i] = b.g[i]
@@ -223,8 +229,10 @@ func (w *window) evict(b *bucket) {
 
 // features computes the region's online features: the V1 features from
 // the closed minutes before head (at most 15, none before the state
-// started) through features.FromMinutes, plus the minute under way in the
-// *_current fields and the bookkeeping fields of features/online.go.
+// started) through features.FromMinutes, the V2 long-memory features of
+// every horizon in features.Horizons (features.Memory over mem, after the
+// ring's closed minutes are recorded in it), plus the minute under way in
+// the *_current fields and the bookkeeping fields of features/online.go.
 // buf is scratch space, returned for reuse.
 func (w *window) features(seasonality float64, buf []features.Minute) (features.Online, []features.Minute) {
 	lo := max(w.first, w.head-ringMinutes+1)
@@ -233,7 +241,16 @@ func (w *window) features(seasonality float64, buf []features.Minute) (features.
 	buf = buf[:0]
 	for m := lo; m < w.head; m++ {
 		mm := features.Minute{Start: time.Unix(m*60, 0).UTC()}
-		if b := &w.ring[slot(m)]; b.valid && b.minute == m {
+		b := &w.ring[slot(m)]
+		valid := b.valid && b.minute == m
+		if w.mem != nil && m >= w.first {
+			if valid {
+				w.mem.set(m, b.searches)
+			} else {
+				w.mem.set(m, 0) // no event in a minute the ring covers
+			}
+		}
+		if valid {
 			mm.Searches, mm.Bookings, mm.Cancels = b.searches, b.bookings, b.cancel
 			for i := range b.g {
 				if b.g[i].set {
@@ -270,6 +287,9 @@ func (w *window) features(seasonality float64, buf []features.Minute) (features.
 	}
 	if carry[gaugeSupply].set {
 		on[features.SupplyCurrent] = carry[gaugeSupply].v
+	}
+	if w.mem != nil {
+		features.Memory(on, w.mem.window(w.head), features.Horizons)
 	}
 	on[features.EventTimeField] = float64(w.maxEvent / int64(time.Millisecond))
 	on[features.WindowEndField] = float64(w.head * 60_000)

@@ -2,6 +2,7 @@ package training
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -35,16 +36,18 @@ const DefaultWindow = 28 * 24 * time.Hour
 // LoadHistory reads the per-minute demand of each region from ClickHouse
 // (table demand_minute through analytics.History.DemandMinutes) over
 // [From, End), From defaulting to End−Window. A region's history runs
-// from its first to its last stored minute in the range; the minutes
-// between without a row had no activity and are filled with zeros
-// (demand_minute drops all-zero rows). Regions without rows are left out;
+// from its first stored minute in the range to its last one or, with End
+// set, to End (the minutes up to an explicit end are known, so the holdout
+// ends where the range does); the minutes between without a row had no
+// activity and are filled with zeros (demand_minute drops all-zero rows). Regions without rows are left out;
 // when none has any, the error wraps ErrNoData and says which regions and
 // range were searched and how to load history.
 func LoadHistory(ctx context.Context, conn driver.Conn, opts LoadOptions) ([]RegionHistory, error) {
 	if opts.Window <= 0 {
 		opts.Window = DefaultWindow
 	}
-	if opts.End.IsZero() {
+	explicitEnd := !opts.End.IsZero()
+	if !explicitEnd {
 		opts.End = time.Now()
 	}
 	end := opts.End.UTC().Truncate(time.Minute)
@@ -85,6 +88,9 @@ func LoadHistory(ctx context.Context, conn driver.Conn, opts LoadOptions) ([]Reg
 		if len(mins) == 0 {
 			continue
 		}
+		if explicitEnd && mins[len(mins)-1].Start.Before(end.Add(-time.Minute)) {
+			mins = append(mins, features.Minute{Start: end.Add(-time.Minute)})
+		}
 		out = append(out, RegionHistory{Region: RegionSpec{ID: r}, Minutes: FillMinutes(mins)})
 	}
 	if len(out) == 0 {
@@ -117,4 +123,24 @@ func FillMinutes(mins []features.Minute) []features.Minute {
 		out[i] = m
 	}
 	return out
+}
+
+// Backfill loads the searches per minute of every region with demand in
+// [from, to) for the streaming consumer's long-memory features
+// (streaming.Options.Backfill); a range without demand is no error.
+func Backfill(conn driver.Conn) func(ctx context.Context, from, to time.Time) (map[string][]features.Minute, error) {
+	return func(ctx context.Context, from, to time.Time) (map[string][]features.Minute, error) {
+		hist, err := LoadHistory(ctx, conn, LoadOptions{From: from, End: to})
+		if errors.Is(err, ErrNoData) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[string][]features.Minute, len(hist))
+		for _, h := range hist {
+			out[h.Region.ID] = h.Minutes
+		}
+		return out, nil
+	}
 }

@@ -5,15 +5,37 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/model"
 	"github.com/surgeworks/surge/validation"
 )
+
+// DataSourceParam is the model Params key saying what a model was trained
+// on: DataGenerated (synthetic history) or DataReal (demand history from
+// ClickHouse).
+const (
+	DataSourceParam = model.ParamDataSource
+	DataGenerated   = "generated"
+	DataReal        = "real"
+)
+
+// DefaultPipelineTrees is the default cap on boosting rounds per horizon of
+// `surge train` and the scheduled retrain; early stopping on the
+// validation days picks fewer.
+const DefaultPipelineTrees = 500
+
+// DefaultMAPEThresholds are the gate's MAPE bounds per horizon when none
+// are configured: the seed design's 15 % at a day, looser where counts are
+// small: a count of 5 varies by about 45 % by itself (Poisson), so no
+// forecaster reaches 15 % over 5-minute periods with y ≥ 5.
+var DefaultMAPEThresholds = map[int]float64{5: 0.60, 15: 0.35, 60: 0.20}
 
 // ErrNoData is wrapped by the errors about missing or too short history.
 var ErrNoData = errors.New("not enough demand history")
@@ -27,12 +49,29 @@ type PipelineOptions struct {
 	// holdout, each FoldDays long and trained on the data before its
 	// origin; default 2; negative: no backtest.
 	Folds    int
-	FoldDays int   // default 1
-	Horizons []int // forecast horizons in minutes; default 5, 15, 60
-	Stride   int   // minutes between samples; default 5
+	FoldDays int // default 1
+	// Schema is the feature schema: "v2" (the default, long-memory
+	// features, one ensemble per horizon) or "v1".
+	Schema string
+	// Horizons are the forecast horizons in minutes; default
+	// features.Horizons (5, 15, 60, 1440) for v2, 5, 15, 60 for v1.
+	Horizons []int
+	Stride   int // v1: minutes between samples; default 5 (v2 strides depend on the horizon)
 	Train    Options
+	// ValidationDays (v2): the last days before each training cut are
+	// held out of fitting for early stopping and the choice of objective;
+	// default HoldoutDays.
+	ValidationDays int
+	// Objectives (v2) are tried per horizon, the one with the lowest
+	// validation WAPE kept; they must share a link (the served graph has
+	// one). Default poisson and tweedie.
+	Objectives []string
+	// Holidays is the calendar behind the v2 holiday feature; stored with
+	// the model.
+	Holidays features.Calendar
 	// MAPEThreshold is the gate's largest acceptable holdout MAPE per
-	// horizon (a fraction); default 0.15.
+	// horizon (a fraction); default 0.15, and then DefaultMAPEThresholds
+	// for the horizons MAPEThresholds does not name.
 	MAPEThreshold float64
 	// MAPEThresholds overrides MAPEThreshold per horizon (minutes →
 	// fraction); see validation.GateOptions.
@@ -65,14 +104,31 @@ func (o PipelineOptions) withDefaults() PipelineOptions {
 	if o.FoldDays <= 0 {
 		o.FoldDays = 1
 	}
+	if o.Schema == "" {
+		o.Schema = "v2"
+	}
 	if len(o.Horizons) == 0 {
 		o.Horizons = []int{5, 15, 60}
+		if o.Schema == "v2" {
+			o.Horizons = features.Horizons
+		}
+	}
+	if o.ValidationDays <= 0 {
+		o.ValidationDays = o.HoldoutDays
+	}
+	if len(o.Objectives) == 0 {
+		o.Objectives = []string{ObjectivePoisson, ObjectiveTweedie}
 	}
 	if o.Stride <= 0 {
 		o.Stride = 5
 	}
 	if o.MAPEThreshold <= 0 {
+		// Without a bound for every horizon, the per-horizon defaults
+		// apply where MAPEThresholds says nothing.
 		o.MAPEThreshold = 0.15
+		m := maps.Clone(DefaultMAPEThresholds)
+		maps.Copy(m, o.MAPEThresholds)
+		o.MAPEThresholds = m
 	}
 	if o.MAPEMinActual <= 0 {
 		o.MAPEMinActual = validation.DefaultMAPEMinActual
@@ -148,6 +204,10 @@ type sample struct {
 func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions) (*PipelineResult, error) {
 	start := time.Now()
 	opts = opts.withDefaults()
+	schema, split, err := opts.schema()
+	if err != nil {
+		return nil, fmt.Errorf("training pipeline: %w", err)
+	}
 	if len(hist) == 0 {
 		return nil, fmt.Errorf("training pipeline: %w: no region has history", ErrNoData)
 	}
@@ -175,11 +235,18 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 		earliest = folds[0].Origin
 	}
 	// Seasonal naive needs a week before the first test origin, and the
-	// model at least a day of its own.
-	if need := validation.Week + day; earliest.Sub(first) < need {
-		return nil, fmt.Errorf("training pipeline: %w: history %s .. %s (%.1f days) is too short for %d holdout and %d×%d backtest days: need at least %.0f days",
+	// model at least a day of its own; v2 rows need their whole memory
+	// window behind them, and the validation days.
+	need, what := validation.Week+day, ""
+	if opts.Schema == "v2" {
+		need = time.Duration(features.MemoryMinutes)*time.Minute + time.Duration(opts.ValidationDays)*day + day
+		what = fmt.Sprintf(" (%d days of long memory before the first row, %d validation days and one of training)",
+			features.MemoryMinutes/1440, opts.ValidationDays)
+	}
+	if earliest.Sub(first) < need {
+		return nil, fmt.Errorf("training pipeline: %w: history %s .. %s (%.1f days) is too short for %d holdout and %d×%d backtest days: need at least %.0f days%s",
 			ErrNoData, first.Format(time.DateTime), end.Format(time.DateTime), end.Sub(first).Hours()/24,
-			opts.HoldoutDays, opts.Folds, opts.FoldDays, (need+end.Sub(earliest)).Hours()/24)
+			opts.HoldoutDays, opts.Folds, opts.FoldDays, (need+end.Sub(earliest)).Hours()/24, what)
 	}
 	res := &PipelineResult{Folds: folds, TrainFrom: first, TrainTo: holdStart}
 	for _, h := range hist {
@@ -200,13 +267,13 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 		}
 		progress(i+1, fmt.Sprintf("backtest fold %d/%d: train before %s, test to %s", i+1, len(folds),
 			f.Origin.Format(time.DateTime), f.End.Format(time.DateTime)))
-		if _, _, _, err := runSplit(ctx, hist, f.Origin, f.End, opts, bt); err != nil {
+		if _, _, _, err := split(ctx, hist, f.Origin, f.End, opts, bt); err != nil {
 			return nil, fmt.Errorf("training pipeline: backtest fold %d: %w", i+1, err)
 		}
 	}
 	progress(len(folds)+1, fmt.Sprintf("holdout: train before %s, test to %s", holdStart.Format(time.DateTime), end.Format(time.DateTime)))
 	ho := newEvalAcc(opts.MAPEMinActual)
-	ens, ratios, rows, err := runSplit(ctx, hist, holdStart, end, opts, ho)
+	ens, ratios, rows, err := split(ctx, hist, holdStart, end, opts, ho)
 	if err != nil {
 		return nil, fmt.Errorf("training pipeline: holdout: %w", err)
 	}
@@ -229,7 +296,17 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 	params["holdout_days"] = strconv.Itoa(opts.HoldoutDays)
 	params["backtest_folds"] = strconv.Itoa(opts.Folds)
 	params["fold_days"] = strconv.Itoa(opts.FoldDays)
-	params["stride"] = strconv.Itoa(opts.Stride)
+	params["schema"] = opts.Schema
+	if opts.Schema == "v1" {
+		params["stride"] = strconv.Itoa(opts.Stride)
+	} else {
+		params["validation_days"] = strconv.Itoa(opts.ValidationDays)
+		params["objectives"] = strings.Join(opts.Objectives, ",")
+		delete(params, "objective")
+		for k, v := range ens.Meta.Params { // the encoding and the chosen objectives
+			params[k] = v
+		}
+	}
 	params["mape_threshold"] = strconv.FormatFloat(opts.MAPEThreshold, 'g', -1, 64)
 	params["mape_min_actual"] = strconv.FormatFloat(opts.MAPEMinActual, 'g', -1, 64)
 	for h, t := range opts.MAPEThresholds {
@@ -238,8 +315,8 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 	ens.Meta = model.Metadata{
 		Name:         "demand",
 		Version:      opts.Version,
-		SchemaHash:   features.V1.Hash(),
-		FeatureNames: features.V1.Names(),
+		SchemaHash:   schema.Hash(),
+		FeatureNames: schema.Names(),
 		TrainedAt:    time.Now().UTC(),
 		Params:       params,
 		Importance:   ens.Meta.Importance,
@@ -248,6 +325,34 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 	opts.Logger.Info("training pipeline done", "train_rows", res.TrainRows, "holdout_rows", res.TestRows,
 		"passed", res.Passed, "reasons", res.Reasons, "duration", res.Duration)
 	return res, nil
+}
+
+type splitFunc func(ctx context.Context, hist []RegionHistory, origin, end time.Time, opts PipelineOptions,
+	acc *evalAcc) (*model.Ensemble, map[int][]float64, [2]int, error)
+
+// schema checks the schema option and the objectives.
+func (o PipelineOptions) schema() (features.Schema, splitFunc, error) {
+	switch o.Schema {
+	case "v1":
+		return features.V1, runSplit, nil
+	case "v2":
+	default:
+		return nil, nil, fmt.Errorf("%w: schema %q (want v1 or v2)", ErrBadInput, o.Schema)
+	}
+	link := ""
+	for _, name := range o.Objectives {
+		t := o.Train
+		t.Objective = name
+		obj, err := newObjective(t.withDefaults())
+		if err != nil {
+			return nil, nil, err
+		}
+		if link != "" && obj.link() != link {
+			return nil, nil, fmt.Errorf("%w: objectives %v mix links (the served model has one)", ErrBadInput, o.Objectives)
+		}
+		link = obj.link()
+	}
+	return features.V2, runSplitV2, nil
 }
 
 // Metrics flattens the result for the registry: holdout_{mape,wape,rmse,bias}_h{H}

@@ -37,14 +37,14 @@ func openCH(t *testing.T) driver.Conn {
 
 var histStart = time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
 
-const histDays = 15
+const histDays = 22
 
 func history() []training.RegionHistory {
 	return training.GenerateHistory(training.HistoryOptions{Days: histDays, Start: histStart, Seed: 7,
 		Regions: training.DefaultRegions[:3]})
 }
 
-// The pipeline reads a 15-day simulated history back from ClickHouse, beats
+// The pipeline reads a 22-day simulated history back from ClickHouse, beats
 // seasonal naive, passes the gate and registers a candidate with its metrics.
 func TestPipelineFromClickHouseRegistersCandidate(t *testing.T) {
 	ctx := ctxT(t)
@@ -59,7 +59,7 @@ func TestPipelineFromClickHouseRegistersCandidate(t *testing.T) {
 		}
 	}
 	end := histStart.AddDate(0, 0, histDays)
-	loaded, err := training.LoadHistory(ctx, conn, training.LoadOptions{End: end.Add(time.Hour), Window: 20 * 24 * time.Hour})
+	loaded, err := training.LoadHistory(ctx, conn, training.LoadOptions{End: end, Window: 30 * 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,10 @@ func TestPipelineFromClickHouseRegistersCandidate(t *testing.T) {
 	}
 
 	var steps []training.Progress
-	res, err := training.RunPipeline(ctx, loaded, training.PipelineOptions{Progress: func(p training.Progress) { steps = append(steps, p) }})
+	// 22 days leave the daily horizon a handful of rows after the 8 days
+	// of memory: it is trained on the real-data benchmark, not here.
+	res, err := training.RunPipeline(ctx, loaded, training.PipelineOptions{Horizons: []int{5, 15, 60},
+		Progress: func(p training.Progress) { steps = append(steps, p) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,8 +134,8 @@ func TestPipelineFromClickHouseRegistersCandidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Status != registry.StatusCandidate || got.SchemaHash != features.V1.Hash() {
-		t.Fatalf("registered %+v, want a candidate with the V1 hash", got)
+	if got.Status != registry.StatusCandidate || got.SchemaHash != features.V2.Hash() {
+		t.Fatalf("registered %+v, want a candidate with the V2 hash", got)
 	}
 	for _, k := range []string{"holdout_wape_h15", "naive_wape_h15", "havg_wape_h15", "holdout_mape_h60", "backtest_wape_h5",
 		"interval_q10_h15", "interval_q90_h15", "holdout_wape_h15_berlin"} {
@@ -233,8 +236,13 @@ func TestPipelineNeedsEnoughHistory(t *testing.T) {
 	}
 	short := training.GenerateHistory(training.HistoryOptions{Days: 10, Start: histStart, Regions: training.DefaultRegions[:1]})
 	_, err := training.RunPipeline(ctx, short, training.PipelineOptions{})
-	if !errors.Is(err, training.ErrNoData) || !strings.Contains(err.Error(), "need at least 12 days") {
+	if !errors.Is(err, training.ErrNoData) || !strings.Contains(err.Error(), "need at least 15 days") ||
+		!strings.Contains(err.Error(), "8 days of long memory") {
 		t.Fatalf("10 days with 2 holdout and 2 backtest days: err = %v", err)
+	}
+	_, err = training.RunPipeline(ctx, short, training.PipelineOptions{Schema: "v1"})
+	if !errors.Is(err, training.ErrNoData) || !strings.Contains(err.Error(), "need at least 12 days") {
+		t.Fatalf("v1, 10 days with 2 holdout and 2 backtest days: err = %v", err)
 	}
 }
 
@@ -242,7 +250,6 @@ func TestPipelineNeedsEnoughHistory(t *testing.T) {
 // holdout start by 1000 changes neither the returned model (trained before
 // the holdout) nor the backtest (whose folds all end at the holdout start).
 func TestPipelineNoFutureLeakage(t *testing.T) {
-	ctx := ctxT(t)
 	clean := history()
 	poisoned := history()
 	holdStart := histStart.AddDate(0, 0, histDays-2)
@@ -254,7 +261,14 @@ func TestPipelineNoFutureLeakage(t *testing.T) {
 			}
 		}
 	}
-	opts := training.PipelineOptions{Folds: 2, Train: training.Options{NumTrees: 30}}
+	for _, schema := range []string{"v1", "v2"} {
+		t.Run(schema, func(t *testing.T) { testNoFutureLeakage(t, schema, clean, poisoned, holdStart) })
+	}
+}
+
+func testNoFutureLeakage(t *testing.T, schema string, clean, poisoned []training.RegionHistory, holdStart time.Time) {
+	ctx := ctxT(t)
+	opts := training.PipelineOptions{Schema: schema, Folds: 2, Horizons: []int{5, 15, 60}, Train: training.Options{NumTrees: 30}}
 	a, err := training.RunPipeline(ctx, clean, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -270,6 +284,25 @@ func TestPipelineNoFutureLeakage(t *testing.T) {
 		t.Fatalf("the backtest saw data after its folds:\n%+v\n%+v", a.Backtest.Model, b.Backtest.Model)
 	}
 	rows, _ := training.BuildDataset(clean, features.V1, []int{5, 15, 60}, 97)
+	if schema == "v2" {
+		enc, err := features.ParseEncoding(a.Model.Meta.Params[features.EncodingParam])
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = nil
+		for _, rh := range clean {
+			s := make([]float64, len(rh.Minutes))
+			for i, m := range rh.Minutes {
+				s[i] = m.Searches
+			}
+			p := features.PrefixSum(s)
+			for o := features.MemoryMinutes; o < len(rh.Minutes); o += 97 {
+				for _, h := range []int{5, 15, 60} {
+					rows = append(rows, training.LongMemoryRow(rh.Minutes, p, o, h, rh.Region.ID, enc))
+				}
+			}
+		}
+	}
 	pa, pb := make([]float32, len(rows)), make([]float32, len(rows))
 	a.Model.PredictBatch(rows, pa)
 	b.Model.PredictBatch(rows, pb)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/registry"
 )
 
@@ -40,7 +39,7 @@ func RegisterResult(ctx context.Context, reg *registry.Registry, name string, re
 	}
 	e, err := reg.Register(ctx, registry.Entry{
 		Name:              name,
-		SchemaHash:        features.V1.Hash(),
+		SchemaHash:        ens.Meta.SchemaHash,
 		Metrics:           res.Metrics(),
 		Params:            raw,
 		FeatureImportance: ens.Meta.ImportanceGain(),

@@ -35,8 +35,16 @@ type config struct {
 	PprofAddr          string
 	Consumers          bool
 	RetrainSchedule    string
+	RetrainWindow      string // parseWindow syntax
+	RetrainFrom        string // parseTime syntax; empty: RetrainWindow before RetrainTo
+	RetrainTo          string // empty: now
+	RetrainMinDays     float64
+	RetrainRollout     bool
+	Holidays           string // features.ParseCalendar syntax
 	RolloutPhase       time.Duration
 	RolloutCheck       time.Duration
+	RolloutMinServed   int
+	RolloutMinScored   int
 	UserHashKey        []byte
 	LogFormat          string
 	LogLevel           string
@@ -101,6 +109,14 @@ func (c *config) addServeFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.HorizonMinutes, "price-horizon", envInt("PRICE_HORIZON_MINUTES", 15), help("forecast horizon, in minutes, that prices are based on", "PRICE_HORIZON_MINUTES"))
 	fs.BoolVar(&c.Consumers, "consumers", env("RUN_CONSUMERS", "true") == "true", help("run the stream consumers (features into Redis, events into ClickHouse) in this process", "RUN_CONSUMERS"))
 	fs.StringVar(&c.RetrainSchedule, "retrain-schedule", env("RETRAIN_SCHEDULE", "0 2 * * 0"), help("cron expression (UTC) of the weekly retrain; empty: no scheduled retrain", "RETRAIN_SCHEDULE"))
+	fs.StringVar(&c.RetrainWindow, "retrain-window", env("RETRAIN_WINDOW", "28d"), help("history the scheduled retrain trains on, ending at --retrain-to or now (28d, 336h)", "RETRAIN_WINDOW"))
+	fs.StringVar(&c.RetrainFrom, "retrain-from", env("RETRAIN_FROM", ""), help("fixed start of the retrain's history, RFC 3339 or a date; empty: --retrain-window before the end", "RETRAIN_FROM"))
+	fs.StringVar(&c.RetrainTo, "retrain-to", env("RETRAIN_TO", ""), help("fixed end (exclusive) of the retrain's history; empty: now", "RETRAIN_TO"))
+	fs.Float64Var(&c.RetrainMinDays, "retrain-min-days", envFloat("RETRAIN_MIN_REAL_DAYS", 14), help("days of real events the retrain needs before it trains (until then the bootstrap model serves)", "RETRAIN_MIN_REAL_DAYS"))
+	fs.BoolVar(&c.RetrainRollout, "retrain-rollout", env("RETRAIN_ROLLOUT", "true") == "true", help("start the canary of a retrained model that passed the gate", "RETRAIN_ROLLOUT"))
+	fs.StringVar(&c.Holidays, "holidays", env("HOLIDAYS", ""), help("holiday calendar of the retrained models, comma-separated dates YYYY-MM-DD", "HOLIDAYS"))
+	fs.IntVar(&c.RolloutMinServed, "rollout-min-forecasts", envInt("ROLLOUT_MIN_FORECASTS", 100), help("forecasts the candidate must serve before a canary phase may end", "ROLLOUT_MIN_FORECASTS"))
+	fs.IntVar(&c.RolloutMinScored, "rollout-min-scored", envInt("ROLLOUT_MIN_SCORED", 50), help("candidate forecasts scored on realised demand before a canary phase may end; negative: do not wait", "ROLLOUT_MIN_SCORED"))
 	fs.DurationVar(&c.RolloutPhase, "rollout-phase", envDuration("ROLLOUT_PHASE_DURATION", time.Hour), help("length of each canary phase (10 %, 50 %, 100 %)", "ROLLOUT_PHASE_DURATION"))
 	fs.DurationVar(&c.RolloutCheck, "rollout-check", envDuration("ROLLOUT_CHECK_INTERVAL", 10*time.Second), help("how often a canary is compared with the stable model", "ROLLOUT_CHECK_INTERVAL"))
 	fs.StringVar(&c.PprofAddr, "pprof-addr", env("PPROF_ADDR", ""), help("serve net/http/pprof on this (loopback) address; empty: off", "PPROF_ADDR"))

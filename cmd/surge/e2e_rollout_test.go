@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/surgeworks/surge/features"
-	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/model"
 	"github.com/surgeworks/surge/registry"
 )
@@ -138,6 +137,10 @@ func (s *stack) servedVersions(t *testing.T) map[string]string {
 func TestE2ERollout(t *testing.T) {
 	t.Setenv("ROLLOUT_PHASE_DURATION", "1500ms")
 	t.Setenv("ROLLOUT_CHECK_INTERVAL", "50ms")
+	// A phase ends once the candidate served a few forecasts; scores on
+	// realised demand would need the horizon to elapse.
+	t.Setenv("ROLLOUT_MIN_FORECASTS", "5")
+	t.Setenv("ROLLOUT_MIN_SCORED", "-1")
 	s := newStack(t, stackOptions{})
 	v2 := registerConstant(t, s, 400, features.V1.Hash())
 	other := registerConstant(t, s, 500, "another-feature-schema")
@@ -219,17 +222,17 @@ func TestE2ERollout(t *testing.T) {
 			served := s.servedVersions(t)
 			after := s.rollout(t)
 			if r.State == "RUNNING" && after.State == "RUNNING" && r.Percent == after.Percent {
-				// The regions whose bucket is below the share get the candidate.
+				// Every forecast is served by one of the two versions (the
+				// split, by region, horizon and minute, is tested in the
+				// inference package); at 50 % both serve.
+				seen := map[string]bool{}
 				for region, v := range served {
-					want := "v1"
-					if inference.Bucket(region) < r.Percent {
-						want = v2.Version
+					if v != "v1" && v != v2.Version {
+						t.Fatalf("at %d%% %s served by %s", r.Percent, region, v)
 					}
-					if v != want {
-						t.Fatalf("at %d%% %s (bucket %d) served by %s, want %s", r.Percent, region, inference.Bucket(region), v, want)
-					}
+					seen[v] = true
 				}
-				if r.Percent == 50 && served["nyc"] == v2.Version && served["berlin"] == "v1" {
+				if r.Percent == 50 && seen["v1"] && seen[v2.Version] {
 					sawHalf = true
 				}
 			}
@@ -250,7 +253,7 @@ func TestE2ERollout(t *testing.T) {
 			t.Fatalf("rollout ended: %+v (phases %v)", r, percents)
 		}
 		if !sawHalf {
-			t.Fatal("never saw the 50 % phase split nyc (bucket 17) and berlin (bucket 85)")
+			t.Fatal("never saw both versions serve during the 50 % phase")
 		}
 		for region, v := range s.servedVersions(t) {
 			if v != v2.Version {

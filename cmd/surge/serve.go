@@ -31,12 +31,14 @@ import (
 	"github.com/surgeworks/surge/ratelimit"
 	"github.com/surgeworks/surge/registry"
 	"github.com/surgeworks/surge/resolvers"
+	"github.com/surgeworks/surge/retrain"
 	"github.com/surgeworks/surge/rollout"
 	"github.com/surgeworks/surge/rules"
 	"github.com/surgeworks/surge/schedule"
 	"github.com/surgeworks/surge/server"
 	"github.com/surgeworks/surge/sink"
 	"github.com/surgeworks/surge/streaming"
+	"github.com/surgeworks/surge/training"
 )
 
 func newServeCmd() *cobra.Command {
@@ -185,6 +187,12 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 	if cfg.RolloutCheck <= 0 {
 		cfg.RolloutCheck = envDuration("ROLLOUT_CHECK_INTERVAL", 10*time.Second)
 	}
+	if cfg.RolloutMinServed == 0 {
+		cfg.RolloutMinServed = envInt("ROLLOUT_MIN_FORECASTS", 100)
+	}
+	if cfg.RolloutMinScored == 0 {
+		cfg.RolloutMinScored = envInt("ROLLOUT_MIN_SCORED", 50)
+	}
 	phase := cfg.RolloutPhase
 	if a.accuracy, err = monitoring.New(a.ch, monitoring.Options{Logger: logger, Registerer: reg}); err != nil {
 		return nil, err
@@ -194,17 +202,16 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 		Phases:        []rollout.Phase{{Percent: 10, Duration: phase}, {Percent: 50, Duration: phase}, {Percent: 100, Duration: phase}},
 		CheckInterval: cfg.RolloutCheck,
 		Accuracy:      a.accuracy,
+		MinSamples:    cfg.RolloutMinServed, MinAccuracySamples: cfg.RolloutMinScored,
 	})
 	if cfg.RetrainSchedule != "" {
+		job, err := cfg.retrainJob(a.ch, models, a.rollouts, logger)
+		if err != nil {
+			return nil, err
+		}
 		if a.retrain, err = schedule.New(schedule.Options{
 			Spec: cfg.RetrainSchedule, Redis: a.rdb, Logger: logger, Registerer: reg,
-			Train: func(ctx context.Context) error {
-				e, res, err := trainPipeline(ctx, a.ch, models, pipelineConfig{Name: cfg.ModelName}, logger)
-				if err == nil {
-					logger.Info("scheduled retrain finished", "version", e.Version, "status", e.Status, "gate_passed", res != nil && res.Passed)
-				}
-				return err
-			},
+			Train: job.Run,
 		}); err != nil {
 			return nil, err
 		}
@@ -222,7 +229,9 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 		return nil, err
 	}
 	if cfg.Consumers {
-		a.stream = streaming.NewConsumer(cfg.brokers(), a.rdb, a.averages, streaming.Options{Logger: logger, Registerer: reg})
+		a.stream = streaming.NewConsumer(cfg.brokers(), a.rdb, a.averages, streaming.Options{
+			Backfill: training.Backfill(a.ch), Logger: logger, Registerer: reg,
+		})
 		if a.sink, err = sink.New(cfg.brokers(), a.ch, cfg.ClickHouseDatabase, sink.Options{Logger: logger, Registerer: reg}); err != nil {
 			return nil, err
 		}
@@ -306,7 +315,10 @@ func (a *app) run(ctx context.Context) error {
 		components = append(components, a.stream, a.sink)
 	}
 	if a.retrain != nil {
-		components = append(components, a.retrain)
+		components = append(components, a.retrain, &retrain.Eager{
+			Generated: func() bool { return a.forecaster.Model().DataSource() != training.DataReal },
+			RunOnce:   a.retrain.RunOnce, Logger: a.logger,
+		})
 	}
 	for _, c := range components {
 		g.Go(func() error { return c.Run(ctx) })

@@ -20,6 +20,8 @@ import (
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/registry"
+	"github.com/surgeworks/surge/retrain"
+	"github.com/surgeworks/surge/rollout"
 	"github.com/surgeworks/surge/training"
 	"github.com/surgeworks/surge/validation"
 )
@@ -82,6 +84,10 @@ func trainPipeline(ctx context.Context, ch driver.Conn, reg *registry.Registry, 
 	if err != nil {
 		return registry.Entry{}, nil, err
 	}
+	res.Model.Meta.Params[training.DataSourceParam] = training.DataReal
+	if pc.Source == sourceSynthetic {
+		res.Model.Meta.Params[training.DataSourceParam] = training.DataGenerated
+	}
 	e, err := training.RegisterResult(ctx, reg, pc.Name, res)
 	if err != nil {
 		return registry.Entry{}, res, err
@@ -93,6 +99,37 @@ func trainPipeline(ctx context.Context, ch driver.Conn, reg *registry.Registry, 
 		e.Status = registry.StatusActive
 	}
 	return e, res, nil
+}
+
+// retrainJob wires the scheduled retrain: the configured range, real
+// history only, the v2 pipeline with the configured calendar, and the
+// canary of a model that passed the gate.
+func (c *config) retrainJob(ch driver.Conn, models *registry.Registry, rollouts *rollout.Controller, logger *slog.Logger) (*retrain.Job, error) {
+	w := c.RetrainWindow
+	if w == "" {
+		w = "28d"
+	}
+	window, from, to, err := parseRange(w, c.RetrainFrom, c.RetrainTo)
+	if err != nil {
+		return nil, fmt.Errorf("retrain range: %w", err)
+	}
+	holidays, err := features.ParseCalendar(c.Holidays)
+	if err != nil {
+		return nil, fmt.Errorf("HOLIDAYS: %w", err)
+	}
+	train := func(ctx context.Context, from, to time.Time) (registry.Entry, *training.PipelineResult, error) {
+		pc := pipelineConfig{Name: c.ModelName, From: from, To: to}
+		pc.Pipeline.Holidays = holidays
+		pc.Pipeline.Train.NumTrees = training.DefaultPipelineTrees
+		return trainPipeline(ctx, ch, models, pc, logger)
+	}
+	start := func(ctx context.Context, version string) error {
+		_, err := rollouts.Start(ctx, version, false)
+		return err
+	}
+	return retrain.New(ch, train, start, retrain.Options{
+		Window: window, From: from, To: to, MinRealDays: c.RetrainMinDays, NoRollout: !c.RetrainRollout, Logger: logger,
+	}), nil
 }
 
 // errRejected is returned by `surge train` when the gate rejected the model
@@ -107,6 +144,9 @@ func newTrainCmd() *cobra.Command {
 		from, to   string
 		regions    string
 		thresholds string
+		objectives string
+		holidays   string
+		horizons   string
 	)
 	cmd := &cobra.Command{
 		Use:   "train",
@@ -142,13 +182,21 @@ empirical 10 %/90 % quantiles of actual/predicted per horizon (interval_q10_h15,
 			if regions != "" {
 				pc.Regions = strings.Split(regions, ",")
 			}
-			if t := pc.Pipeline.MAPEThreshold; !(t > 0 && t < 10) {
+			if t := pc.Pipeline.MAPEThreshold; !(t >= 0 && t < 10) {
 				return fmt.Errorf("--mape-threshold %v: want a fraction > 0 (0.15 = 15 %%)", t)
 			}
-			switch pc.Pipeline.Train.Objective {
-			case training.ObjectiveL2, training.ObjectivePoisson, training.ObjectiveTweedie:
-			default:
-				return fmt.Errorf("--objective %q: want l2, poisson or tweedie", pc.Pipeline.Train.Objective)
+			if err := pc.objectives(objectives); err != nil {
+				return err
+			}
+			for _, h := range splitList(horizons) {
+				n, err := strconv.Atoi(h)
+				if err != nil || n <= 0 || n > 1440 {
+					return fmt.Errorf("--horizons %q: want minutes between 1 and 1440, comma-separated", horizons)
+				}
+				pc.Pipeline.Horizons = append(pc.Pipeline.Horizons, n)
+			}
+			if pc.Pipeline.Holidays, err = features.ParseCalendar(holidays); err != nil {
+				return fmt.Errorf("--holidays: %w", err)
 			}
 			ctx := cmd.Context()
 			ch, err := openClickHouse(ctx, cfg, logger)
@@ -195,15 +243,42 @@ empirical 10 %/90 % quantiles of actual/predicted per horizon (interval_q10_h15,
 	f.IntVar(&pc.Days, "days", 14, "synthetic source: days of generated history")
 	f.BoolVar(&pc.LoadHist, "load-history", false, "synthetic source: also write the generated history into ClickHouse demand_minute")
 	f.BoolVar(&pc.Activate, "activate", false, "make the model active right away when it passes the gate (default: candidate, for the rollout)")
-	f.StringVar(&pc.Pipeline.Train.Objective, "objective", training.ObjectiveL2, "loss: l2, poisson or tweedie")
-	f.IntVar(&pc.Pipeline.Train.NumTrees, "trees", 100, "boosting rounds")
-	f.Float64Var(&pc.Pipeline.MAPEThreshold, "mape-threshold", 0.15, "largest holdout MAPE per horizon that passes the gate, a fraction")
+	f.StringVar(&pc.Pipeline.Schema, "schema", "v2", "feature schema: v2 (long memory, one ensemble per horizon) or v1")
+	f.StringVar(&objectives, "objective", "", "loss: l2, poisson or tweedie; with v2 a comma-separated list tried per horizon on the validation days (default poisson,tweedie; v1 default l2)")
+	f.IntVar(&pc.Pipeline.Train.NumTrees, "trees", training.DefaultPipelineTrees, "most boosting rounds per horizon (early stopping on the validation days picks fewer)")
+	f.IntVar(&pc.Pipeline.ValidationDays, "validation-days", 0, "v2: days before the holdout (and before each fold) kept out of fitting for early stopping and the objective (default --holdout-days)")
+	f.StringVar(&horizons, "horizons", "", "forecast horizons in minutes, comma-separated (default 5,15,60,1440 for v2; 5,15,60 for v1); the daily horizon wants four weeks of history or more")
+	f.StringVar(&holidays, "holidays", "", "v2: holiday calendar, comma-separated dates YYYY-MM-DD (stored with the model)")
+	f.Float64Var(&pc.Pipeline.MAPEThreshold, "mape-threshold", 0, "largest holdout MAPE per horizon that passes the gate, a fraction (default 0.15, with 5=0.6,15=0.35,60=0.2 unless set)")
 	f.StringVar(&thresholds, "mape-thresholds", "", "per-horizon MAPE bounds overriding --mape-threshold, minutes=fraction comma-separated (5=0.6,15=0.3)")
 	f.Float64Var(&pc.Pipeline.MAPEMinActual, "mape-min-actual", 5, "only periods with at least this demand count towards MAPE and its gate")
 	f.IntVar(&pc.Pipeline.HoldoutDays, "holdout-days", 2, "last days held out for the gate and the intervals")
 	f.IntVar(&pc.Pipeline.Folds, "folds", 2, "rolling-origin backtest folds of one day before the holdout (-1: none)")
 	cfg.addConnFlags(f)
 	return cmd
+}
+
+// objectives sets the pipeline's objectives from --objective.
+func (pc *pipelineConfig) objectives(s string) error {
+	list := splitList(s)
+	for _, o := range list {
+		switch o {
+		case training.ObjectiveL2, training.ObjectivePoisson, training.ObjectiveTweedie:
+		default:
+			return fmt.Errorf("--objective %q: want l2, poisson or tweedie", o)
+		}
+	}
+	switch {
+	case pc.Pipeline.Schema == "v1" && len(list) > 1:
+		return fmt.Errorf("--objective %q: v1 trains one objective", s)
+	case pc.Pipeline.Schema == "v1" && len(list) == 1:
+		pc.Pipeline.Train.Objective = list[0]
+	case pc.Pipeline.Schema == "v1":
+		pc.Pipeline.Train.Objective = training.ObjectiveL2
+	default:
+		pc.Pipeline.Objectives = list
+	}
+	return nil
 }
 
 // parseRange checks the history range of a training run: a window (see

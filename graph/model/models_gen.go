@@ -77,6 +77,8 @@ type Forecast struct {
 	Degraded    bool      `json:"degraded"`
 	Warnings    []string  `json:"warnings"`
 	GeneratedAt time.Time `json:"generatedAt"`
+	// What the model that made the forecast was trained on; null for fallbacks and models that do not say.
+	TrainingData *TrainingData `json:"trainingData,omitempty"`
 }
 
 // The accuracy of one model version's forecasts in one region over the window.
@@ -134,6 +136,10 @@ type ModelVersion struct {
 	StatusChangedAt time.Time `json:"statusChangedAt"`
 	// Hash of the feature schema the model was trained on; serving refuses another one.
 	SchemaHash string `json:"schemaHash"`
+	// The feature schema by name: v1 (last 15 minutes) or v2 (long memory); null for a schema this server cannot build.
+	SchemaVersion *string `json:"schemaVersion,omitempty"`
+	// What the model was trained on; null when its record does not say.
+	TrainingData *TrainingData `json:"trainingData,omitempty"`
 	// How this process uses it: STABLE, CANDIDATE, SHADOW or null.
 	Serving *string `json:"serving,omitempty"`
 }
@@ -261,6 +267,8 @@ type Rollout struct {
 	FinishedAt  *time.Time `json:"finishedAt,omitempty"`
 	// Why it was rolled back or promoted.
 	Reason *string `json:"reason,omitempty"`
+	// Why a phase whose time is over has not ended: the candidate has not yet served (or been scored on) enough forecasts.
+	Waiting *string `json:"waiting,omitempty"`
 	// The phases entered so far.
 	History []*RolloutPhase `json:"history"`
 	// The last comparison of the candidate (current phase) with the stable version (since the start).
@@ -574,6 +582,64 @@ func (e *RolloutState) UnmarshalJSON(b []byte) error {
 }
 
 func (e RolloutState) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// What a model was trained on.
+type TrainingData string
+
+const (
+	// The generated history of the bootstrap model (or `surge train --source synthetic`).
+	TrainingDataGenerated TrainingData = "GENERATED"
+	// Demand history in ClickHouse: the events the deployment received.
+	TrainingDataReal TrainingData = "REAL"
+)
+
+var AllTrainingData = []TrainingData{
+	TrainingDataGenerated,
+	TrainingDataReal,
+}
+
+func (e TrainingData) IsValid() bool {
+	switch e {
+	case TrainingDataGenerated, TrainingDataReal:
+		return true
+	}
+	return false
+}
+
+func (e TrainingData) String() string {
+	return string(e)
+}
+
+func (e *TrainingData) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = TrainingData(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid TrainingData", str)
+	}
+	return nil
+}
+
+func (e TrainingData) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *TrainingData) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e TrainingData) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
