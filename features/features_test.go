@@ -135,3 +135,27 @@ func TestStoreRoundTrip(t *testing.T) {
 		t.Fatal("Get with Redis down returned no error")
 	}
 }
+
+// BenchmarkVector is the per-forecast cost of building a row from the
+// online features: V1, and V2 with every long-memory window present.
+func BenchmarkVector(b *testing.B) {
+	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	on := Online{Searches1m: 3, Supply: 10}
+	Memory(on, func(from, to int) (float64, bool) { return float64(to - from), true }, Horizons)
+	enc := &Encoding{RegionLevels: map[string]float64{"berlin": 2, "paris": 3}}
+	for _, bc := range []struct {
+		name string
+		s    Schema
+		in   Input
+	}{
+		{"v1", V1, Input{Online: on, At: at, Horizon: 15}},
+		{"v2", V2, Input{Online: on, At: at, Horizon: 15, Region: "berlin", Encoding: enc}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			dst := make([]float32, bc.s.Len())
+			for b.Loop() {
+				dst, _ = bc.s.VectorFor(dst, bc.in)
+			}
+		})
+	}
+}

@@ -289,7 +289,11 @@ func (s Schema) VectorFor(dst []float32, in Input) ([]float32, []string) {
 		dst = make([]float32, len(s))
 	}
 	at := in.At.UTC()
-	level := in.Encoding.Level(in.Region) * float64(in.Horizon)
+	c := clockOf(at)
+	level := math.NaN()
+	if in.Encoding != nil {
+		level = in.Encoding.Level(in.Region) * float64(in.Horizon)
+	}
 	var missing []string
 	for i, f := range s {
 		v, ok := 0.0, true
@@ -305,18 +309,18 @@ func (s Schema) VectorFor(dst []float32, in Input) ([]float32, []string) {
 		case f.Name == RegionLevel:
 			v = level
 		case f.Name == HourOfDay:
-			v = float64(at.Hour()) + float64(at.Minute())/60
+			v = c.hour
 		case f.Name == DayOfWeek:
-			v = float64(at.Weekday())
+			v = float64(c.weekday)
 		case f.Name == HourOfWeekF:
-			v = float64(int(at.Weekday())*24 + at.Hour())
+			v = float64(int(c.weekday)*24 + int(c.hour))
 		case f.Name == Holiday:
 			v = 0
 			if in.Encoding != nil && in.Encoding.Holidays.Has(at) {
 				v = 1
 			}
 		default:
-			v, ok = s.derived(f.Name, at, in.Horizon)
+			v, ok = derived(f.Name, c, in.Horizon)
 			if !ok {
 				v, ok = in.Online[f.Name]
 			}

@@ -132,10 +132,19 @@ func (s Schema) Vector(dst []float32, online Online, at time.Time, horizonMinute
 	return dst
 }
 
+// clock is the time of a row, split once per row.
+type clock struct {
+	hour    float64 // hour of day with minutes as a fraction
+	weekday time.Weekday
+}
+
+func clockOf(at time.Time) clock {
+	return clock{hour: float64(at.Hour()) + float64(at.Minute())/60, weekday: at.Weekday()}
+}
+
 // derived computes the V1 features that come from the request itself.
-func (Schema) derived(name string, at time.Time, horizonMinutes int) (float64, bool) {
-	hour := float64(at.Hour()) + float64(at.Minute())/60
-	dow := float64(at.Weekday())
+func derived(name string, c clock, horizonMinutes int) (float64, bool) {
+	hour, dow := c.hour, float64(c.weekday)
 	switch name {
 	case HourSin:
 		return math.Sin(2 * math.Pi * hour / 24), true
@@ -146,7 +155,7 @@ func (Schema) derived(name string, at time.Time, horizonMinutes int) (float64, b
 	case DowCos:
 		return math.Cos(2 * math.Pi * dow / 7), true
 	case IsWeekend:
-		if at.Weekday() == time.Saturday || at.Weekday() == time.Sunday {
+		if c.weekday == time.Saturday || c.weekday == time.Sunday {
 			return 1, true
 		}
 		return 0, true

@@ -153,10 +153,15 @@ func newTrainCmd() *cobra.Command {
 		Short: "Train, validate and register a demand model",
 		Long: `train reads the per-minute demand history from ClickHouse (demand_minute over [--from, --to),
 or the last --window before --to or now; load one with ` + "`surge replay`" + ` or ` + "`surge simulate --history`" + `), or generates one
-with --source synthetic, builds features.V1 rows for horizons 5, 15 and 60 minutes exactly as
-serving does, and validates: a rolling-origin backtest (--folds days before the holdout) and a
-holdout of the last --holdout-days days, the model beside two baselines (seasonal naive: the
-same minutes a week earlier; the region's hour-of-week average over the training days).
+with --source synthetic, and trains the feature schema --schema: v2 (default; per horizon the
+demand over the last H, the same H a day and a week earlier and what followed them, 1 h/24 h/168 h
+means, the region's level, the clock, --holidays, supply and signals; one ensemble per horizon
+5, 15, 60 and 1440 minutes, or --horizons) or v1 (the last 15 minutes, one ensemble), with rows
+built exactly as serving builds them. The number of trees (at most --trees) and, for v2, the
+objective among --objective are chosen on the --validation-days before the holdout. Validation:
+a rolling-origin backtest (--folds days before the holdout) and a holdout of the last
+--holdout-days days, the model beside two baselines (seasonal naive: the same minutes a week
+earlier; the region's hour-of-week average over the training days).
 
 --from and --to take RFC 3339 times or plain dates (UTC midnight; --to is exclusive), so a
 history from any year trains as it is: the holdout is its last --holdout-days days and the
@@ -164,10 +169,10 @@ backtest folds lie before them.
 
 The model is registered as a candidate when, for every horizon on the holdout, it beats
 seasonal naive and the historical average on WAPE and its MAPE over the periods with at least
---mape-min-actual demand is at most --mape-threshold (or the horizon's --mape-thresholds
-entry); otherwise it is recorded as
-rejected with its reasons (and train exits with status 1). The registered metrics include the
-empirical 10 %/90 % quantiles of actual/predicted per horizon (interval_q10_h15, …).`,
+--mape-min-actual demand is within the bound (--mape-threshold for every horizon, or by
+default 15 % with 60 %, 35 % and 20 % at 5, 15 and 60 minutes; --mape-thresholds per
+horizon); otherwise it is recorded as rejected with its reasons (and train exits with status
+1). The registered metrics include the empirical 10 %/90 % quantiles of actual/predicted per horizon (interval_q10_h15, …).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := cfg.logger()
 			if err != nil {
