@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,5 +158,29 @@ func BenchmarkVector(b *testing.B) {
 				dst, _ = bc.s.VectorFor(dst, bc.in)
 			}
 		})
+	}
+}
+
+func TestCalendar(t *testing.T) {
+	c, err := ParseCalendar(" 2001-05-28,2001-01-01, 2001-05-28,")
+	if err != nil || len(c) != 2 {
+		t.Fatalf("ParseCalendar = %v, %v", c, err)
+	}
+	for _, tt := range []struct {
+		at   time.Time
+		want bool
+	}{
+		{time.Date(2001, 5, 28, 0, 0, 0, 0, time.UTC), true},
+		{time.Date(2001, 5, 28, 23, 59, 0, 0, time.UTC), true},
+		{time.Date(2001, 5, 29, 0, 0, 0, 0, time.UTC), false},
+		{time.Date(2001, 1, 1, 12, 0, 0, 0, time.UTC), true},
+		{time.Date(2000, 12, 31, 12, 0, 0, 0, time.UTC), false},
+	} {
+		if got := c.Has(tt.at); got != tt.want {
+			t.Errorf("Has(%v) = %v, want %v", tt.at, got, tt.want)
+		}
+	}
+	if _, err := ParseCalendar("2001-13-01"); err == nil || !strings.Contains(err.Error(), "2001-13-01") {
+		t.Errorf("bad date: err = %v", err)
 	}
 }

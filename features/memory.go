@@ -234,10 +234,13 @@ func ParseCalendar(s string) (Calendar, error) {
 	return slices.Compact(c), nil
 }
 
-// Has reports whether t's date (its own clock) is a holiday.
+// Has reports whether t's date (its own clock) is a holiday. It does not
+// allocate: it runs on the price path.
 func (c Calendar) Has(t time.Time) bool {
-	_, found := slices.BinarySearch(c, t.Format(time.DateOnly))
-	return found
+	var buf [len(time.DateOnly)]byte
+	day := t.AppendFormat(buf[:0], time.DateOnly)
+	i := sort.Search(len(c), func(i int) bool { return c[i] >= string(day) })
+	return i < len(c) && c[i] == string(day)
 }
 
 // V2 is the long-memory schema: per-horizon windows of the past (the last H,

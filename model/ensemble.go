@@ -51,9 +51,13 @@ type Metadata struct {
 }
 
 // ParamDataSource is the Params key saying what a model was trained on:
-// "generated" (synthetic history) or "real" (the deployment's demand
-// history).
-const ParamDataSource = "data"
+// DataGenerated (synthetic history) or DataReal (the deployment's demand
+// history in ClickHouse).
+const (
+	ParamDataSource = "data"
+	DataGenerated   = "generated"
+	DataReal        = "real"
+)
 
 // FeatureImportance is what the splits on one feature contributed to a
 // model.

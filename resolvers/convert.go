@@ -3,9 +3,9 @@ package resolvers
 import (
 	"github.com/surgeworks/surge/graph/model"
 	"github.com/surgeworks/surge/inference"
+	ensemble "github.com/surgeworks/surge/model"
 	"github.com/surgeworks/surge/pricing"
 	"github.com/surgeworks/surge/quotes"
-	"github.com/surgeworks/surge/training"
 )
 
 func toQuote(q quotes.Quote) *model.PriceQuote {
@@ -68,13 +68,14 @@ func toForecast(f inference.Forecast) *model.Forecast {
 	return out
 }
 
-// trainingData maps training.DataGenerated and DataReal to the enum.
+// trainingData maps the model's data source (ensemble.DataGenerated,
+// DataReal) to the enum.
 func trainingData(s string) *model.TrainingData {
 	var v model.TrainingData
 	switch s {
-	case training.DataGenerated:
+	case ensemble.DataGenerated:
 		v = model.TrainingDataGenerated
-	case training.DataReal:
+	case ensemble.DataReal:
 		v = model.TrainingDataReal
 	default:
 		return nil

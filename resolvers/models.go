@@ -10,10 +10,10 @@ import (
 
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/graph/model"
+	ensemble "github.com/surgeworks/surge/model"
 	"github.com/surgeworks/surge/quotes"
 	"github.com/surgeworks/surge/registry"
 	"github.com/surgeworks/surge/rollout"
-	"github.com/surgeworks/surge/training"
 )
 
 // RolloutAdmin lists model versions and runs canary rollouts;
@@ -56,7 +56,7 @@ func toModelVersion(e registry.Entry, stable, candidate string, shadow bool) *mo
 	}
 	var params map[string]any
 	if json.Unmarshal(e.Params, &params) == nil {
-		s, _ := params[training.DataSourceParam].(string)
+		s, _ := params[ensemble.ParamDataSource].(string)
 		mv.TrainingData = trainingData(s)
 	}
 	names := make([]string, 0, len(e.Metrics))

@@ -125,7 +125,7 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) (*model.Ensemble, Rep
 	for i, h := range opts.Horizons {
 		hz[i] = strconv.Itoa(h)
 	}
-	params[DataSourceParam] = DataGenerated
+	params[model.ParamDataSource] = model.DataGenerated
 	params["regions"] = strings.Join(regions, ",")
 	params["history_days"] = strconv.Itoa(opts.History.Days)
 	params["history_seed"] = strconv.FormatUint(opts.History.Seed, 10)

@@ -17,15 +17,6 @@ import (
 	"github.com/surgeworks/surge/validation"
 )
 
-// DataSourceParam is the model Params key saying what a model was trained
-// on: DataGenerated (synthetic history) or DataReal (demand history from
-// ClickHouse).
-const (
-	DataSourceParam = model.ParamDataSource
-	DataGenerated   = "generated"
-	DataReal        = "real"
-)
-
 // DefaultPipelineTrees is the default cap on boosting rounds per horizon of
 // `surge train` and the scheduled retrain; early stopping on the
 // validation days picks fewer.

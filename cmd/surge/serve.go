@@ -26,6 +26,7 @@ import (
 	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/migrations"
+	"github.com/surgeworks/surge/model"
 	"github.com/surgeworks/surge/monitoring"
 	"github.com/surgeworks/surge/quotes"
 	"github.com/surgeworks/surge/ratelimit"
@@ -316,7 +317,7 @@ func (a *app) run(ctx context.Context) error {
 	}
 	if a.retrain != nil {
 		components = append(components, a.retrain, &retrain.Eager{
-			Generated: func() bool { return a.forecaster.Model().DataSource() != training.DataReal },
+			Generated: func() bool { return a.forecaster.Model().DataSource() != model.DataReal },
 			RunOnce:   a.retrain.RunOnce, Logger: a.logger,
 		})
 	}

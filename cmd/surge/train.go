@@ -19,6 +19,7 @@ import (
 
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/features"
+	"github.com/surgeworks/surge/model"
 	"github.com/surgeworks/surge/registry"
 	"github.com/surgeworks/surge/retrain"
 	"github.com/surgeworks/surge/rollout"
@@ -84,9 +85,9 @@ func trainPipeline(ctx context.Context, ch driver.Conn, reg *registry.Registry, 
 	if err != nil {
 		return registry.Entry{}, nil, err
 	}
-	res.Model.Meta.Params[training.DataSourceParam] = training.DataReal
+	res.Model.Meta.Params[model.ParamDataSource] = model.DataReal
 	if pc.Source == sourceSynthetic {
-		res.Model.Meta.Params[training.DataSourceParam] = training.DataGenerated
+		res.Model.Meta.Params[model.ParamDataSource] = model.DataGenerated
 	}
 	e, err := training.RegisterResult(ctx, reg, pc.Name, res)
 	if err != nil {
