@@ -46,6 +46,12 @@ bench-ingest: deps
 bench-load: deps
 	./scripts/bench-load.sh
 
+# Experiments: assignment cost, experimentResults over 10 M exposures, and
+# the price query with an experiment running (see README).
+.PHONY: bench-experiments
+bench-experiments: deps
+	./scripts/bench-experiments.sh
+
 # Real-data forecast accuracy: departures-dev replayed into a fresh stack,
 # trained with the last 14 days held out (see docs/forecasting.md).
 .PHONY: bench-forecast

@@ -28,6 +28,7 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	Experiment() ExperimentResolver
 	Mutation() MutationResolver
 	Query() QueryResolver
 	Region() RegionResolver
@@ -37,12 +38,29 @@ type DirectiveRoot struct {
 }
 
 type ComplexityRoot struct {
+	Booking struct {
+		Amount      func(childComplexity int) int
+		BookedAt    func(childComplexity int) int
+		BookingID   func(childComplexity int) int
+		Currency    func(childComplexity int) int
+		Duplicate   func(childComplexity int) int
+		Experiments func(childComplexity int) int
+		ProductType func(childComplexity int) int
+		QuoteID     func(childComplexity int) int
+		RegionID    func(childComplexity int) int
+	}
+
 	DemandPoint struct {
 		Bookings func(childComplexity int) int
 		Bucket   func(childComplexity int) int
 		Cancels  func(childComplexity int) int
 		Searches func(childComplexity int) int
 		Supply   func(childComplexity int) int
+	}
+
+	Estimate struct {
+		StandardError func(childComplexity int) int
+		Value         func(childComplexity int) int
 	}
 
 	EventFieldError struct {
@@ -55,6 +73,74 @@ type ComplexityRoot struct {
 		EventID func(childComplexity int) int
 		Index   func(childComplexity int) int
 		Status  func(childComplexity int) int
+	}
+
+	Experiment struct {
+		CreatedAt           func(childComplexity int) int
+		DayLengthSeconds    func(childComplexity int) int
+		Guardrails          func(childComplexity int) int
+		History             func(childComplexity int) int
+		Hypothesis          func(childComplexity int) int
+		ID                  func(childComplexity int) int
+		Layer               func(childComplexity int) int
+		MaxDays             func(childComplexity int) int
+		MinDays             func(childComplexity int) int
+		MinSamplePerVariant func(childComplexity int) int
+		Note                func(childComplexity int) int
+		PrePeriodDays       func(childComplexity int) int
+		PrimaryMetric       func(childComplexity int) int
+		Products            func(childComplexity int) int
+		Regions             func(childComplexity int) int
+		Results             func(childComplexity int) int
+		RuleVersions        func(childComplexity int) int
+		StartedAt           func(childComplexity int) int
+		Status              func(childComplexity int) int
+		StoppedAt           func(childComplexity int) int
+		UpdatedAt           func(childComplexity int) int
+		UpdatedBy           func(childComplexity int) int
+		Variants            func(childComplexity int) int
+		Version             func(childComplexity int) int
+		Winner              func(childComplexity int) int
+	}
+
+	ExperimentAssignment struct {
+		ID      func(childComplexity int) int
+		Variant func(childComplexity int) int
+	}
+
+	ExperimentDay struct {
+		Cancels     func(childComplexity int) int
+		Conversions func(childComplexity int) int
+		Day         func(childComplexity int) int
+		Exposures   func(childComplexity int) int
+		Revenue     func(childComplexity int) int
+		Start       func(childComplexity int) int
+		Variant     func(childComplexity int) int
+	}
+
+	ExperimentResults struct {
+		Alpha         func(childComplexity int) int
+		ComputedAt    func(childComplexity int) int
+		Daily         func(childComplexity int) int
+		DaysElapsed   func(childComplexity int) int
+		ExperimentID  func(childComplexity int) int
+		MaxDays       func(childComplexity int) int
+		Metrics       func(childComplexity int) int
+		MinDays       func(childComplexity int) int
+		RevenueCap    func(childComplexity int) int
+		SampleRatio   func(childComplexity int) int
+		Status        func(childComplexity int) int
+		Variants      func(childComplexity int) int
+		Verdict       func(childComplexity int) int
+		VerdictReason func(childComplexity int) int
+		Winner        func(childComplexity int) int
+	}
+
+	ExperimentVariant struct {
+		Control  func(childComplexity int) int
+		Name     func(childComplexity int) int
+		Strategy func(childComplexity int) int
+		Weight   func(childComplexity int) int
 	}
 
 	Factor struct {
@@ -112,9 +198,20 @@ type ComplexityRoot struct {
 		SinkRowsInserted func(childComplexity int) int
 	}
 
+	Interval struct {
+		Lower func(childComplexity int) int
+		Upper func(childComplexity int) int
+	}
+
 	Metric struct {
 		Name  func(childComplexity int) int
 		Value func(childComplexity int) int
+	}
+
+	MetricResult struct {
+		Comparisons func(childComplexity int) int
+		Guardrail   func(childComplexity int) int
+		Metric      func(childComplexity int) int
 	}
 
 	ModelVersion struct {
@@ -132,11 +229,16 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
-		IngestEvents   func(childComplexity int, events []*model.EventInput) int
-		PromoteModel   func(childComplexity int, version string) int
-		RollbackModel  func(childComplexity int, reason *string) int
-		SetPricingRule func(childComplexity int, input model.PricingRuleInput) int
-		StartRollout   func(childComplexity int, version string, shadow *bool) int
+		Book             func(childComplexity int, input model.BookingInput) int
+		CreateExperiment func(childComplexity int, input model.CreateExperimentInput) int
+		IngestEvents     func(childComplexity int, events []*model.EventInput) int
+		PromoteModel     func(childComplexity int, version string) int
+		RollbackModel    func(childComplexity int, reason *string) int
+		RolloutWinner    func(childComplexity int, experimentID string, variant *string) int
+		SetPricingRule   func(childComplexity int, input model.PricingRuleInput) int
+		StartExperiment  func(childComplexity int, id string) int
+		StartRollout     func(childComplexity int, version string, shadow *bool) int
+		StopExperiment   func(childComplexity int, id string, reason *string) int
 	}
 
 	OnlineFeatures struct {
@@ -163,6 +265,8 @@ type ComplexityRoot struct {
 		Currency               func(childComplexity int) int
 		Degraded               func(childComplexity int) int
 		DemandForecast         func(childComplexity int) int
+		Experiment             func(childComplexity int) int
+		Experiments            func(childComplexity int) int
 		Factors                func(childComplexity int) int
 		ForecastHorizonMinutes func(childComplexity int) int
 		ForecastSource         func(childComplexity int) int
@@ -196,19 +300,30 @@ type ComplexityRoot struct {
 		Version          func(childComplexity int) int
 	}
 
+	PricingStrategy struct {
+		BasePriceAdjustmentPercent func(childComplexity int) int
+		MaxMultiplier              func(childComplexity int) int
+		MinMultiplier              func(childComplexity int) int
+		Sensitivity                func(childComplexity int) int
+		Threshold                  func(childComplexity int) int
+	}
+
 	Query struct {
-		DemandHistory    func(childComplexity int, regionID string, from time.Time, to time.Time, granularity *model.Granularity) int
-		FactorBreakdown  func(childComplexity int, quoteID string) int
-		Features         func(childComplexity int, regionID string) int
-		Forecast         func(childComplexity int, regionID string, horizonMinutes *int) int
-		ForecastAccuracy func(childComplexity int, regionID *string, modelVersion *string, windowHours *int) int
-		IngestionStatus  func(childComplexity int) int
-		Models           func(childComplexity int) int
-		Price            func(childComplexity int, input model.PriceInput) int
-		Prices           func(childComplexity int, inputs []*model.PriceInput) int
-		PricingRules     func(childComplexity int, regionID string, includeHistory *bool) int
-		Regions          func(childComplexity int) int
-		Rollout          func(childComplexity int) int
+		DemandHistory     func(childComplexity int, regionID string, from time.Time, to time.Time, granularity *model.Granularity) int
+		Experiment        func(childComplexity int, id string) int
+		ExperimentResults func(childComplexity int, experimentID string) int
+		Experiments       func(childComplexity int, status *model.ExperimentStatus) int
+		FactorBreakdown   func(childComplexity int, quoteID string) int
+		Features          func(childComplexity int, regionID string) int
+		Forecast          func(childComplexity int, regionID string, horizonMinutes *int) int
+		ForecastAccuracy  func(childComplexity int, regionID *string, modelVersion *string, windowHours *int) int
+		IngestionStatus   func(childComplexity int) int
+		Models            func(childComplexity int) int
+		Price             func(childComplexity int, input model.PriceInput) int
+		Prices            func(childComplexity int, inputs []*model.PriceInput) int
+		PricingRules      func(childComplexity int, regionID string, includeHistory *bool) int
+		Regions           func(childComplexity int) int
+		Rollout           func(childComplexity int) int
 	}
 
 	Region struct {
@@ -253,18 +368,71 @@ type ComplexityRoot struct {
 		Requests       func(childComplexity int) int
 		Version        func(childComplexity int) int
 	}
+
+	SampleRatioCheck struct {
+		ChiSquare func(childComplexity int) int
+		Mismatch  func(childComplexity int) int
+		PValue    func(childComplexity int) int
+	}
+
+	VariantComparison struct {
+		AbsoluteInterval        func(childComplexity int) int
+		AbsoluteLift            func(childComplexity int) int
+		AdjustedPValue          func(childComplexity int) int
+		Better                  func(childComplexity int) int
+		ChanceToBeatControl     func(childComplexity int) int
+		ControlValue            func(childComplexity int) int
+		Cuped                   func(childComplexity int) int
+		ExpectedLoss            func(childComplexity int) int
+		MinimumDetectableEffect func(childComplexity int) int
+		PValue                  func(childComplexity int) int
+		RelativeInterval        func(childComplexity int) int
+		RelativeLift            func(childComplexity int) int
+		SequentialInterval      func(childComplexity int) int
+		SequentialPValue        func(childComplexity int) int
+		Significant             func(childComplexity int) int
+		TreatmentValue          func(childComplexity int) int
+		VarianceReduction       func(childComplexity int) int
+		Variant                 func(childComplexity int) int
+	}
+
+	VariantResult struct {
+		CancellationRate func(childComplexity int) int
+		CancelledUsers   func(childComplexity int) int
+		CappedRevenue    func(childComplexity int) int
+		Control          func(childComplexity int) int
+		ConversionRate   func(childComplexity int) int
+		Conversions      func(childComplexity int) int
+		ConvertedUsers   func(childComplexity int) int
+		Name             func(childComplexity int) int
+		ObservedShare    func(childComplexity int) int
+		PrePeriodUsers   func(childComplexity int) int
+		Revenue          func(childComplexity int) int
+		RevenuePerUser   func(childComplexity int) int
+		Users            func(childComplexity int) int
+		Weight           func(childComplexity int) int
+	}
 }
 
 // endregion ***************************** api!.gotpl *****************************
 
 // region    ************************** generated!.gotpl **************************
 
+type ExperimentResolver interface {
+	History(ctx context.Context, obj *model.Experiment) ([]*model.Experiment, error)
+	Results(ctx context.Context, obj *model.Experiment) (*model.ExperimentResults, error)
+}
 type MutationResolver interface {
 	SetPricingRule(ctx context.Context, input model.PricingRuleInput) (*model.PricingRule, error)
 	IngestEvents(ctx context.Context, events []*model.EventInput) (*model.IngestResult, error)
 	StartRollout(ctx context.Context, version string, shadow *bool) (*model.Rollout, error)
 	PromoteModel(ctx context.Context, version string) (*model.ModelVersion, error)
 	RollbackModel(ctx context.Context, reason *string) (*model.Rollout, error)
+	CreateExperiment(ctx context.Context, input model.CreateExperimentInput) (*model.Experiment, error)
+	StartExperiment(ctx context.Context, id string) (*model.Experiment, error)
+	StopExperiment(ctx context.Context, id string, reason *string) (*model.Experiment, error)
+	RolloutWinner(ctx context.Context, experimentID string, variant *string) (*model.Experiment, error)
+	Book(ctx context.Context, input model.BookingInput) (*model.Booking, error)
 }
 type QueryResolver interface {
 	Price(ctx context.Context, input model.PriceInput) (*model.PriceQuote, error)
@@ -279,6 +447,9 @@ type QueryResolver interface {
 	Models(ctx context.Context) ([]*model.ModelVersion, error)
 	Rollout(ctx context.Context) (*model.Rollout, error)
 	ForecastAccuracy(ctx context.Context, regionID *string, modelVersion *string, windowHours *int) ([]*model.ForecastAccuracy, error)
+	Experiments(ctx context.Context, status *model.ExperimentStatus) ([]*model.Experiment, error)
+	Experiment(ctx context.Context, id string) (*model.Experiment, error)
+	ExperimentResults(ctx context.Context, experimentID string) (*model.ExperimentResults, error)
 }
 type RegionResolver interface {
 	CurrentPrices(ctx context.Context, obj *model.Region) ([]*model.PriceQuote, error)
@@ -301,6 +472,61 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 	ec := newExecutionContext(nil, e, nil)
 	_ = ec
 	switch typeName + "." + field {
+
+	case "Booking.amount":
+		if e.ComplexityRoot.Booking.Amount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Booking.Amount(childComplexity), true
+	case "Booking.bookedAt":
+		if e.ComplexityRoot.Booking.BookedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Booking.BookedAt(childComplexity), true
+	case "Booking.bookingId":
+		if e.ComplexityRoot.Booking.BookingID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Booking.BookingID(childComplexity), true
+	case "Booking.currency":
+		if e.ComplexityRoot.Booking.Currency == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Booking.Currency(childComplexity), true
+	case "Booking.duplicate":
+		if e.ComplexityRoot.Booking.Duplicate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Booking.Duplicate(childComplexity), true
+	case "Booking.experiments":
+		if e.ComplexityRoot.Booking.Experiments == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Booking.Experiments(childComplexity), true
+	case "Booking.productType":
+		if e.ComplexityRoot.Booking.ProductType == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Booking.ProductType(childComplexity), true
+	case "Booking.quoteId":
+		if e.ComplexityRoot.Booking.QuoteID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Booking.QuoteID(childComplexity), true
+	case "Booking.regionId":
+		if e.ComplexityRoot.Booking.RegionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Booking.RegionID(childComplexity), true
 
 	case "DemandPoint.bookings":
 		if e.ComplexityRoot.DemandPoint.Bookings == nil {
@@ -332,6 +558,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.DemandPoint.Supply(childComplexity), true
+
+	case "Estimate.standardError":
+		if e.ComplexityRoot.Estimate.StandardError == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Estimate.StandardError(childComplexity), true
+	case "Estimate.value":
+		if e.ComplexityRoot.Estimate.Value == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Estimate.Value(childComplexity), true
 
 	case "EventFieldError.field":
 		if e.ComplexityRoot.EventFieldError.Field == nil {
@@ -370,6 +609,329 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.EventResult.Status(childComplexity), true
+
+	case "Experiment.createdAt":
+		if e.ComplexityRoot.Experiment.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.CreatedAt(childComplexity), true
+	case "Experiment.dayLengthSeconds":
+		if e.ComplexityRoot.Experiment.DayLengthSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.DayLengthSeconds(childComplexity), true
+	case "Experiment.guardrails":
+		if e.ComplexityRoot.Experiment.Guardrails == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.Guardrails(childComplexity), true
+	case "Experiment.history":
+		if e.ComplexityRoot.Experiment.History == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.History(childComplexity), true
+	case "Experiment.hypothesis":
+		if e.ComplexityRoot.Experiment.Hypothesis == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.Hypothesis(childComplexity), true
+	case "Experiment.id":
+		if e.ComplexityRoot.Experiment.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.ID(childComplexity), true
+	case "Experiment.layer":
+		if e.ComplexityRoot.Experiment.Layer == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.Layer(childComplexity), true
+	case "Experiment.maxDays":
+		if e.ComplexityRoot.Experiment.MaxDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.MaxDays(childComplexity), true
+	case "Experiment.minDays":
+		if e.ComplexityRoot.Experiment.MinDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.MinDays(childComplexity), true
+	case "Experiment.minSamplePerVariant":
+		if e.ComplexityRoot.Experiment.MinSamplePerVariant == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.MinSamplePerVariant(childComplexity), true
+	case "Experiment.note":
+		if e.ComplexityRoot.Experiment.Note == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.Note(childComplexity), true
+	case "Experiment.prePeriodDays":
+		if e.ComplexityRoot.Experiment.PrePeriodDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.PrePeriodDays(childComplexity), true
+	case "Experiment.primaryMetric":
+		if e.ComplexityRoot.Experiment.PrimaryMetric == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.PrimaryMetric(childComplexity), true
+	case "Experiment.products":
+		if e.ComplexityRoot.Experiment.Products == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.Products(childComplexity), true
+	case "Experiment.regions":
+		if e.ComplexityRoot.Experiment.Regions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.Regions(childComplexity), true
+	case "Experiment.results":
+		if e.ComplexityRoot.Experiment.Results == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.Results(childComplexity), true
+	case "Experiment.ruleVersions":
+		if e.ComplexityRoot.Experiment.RuleVersions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.RuleVersions(childComplexity), true
+	case "Experiment.startedAt":
+		if e.ComplexityRoot.Experiment.StartedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.StartedAt(childComplexity), true
+	case "Experiment.status":
+		if e.ComplexityRoot.Experiment.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.Status(childComplexity), true
+	case "Experiment.stoppedAt":
+		if e.ComplexityRoot.Experiment.StoppedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.StoppedAt(childComplexity), true
+	case "Experiment.updatedAt":
+		if e.ComplexityRoot.Experiment.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.UpdatedAt(childComplexity), true
+	case "Experiment.updatedBy":
+		if e.ComplexityRoot.Experiment.UpdatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.UpdatedBy(childComplexity), true
+	case "Experiment.variants":
+		if e.ComplexityRoot.Experiment.Variants == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.Variants(childComplexity), true
+	case "Experiment.version":
+		if e.ComplexityRoot.Experiment.Version == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.Version(childComplexity), true
+	case "Experiment.winner":
+		if e.ComplexityRoot.Experiment.Winner == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Experiment.Winner(childComplexity), true
+
+	case "ExperimentAssignment.id":
+		if e.ComplexityRoot.ExperimentAssignment.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentAssignment.ID(childComplexity), true
+	case "ExperimentAssignment.variant":
+		if e.ComplexityRoot.ExperimentAssignment.Variant == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentAssignment.Variant(childComplexity), true
+
+	case "ExperimentDay.cancels":
+		if e.ComplexityRoot.ExperimentDay.Cancels == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentDay.Cancels(childComplexity), true
+	case "ExperimentDay.conversions":
+		if e.ComplexityRoot.ExperimentDay.Conversions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentDay.Conversions(childComplexity), true
+	case "ExperimentDay.day":
+		if e.ComplexityRoot.ExperimentDay.Day == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentDay.Day(childComplexity), true
+	case "ExperimentDay.exposures":
+		if e.ComplexityRoot.ExperimentDay.Exposures == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentDay.Exposures(childComplexity), true
+	case "ExperimentDay.revenue":
+		if e.ComplexityRoot.ExperimentDay.Revenue == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentDay.Revenue(childComplexity), true
+	case "ExperimentDay.start":
+		if e.ComplexityRoot.ExperimentDay.Start == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentDay.Start(childComplexity), true
+	case "ExperimentDay.variant":
+		if e.ComplexityRoot.ExperimentDay.Variant == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentDay.Variant(childComplexity), true
+
+	case "ExperimentResults.alpha":
+		if e.ComplexityRoot.ExperimentResults.Alpha == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.Alpha(childComplexity), true
+	case "ExperimentResults.computedAt":
+		if e.ComplexityRoot.ExperimentResults.ComputedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.ComputedAt(childComplexity), true
+	case "ExperimentResults.daily":
+		if e.ComplexityRoot.ExperimentResults.Daily == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.Daily(childComplexity), true
+	case "ExperimentResults.daysElapsed":
+		if e.ComplexityRoot.ExperimentResults.DaysElapsed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.DaysElapsed(childComplexity), true
+	case "ExperimentResults.experimentId":
+		if e.ComplexityRoot.ExperimentResults.ExperimentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.ExperimentID(childComplexity), true
+	case "ExperimentResults.maxDays":
+		if e.ComplexityRoot.ExperimentResults.MaxDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.MaxDays(childComplexity), true
+	case "ExperimentResults.metrics":
+		if e.ComplexityRoot.ExperimentResults.Metrics == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.Metrics(childComplexity), true
+	case "ExperimentResults.minDays":
+		if e.ComplexityRoot.ExperimentResults.MinDays == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.MinDays(childComplexity), true
+	case "ExperimentResults.revenueCap":
+		if e.ComplexityRoot.ExperimentResults.RevenueCap == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.RevenueCap(childComplexity), true
+	case "ExperimentResults.sampleRatio":
+		if e.ComplexityRoot.ExperimentResults.SampleRatio == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.SampleRatio(childComplexity), true
+	case "ExperimentResults.status":
+		if e.ComplexityRoot.ExperimentResults.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.Status(childComplexity), true
+	case "ExperimentResults.variants":
+		if e.ComplexityRoot.ExperimentResults.Variants == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.Variants(childComplexity), true
+	case "ExperimentResults.verdict":
+		if e.ComplexityRoot.ExperimentResults.Verdict == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.Verdict(childComplexity), true
+	case "ExperimentResults.verdictReason":
+		if e.ComplexityRoot.ExperimentResults.VerdictReason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.VerdictReason(childComplexity), true
+	case "ExperimentResults.winner":
+		if e.ComplexityRoot.ExperimentResults.Winner == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentResults.Winner(childComplexity), true
+
+	case "ExperimentVariant.control":
+		if e.ComplexityRoot.ExperimentVariant.Control == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentVariant.Control(childComplexity), true
+	case "ExperimentVariant.name":
+		if e.ComplexityRoot.ExperimentVariant.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentVariant.Name(childComplexity), true
+	case "ExperimentVariant.strategy":
+		if e.ComplexityRoot.ExperimentVariant.Strategy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentVariant.Strategy(childComplexity), true
+	case "ExperimentVariant.weight":
+		if e.ComplexityRoot.ExperimentVariant.Weight == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ExperimentVariant.Weight(childComplexity), true
 
 	case "Factor.contribution":
 		if e.ComplexityRoot.Factor.Contribution == nil {
@@ -599,6 +1161,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.IngestionStatus.SinkRowsInserted(childComplexity), true
 
+	case "Interval.lower":
+		if e.ComplexityRoot.Interval.Lower == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Interval.Lower(childComplexity), true
+	case "Interval.upper":
+		if e.ComplexityRoot.Interval.Upper == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Interval.Upper(childComplexity), true
+
 	case "Metric.name":
 		if e.ComplexityRoot.Metric.Name == nil {
 			break
@@ -611,6 +1186,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Metric.Value(childComplexity), true
+
+	case "MetricResult.comparisons":
+		if e.ComplexityRoot.MetricResult.Comparisons == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MetricResult.Comparisons(childComplexity), true
+	case "MetricResult.guardrail":
+		if e.ComplexityRoot.MetricResult.Guardrail == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MetricResult.Guardrail(childComplexity), true
+	case "MetricResult.metric":
+		if e.ComplexityRoot.MetricResult.Metric == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MetricResult.Metric(childComplexity), true
 
 	case "ModelVersion.createdAt":
 		if e.ComplexityRoot.ModelVersion.CreatedAt == nil {
@@ -679,6 +1273,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.ModelVersion.Version(childComplexity), true
 
+	case "Mutation.book":
+		if e.ComplexityRoot.Mutation.Book == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_book_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.Book(childComplexity, args["input"].(model.BookingInput)), true
+	case "Mutation.createExperiment":
+		if e.ComplexityRoot.Mutation.CreateExperiment == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createExperiment_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateExperiment(childComplexity, args["input"].(model.CreateExperimentInput)), true
 	case "Mutation.ingestEvents":
 		if e.ComplexityRoot.Mutation.IngestEvents == nil {
 			break
@@ -712,6 +1328,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RollbackModel(childComplexity, args["reason"].(*string)), true
+	case "Mutation.rolloutWinner":
+		if e.ComplexityRoot.Mutation.RolloutWinner == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_rolloutWinner_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RolloutWinner(childComplexity, args["experimentId"].(string), args["variant"].(*string)), true
 	case "Mutation.setPricingRule":
 		if e.ComplexityRoot.Mutation.SetPricingRule == nil {
 			break
@@ -723,6 +1350,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SetPricingRule(childComplexity, args["input"].(model.PricingRuleInput)), true
+	case "Mutation.startExperiment":
+		if e.ComplexityRoot.Mutation.StartExperiment == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_startExperiment_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.StartExperiment(childComplexity, args["id"].(string)), true
 	case "Mutation.startRollout":
 		if e.ComplexityRoot.Mutation.StartRollout == nil {
 			break
@@ -734,6 +1372,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.StartRollout(childComplexity, args["version"].(string), args["shadow"].(*bool)), true
+	case "Mutation.stopExperiment":
+		if e.ComplexityRoot.Mutation.StopExperiment == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_stopExperiment_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.StopExperiment(childComplexity, args["id"].(string), args["reason"].(*string)), true
 
 	case "OnlineFeatures.ageSeconds":
 		if e.ComplexityRoot.OnlineFeatures.AgeSeconds == nil {
@@ -839,6 +1488,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PriceQuote.DemandForecast(childComplexity), true
+	case "PriceQuote.experiment":
+		if e.ComplexityRoot.PriceQuote.Experiment == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PriceQuote.Experiment(childComplexity), true
+	case "PriceQuote.experiments":
+		if e.ComplexityRoot.PriceQuote.Experiments == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PriceQuote.Experiments(childComplexity), true
 	case "PriceQuote.factors":
 		if e.ComplexityRoot.PriceQuote.Factors == nil {
 			break
@@ -1009,6 +1670,37 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.PricingRule.Version(childComplexity), true
 
+	case "PricingStrategy.basePriceAdjustmentPercent":
+		if e.ComplexityRoot.PricingStrategy.BasePriceAdjustmentPercent == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PricingStrategy.BasePriceAdjustmentPercent(childComplexity), true
+	case "PricingStrategy.maxMultiplier":
+		if e.ComplexityRoot.PricingStrategy.MaxMultiplier == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PricingStrategy.MaxMultiplier(childComplexity), true
+	case "PricingStrategy.minMultiplier":
+		if e.ComplexityRoot.PricingStrategy.MinMultiplier == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PricingStrategy.MinMultiplier(childComplexity), true
+	case "PricingStrategy.sensitivity":
+		if e.ComplexityRoot.PricingStrategy.Sensitivity == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PricingStrategy.Sensitivity(childComplexity), true
+	case "PricingStrategy.threshold":
+		if e.ComplexityRoot.PricingStrategy.Threshold == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PricingStrategy.Threshold(childComplexity), true
+
 	case "Query.demandHistory":
 		if e.ComplexityRoot.Query.DemandHistory == nil {
 			break
@@ -1020,6 +1712,39 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.DemandHistory(childComplexity, args["regionId"].(string), args["from"].(time.Time), args["to"].(time.Time), args["granularity"].(*model.Granularity)), true
+	case "Query.experiment":
+		if e.ComplexityRoot.Query.Experiment == nil {
+			break
+		}
+
+		args, err := ec.field_Query_experiment_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Experiment(childComplexity, args["id"].(string)), true
+	case "Query.experimentResults":
+		if e.ComplexityRoot.Query.ExperimentResults == nil {
+			break
+		}
+
+		args, err := ec.field_Query_experimentResults_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.ExperimentResults(childComplexity, args["experimentId"].(string)), true
+	case "Query.experiments":
+		if e.ComplexityRoot.Query.Experiments == nil {
+			break
+		}
+
+		args, err := ec.field_Query_experiments_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Experiments(childComplexity, args["status"].(*model.ExperimentStatus)), true
 	case "Query.factorBreakdown":
 		if e.ComplexityRoot.Query.FactorBreakdown == nil {
 			break
@@ -1313,6 +2038,219 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.RolloutVersionStats.Version(childComplexity), true
 
+	case "SampleRatioCheck.chiSquare":
+		if e.ComplexityRoot.SampleRatioCheck.ChiSquare == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SampleRatioCheck.ChiSquare(childComplexity), true
+	case "SampleRatioCheck.mismatch":
+		if e.ComplexityRoot.SampleRatioCheck.Mismatch == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SampleRatioCheck.Mismatch(childComplexity), true
+	case "SampleRatioCheck.pValue":
+		if e.ComplexityRoot.SampleRatioCheck.PValue == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SampleRatioCheck.PValue(childComplexity), true
+
+	case "VariantComparison.absoluteInterval":
+		if e.ComplexityRoot.VariantComparison.AbsoluteInterval == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.AbsoluteInterval(childComplexity), true
+	case "VariantComparison.absoluteLift":
+		if e.ComplexityRoot.VariantComparison.AbsoluteLift == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.AbsoluteLift(childComplexity), true
+	case "VariantComparison.adjustedPValue":
+		if e.ComplexityRoot.VariantComparison.AdjustedPValue == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.AdjustedPValue(childComplexity), true
+	case "VariantComparison.better":
+		if e.ComplexityRoot.VariantComparison.Better == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.Better(childComplexity), true
+	case "VariantComparison.chanceToBeatControl":
+		if e.ComplexityRoot.VariantComparison.ChanceToBeatControl == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.ChanceToBeatControl(childComplexity), true
+	case "VariantComparison.controlValue":
+		if e.ComplexityRoot.VariantComparison.ControlValue == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.ControlValue(childComplexity), true
+	case "VariantComparison.cuped":
+		if e.ComplexityRoot.VariantComparison.Cuped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.Cuped(childComplexity), true
+	case "VariantComparison.expectedLoss":
+		if e.ComplexityRoot.VariantComparison.ExpectedLoss == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.ExpectedLoss(childComplexity), true
+	case "VariantComparison.minimumDetectableEffect":
+		if e.ComplexityRoot.VariantComparison.MinimumDetectableEffect == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.MinimumDetectableEffect(childComplexity), true
+	case "VariantComparison.pValue":
+		if e.ComplexityRoot.VariantComparison.PValue == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.PValue(childComplexity), true
+	case "VariantComparison.relativeInterval":
+		if e.ComplexityRoot.VariantComparison.RelativeInterval == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.RelativeInterval(childComplexity), true
+	case "VariantComparison.relativeLift":
+		if e.ComplexityRoot.VariantComparison.RelativeLift == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.RelativeLift(childComplexity), true
+	case "VariantComparison.sequentialInterval":
+		if e.ComplexityRoot.VariantComparison.SequentialInterval == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.SequentialInterval(childComplexity), true
+	case "VariantComparison.sequentialPValue":
+		if e.ComplexityRoot.VariantComparison.SequentialPValue == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.SequentialPValue(childComplexity), true
+	case "VariantComparison.significant":
+		if e.ComplexityRoot.VariantComparison.Significant == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.Significant(childComplexity), true
+	case "VariantComparison.treatmentValue":
+		if e.ComplexityRoot.VariantComparison.TreatmentValue == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.TreatmentValue(childComplexity), true
+	case "VariantComparison.varianceReduction":
+		if e.ComplexityRoot.VariantComparison.VarianceReduction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.VarianceReduction(childComplexity), true
+	case "VariantComparison.variant":
+		if e.ComplexityRoot.VariantComparison.Variant == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantComparison.Variant(childComplexity), true
+
+	case "VariantResult.cancellationRate":
+		if e.ComplexityRoot.VariantResult.CancellationRate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.CancellationRate(childComplexity), true
+	case "VariantResult.cancelledUsers":
+		if e.ComplexityRoot.VariantResult.CancelledUsers == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.CancelledUsers(childComplexity), true
+	case "VariantResult.cappedRevenue":
+		if e.ComplexityRoot.VariantResult.CappedRevenue == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.CappedRevenue(childComplexity), true
+	case "VariantResult.control":
+		if e.ComplexityRoot.VariantResult.Control == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.Control(childComplexity), true
+	case "VariantResult.conversionRate":
+		if e.ComplexityRoot.VariantResult.ConversionRate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.ConversionRate(childComplexity), true
+	case "VariantResult.conversions":
+		if e.ComplexityRoot.VariantResult.Conversions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.Conversions(childComplexity), true
+	case "VariantResult.convertedUsers":
+		if e.ComplexityRoot.VariantResult.ConvertedUsers == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.ConvertedUsers(childComplexity), true
+	case "VariantResult.name":
+		if e.ComplexityRoot.VariantResult.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.Name(childComplexity), true
+	case "VariantResult.observedShare":
+		if e.ComplexityRoot.VariantResult.ObservedShare == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.ObservedShare(childComplexity), true
+	case "VariantResult.prePeriodUsers":
+		if e.ComplexityRoot.VariantResult.PrePeriodUsers == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.PrePeriodUsers(childComplexity), true
+	case "VariantResult.revenue":
+		if e.ComplexityRoot.VariantResult.Revenue == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.Revenue(childComplexity), true
+	case "VariantResult.revenuePerUser":
+		if e.ComplexityRoot.VariantResult.RevenuePerUser == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.RevenuePerUser(childComplexity), true
+	case "VariantResult.users":
+		if e.ComplexityRoot.VariantResult.Users == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.Users(childComplexity), true
+	case "VariantResult.weight":
+		if e.ComplexityRoot.VariantResult.Weight == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.Weight(childComplexity), true
+
 	}
 	return 0, false
 }
@@ -1322,10 +2260,14 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 	ec := newExecutionContext(opCtx, e, make(chan graphql.DeferredResult))
 	inputUnmarshalers := func() *graphql.InputUnmarshalerIndex {
 		return graphql.NewInputUnmarshalerIndex(
+			graphql.NewInputUnmarshaler("BookingInput", ec.unmarshalInputBookingInput),
+			graphql.NewInputUnmarshaler("CreateExperimentInput", ec.unmarshalInputCreateExperimentInput),
 			graphql.NewInputUnmarshaler("EventInput", ec.unmarshalInputEventInput),
 			graphql.NewInputUnmarshaler("ExperimentInput", ec.unmarshalInputExperimentInput),
+			graphql.NewInputUnmarshaler("ExperimentVariantInput", ec.unmarshalInputExperimentVariantInput),
 			graphql.NewInputUnmarshaler("PriceInput", ec.unmarshalInputPriceInput),
 			graphql.NewInputUnmarshaler("PricingRuleInput", ec.unmarshalInputPricingRuleInput),
+			graphql.NewInputUnmarshaler("PricingStrategyInput", ec.unmarshalInputPricingStrategyInput),
 		)
 	}
 	first := true
@@ -1791,6 +2733,296 @@ type ForecastAccuracy {
   "The MAPE alert threshold (0.2 = 20 %)."
   threshold: Float!
 }
+
+# --- Pricing experiments (issue 8) ---
+
+extend type Query {
+  "Every experiment, newest first, optionally with one status."
+  experiments(status: ExperimentStatus): [Experiment!]!
+  "One experiment; null when unknown."
+  experiment(id: ID!): Experiment
+  "The results of an experiment, computed from ClickHouse now: per-variant figures, comparisons with the control, the daily series and the verdict."
+  experimentResults(experimentId: ID!): ExperimentResults!
+}
+
+extend type Mutation {
+  "Creates an experiment as a DRAFT (admin)."
+  createExperiment(input: CreateExperimentInput!): Experiment!
+  "Starts a DRAFT (admin): requests with a userId in the targeted regions and products are assigned to variants from now on. Refused when a running experiment of the same layer targets the same traffic."
+  startExperiment(id: ID!): Experiment!
+  "Stops a RUNNING experiment or abandons a DRAFT (admin): every request is priced by the default rules again."
+  stopExperiment(id: ID!, reason: String): Experiment!
+  "Makes a variant's strategy the default for the targeted regions and products as a new pricing-rule version, and ends the experiment as ROLLED_OUT (admin). Without variant, the verdict's winner; refused when there is none."
+  rolloutWinner(experimentId: ID!, variant: String): Experiment!
+  "Records a booking of a quote given earlier (while it is valid): the conversion of the experiments that priced it and a booking event of the demand features. The same booking sent again is answered with duplicate: true and counted once."
+  book(input: BookingInput!): Booking!
+}
+
+enum ExperimentStatus {
+  DRAFT
+  RUNNING
+  STOPPED
+  ROLLED_OUT
+}
+
+"A metric per exposed user (the randomisation unit)."
+enum ExperimentMetric {
+  "Users with a booking / exposed users."
+  CONVERSION_RATE
+  "Booking revenue (winsorized) / exposed users."
+  REVENUE_PER_USER
+  "Users with a cancellation / exposed users (lower is better)."
+  CANCELLATION_RATE
+}
+
+enum Verdict {
+  "Not enough time, users or evidence yet."
+  KEEP_RUNNING
+  "A treatment is significantly better on the primary metric and no guardrail is worse: roll it out."
+  WINNER
+  "Every treatment is significantly worse, or the best one harms a guardrail: stop it."
+  LOSER
+  "Nothing significant by the maximum duration."
+  NO_DIFFERENCE
+  "The exposed users do not match the weights (sample ratio mismatch): no figure can be trusted."
+  INVALID_SRM
+}
+
+"How a variant prices: overrides of the rule in force; unset fields keep the rule's value."
+type PricingStrategy {
+  minMultiplier: Float
+  maxMultiplier: Float
+  sensitivity: Float
+  threshold: Float
+  "Percent change of the base price (-5 is 5 % off)."
+  basePriceAdjustmentPercent: Float!
+}
+
+input PricingStrategyInput {
+  minMultiplier: Float
+  maxMultiplier: Float
+  sensitivity: Float
+  threshold: Float
+  basePriceAdjustmentPercent: Float = 0
+}
+
+type ExperimentVariant {
+  name: String!
+  "Share of the experiment's users in percent."
+  weight: Float!
+  control: Boolean!
+  strategy: PricingStrategy!
+}
+
+input ExperimentVariantInput {
+  name: String!
+  "Percent, at most two decimals; the weights of an experiment add up to 100."
+  weight: Float!
+  strategy: PricingStrategyInput
+}
+
+input CreateExperimentInput {
+  id: ID!
+  hypothesis: String!
+  "Experiments of one layer may not run on the same traffic; other layers overlap freely. Default \"default\"."
+  layer: String
+  "Keys the assignment hash; defaults to the id."
+  salt: String
+  "2 to 10 variants; the first is the control."
+  variants: [ExperimentVariantInput!]!
+  "Targeted regions and products; empty or null means all."
+  regions: [ID!]
+  products: [String!]
+  primaryMetric: ExperimentMetric = CONVERSION_RATE
+  "Metrics that must not get worse; default [CANCELLATION_RATE]."
+  guardrails: [ExperimentMetric!]
+  "Experiment days before a verdict (default 7) and until NO_DIFFERENCE (default 4 × minDays)."
+  minDays: Float
+  maxDays: Float
+  "Exposed users each variant needs before a verdict (default 1,000)."
+  minSamplePerVariant: Int
+  "Experiment days before the start whose bookings are the CUPED covariate (default 14)."
+  prePeriodDays: Float
+}
+
+type Experiment {
+  id: ID!
+  hypothesis: String!
+  layer: String!
+  variants: [ExperimentVariant!]!
+  "Targeted regions and products; empty means all."
+  regions: [ID!]!
+  products: [String!]!
+  primaryMetric: ExperimentMetric!
+  guardrails: [ExperimentMetric!]!
+  minDays: Float!
+  maxDays: Float!
+  minSamplePerVariant: Int!
+  prePeriodDays: Float!
+  "Length of an experiment day in seconds (86,400; the local demo shortens it)."
+  dayLengthSeconds: Int!
+  status: ExperimentStatus!
+  createdAt: Time!
+  startedAt: Time
+  stoppedAt: Time
+  "The variant rolled out, once ROLLED_OUT."
+  winner: String
+  "The pricing-rule versions the roll-out wrote, as region/product:version."
+  ruleVersions: [String!]!
+  "Changes of the record (1 at creation), when, by whom and what."
+  version: Int!
+  updatedAt: Time!
+  updatedBy: String!
+  note: String
+  "Every version of the record, oldest first."
+  history: [Experiment!]!
+  "The results (batched across experiments: one ClickHouse query per request); null for a DRAFT."
+  results: ExperimentResults
+}
+
+"A mean per exposed user and its standard error."
+type Estimate {
+  value: Float!
+  standardError: Float!
+}
+
+type Interval {
+  lower: Float!
+  upper: Float!
+}
+
+type VariantResult {
+  name: String!
+  weight: Float!
+  control: Boolean!
+  "Exposed users, and their share of all exposed users (compare with weight / 100)."
+  users: Int!
+  observedShare: Float!
+  convertedUsers: Int!
+  conversions: Int!
+  cancelledUsers: Int!
+  "Booking revenue, raw and after winsorizing at revenueCap per user."
+  revenue: Float!
+  cappedRevenue: Float!
+  conversionRate: Estimate!
+  revenuePerUser: Estimate!
+  cancellationRate: Estimate!
+  "Users with a booking in the pre-period (the CUPED covariate)."
+  prePeriodUsers: Int!
+}
+
+"A treatment against the control on one metric."
+type VariantComparison {
+  variant: String!
+  controlValue: Float!
+  treatmentValue: Float!
+  "treatment − control, with its fixed-horizon 95 % (1 − alpha) interval."
+  absoluteLift: Float!
+  absoluteInterval: Interval!
+  "treatment / control − 1, interval by the delta method."
+  relativeLift: Float!
+  relativeInterval: Interval!
+  "Fixed-horizon p-value (two-proportion z-test or Welch's t-test): valid only when looked at once."
+  pValue: Float!
+  "Always-valid p-value (mSPRT): safe to look at every day."
+  sequentialPValue: Float!
+  "Always-valid confidence sequence of the absolute lift."
+  sequentialInterval: Interval!
+  "The sequential p-value adjusted for multiple comparisons (Holm across treatments on the primary metric, Benjamini–Hochberg across guardrails)."
+  adjustedPValue: Float!
+  significant: Boolean!
+  "The lift goes the way the metric improves."
+  better: Boolean!
+  "Bayesian (normal approximation, flat prior) chance that the treatment beats the control, and the expected relative loss of choosing it."
+  chanceToBeatControl: Float!
+  expectedLoss: Float!
+  "CUPED applied (pre-period data exists) and the share of the variance it removed."
+  cuped: Boolean!
+  varianceReduction: Float!
+  "Minimum detectable relative effect at the planned end with 80 % power."
+  minimumDetectableEffect: Float!
+}
+
+type MetricResult {
+  metric: ExperimentMetric!
+  guardrail: Boolean!
+  comparisons: [VariantComparison!]!
+}
+
+type SampleRatioCheck {
+  chiSquare: Float!
+  pValue: Float!
+  "p < 0.001: the split does not match the weights."
+  mismatch: Boolean!
+}
+
+"One variant on one experiment day."
+type ExperimentDay {
+  "0 is the day the experiment started."
+  day: Int!
+  start: Time!
+  variant: String!
+  exposures: Int!
+  conversions: Int!
+  cancels: Int!
+  revenue: Float!
+}
+
+type ExperimentResults {
+  experimentId: ID!
+  status: ExperimentStatus!
+  verdict: Verdict!
+  verdictReason: String!
+  winner: String
+  daysElapsed: Float!
+  minDays: Float!
+  maxDays: Float!
+  alpha: Float!
+  "The per-user revenue cap (winsorization); null before any revenue."
+  revenueCap: Float
+  sampleRatio: SampleRatioCheck!
+  variants: [VariantResult!]!
+  "The primary metric first, then the guardrails."
+  metrics: [MetricResult!]!
+  daily: [ExperimentDay!]!
+  computedAt: Time!
+}
+
+input BookingInput {
+  quoteId: ID!
+  "The user the quote was made for (required when the price query had a userId)."
+  userId: String
+  amount: Float!
+  "The marketplace's id of the booking: a retry with the same id is counted once."
+  bookingId: ID!
+}
+
+type Booking {
+  bookingId: ID!
+  quoteId: ID!
+  amount: Float!
+  currency: String!
+  regionId: ID!
+  productType: String!
+  "The experiment variants the quote was priced with."
+  experiments: [ExperimentAssignment!]!
+  bookedAt: Time!
+  "True when this booking had been recorded before (a retry): counted once."
+  duplicate: Boolean!
+}
+
+"The variant of an experiment a quote was priced with."
+type ExperimentAssignment {
+  id: ID!
+  variant: String!
+}
+
+extend type PriceQuote {
+  "The experiment variant that priced this quote (the first layer's), or null when the request was not enrolled."
+  experiment: ExperimentAssignment
+  "Every experiment variant that priced this quote (one per layer)."
+  experiments: [ExperimentAssignment!]!
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -1798,6 +3030,30 @@ var parsedSchema = gqlparser.MustLoadSchema(sources...)
 // childFields_* functions provide shared child field context lookups.
 // Each function is generated once per unique object type, deduplicating the
 // switch statements that were previously inlined in every fieldContext_* function.
+
+func (ec *executionContext) childFields_Booking(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "bookingId":
+		return ec.fieldContext_Booking_bookingId(ctx, field)
+	case "quoteId":
+		return ec.fieldContext_Booking_quoteId(ctx, field)
+	case "amount":
+		return ec.fieldContext_Booking_amount(ctx, field)
+	case "currency":
+		return ec.fieldContext_Booking_currency(ctx, field)
+	case "regionId":
+		return ec.fieldContext_Booking_regionId(ctx, field)
+	case "productType":
+		return ec.fieldContext_Booking_productType(ctx, field)
+	case "experiments":
+		return ec.fieldContext_Booking_experiments(ctx, field)
+	case "bookedAt":
+		return ec.fieldContext_Booking_bookedAt(ctx, field)
+	case "duplicate":
+		return ec.fieldContext_Booking_duplicate(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Booking", field.Name)
+}
 
 func (ec *executionContext) childFields_DemandPoint(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
@@ -1813,6 +3069,16 @@ func (ec *executionContext) childFields_DemandPoint(ctx context.Context, field g
 		return ec.fieldContext_DemandPoint_supply(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type DemandPoint", field.Name)
+}
+
+func (ec *executionContext) childFields_Estimate(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "value":
+		return ec.fieldContext_Estimate_value(ctx, field)
+	case "standardError":
+		return ec.fieldContext_Estimate_standardError(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Estimate", field.Name)
 }
 
 func (ec *executionContext) childFields_EventFieldError(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1837,6 +3103,142 @@ func (ec *executionContext) childFields_EventResult(ctx context.Context, field g
 		return ec.fieldContext_EventResult_errors(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type EventResult", field.Name)
+}
+
+func (ec *executionContext) childFields_Experiment(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Experiment_id(ctx, field)
+	case "hypothesis":
+		return ec.fieldContext_Experiment_hypothesis(ctx, field)
+	case "layer":
+		return ec.fieldContext_Experiment_layer(ctx, field)
+	case "variants":
+		return ec.fieldContext_Experiment_variants(ctx, field)
+	case "regions":
+		return ec.fieldContext_Experiment_regions(ctx, field)
+	case "products":
+		return ec.fieldContext_Experiment_products(ctx, field)
+	case "primaryMetric":
+		return ec.fieldContext_Experiment_primaryMetric(ctx, field)
+	case "guardrails":
+		return ec.fieldContext_Experiment_guardrails(ctx, field)
+	case "minDays":
+		return ec.fieldContext_Experiment_minDays(ctx, field)
+	case "maxDays":
+		return ec.fieldContext_Experiment_maxDays(ctx, field)
+	case "minSamplePerVariant":
+		return ec.fieldContext_Experiment_minSamplePerVariant(ctx, field)
+	case "prePeriodDays":
+		return ec.fieldContext_Experiment_prePeriodDays(ctx, field)
+	case "dayLengthSeconds":
+		return ec.fieldContext_Experiment_dayLengthSeconds(ctx, field)
+	case "status":
+		return ec.fieldContext_Experiment_status(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Experiment_createdAt(ctx, field)
+	case "startedAt":
+		return ec.fieldContext_Experiment_startedAt(ctx, field)
+	case "stoppedAt":
+		return ec.fieldContext_Experiment_stoppedAt(ctx, field)
+	case "winner":
+		return ec.fieldContext_Experiment_winner(ctx, field)
+	case "ruleVersions":
+		return ec.fieldContext_Experiment_ruleVersions(ctx, field)
+	case "version":
+		return ec.fieldContext_Experiment_version(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_Experiment_updatedAt(ctx, field)
+	case "updatedBy":
+		return ec.fieldContext_Experiment_updatedBy(ctx, field)
+	case "note":
+		return ec.fieldContext_Experiment_note(ctx, field)
+	case "history":
+		return ec.fieldContext_Experiment_history(ctx, field)
+	case "results":
+		return ec.fieldContext_Experiment_results(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Experiment", field.Name)
+}
+
+func (ec *executionContext) childFields_ExperimentAssignment(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_ExperimentAssignment_id(ctx, field)
+	case "variant":
+		return ec.fieldContext_ExperimentAssignment_variant(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ExperimentAssignment", field.Name)
+}
+
+func (ec *executionContext) childFields_ExperimentDay(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "day":
+		return ec.fieldContext_ExperimentDay_day(ctx, field)
+	case "start":
+		return ec.fieldContext_ExperimentDay_start(ctx, field)
+	case "variant":
+		return ec.fieldContext_ExperimentDay_variant(ctx, field)
+	case "exposures":
+		return ec.fieldContext_ExperimentDay_exposures(ctx, field)
+	case "conversions":
+		return ec.fieldContext_ExperimentDay_conversions(ctx, field)
+	case "cancels":
+		return ec.fieldContext_ExperimentDay_cancels(ctx, field)
+	case "revenue":
+		return ec.fieldContext_ExperimentDay_revenue(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ExperimentDay", field.Name)
+}
+
+func (ec *executionContext) childFields_ExperimentResults(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "experimentId":
+		return ec.fieldContext_ExperimentResults_experimentId(ctx, field)
+	case "status":
+		return ec.fieldContext_ExperimentResults_status(ctx, field)
+	case "verdict":
+		return ec.fieldContext_ExperimentResults_verdict(ctx, field)
+	case "verdictReason":
+		return ec.fieldContext_ExperimentResults_verdictReason(ctx, field)
+	case "winner":
+		return ec.fieldContext_ExperimentResults_winner(ctx, field)
+	case "daysElapsed":
+		return ec.fieldContext_ExperimentResults_daysElapsed(ctx, field)
+	case "minDays":
+		return ec.fieldContext_ExperimentResults_minDays(ctx, field)
+	case "maxDays":
+		return ec.fieldContext_ExperimentResults_maxDays(ctx, field)
+	case "alpha":
+		return ec.fieldContext_ExperimentResults_alpha(ctx, field)
+	case "revenueCap":
+		return ec.fieldContext_ExperimentResults_revenueCap(ctx, field)
+	case "sampleRatio":
+		return ec.fieldContext_ExperimentResults_sampleRatio(ctx, field)
+	case "variants":
+		return ec.fieldContext_ExperimentResults_variants(ctx, field)
+	case "metrics":
+		return ec.fieldContext_ExperimentResults_metrics(ctx, field)
+	case "daily":
+		return ec.fieldContext_ExperimentResults_daily(ctx, field)
+	case "computedAt":
+		return ec.fieldContext_ExperimentResults_computedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ExperimentResults", field.Name)
+}
+
+func (ec *executionContext) childFields_ExperimentVariant(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_ExperimentVariant_name(ctx, field)
+	case "weight":
+		return ec.fieldContext_ExperimentVariant_weight(ctx, field)
+	case "control":
+		return ec.fieldContext_ExperimentVariant_control(ctx, field)
+	case "strategy":
+		return ec.fieldContext_ExperimentVariant_strategy(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ExperimentVariant", field.Name)
 }
 
 func (ec *executionContext) childFields_Factor(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1949,6 +3351,16 @@ func (ec *executionContext) childFields_IngestionStatus(ctx context.Context, fie
 	return nil, fmt.Errorf("no field named %q was found under type IngestionStatus", field.Name)
 }
 
+func (ec *executionContext) childFields_Interval(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "lower":
+		return ec.fieldContext_Interval_lower(ctx, field)
+	case "upper":
+		return ec.fieldContext_Interval_upper(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Interval", field.Name)
+}
+
 func (ec *executionContext) childFields_Metric(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "name":
@@ -1957,6 +3369,18 @@ func (ec *executionContext) childFields_Metric(ctx context.Context, field graphq
 		return ec.fieldContext_Metric_value(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Metric", field.Name)
+}
+
+func (ec *executionContext) childFields_MetricResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "metric":
+		return ec.fieldContext_MetricResult_metric(ctx, field)
+	case "guardrail":
+		return ec.fieldContext_MetricResult_guardrail(ctx, field)
+	case "comparisons":
+		return ec.fieldContext_MetricResult_comparisons(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MetricResult", field.Name)
 }
 
 func (ec *executionContext) childFields_ModelVersion(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2063,6 +3487,10 @@ func (ec *executionContext) childFields_PriceQuote(ctx context.Context, field gr
 		return ec.fieldContext_PriceQuote_createdAt(ctx, field)
 	case "validUntil":
 		return ec.fieldContext_PriceQuote_validUntil(ctx, field)
+	case "experiment":
+		return ec.fieldContext_PriceQuote_experiment(ctx, field)
+	case "experiments":
+		return ec.fieldContext_PriceQuote_experiments(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PriceQuote", field.Name)
 }
@@ -2099,6 +3527,22 @@ func (ec *executionContext) childFields_PricingRule(ctx context.Context, field g
 		return ec.fieldContext_PricingRule_priceStep(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PricingRule", field.Name)
+}
+
+func (ec *executionContext) childFields_PricingStrategy(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "minMultiplier":
+		return ec.fieldContext_PricingStrategy_minMultiplier(ctx, field)
+	case "maxMultiplier":
+		return ec.fieldContext_PricingStrategy_maxMultiplier(ctx, field)
+	case "sensitivity":
+		return ec.fieldContext_PricingStrategy_sensitivity(ctx, field)
+	case "threshold":
+		return ec.fieldContext_PricingStrategy_threshold(ctx, field)
+	case "basePriceAdjustmentPercent":
+		return ec.fieldContext_PricingStrategy_basePriceAdjustmentPercent(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type PricingStrategy", field.Name)
 }
 
 func (ec *executionContext) childFields_Region(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2185,6 +3629,94 @@ func (ec *executionContext) childFields_RolloutVersionStats(ctx context.Context,
 		return ec.fieldContext_RolloutVersionStats_mapeSamples(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type RolloutVersionStats", field.Name)
+}
+
+func (ec *executionContext) childFields_SampleRatioCheck(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "chiSquare":
+		return ec.fieldContext_SampleRatioCheck_chiSquare(ctx, field)
+	case "pValue":
+		return ec.fieldContext_SampleRatioCheck_pValue(ctx, field)
+	case "mismatch":
+		return ec.fieldContext_SampleRatioCheck_mismatch(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SampleRatioCheck", field.Name)
+}
+
+func (ec *executionContext) childFields_VariantComparison(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "variant":
+		return ec.fieldContext_VariantComparison_variant(ctx, field)
+	case "controlValue":
+		return ec.fieldContext_VariantComparison_controlValue(ctx, field)
+	case "treatmentValue":
+		return ec.fieldContext_VariantComparison_treatmentValue(ctx, field)
+	case "absoluteLift":
+		return ec.fieldContext_VariantComparison_absoluteLift(ctx, field)
+	case "absoluteInterval":
+		return ec.fieldContext_VariantComparison_absoluteInterval(ctx, field)
+	case "relativeLift":
+		return ec.fieldContext_VariantComparison_relativeLift(ctx, field)
+	case "relativeInterval":
+		return ec.fieldContext_VariantComparison_relativeInterval(ctx, field)
+	case "pValue":
+		return ec.fieldContext_VariantComparison_pValue(ctx, field)
+	case "sequentialPValue":
+		return ec.fieldContext_VariantComparison_sequentialPValue(ctx, field)
+	case "sequentialInterval":
+		return ec.fieldContext_VariantComparison_sequentialInterval(ctx, field)
+	case "adjustedPValue":
+		return ec.fieldContext_VariantComparison_adjustedPValue(ctx, field)
+	case "significant":
+		return ec.fieldContext_VariantComparison_significant(ctx, field)
+	case "better":
+		return ec.fieldContext_VariantComparison_better(ctx, field)
+	case "chanceToBeatControl":
+		return ec.fieldContext_VariantComparison_chanceToBeatControl(ctx, field)
+	case "expectedLoss":
+		return ec.fieldContext_VariantComparison_expectedLoss(ctx, field)
+	case "cuped":
+		return ec.fieldContext_VariantComparison_cuped(ctx, field)
+	case "varianceReduction":
+		return ec.fieldContext_VariantComparison_varianceReduction(ctx, field)
+	case "minimumDetectableEffect":
+		return ec.fieldContext_VariantComparison_minimumDetectableEffect(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type VariantComparison", field.Name)
+}
+
+func (ec *executionContext) childFields_VariantResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_VariantResult_name(ctx, field)
+	case "weight":
+		return ec.fieldContext_VariantResult_weight(ctx, field)
+	case "control":
+		return ec.fieldContext_VariantResult_control(ctx, field)
+	case "users":
+		return ec.fieldContext_VariantResult_users(ctx, field)
+	case "observedShare":
+		return ec.fieldContext_VariantResult_observedShare(ctx, field)
+	case "convertedUsers":
+		return ec.fieldContext_VariantResult_convertedUsers(ctx, field)
+	case "conversions":
+		return ec.fieldContext_VariantResult_conversions(ctx, field)
+	case "cancelledUsers":
+		return ec.fieldContext_VariantResult_cancelledUsers(ctx, field)
+	case "revenue":
+		return ec.fieldContext_VariantResult_revenue(ctx, field)
+	case "cappedRevenue":
+		return ec.fieldContext_VariantResult_cappedRevenue(ctx, field)
+	case "conversionRate":
+		return ec.fieldContext_VariantResult_conversionRate(ctx, field)
+	case "revenuePerUser":
+		return ec.fieldContext_VariantResult_revenuePerUser(ctx, field)
+	case "cancellationRate":
+		return ec.fieldContext_VariantResult_cancellationRate(ctx, field)
+	case "prePeriodUsers":
+		return ec.fieldContext_VariantResult_prePeriodUsers(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type VariantResult", field.Name)
 }
 
 func (ec *executionContext) childFields___Directive(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2303,6 +3835,34 @@ func (ec *executionContext) childFields___Type(ctx context.Context, field graphq
 
 // region    ***************************** args.gotpl *****************************
 
+func (ec *executionContext) field_Mutation_book_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.BookingInput, error) {
+			return ec.unmarshalNBookingInput2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐBookingInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_createExperiment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CreateExperimentInput, error) {
+			return ec.unmarshalNCreateExperimentInput2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐCreateExperimentInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_ingestEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -2345,6 +3905,28 @@ func (ec *executionContext) field_Mutation_rollbackModel_args(ctx context.Contex
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_rolloutWinner_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "experimentId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["experimentId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "variant",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["variant"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_setPricingRule_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -2356,6 +3938,20 @@ func (ec *executionContext) field_Mutation_setPricingRule_args(ctx context.Conte
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_startExperiment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -2378,6 +3974,28 @@ func (ec *executionContext) field_Mutation_startRollout_args(ctx context.Context
 		return nil, err
 	}
 	args["shadow"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_stopExperiment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "reason",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["reason"] = arg1
 	return args, nil
 }
 
@@ -2430,6 +4048,48 @@ func (ec *executionContext) field_Query_demandHistory_args(ctx context.Context, 
 		return nil, err
 	}
 	args["granularity"] = arg3
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_experimentResults_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "experimentId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["experimentId"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_experiment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_experiments_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "status",
+		func(ctx context.Context, v any) (*model.ExperimentStatus, error) {
+			return ec.unmarshalOExperimentStatus2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentStatus(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["status"] = arg0
 	return args, nil
 }
 
@@ -2637,6 +4297,222 @@ func (ec *executionContext) field___Type_inputFields_args(ctx context.Context, r
 
 // region    **************************** field.gotpl *****************************
 
+func (ec *executionContext) _Booking_bookingId(ctx context.Context, field graphql.CollectedField, obj *model.Booking) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Booking_bookingId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BookingID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Booking_bookingId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Booking", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Booking_quoteId(ctx context.Context, field graphql.CollectedField, obj *model.Booking) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Booking_quoteId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.QuoteID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Booking_quoteId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Booking", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Booking_amount(ctx context.Context, field graphql.CollectedField, obj *model.Booking) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Booking_amount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Amount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Booking_amount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Booking", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Booking_currency(ctx context.Context, field graphql.CollectedField, obj *model.Booking) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Booking_currency(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Currency, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Booking_currency(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Booking", field, false, false, "String")
+}
+
+func (ec *executionContext) _Booking_regionId(ctx context.Context, field graphql.CollectedField, obj *model.Booking) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Booking_regionId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RegionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Booking_regionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Booking", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Booking_productType(ctx context.Context, field graphql.CollectedField, obj *model.Booking) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Booking_productType(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ProductType, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Booking_productType(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Booking", field, false, false, "String")
+}
+
+func (ec *executionContext) _Booking_experiments(ctx context.Context, field graphql.CollectedField, obj *model.Booking) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Booking_experiments(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Experiments, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.ExperimentAssignment) graphql.Marshaler {
+			return ec.marshalNExperimentAssignment2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentAssignmentᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Booking_experiments(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Booking",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ExperimentAssignment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Booking_bookedAt(ctx context.Context, field graphql.CollectedField, obj *model.Booking) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Booking_bookedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BookedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Booking_bookedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Booking", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Booking_duplicate(ctx context.Context, field graphql.CollectedField, obj *model.Booking) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Booking_duplicate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Duplicate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Booking_duplicate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Booking", field, false, false, "Boolean")
+}
+
 func (ec *executionContext) _DemandPoint_bucket(ctx context.Context, field graphql.CollectedField, obj *model.DemandPoint) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2750,6 +4626,52 @@ func (ec *executionContext) _DemandPoint_supply(ctx context.Context, field graph
 }
 func (ec *executionContext) fieldContext_DemandPoint_supply(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("DemandPoint", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Estimate_value(ctx context.Context, field graphql.CollectedField, obj *model.Estimate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Estimate_value(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Value, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Estimate_value(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Estimate", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Estimate_standardError(ctx context.Context, field graphql.CollectedField, obj *model.Estimate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Estimate_standardError(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StandardError, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Estimate_standardError(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Estimate", field, false, false, "Float")
 }
 
 func (ec *executionContext) _EventFieldError_field(ctx context.Context, field graphql.CollectedField, obj *model.EventFieldError) (ret graphql.Marshaler) {
@@ -2894,6 +4816,1297 @@ func (ec *executionContext) fieldContext_EventResult_errors(_ context.Context, f
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_EventFieldError(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Experiment_id(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Experiment_hypothesis(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_hypothesis(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Hypothesis, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_hypothesis(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "String")
+}
+
+func (ec *executionContext) _Experiment_layer(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_layer(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Layer, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_layer(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "String")
+}
+
+func (ec *executionContext) _Experiment_variants(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_variants(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Variants, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.ExperimentVariant) graphql.Marshaler {
+			return ec.marshalNExperimentVariant2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentVariantᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_variants(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Experiment",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ExperimentVariant(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Experiment_regions(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_regions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Regions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNID2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_regions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Experiment_products(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_products(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Products, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_products(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "String")
+}
+
+func (ec *executionContext) _Experiment_primaryMetric(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_primaryMetric(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PrimaryMetric, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.ExperimentMetric) graphql.Marshaler {
+			return ec.marshalNExperimentMetric2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetric(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_primaryMetric(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "ExperimentMetric")
+}
+
+func (ec *executionContext) _Experiment_guardrails(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_guardrails(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Guardrails, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.ExperimentMetric) graphql.Marshaler {
+			return ec.marshalNExperimentMetric2ᚕgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetricᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_guardrails(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "ExperimentMetric")
+}
+
+func (ec *executionContext) _Experiment_minDays(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_minDays(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MinDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_minDays(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Experiment_maxDays(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_maxDays(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_maxDays(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Experiment_minSamplePerVariant(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_minSamplePerVariant(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MinSamplePerVariant, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_minSamplePerVariant(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Experiment_prePeriodDays(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_prePeriodDays(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PrePeriodDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_prePeriodDays(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Experiment_dayLengthSeconds(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_dayLengthSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DayLengthSeconds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_dayLengthSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Experiment_status(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.ExperimentStatus) graphql.Marshaler {
+			return ec.marshalNExperimentStatus2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "ExperimentStatus")
+}
+
+func (ec *executionContext) _Experiment_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Experiment_startedAt(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_startedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StartedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_startedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Experiment_stoppedAt(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_stoppedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StoppedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_stoppedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Experiment_winner(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_winner(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Winner, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_winner(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "String")
+}
+
+func (ec *executionContext) _Experiment_ruleVersions(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_ruleVersions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RuleVersions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_ruleVersions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "String")
+}
+
+func (ec *executionContext) _Experiment_version(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_version(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Version, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_version(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Experiment_updatedAt(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Experiment_updatedBy(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_updatedBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_updatedBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "String")
+}
+
+func (ec *executionContext) _Experiment_note(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_note(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Note, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_note(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Experiment", field, false, false, "String")
+}
+
+func (ec *executionContext) _Experiment_history(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_history(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Experiment().History(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.Experiment) graphql.Marshaler {
+			return ec.marshalNExperiment2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_history(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Experiment",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Experiment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Experiment_results(ctx context.Context, field graphql.CollectedField, obj *model.Experiment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Experiment_results(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Experiment().Results(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ExperimentResults) graphql.Marshaler {
+			return ec.marshalOExperimentResults2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentResults(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Experiment_results(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Experiment",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ExperimentResults(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ExperimentAssignment_id(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentAssignment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentAssignment_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentAssignment_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentAssignment", field, false, false, "ID")
+}
+
+func (ec *executionContext) _ExperimentAssignment_variant(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentAssignment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentAssignment_variant(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Variant, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentAssignment_variant(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentAssignment", field, false, false, "String")
+}
+
+func (ec *executionContext) _ExperimentDay_day(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentDay_day(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Day, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentDay_day(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentDay", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ExperimentDay_start(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentDay_start(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Start, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentDay_start(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentDay", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ExperimentDay_variant(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentDay_variant(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Variant, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentDay_variant(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentDay", field, false, false, "String")
+}
+
+func (ec *executionContext) _ExperimentDay_exposures(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentDay_exposures(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Exposures, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentDay_exposures(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentDay", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ExperimentDay_conversions(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentDay_conversions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Conversions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentDay_conversions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentDay", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ExperimentDay_cancels(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentDay_cancels(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cancels, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentDay_cancels(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentDay", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ExperimentDay_revenue(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentDay) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentDay_revenue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Revenue, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentDay_revenue(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentDay", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ExperimentResults_experimentId(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_experimentId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ExperimentID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_experimentId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentResults", field, false, false, "ID")
+}
+
+func (ec *executionContext) _ExperimentResults_status(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.ExperimentStatus) graphql.Marshaler {
+			return ec.marshalNExperimentStatus2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentResults", field, false, false, "ExperimentStatus")
+}
+
+func (ec *executionContext) _ExperimentResults_verdict(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_verdict(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Verdict, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.Verdict) graphql.Marshaler {
+			return ec.marshalNVerdict2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐVerdict(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_verdict(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentResults", field, false, false, "Verdict")
+}
+
+func (ec *executionContext) _ExperimentResults_verdictReason(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_verdictReason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.VerdictReason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_verdictReason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentResults", field, false, false, "String")
+}
+
+func (ec *executionContext) _ExperimentResults_winner(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_winner(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Winner, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_winner(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentResults", field, false, false, "String")
+}
+
+func (ec *executionContext) _ExperimentResults_daysElapsed(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_daysElapsed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DaysElapsed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_daysElapsed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentResults", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ExperimentResults_minDays(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_minDays(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MinDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_minDays(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentResults", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ExperimentResults_maxDays(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_maxDays(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxDays, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_maxDays(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentResults", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ExperimentResults_alpha(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_alpha(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Alpha, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_alpha(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentResults", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ExperimentResults_revenueCap(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_revenueCap(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RevenueCap, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_revenueCap(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentResults", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ExperimentResults_sampleRatio(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_sampleRatio(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SampleRatio, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SampleRatioCheck) graphql.Marshaler {
+			return ec.marshalNSampleRatioCheck2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐSampleRatioCheck(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_sampleRatio(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ExperimentResults",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SampleRatioCheck(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ExperimentResults_variants(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_variants(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Variants, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.VariantResult) graphql.Marshaler {
+			return ec.marshalNVariantResult2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐVariantResultᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_variants(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ExperimentResults",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_VariantResult(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ExperimentResults_metrics(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_metrics(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Metrics, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.MetricResult) graphql.Marshaler {
+			return ec.marshalNMetricResult2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐMetricResultᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_metrics(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ExperimentResults",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MetricResult(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ExperimentResults_daily(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_daily(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Daily, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.ExperimentDay) graphql.Marshaler {
+			return ec.marshalNExperimentDay2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentDayᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_daily(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ExperimentResults",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ExperimentDay(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ExperimentResults_computedAt(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentResults) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentResults_computedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ComputedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentResults_computedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentResults", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ExperimentVariant_name(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentVariant) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentVariant_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentVariant_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentVariant", field, false, false, "String")
+}
+
+func (ec *executionContext) _ExperimentVariant_weight(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentVariant) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentVariant_weight(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Weight, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentVariant_weight(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentVariant", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ExperimentVariant_control(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentVariant) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentVariant_control(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Control, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentVariant_control(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ExperimentVariant", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _ExperimentVariant_strategy(ctx context.Context, field graphql.CollectedField, obj *model.ExperimentVariant) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ExperimentVariant_strategy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Strategy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PricingStrategy) graphql.Marshaler {
+			return ec.marshalNPricingStrategy2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐPricingStrategy(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ExperimentVariant_strategy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ExperimentVariant",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PricingStrategy(ctx, field)
 		},
 	}
 	return fc, nil
@@ -3768,6 +6981,52 @@ func (ec *executionContext) fieldContext_IngestionStatus_sinkRowsInserted(_ cont
 	return graphql.NewScalarFieldContext("IngestionStatus", field, false, false, "Int")
 }
 
+func (ec *executionContext) _Interval_lower(ctx context.Context, field graphql.CollectedField, obj *model.Interval) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Interval_lower(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Lower, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Interval_lower(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Interval", field, false, false, "Float")
+}
+
+func (ec *executionContext) _Interval_upper(ctx context.Context, field graphql.CollectedField, obj *model.Interval) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Interval_upper(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Upper, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Interval_upper(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Interval", field, false, false, "Float")
+}
+
 func (ec *executionContext) _Metric_name(ctx context.Context, field graphql.CollectedField, obj *model.Metric) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -3812,6 +7071,84 @@ func (ec *executionContext) _Metric_value(ctx context.Context, field graphql.Col
 }
 func (ec *executionContext) fieldContext_Metric_value(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Metric", field, false, false, "Float")
+}
+
+func (ec *executionContext) _MetricResult_metric(ctx context.Context, field graphql.CollectedField, obj *model.MetricResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MetricResult_metric(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Metric, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.ExperimentMetric) graphql.Marshaler {
+			return ec.marshalNExperimentMetric2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetric(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MetricResult_metric(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MetricResult", field, false, false, "ExperimentMetric")
+}
+
+func (ec *executionContext) _MetricResult_guardrail(ctx context.Context, field graphql.CollectedField, obj *model.MetricResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MetricResult_guardrail(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Guardrail, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MetricResult_guardrail(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MetricResult", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _MetricResult_comparisons(ctx context.Context, field graphql.CollectedField, obj *model.MetricResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MetricResult_comparisons(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Comparisons, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.VariantComparison) graphql.Marshaler {
+			return ec.marshalNVariantComparison2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐVariantComparisonᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MetricResult_comparisons(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MetricResult",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_VariantComparison(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _ModelVersion_name(ctx context.Context, field graphql.CollectedField, obj *model.ModelVersion) (ret graphql.Marshaler) {
@@ -4290,6 +7627,226 @@ func (ec *executionContext) fieldContext_Mutation_rollbackModel(ctx context.Cont
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_rollbackModel_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_createExperiment(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createExperiment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateExperiment(ctx, fc.Args["input"].(model.CreateExperimentInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Experiment) graphql.Marshaler {
+			return ec.marshalNExperiment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperiment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createExperiment(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Experiment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createExperiment_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_startExperiment(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_startExperiment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().StartExperiment(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Experiment) graphql.Marshaler {
+			return ec.marshalNExperiment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperiment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_startExperiment(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Experiment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_startExperiment_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_stopExperiment(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_stopExperiment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().StopExperiment(ctx, fc.Args["id"].(string), fc.Args["reason"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Experiment) graphql.Marshaler {
+			return ec.marshalNExperiment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperiment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_stopExperiment(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Experiment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_stopExperiment_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_rolloutWinner(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_rolloutWinner(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RolloutWinner(ctx, fc.Args["experimentId"].(string), fc.Args["variant"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Experiment) graphql.Marshaler {
+			return ec.marshalNExperiment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperiment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_rolloutWinner(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Experiment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_rolloutWinner_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_book(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_book(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().Book(ctx, fc.Args["input"].(model.BookingInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Booking) graphql.Marshaler {
+			return ec.marshalNBooking2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐBooking(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_book(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Booking(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_book_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -5027,6 +8584,70 @@ func (ec *executionContext) fieldContext_PriceQuote_validUntil(_ context.Context
 	return graphql.NewScalarFieldContext("PriceQuote", field, false, false, "Time")
 }
 
+func (ec *executionContext) _PriceQuote_experiment(ctx context.Context, field graphql.CollectedField, obj *model.PriceQuote) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PriceQuote_experiment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Experiment, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ExperimentAssignment) graphql.Marshaler {
+			return ec.marshalOExperimentAssignment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentAssignment(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PriceQuote_experiment(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "PriceQuote",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ExperimentAssignment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _PriceQuote_experiments(ctx context.Context, field graphql.CollectedField, obj *model.PriceQuote) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PriceQuote_experiments(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Experiments, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.ExperimentAssignment) graphql.Marshaler {
+			return ec.marshalNExperimentAssignment2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentAssignmentᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PriceQuote_experiments(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "PriceQuote",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ExperimentAssignment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _PricingRule_regionId(ctx context.Context, field graphql.CollectedField, obj *model.PricingRule) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5347,6 +8968,121 @@ func (ec *executionContext) _PricingRule_priceStep(ctx context.Context, field gr
 }
 func (ec *executionContext) fieldContext_PricingRule_priceStep(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("PricingRule", field, false, false, "Float")
+}
+
+func (ec *executionContext) _PricingStrategy_minMultiplier(ctx context.Context, field graphql.CollectedField, obj *model.PricingStrategy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PricingStrategy_minMultiplier(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MinMultiplier, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PricingStrategy_minMultiplier(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PricingStrategy", field, false, false, "Float")
+}
+
+func (ec *executionContext) _PricingStrategy_maxMultiplier(ctx context.Context, field graphql.CollectedField, obj *model.PricingStrategy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PricingStrategy_maxMultiplier(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxMultiplier, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PricingStrategy_maxMultiplier(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PricingStrategy", field, false, false, "Float")
+}
+
+func (ec *executionContext) _PricingStrategy_sensitivity(ctx context.Context, field graphql.CollectedField, obj *model.PricingStrategy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PricingStrategy_sensitivity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Sensitivity, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PricingStrategy_sensitivity(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PricingStrategy", field, false, false, "Float")
+}
+
+func (ec *executionContext) _PricingStrategy_threshold(ctx context.Context, field graphql.CollectedField, obj *model.PricingStrategy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PricingStrategy_threshold(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Threshold, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PricingStrategy_threshold(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PricingStrategy", field, false, false, "Float")
+}
+
+func (ec *executionContext) _PricingStrategy_basePriceAdjustmentPercent(ctx context.Context, field graphql.CollectedField, obj *model.PricingStrategy) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PricingStrategy_basePriceAdjustmentPercent(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BasePriceAdjustmentPercent, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PricingStrategy_basePriceAdjustmentPercent(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PricingStrategy", field, false, false, "Float")
 }
 
 func (ec *executionContext) _Query_price(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -5823,6 +9559,138 @@ func (ec *executionContext) fieldContext_Query_forecastAccuracy(ctx context.Cont
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_forecastAccuracy_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_experiments(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_experiments(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Experiments(ctx, fc.Args["status"].(*model.ExperimentStatus))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.Experiment) graphql.Marshaler {
+			return ec.marshalNExperiment2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_experiments(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Experiment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_experiments_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_experiment(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_experiment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Experiment(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Experiment) graphql.Marshaler {
+			return ec.marshalOExperiment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperiment(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_experiment(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Experiment(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_experiment_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_experimentResults(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_experimentResults(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().ExperimentResults(ctx, fc.Args["experimentId"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ExperimentResults) graphql.Marshaler {
+			return ec.marshalNExperimentResults2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentResults(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_experimentResults(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ExperimentResults(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_experimentResults_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -6652,6 +10520,865 @@ func (ec *executionContext) _RolloutVersionStats_mapeSamples(ctx context.Context
 }
 func (ec *executionContext) fieldContext_RolloutVersionStats_mapeSamples(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("RolloutVersionStats", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SampleRatioCheck_chiSquare(ctx context.Context, field graphql.CollectedField, obj *model.SampleRatioCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SampleRatioCheck_chiSquare(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ChiSquare, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SampleRatioCheck_chiSquare(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SampleRatioCheck", field, false, false, "Float")
+}
+
+func (ec *executionContext) _SampleRatioCheck_pValue(ctx context.Context, field graphql.CollectedField, obj *model.SampleRatioCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SampleRatioCheck_pValue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PValue, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SampleRatioCheck_pValue(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SampleRatioCheck", field, false, false, "Float")
+}
+
+func (ec *executionContext) _SampleRatioCheck_mismatch(ctx context.Context, field graphql.CollectedField, obj *model.SampleRatioCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SampleRatioCheck_mismatch(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Mismatch, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SampleRatioCheck_mismatch(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SampleRatioCheck", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _VariantComparison_variant(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_variant(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Variant, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_variant(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "String")
+}
+
+func (ec *executionContext) _VariantComparison_controlValue(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_controlValue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ControlValue, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_controlValue(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantComparison_treatmentValue(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_treatmentValue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TreatmentValue, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_treatmentValue(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantComparison_absoluteLift(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_absoluteLift(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AbsoluteLift, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_absoluteLift(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantComparison_absoluteInterval(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_absoluteInterval(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AbsoluteInterval, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Interval) graphql.Marshaler {
+			return ec.marshalNInterval2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐInterval(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_absoluteInterval(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "VariantComparison",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Interval(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _VariantComparison_relativeLift(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_relativeLift(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RelativeLift, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_relativeLift(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantComparison_relativeInterval(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_relativeInterval(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RelativeInterval, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Interval) graphql.Marshaler {
+			return ec.marshalNInterval2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐInterval(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_relativeInterval(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "VariantComparison",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Interval(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _VariantComparison_pValue(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_pValue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PValue, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_pValue(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantComparison_sequentialPValue(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_sequentialPValue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SequentialPValue, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_sequentialPValue(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantComparison_sequentialInterval(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_sequentialInterval(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SequentialInterval, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Interval) graphql.Marshaler {
+			return ec.marshalNInterval2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐInterval(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_sequentialInterval(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "VariantComparison",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Interval(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _VariantComparison_adjustedPValue(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_adjustedPValue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AdjustedPValue, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_adjustedPValue(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantComparison_significant(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_significant(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Significant, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_significant(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _VariantComparison_better(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_better(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Better, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_better(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _VariantComparison_chanceToBeatControl(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_chanceToBeatControl(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ChanceToBeatControl, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_chanceToBeatControl(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantComparison_expectedLoss(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_expectedLoss(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ExpectedLoss, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_expectedLoss(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantComparison_cuped(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_cuped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cuped, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_cuped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _VariantComparison_varianceReduction(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_varianceReduction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.VarianceReduction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_varianceReduction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantComparison_minimumDetectableEffect(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantComparison_minimumDetectableEffect(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MinimumDetectableEffect, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantComparison_minimumDetectableEffect(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantComparison", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantResult_name(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantResult", field, false, false, "String")
+}
+
+func (ec *executionContext) _VariantResult_weight(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_weight(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Weight, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_weight(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantResult", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantResult_control(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_control(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Control, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_control(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantResult", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _VariantResult_users(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_users(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Users, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_users(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantResult", field, false, false, "Int")
+}
+
+func (ec *executionContext) _VariantResult_observedShare(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_observedShare(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ObservedShare, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_observedShare(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantResult", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantResult_convertedUsers(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_convertedUsers(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ConvertedUsers, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_convertedUsers(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantResult", field, false, false, "Int")
+}
+
+func (ec *executionContext) _VariantResult_conversions(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_conversions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Conversions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_conversions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantResult", field, false, false, "Int")
+}
+
+func (ec *executionContext) _VariantResult_cancelledUsers(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_cancelledUsers(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CancelledUsers, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_cancelledUsers(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantResult", field, false, false, "Int")
+}
+
+func (ec *executionContext) _VariantResult_revenue(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_revenue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Revenue, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_revenue(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantResult", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantResult_cappedRevenue(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_cappedRevenue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CappedRevenue, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_cappedRevenue(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantResult", field, false, false, "Float")
+}
+
+func (ec *executionContext) _VariantResult_conversionRate(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_conversionRate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ConversionRate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Estimate) graphql.Marshaler {
+			return ec.marshalNEstimate2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEstimate(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_conversionRate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "VariantResult",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Estimate(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _VariantResult_revenuePerUser(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_revenuePerUser(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RevenuePerUser, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Estimate) graphql.Marshaler {
+			return ec.marshalNEstimate2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEstimate(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_revenuePerUser(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "VariantResult",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Estimate(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _VariantResult_cancellationRate(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_cancellationRate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CancellationRate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Estimate) graphql.Marshaler {
+			return ec.marshalNEstimate2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEstimate(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_cancellationRate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "VariantResult",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Estimate(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _VariantResult_prePeriodUsers(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_prePeriodUsers(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PrePeriodUsers, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_prePeriodUsers(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantResult", field, false, false, "Int")
 }
 
 func (ec *executionContext) ___Directive_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
@@ -7727,6 +12454,199 @@ func (ec *executionContext) fieldContext___Type_isOneOf(_ context.Context, field
 
 // region    **************************** input.gotpl *****************************
 
+func (ec *executionContext) unmarshalInputBookingInput(ctx context.Context, obj any) (model.BookingInput, error) {
+	var it model.BookingInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"quoteId", "userId", "amount", "bookingId"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "quoteId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quoteId"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuoteID = data
+		case "userId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserID = data
+		case "amount":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amount"))
+			data, err := ec.unmarshalNFloat2float64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Amount = data
+		case "bookingId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("bookingId"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.BookingID = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalBookingInput unmarshals raw into the BookingInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalBookingInput(ctx context.Context, raw any) (model.BookingInput, error) {
+	var out model.BookingInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "BookingInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputCreateExperimentInput(ctx context.Context, obj any) (model.CreateExperimentInput, error) {
+	var it model.CreateExperimentInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["primaryMetric"]; !present {
+		asMap["primaryMetric"] = "CONVERSION_RATE"
+	}
+
+	fieldsInOrder := [...]string{"id", "hypothesis", "layer", "salt", "variants", "regions", "products", "primaryMetric", "guardrails", "minDays", "maxDays", "minSamplePerVariant", "prePeriodDays"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "hypothesis":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hypothesis"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Hypothesis = data
+		case "layer":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("layer"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Layer = data
+		case "salt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("salt"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Salt = data
+		case "variants":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("variants"))
+			data, err := ec.unmarshalNExperimentVariantInput2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentVariantInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Variants = data
+		case "regions":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("regions"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Regions = data
+		case "products":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("products"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Products = data
+		case "primaryMetric":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("primaryMetric"))
+			data, err := ec.unmarshalOExperimentMetric2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetric(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PrimaryMetric = data
+		case "guardrails":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("guardrails"))
+			data, err := ec.unmarshalOExperimentMetric2ᚕgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetricᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Guardrails = data
+		case "minDays":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("minDays"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MinDays = data
+		case "maxDays":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxDays"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxDays = data
+		case "minSamplePerVariant":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("minSamplePerVariant"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MinSamplePerVariant = data
+		case "prePeriodDays":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("prePeriodDays"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PrePeriodDays = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreateExperimentInput unmarshals raw into the CreateExperimentInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreateExperimentInput(ctx context.Context, raw any) (model.CreateExperimentInput, error) {
+	var out model.CreateExperimentInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateExperimentInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputEventInput(ctx context.Context, obj any) (model.EventInput, error) {
 	var it model.EventInput
 	if obj == nil {
@@ -7892,6 +12812,62 @@ func (ec *executionContext) unmarshalInputExperimentInput(ctx context.Context, o
 func UnmarshalExperimentInput(ctx context.Context, raw any) (model.ExperimentInput, error) {
 	var out model.ExperimentInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "ExperimentInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputExperimentVariantInput(ctx context.Context, obj any) (model.ExperimentVariantInput, error) {
+	var it model.ExperimentVariantInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"name", "weight", "strategy"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "weight":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("weight"))
+			data, err := ec.unmarshalNFloat2float64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Weight = data
+		case "strategy":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("strategy"))
+			data, err := ec.unmarshalOPricingStrategyInput2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐPricingStrategyInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Strategy = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalExperimentVariantInput unmarshals raw into the ExperimentVariantInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalExperimentVariantInput(ctx context.Context, raw any) (model.ExperimentVariantInput, error) {
+	var out model.ExperimentVariantInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ExperimentVariantInput", raw, &out)
 	return out, err
 }
 
@@ -8099,6 +13075,80 @@ func UnmarshalPricingRuleInput(ctx context.Context, raw any) (model.PricingRuleI
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputPricingStrategyInput(ctx context.Context, obj any) (model.PricingStrategyInput, error) {
+	var it model.PricingStrategyInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["basePriceAdjustmentPercent"]; !present {
+		asMap["basePriceAdjustmentPercent"] = 0
+	}
+
+	fieldsInOrder := [...]string{"minMultiplier", "maxMultiplier", "sensitivity", "threshold", "basePriceAdjustmentPercent"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "minMultiplier":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("minMultiplier"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MinMultiplier = data
+		case "maxMultiplier":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("maxMultiplier"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MaxMultiplier = data
+		case "sensitivity":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sensitivity"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Sensitivity = data
+		case "threshold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("threshold"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Threshold = data
+		case "basePriceAdjustmentPercent":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("basePriceAdjustmentPercent"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.BasePriceAdjustmentPercent = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalPricingStrategyInput unmarshals raw into the PricingStrategyInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalPricingStrategyInput(ctx context.Context, raw any) (model.PricingStrategyInput, error) {
+	var out model.PricingStrategyInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "PricingStrategyInput", raw, &out)
+	return out, err
+}
+
 // endregion **************************** input.gotpl *****************************
 
 // region    ************************** interface.gotpl ***************************
@@ -8106,6 +13156,79 @@ func UnmarshalPricingRuleInput(ctx context.Context, raw any) (model.PricingRuleI
 // endregion ************************** interface.gotpl ***************************
 
 // region    **************************** object.gotpl ****************************
+
+var bookingImplementors = []string{"Booking"}
+
+func (ec *executionContext) _Booking(ctx context.Context, sel ast.SelectionSet, obj *model.Booking) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, bookingImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Booking")
+		case "bookingId":
+			out.Values[i] = ec._Booking_bookingId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "quoteId":
+			out.Values[i] = ec._Booking_quoteId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "amount":
+			out.Values[i] = ec._Booking_amount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "currency":
+			out.Values[i] = ec._Booking_currency(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "regionId":
+			out.Values[i] = ec._Booking_regionId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "productType":
+			out.Values[i] = ec._Booking_productType(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "experiments":
+			out.Values[i] = ec._Booking_experiments(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "bookedAt":
+			out.Values[i] = ec._Booking_bookedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "duplicate":
+			out.Values[i] = ec._Booking_duplicate(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
 
 var demandPointImplementors = []string{"DemandPoint"}
 
@@ -8141,6 +13264,44 @@ func (ec *executionContext) _DemandPoint(ctx context.Context, sel ast.SelectionS
 		case "supply":
 			out.Values[i] = ec._DemandPoint_supply(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var estimateImplementors = []string{"Estimate"}
+
+func (ec *executionContext) _Estimate(ctx context.Context, sel ast.SelectionSet, obj *model.Estimate) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, estimateImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Estimate")
+		case "value":
+			out.Values[i] = ec._Estimate_value(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "standardError":
+			out.Values[i] = ec._Estimate_standardError(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
 		default:
@@ -8226,6 +13387,413 @@ func (ec *executionContext) _EventResult(ctx context.Context, sel ast.SelectionS
 			}
 		case "errors":
 			out.Values[i] = ec._EventResult_errors(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var experimentImplementors = []string{"Experiment"}
+
+func (ec *executionContext) _Experiment(ctx context.Context, sel ast.SelectionSet, obj *model.Experiment) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, experimentImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Experiment")
+		case "id":
+			out.Values[i] = ec._Experiment_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "hypothesis":
+			out.Values[i] = ec._Experiment_hypothesis(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "layer":
+			out.Values[i] = ec._Experiment_layer(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "variants":
+			out.Values[i] = ec._Experiment_variants(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "regions":
+			out.Values[i] = ec._Experiment_regions(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "products":
+			out.Values[i] = ec._Experiment_products(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "primaryMetric":
+			out.Values[i] = ec._Experiment_primaryMetric(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "guardrails":
+			out.Values[i] = ec._Experiment_guardrails(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "minDays":
+			out.Values[i] = ec._Experiment_minDays(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "maxDays":
+			out.Values[i] = ec._Experiment_maxDays(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "minSamplePerVariant":
+			out.Values[i] = ec._Experiment_minSamplePerVariant(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "prePeriodDays":
+			out.Values[i] = ec._Experiment_prePeriodDays(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "dayLengthSeconds":
+			out.Values[i] = ec._Experiment_dayLengthSeconds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "status":
+			out.Values[i] = ec._Experiment_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._Experiment_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "startedAt":
+			out.Values[i] = ec._Experiment_startedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "stoppedAt":
+			out.Values[i] = ec._Experiment_stoppedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "winner":
+			out.Values[i] = ec._Experiment_winner(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "ruleVersions":
+			out.Values[i] = ec._Experiment_ruleVersions(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "version":
+			out.Values[i] = ec._Experiment_version(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedAt":
+			out.Values[i] = ec._Experiment_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedBy":
+			out.Values[i] = ec._Experiment_updatedBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "note":
+			out.Values[i] = ec._Experiment_note(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "history":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Experiment_history(ctx, field, obj)
+				})
+		case "results":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Experiment_results(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var experimentAssignmentImplementors = []string{"ExperimentAssignment"}
+
+func (ec *executionContext) _ExperimentAssignment(ctx context.Context, sel ast.SelectionSet, obj *model.ExperimentAssignment) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, experimentAssignmentImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ExperimentAssignment")
+		case "id":
+			out.Values[i] = ec._ExperimentAssignment_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "variant":
+			out.Values[i] = ec._ExperimentAssignment_variant(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var experimentDayImplementors = []string{"ExperimentDay"}
+
+func (ec *executionContext) _ExperimentDay(ctx context.Context, sel ast.SelectionSet, obj *model.ExperimentDay) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, experimentDayImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ExperimentDay")
+		case "day":
+			out.Values[i] = ec._ExperimentDay_day(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "start":
+			out.Values[i] = ec._ExperimentDay_start(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "variant":
+			out.Values[i] = ec._ExperimentDay_variant(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "exposures":
+			out.Values[i] = ec._ExperimentDay_exposures(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "conversions":
+			out.Values[i] = ec._ExperimentDay_conversions(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cancels":
+			out.Values[i] = ec._ExperimentDay_cancels(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "revenue":
+			out.Values[i] = ec._ExperimentDay_revenue(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var experimentResultsImplementors = []string{"ExperimentResults"}
+
+func (ec *executionContext) _ExperimentResults(ctx context.Context, sel ast.SelectionSet, obj *model.ExperimentResults) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, experimentResultsImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ExperimentResults")
+		case "experimentId":
+			out.Values[i] = ec._ExperimentResults_experimentId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._ExperimentResults_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "verdict":
+			out.Values[i] = ec._ExperimentResults_verdict(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "verdictReason":
+			out.Values[i] = ec._ExperimentResults_verdictReason(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "winner":
+			out.Values[i] = ec._ExperimentResults_winner(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "daysElapsed":
+			out.Values[i] = ec._ExperimentResults_daysElapsed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "minDays":
+			out.Values[i] = ec._ExperimentResults_minDays(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "maxDays":
+			out.Values[i] = ec._ExperimentResults_maxDays(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "alpha":
+			out.Values[i] = ec._ExperimentResults_alpha(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "revenueCap":
+			out.Values[i] = ec._ExperimentResults_revenueCap(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "sampleRatio":
+			out.Values[i] = ec._ExperimentResults_sampleRatio(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "variants":
+			out.Values[i] = ec._ExperimentResults_variants(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "metrics":
+			out.Values[i] = ec._ExperimentResults_metrics(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "daily":
+			out.Values[i] = ec._ExperimentResults_daily(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "computedAt":
+			out.Values[i] = ec._ExperimentResults_computedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var experimentVariantImplementors = []string{"ExperimentVariant"}
+
+func (ec *executionContext) _ExperimentVariant(ctx context.Context, sel ast.SelectionSet, obj *model.ExperimentVariant) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, experimentVariantImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ExperimentVariant")
+		case "name":
+			out.Values[i] = ec._ExperimentVariant_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "weight":
+			out.Values[i] = ec._ExperimentVariant_weight(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "control":
+			out.Values[i] = ec._ExperimentVariant_control(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "strategy":
+			out.Values[i] = ec._ExperimentVariant_strategy(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -8599,6 +14167,44 @@ func (ec *executionContext) _IngestionStatus(ctx context.Context, sel ast.Select
 	return out
 }
 
+var intervalImplementors = []string{"Interval"}
+
+func (ec *executionContext) _Interval(ctx context.Context, sel ast.SelectionSet, obj *model.Interval) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, intervalImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Interval")
+		case "lower":
+			out.Values[i] = ec._Interval_lower(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "upper":
+			out.Values[i] = ec._Interval_upper(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var metricImplementors = []string{"Metric"}
 
 func (ec *executionContext) _Metric(ctx context.Context, sel ast.SelectionSet, obj *model.Metric) graphql.Marshaler {
@@ -8617,6 +14223,49 @@ func (ec *executionContext) _Metric(ctx context.Context, sel ast.SelectionSet, o
 			}
 		case "value":
 			out.Values[i] = ec._Metric_value(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var metricResultImplementors = []string{"MetricResult"}
+
+func (ec *executionContext) _MetricResult(ctx context.Context, sel ast.SelectionSet, obj *model.MetricResult) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, metricResultImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MetricResult")
+		case "metric":
+			out.Values[i] = ec._MetricResult_metric(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "guardrail":
+			out.Values[i] = ec._MetricResult_guardrail(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "comparisons":
+			out.Values[i] = ec._MetricResult_comparisons(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -8770,6 +14419,41 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "rollbackModel":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_rollbackModel(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createExperiment":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createExperiment(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "startExperiment":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_startExperiment(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "stopExperiment":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_stopExperiment(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rolloutWinner":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_rolloutWinner(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "book":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_book(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -9013,6 +14697,16 @@ func (ec *executionContext) _PriceQuote(ctx context.Context, sel ast.SelectionSe
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "experiment":
+			out.Values[i] = ec._PriceQuote_experiment(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "experiments":
+			out.Values[i] = ec._PriceQuote_experiments(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -9128,6 +14822,59 @@ func (ec *executionContext) _PricingRule(ctx context.Context, sel ast.SelectionS
 	return out
 }
 
+var pricingStrategyImplementors = []string{"PricingStrategy"}
+
+func (ec *executionContext) _PricingStrategy(ctx context.Context, sel ast.SelectionSet, obj *model.PricingStrategy) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, pricingStrategyImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("PricingStrategy")
+		case "minMultiplier":
+			out.Values[i] = ec._PricingStrategy_minMultiplier(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "maxMultiplier":
+			out.Values[i] = ec._PricingStrategy_maxMultiplier(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "sensitivity":
+			out.Values[i] = ec._PricingStrategy_sensitivity(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "threshold":
+			out.Values[i] = ec._PricingStrategy_threshold(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "basePriceAdjustmentPercent":
+			out.Values[i] = ec._PricingStrategy_basePriceAdjustmentPercent(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var queryImplementors = []string{"Query"}
 
 func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
@@ -9218,6 +14965,24 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_forecastAccuracy(ctx, field)
+				})
+		case "experiments":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_experiments(ctx, field)
+				})
+		case "experiment":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_experiment(ctx, field)
+				})
+		case "experimentResults":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_experimentResults(ctx, field)
 				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
@@ -9498,6 +15263,265 @@ func (ec *executionContext) _RolloutVersionStats(ctx context.Context, sel ast.Se
 			}
 		case "mapeSamples":
 			out.Values[i] = ec._RolloutVersionStats_mapeSamples(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var sampleRatioCheckImplementors = []string{"SampleRatioCheck"}
+
+func (ec *executionContext) _SampleRatioCheck(ctx context.Context, sel ast.SelectionSet, obj *model.SampleRatioCheck) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, sampleRatioCheckImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SampleRatioCheck")
+		case "chiSquare":
+			out.Values[i] = ec._SampleRatioCheck_chiSquare(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pValue":
+			out.Values[i] = ec._SampleRatioCheck_pValue(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "mismatch":
+			out.Values[i] = ec._SampleRatioCheck_mismatch(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var variantComparisonImplementors = []string{"VariantComparison"}
+
+func (ec *executionContext) _VariantComparison(ctx context.Context, sel ast.SelectionSet, obj *model.VariantComparison) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, variantComparisonImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("VariantComparison")
+		case "variant":
+			out.Values[i] = ec._VariantComparison_variant(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "controlValue":
+			out.Values[i] = ec._VariantComparison_controlValue(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "treatmentValue":
+			out.Values[i] = ec._VariantComparison_treatmentValue(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "absoluteLift":
+			out.Values[i] = ec._VariantComparison_absoluteLift(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "absoluteInterval":
+			out.Values[i] = ec._VariantComparison_absoluteInterval(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "relativeLift":
+			out.Values[i] = ec._VariantComparison_relativeLift(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "relativeInterval":
+			out.Values[i] = ec._VariantComparison_relativeInterval(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pValue":
+			out.Values[i] = ec._VariantComparison_pValue(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "sequentialPValue":
+			out.Values[i] = ec._VariantComparison_sequentialPValue(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "sequentialInterval":
+			out.Values[i] = ec._VariantComparison_sequentialInterval(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "adjustedPValue":
+			out.Values[i] = ec._VariantComparison_adjustedPValue(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "significant":
+			out.Values[i] = ec._VariantComparison_significant(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "better":
+			out.Values[i] = ec._VariantComparison_better(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "chanceToBeatControl":
+			out.Values[i] = ec._VariantComparison_chanceToBeatControl(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "expectedLoss":
+			out.Values[i] = ec._VariantComparison_expectedLoss(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cuped":
+			out.Values[i] = ec._VariantComparison_cuped(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "varianceReduction":
+			out.Values[i] = ec._VariantComparison_varianceReduction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "minimumDetectableEffect":
+			out.Values[i] = ec._VariantComparison_minimumDetectableEffect(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var variantResultImplementors = []string{"VariantResult"}
+
+func (ec *executionContext) _VariantResult(ctx context.Context, sel ast.SelectionSet, obj *model.VariantResult) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, variantResultImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("VariantResult")
+		case "name":
+			out.Values[i] = ec._VariantResult_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "weight":
+			out.Values[i] = ec._VariantResult_weight(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "control":
+			out.Values[i] = ec._VariantResult_control(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "users":
+			out.Values[i] = ec._VariantResult_users(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "observedShare":
+			out.Values[i] = ec._VariantResult_observedShare(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "convertedUsers":
+			out.Values[i] = ec._VariantResult_convertedUsers(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "conversions":
+			out.Values[i] = ec._VariantResult_conversions(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cancelledUsers":
+			out.Values[i] = ec._VariantResult_cancelledUsers(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "revenue":
+			out.Values[i] = ec._VariantResult_revenue(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cappedRevenue":
+			out.Values[i] = ec._VariantResult_cappedRevenue(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "conversionRate":
+			out.Values[i] = ec._VariantResult_conversionRate(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "revenuePerUser":
+			out.Values[i] = ec._VariantResult_revenuePerUser(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cancellationRate":
+			out.Values[i] = ec._VariantResult_cancellationRate(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "prePeriodUsers":
+			out.Values[i] = ec._VariantResult_prePeriodUsers(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -9880,6 +15904,19 @@ func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, o
 
 // region    ***************************** type.gotpl *****************************
 
+func (ec *executionContext) marshalNBooking2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐBooking(ctx context.Context, sel ast.SelectionSet, v *model.Booking) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Booking!")
+		return graphql.Null
+	}
+	return ec._Booking(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNBookingInput2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐBookingInput(ctx context.Context, v any) (model.BookingInput, error) {
+	res, err := ec.unmarshalInputBookingInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNBoolean2bool(ctx context.Context, v any) (bool, error) {
 	res, err := graphql.UnmarshalBoolean(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -9892,6 +15929,11 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 		graphql.AddInvalidNullFromMarshaler(ctx, "Boolean!")
 	}
 	return res
+}
+
+func (ec *executionContext) unmarshalNCreateExperimentInput2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐCreateExperimentInput(ctx context.Context, v any) (model.CreateExperimentInput, error) {
+	res, err := ec.unmarshalInputCreateExperimentInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalNDemandPoint2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐDemandPointᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.DemandPoint) graphql.Marshaler {
@@ -9916,6 +15958,14 @@ func (ec *executionContext) marshalNDemandPoint2ᚖgithubᚗcomᚋsurgeworksᚋs
 		return graphql.Null
 	}
 	return ec._DemandPoint(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNEstimate2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEstimate(ctx context.Context, sel ast.SelectionSet, v *model.Estimate) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Estimate!")
+		return graphql.Null
+	}
+	return ec._Estimate(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNEventFieldError2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventFieldErrorᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.EventFieldError) graphql.Marshaler {
@@ -9993,6 +16043,179 @@ func (ec *executionContext) unmarshalNEventStatus2githubᚗcomᚋsurgeworksᚋsu
 
 func (ec *executionContext) marshalNEventStatus2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐEventStatus(ctx context.Context, sel ast.SelectionSet, v model.EventStatus) graphql.Marshaler {
 	return v
+}
+
+func (ec *executionContext) marshalNExperiment2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Experiment) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNExperiment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperiment(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNExperiment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperiment(ctx context.Context, sel ast.SelectionSet, v *model.Experiment) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Experiment!")
+		return graphql.Null
+	}
+	return ec._Experiment(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNExperimentAssignment2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentAssignmentᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.ExperimentAssignment) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNExperimentAssignment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentAssignment(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNExperimentAssignment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentAssignment(ctx context.Context, sel ast.SelectionSet, v *model.ExperimentAssignment) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ExperimentAssignment!")
+		return graphql.Null
+	}
+	return ec._ExperimentAssignment(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNExperimentDay2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentDayᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.ExperimentDay) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNExperimentDay2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentDay(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNExperimentDay2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentDay(ctx context.Context, sel ast.SelectionSet, v *model.ExperimentDay) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ExperimentDay!")
+		return graphql.Null
+	}
+	return ec._ExperimentDay(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNExperimentMetric2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetric(ctx context.Context, v any) (model.ExperimentMetric, error) {
+	var res model.ExperimentMetric
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNExperimentMetric2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetric(ctx context.Context, sel ast.SelectionSet, v model.ExperimentMetric) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNExperimentMetric2ᚕgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetricᚄ(ctx context.Context, v any) ([]model.ExperimentMetric, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]model.ExperimentMetric, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNExperimentMetric2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetric(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalNExperimentMetric2ᚕgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetricᚄ(ctx context.Context, sel ast.SelectionSet, v []model.ExperimentMetric) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNExperimentMetric2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetric(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNExperimentResults2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentResults(ctx context.Context, sel ast.SelectionSet, v *model.ExperimentResults) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ExperimentResults!")
+		return graphql.Null
+	}
+	return ec._ExperimentResults(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNExperimentStatus2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentStatus(ctx context.Context, v any) (model.ExperimentStatus, error) {
+	var res model.ExperimentStatus
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNExperimentStatus2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentStatus(ctx context.Context, sel ast.SelectionSet, v model.ExperimentStatus) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNExperimentVariant2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentVariantᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.ExperimentVariant) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNExperimentVariant2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentVariant(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNExperimentVariant2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentVariant(ctx context.Context, sel ast.SelectionSet, v *model.ExperimentVariant) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ExperimentVariant!")
+		return graphql.Null
+	}
+	return ec._ExperimentVariant(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNExperimentVariantInput2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentVariantInputᚄ(ctx context.Context, v any) ([]*model.ExperimentVariantInput, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*model.ExperimentVariantInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNExperimentVariantInput2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentVariantInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalNExperimentVariantInput2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentVariantInput(ctx context.Context, v any) (*model.ExperimentVariantInput, error) {
+	res, err := ec.unmarshalInputExperimentVariantInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalNFactor2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐFactorᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Factor) graphql.Marshaler {
@@ -10113,6 +16336,35 @@ func (ec *executionContext) marshalNID2string(ctx context.Context, sel ast.Selec
 	return res
 }
 
+func (ec *executionContext) unmarshalNID2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]string, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNID2string(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalNID2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
+	ret := make(graphql.Array, len(v))
+	for i := range v {
+		ret[i] = ec.marshalNID2string(ctx, sel, v[i])
+	}
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) marshalNIngestResult2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐIngestResult(ctx context.Context, sel ast.SelectionSet, v *model.IngestResult) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "IngestResult!")
@@ -10143,6 +16395,14 @@ func (ec *executionContext) marshalNInt2int(ctx context.Context, sel ast.Selecti
 	return res
 }
 
+func (ec *executionContext) marshalNInterval2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐInterval(ctx context.Context, sel ast.SelectionSet, v *model.Interval) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Interval!")
+		return graphql.Null
+	}
+	return ec._Interval(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNMetric2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐMetricᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Metric) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
@@ -10165,6 +16425,30 @@ func (ec *executionContext) marshalNMetric2ᚖgithubᚗcomᚋsurgeworksᚋsurge�
 		return graphql.Null
 	}
 	return ec._Metric(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNMetricResult2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐMetricResultᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.MetricResult) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNMetricResult2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐMetricResult(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNMetricResult2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐMetricResult(ctx context.Context, sel ast.SelectionSet, v *model.MetricResult) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MetricResult!")
+		return graphql.Null
+	}
+	return ec._MetricResult(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNModelStatus2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐModelStatus(ctx context.Context, v any) (model.ModelStatus, error) {
@@ -10310,6 +16594,14 @@ func (ec *executionContext) unmarshalNPricingRuleInput2githubᚗcomᚋsurgeworks
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalNPricingStrategy2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐPricingStrategy(ctx context.Context, sel ast.SelectionSet, v *model.PricingStrategy) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "PricingStrategy!")
+		return graphql.Null
+	}
+	return ec._PricingStrategy(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNRegion2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRegionᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Region) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
@@ -10384,6 +16676,14 @@ func (ec *executionContext) marshalNRolloutVersionStats2ᚖgithubᚗcomᚋsurgew
 	return ec._RolloutVersionStats(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNSampleRatioCheck2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐSampleRatioCheck(ctx context.Context, sel ast.SelectionSet, v *model.SampleRatioCheck) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SampleRatioCheck!")
+		return graphql.Null
+	}
+	return ec._SampleRatioCheck(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNString2string(ctx context.Context, v any) (string, error) {
 	res, err := graphql.UnmarshalString(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -10439,6 +16739,64 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 		graphql.AddInvalidNullFromMarshaler(ctx, "Time!")
 	}
 	return res
+}
+
+func (ec *executionContext) marshalNVariantComparison2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐVariantComparisonᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.VariantComparison) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNVariantComparison2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐVariantComparison(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNVariantComparison2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐVariantComparison(ctx context.Context, sel ast.SelectionSet, v *model.VariantComparison) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "VariantComparison!")
+		return graphql.Null
+	}
+	return ec._VariantComparison(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNVariantResult2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐVariantResultᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.VariantResult) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNVariantResult2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐVariantResult(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNVariantResult2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐVariantResult(ctx context.Context, sel ast.SelectionSet, v *model.VariantResult) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "VariantResult!")
+		return graphql.Null
+	}
+	return ec._VariantResult(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNVerdict2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐVerdict(ctx context.Context, v any) (model.Verdict, error) {
+	var res model.Verdict
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNVerdict2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐVerdict(ctx context.Context, sel ast.SelectionSet, v model.Verdict) graphql.Marshaler {
+	return v
 }
 
 func (ec *executionContext) marshalN__Directive2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirective(ctx context.Context, sel ast.SelectionSet, v introspection.Directive) graphql.Marshaler {
@@ -10613,12 +16971,101 @@ func (ec *executionContext) marshalOBoolean2ᚖbool(ctx context.Context, sel ast
 	return res
 }
 
+func (ec *executionContext) marshalOExperiment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperiment(ctx context.Context, sel ast.SelectionSet, v *model.Experiment) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Experiment(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOExperimentAssignment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentAssignment(ctx context.Context, sel ast.SelectionSet, v *model.ExperimentAssignment) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._ExperimentAssignment(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalOExperimentInput2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentInput(ctx context.Context, v any) (*model.ExperimentInput, error) {
 	if v == nil {
 		return nil, nil
 	}
 	res, err := ec.unmarshalInputExperimentInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOExperimentMetric2ᚕgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetricᚄ(ctx context.Context, v any) ([]model.ExperimentMetric, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]model.ExperimentMetric, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNExperimentMetric2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetric(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOExperimentMetric2ᚕgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetricᚄ(ctx context.Context, sel ast.SelectionSet, v []model.ExperimentMetric) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNExperimentMetric2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetric(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOExperimentMetric2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetric(ctx context.Context, v any) (*model.ExperimentMetric, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.ExperimentMetric)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOExperimentMetric2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentMetric(ctx context.Context, sel ast.SelectionSet, v *model.ExperimentMetric) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) marshalOExperimentResults2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentResults(ctx context.Context, sel ast.SelectionSet, v *model.ExperimentResults) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._ExperimentResults(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOExperimentStatus2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentStatus(ctx context.Context, v any) (*model.ExperimentStatus, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.ExperimentStatus)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOExperimentStatus2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentStatus(ctx context.Context, sel ast.SelectionSet, v *model.ExperimentStatus) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) unmarshalOFloat2ᚖfloat64(ctx context.Context, v any) (*float64, error) {
@@ -10652,6 +17099,41 @@ func (ec *executionContext) marshalOGranularity2ᚖgithubᚗcomᚋsurgeworksᚋs
 		return graphql.Null
 	}
 	return v
+}
+
+func (ec *executionContext) unmarshalOID2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]string, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNID2string(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOID2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := make(graphql.Array, len(v))
+	for i := range v {
+		ret[i] = ec.marshalNID2string(ctx, sel, v[i])
+	}
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) unmarshalOID2ᚖstring(ctx context.Context, v any) (*string, error) {
@@ -10690,11 +17172,54 @@ func (ec *executionContext) marshalOInt2ᚖint(ctx context.Context, sel ast.Sele
 	return res
 }
 
+func (ec *executionContext) unmarshalOPricingStrategyInput2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐPricingStrategyInput(ctx context.Context, v any) (*model.PricingStrategyInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputPricingStrategyInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) marshalORollout2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRollout(ctx context.Context, sel ast.SelectionSet, v *model.Rollout) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
 	}
 	return ec._Rollout(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOString2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]string, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNString2string(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOString2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := make(graphql.Array, len(v))
+	for i := range v {
+		ret[i] = ec.marshalNString2string(ctx, sel, v[i])
+	}
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) unmarshalOString2ᚖstring(ctx context.Context, v any) (*string, error) {

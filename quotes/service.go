@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/surgeworks/surge/experiments"
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/pricing"
@@ -48,10 +49,28 @@ type Quote struct {
 	Supply      float64            `json:"supply"`
 	SupplyKnown bool               `json:"supplyKnown"`
 	RuleVersion uint32             `json:"ruleVersion"`
-	Degraded    bool               `json:"degraded"`
-	Warnings    []string           `json:"warnings"`
-	CreatedAt   time.Time          `json:"createdAt"`
-	ValidUntil  time.Time          `json:"validUntil"`
+	// Experiments are the variants the quote was priced with (the rule
+	// above is the rule with their strategies applied).
+	Experiments []ExperimentRef `json:"experiments,omitempty"`
+	// UserHash is the keyed hash of the request's user ("" without one).
+	UserHash   string    `json:"-"`
+	Degraded   bool      `json:"degraded"`
+	Warnings   []string  `json:"warnings"`
+	CreatedAt  time.Time `json:"createdAt"`
+	ValidUntil time.Time `json:"validUntil"`
+}
+
+// ExperimentRef names an experiment and the variant a quote was priced with.
+type ExperimentRef struct {
+	ID      string `json:"id"`
+	Variant string `json:"variant"`
+}
+
+// Experiments assigns users to pricing experiments and logs the exposures;
+// experiments.Service implements it.
+type Experiments interface {
+	Assign(regionID, productType, userID string) []experiments.Assignment
+	Expose(experiments.Exposure)
 }
 
 // Rules gives the pricing rule in force; rules.Cache implements it.
@@ -86,6 +105,9 @@ type Options struct {
 	LocalQuotes int
 	// UserHashKey keys the hash that replaces user ids (default: random per process).
 	UserHashKey []byte
+	// Experiments enrols requests with a user in the running pricing
+	// experiments (nil: none).
+	Experiments Experiments
 	Logger      *slog.Logger
 	Registerer  prometheus.Registerer
 	// Now is the clock (default time.Now); tests set it.
@@ -139,7 +161,19 @@ type Service struct {
 	m      *metrics
 }
 
-type stateKey struct{ region, product string }
+// stateKey names a smoothing state: a region's product, priced by the
+// default rule (variant "") or by experiment variants whose strategies
+// change the price (each keeps its own state, so variants do not drag each
+// other's multipliers).
+type stateKey struct{ region, product, variant string }
+
+// field is the key's field in the smoothing hash of its region.
+func (k stateKey) field() string {
+	if k.variant == "" {
+		return k.product
+	}
+	return k.product + "|" + k.variant
+}
 
 // New returns a quote service. rdb and audit may be nil.
 func New(r Rules, rdb redis.UniversalClient, fc *inference.Forecaster, audit Publisher, opts Options) *Service {
@@ -257,10 +291,30 @@ func ValidateID(field, id string) error {
 }
 
 func (s *Service) price(r Request, rule pricing.Rule, sn snapshot, fc inference.Forecast, now time.Time) (Quote, error) {
-	key := stateKey{r.RegionID, r.ProductType}
+	var assigned []experiments.Assignment
+	var refs []ExperimentRef
+	var variant strings.Builder
+	if s.opts.Experiments != nil {
+		for _, a := range s.opts.Experiments.Assign(r.RegionID, r.ProductType, r.UserID) {
+			if !a.Strategy.IsDefault() {
+				nr, err := a.Strategy.Apply(rule)
+				if err != nil {
+					// The rule changed since the experiment started: the
+					// request is not enrolled rather than priced wrongly.
+					s.opts.Logger.Debug("experiment strategy gives an invalid rule; not enrolled", "experiment", a.ExperimentID, "variant", a.Variant, "err", err)
+					continue
+				}
+				rule = nr
+				fmt.Fprintf(&variant, "%s/%s;", a.ExperimentID, a.Variant)
+			}
+			assigned = append(assigned, a)
+			refs = append(refs, ExperimentRef{ID: a.ExperimentID, Variant: a.Variant})
+		}
+	}
+	key := stateKey{r.RegionID, r.ProductType, variant.String()}
 	s.mu.Lock()
 	prev, havePrev := s.states[key]
-	if st, ok := sn.surge[r.ProductType]; ok && (!havePrev || st.At.After(prev.At)) {
+	if st, ok := sn.surge[key.field()]; ok && (!havePrev || st.At.After(prev.At)) {
 		prev, havePrev = st, true
 	}
 	s.mu.Unlock()
@@ -293,8 +347,12 @@ func (s *Service) price(r Request, rule pricing.Rule, sn snapshot, fc inference.
 	if cur, ok := s.states[key]; !ok || !cur.At.After(pq.State.At) {
 		s.states[key] = pq.State
 	}
-	last, quotedBefore := s.quoted[key]
-	s.quoted[key] = pq.Multiplier
+	var last float64
+	var quotedBefore bool
+	if key.variant == "" { // surge changes are the default pricing's
+		last, quotedBefore = s.quoted[key]
+		s.quoted[key] = pq.Multiplier
+	}
 	s.mu.Unlock()
 
 	traceID := r.TraceID
@@ -315,6 +373,8 @@ func (s *Service) price(r Request, rule pricing.Rule, sn snapshot, fc inference.
 		Supply:      supply,
 		SupplyKnown: supplyKnown,
 		RuleVersion: rule.Version,
+		Experiments: refs,
+		UserHash:    s.hashUser(r.UserID),
 		CreatedAt:   now,
 		ValidUntil:  now.Add(s.opts.Validity),
 		Warnings:    append([]string(nil), fc.Warnings...),
@@ -325,7 +385,11 @@ func (s *Service) price(r Request, rule pricing.Rule, sn snapshot, fc inference.
 	q.Degraded = len(q.Warnings) > 0 || fc.Degraded()
 	s.m.quotes.WithLabelValues(string(fc.Source)).Inc()
 	s.recent.Add(q.ID, q)
-	w := write{quote: &q, decision: s.decision(q, in, sn, s.hashUser(r.UserID)), state: &stateWrite{key: key, state: pq.State}}
+	for _, a := range assigned {
+		s.opts.Experiments.Expose(experiments.Exposure{ExperimentID: a.ExperimentID, Variant: a.Variant, UserHash: q.UserHash,
+			RegionID: q.RegionID, ProductType: q.ProductType, QuoteID: q.ID, At: now})
+	}
+	w := write{quote: &q, decision: s.decision(q, in, sn), state: &stateWrite{key: key, state: pq.State}}
 	if quotedBefore && last != pq.Multiplier {
 		w.change = &SurgeChange{RegionID: r.RegionID, ProductType: r.ProductType, Previous: last, Multiplier: pq.Multiplier, At: now, QuoteID: q.ID}
 	}
@@ -339,6 +403,10 @@ func NewTraceID() string {
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// UserHash is the keyed hash that replaces a user id in quotes, audit
+// records and events ("" for no user).
+func (s *Service) UserHash(id string) string { return s.hashUser(id) }
 
 // hashUser replaces a user id by a keyed hash, so the audit log never holds it.
 func (s *Service) hashUser(id string) string {

@@ -21,7 +21,7 @@ import (
 type snapshot struct {
 	features features.Values
 	cached   *inference.Forecast
-	surge    map[string]pricing.State // by product type
+	surge    map[string]pricing.State // by stateKey.field
 	err      error                    // the Redis read failed
 }
 
@@ -249,7 +249,7 @@ func (s *Service) flush(ctx context.Context, batch []write) {
 		}
 	}
 	for k, st := range states {
-		p.HSet(ctx, stateKeyOf(k.region), k.product, formatState(st))
+		p.HSet(ctx, stateKeyOf(k.region), k.field(), formatState(st))
 		p.Expire(ctx, stateKeyOf(k.region), 24*time.Hour)
 	}
 	if _, err := p.Exec(ctx); err != nil {
@@ -274,6 +274,7 @@ type decision struct {
 	Features     features.Online    `json:"features,omitempty"`
 	FeaturesAt   time.Time          `json:"featuresAt,omitzero"`
 	RuleVersion  uint32             `json:"ruleVersion"`
+	Experiments  []ExperimentRef    `json:"experiments,omitempty"`
 	ModelVersion string             `json:"modelVersion,omitempty"`
 	Multiplier   float64            `json:"surgeMultiplier"`
 	Price        float64            `json:"price"`
@@ -289,16 +290,16 @@ func (d *decision) quote() Quote {
 		ID: d.QuoteID, TraceID: d.TraceID, RegionID: d.RegionID, ProductType: d.ProductType,
 		Currency: d.Currency, BasePrice: d.Input.Rule.BasePrice, Multiplier: d.Multiplier, Price: d.Price,
 		Factors: d.Factors, Forecast: d.Forecast, Supply: d.Input.Supply, SupplyKnown: d.Input.SupplyKnown,
-		RuleVersion: d.RuleVersion, Degraded: d.Degraded, Warnings: d.Warnings,
+		RuleVersion: d.RuleVersion, Experiments: d.Experiments, UserHash: d.UserHash, Degraded: d.Degraded, Warnings: d.Warnings,
 		CreatedAt: d.At, ValidUntil: d.ValidUntil,
 	}
 }
 
-func (s *Service) decision(q Quote, in pricing.Input, sn snapshot, userHash string) []byte {
+func (s *Service) decision(q Quote, in pricing.Input, sn snapshot) []byte {
 	b, err := json.Marshal(decision{
 		QuoteID: q.ID, TraceID: q.TraceID, At: q.CreatedAt, ValidUntil: q.ValidUntil, RegionID: q.RegionID, ProductType: q.ProductType,
-		UserHash: userHash, Input: in, Forecast: q.Forecast, Features: sn.features.Online, FeaturesAt: sn.features.UpdatedAt,
-		RuleVersion: q.RuleVersion, ModelVersion: q.Forecast.ModelVersion,
+		UserHash: q.UserHash, Input: in, Forecast: q.Forecast, Features: sn.features.Online, FeaturesAt: sn.features.UpdatedAt,
+		RuleVersion: q.RuleVersion, Experiments: q.Experiments, ModelVersion: q.Forecast.ModelVersion,
 		Multiplier: q.Multiplier, Price: q.Price, Currency: q.Currency, Factors: q.Factors,
 		Degraded: q.Degraded, Warnings: q.Warnings,
 	})

@@ -36,6 +36,10 @@ func toQuote(q quotes.Quote) *model.PriceQuote {
 	if v := q.Forecast.ModelVersion; v != "" {
 		out.ModelVersion = &v
 	}
+	out.Experiments = toAssignments(q.Experiments)
+	if len(out.Experiments) > 0 {
+		out.Experiment = out.Experiments[0]
+	}
 	return out
 }
 

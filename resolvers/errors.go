@@ -11,6 +11,8 @@ import (
 
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/auth"
+	"github.com/surgeworks/surge/bookings"
+	"github.com/surgeworks/surge/experiments"
 	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/pricing"
 	"github.com/surgeworks/surge/quotes"
@@ -45,6 +47,8 @@ func ErrorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 		}
 		var in *quotes.InputError
 		var fe *pricing.FieldError
+		var xe *experiments.FieldError
+		var be *bookings.FieldError
 		switch {
 		case errors.As(err, &in):
 			gerr.Extensions["field"] = in.Field
@@ -63,6 +67,34 @@ func ErrorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 				}
 			}
 			gerr.Extensions["fields"] = fields
+		case errors.As(err, &xe) || errors.As(err, &be):
+			code := CodeBadUserInput
+			if errors.Is(err, bookings.ErrConflict) {
+				code = CodeConflict
+			}
+			gerr.Extensions["code"] = code
+			var fields []string
+			for _, e := range unjoin(err) {
+				switch {
+				case errors.As(e, &xe):
+					fields = append(fields, xe.Field)
+				case errors.As(e, &be):
+					fields = append(fields, be.Field)
+				}
+			}
+			gerr.Extensions["field"] = fields[0]
+			gerr.Extensions["fields"] = fields
+		case errors.Is(err, experiments.ErrNotFound):
+			gerr.Extensions["code"] = CodeNotFound
+			gerr.Extensions["field"] = "id"
+		case errors.Is(err, experiments.ErrExists), errors.Is(err, experiments.ErrStatus), errors.Is(err, experiments.ErrOverlap):
+			gerr.Extensions["code"] = CodeConflict
+			gerr.Extensions["field"] = "id"
+		case errors.Is(err, experiments.ErrNoWinner):
+			gerr.Extensions["code"] = CodeBadUserInput
+			gerr.Extensions["field"] = "experimentId"
+		case errors.Is(err, bookings.ErrUnavailable), errors.Is(err, errNoExperiments), errors.Is(err, errNoBookings):
+			gerr.Extensions["code"] = CodeUnavailable
 		case errors.Is(err, registry.ErrNotFound):
 			gerr.Extensions["code"] = CodeNotFound
 			gerr.Extensions["field"] = "version"

@@ -7,6 +7,7 @@ import (
 
 	"github.com/graph-gophers/dataloader/v7"
 
+	"github.com/surgeworks/surge/experiments"
 	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/quotes"
 )
@@ -18,16 +19,19 @@ type loadersKey struct{}
 
 // loaders are the per-request dataloaders.
 type loaders struct {
-	prices *dataloader.Loader[priceKey, quotes.Quote]
+	prices  *dataloader.Loader[priceKey, quotes.Quote]
+	results *dataloader.Loader[string, experiments.Results] // nil without experiments
 }
 
 // LoaderWait is how long a loader collects keys before it runs a batch.
 const LoaderWait = 500 * time.Microsecond
 
 // Middleware gives each request its own dataloaders, so that look-ups made
-// by sibling fields (regions { currentPrices }) run as one batch: one Redis
-// round trip and one model call per batch.
-func Middleware(svc *quotes.Service, next http.Handler) http.Handler {
+// by sibling fields run as one batch: regions { currentPrices } as one Redis
+// round trip and one model call, experiments { results } as one ClickHouse
+// query.
+func Middleware(res *Resolver, next http.Handler) http.Handler {
+	svc := res.Quotes
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		traceID := TraceID(r.Context())
 		batch := func(ctx context.Context, keys []priceKey) []*dataloader.Result[quotes.Quote] {
@@ -45,6 +49,9 @@ func Middleware(svc *quotes.Service, next http.Handler) http.Handler {
 		l := &loaders{prices: dataloader.NewBatchedLoader(batch,
 			dataloader.WithWait[priceKey, quotes.Quote](LoaderWait),
 			dataloader.WithBatchCapacity[priceKey, quotes.Quote](100))}
+		if res.ExperimentService != nil {
+			l.results = resultsLoader(res.ExperimentService)
+		}
 		ctx := context.WithValue(r.Context(), loadersKey{}, l)
 		ctx = context.WithValue(ctx, clientKey{}, ingest.ClientFromRequest(r))
 		next.ServeHTTP(w, r.WithContext(ctx))

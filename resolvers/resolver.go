@@ -83,6 +83,10 @@ type Resolver struct {
 	Rollouts RolloutAdmin
 	// Accuracy answers forecastAccuracy; nil: it answers UNAVAILABLE.
 	Accuracy AccuracyReader
+	// Experiments manages pricing experiments; nil: their fields answer UNAVAILABLE.
+	ExperimentService ExperimentAdmin
+	// Bookings records bookings; nil: book answers UNAVAILABLE.
+	Bookings Booker
 	// MaxBatch bounds the inputs of prices (default 100).
 	MaxBatch int
 }

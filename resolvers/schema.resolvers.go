@@ -13,6 +13,7 @@ import (
 
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/auth"
+	"github.com/surgeworks/surge/bookings"
 	"github.com/surgeworks/surge/graph"
 	"github.com/surgeworks/surge/graph/model"
 	"github.com/surgeworks/surge/ingest"
@@ -20,6 +21,28 @@ import (
 	"github.com/surgeworks/surge/quotes"
 	"github.com/surgeworks/surge/rollout"
 )
+
+func (r *experimentResolver) History(ctx context.Context, obj *model.Experiment) ([]*model.Experiment, error) {
+	if r.ExperimentService == nil {
+		return nil, errNoExperiments
+	}
+	hist, err := r.ExperimentService.History(ctx, obj.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*model.Experiment, len(hist))
+	for i, e := range hist {
+		out[i] = toExperiment(e)
+	}
+	return out, nil
+}
+
+func (r *experimentResolver) Results(ctx context.Context, obj *model.Experiment) (*model.ExperimentResults, error) {
+	if obj.Status == model.ExperimentStatusDraft {
+		return nil, nil
+	}
+	return r.loadResults(ctx, obj.ID)
+}
 
 func (r *mutationResolver) SetPricingRule(ctx context.Context, input model.PricingRuleInput) (*model.PricingRule, error) {
 	if err := auth.RequireAdmin(ctx); err != nil {
@@ -135,6 +158,75 @@ func (r *mutationResolver) RollbackModel(ctx context.Context, reason *string) (*
 		return nil, err
 	}
 	return toRollout(st), nil
+}
+
+func (r *mutationResolver) CreateExperiment(ctx context.Context, input model.CreateExperimentInput) (*model.Experiment, error) {
+	if err := auth.RequireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if r.ExperimentService == nil {
+		return nil, errNoExperiments
+	}
+	e, err := r.ExperimentService.Create(ctx, fromExperimentInput(input), auth.Actor(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return toExperiment(e), nil
+}
+
+func (r *mutationResolver) StartExperiment(ctx context.Context, id string) (*model.Experiment, error) {
+	if err := auth.RequireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if r.ExperimentService == nil {
+		return nil, errNoExperiments
+	}
+	e, err := r.ExperimentService.Start(ctx, id, auth.Actor(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return toExperiment(e), nil
+}
+
+func (r *mutationResolver) StopExperiment(ctx context.Context, id string, reason *string) (*model.Experiment, error) {
+	if err := auth.RequireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if r.ExperimentService == nil {
+		return nil, errNoExperiments
+	}
+	e, err := r.ExperimentService.Stop(ctx, id, deref(reason), auth.Actor(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return toExperiment(e), nil
+}
+
+func (r *mutationResolver) RolloutWinner(ctx context.Context, experimentID string, variant *string) (*model.Experiment, error) {
+	if err := auth.RequireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if r.ExperimentService == nil {
+		return nil, errNoExperiments
+	}
+	e, err := r.ExperimentService.RollOut(ctx, experimentID, deref(variant), auth.Actor(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return toExperiment(e), nil
+}
+
+func (r *mutationResolver) Book(ctx context.Context, input model.BookingInput) (*model.Booking, error) {
+	if r.Bookings == nil {
+		return nil, errNoBookings
+	}
+	b, err := r.Bookings.Book(ctx, clientFrom(ctx), bookings.Input{
+		QuoteID: input.QuoteID, UserID: deref(input.UserID), Amount: input.Amount, BookingID: input.BookingID,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return toBooking(b), nil
 }
 
 func (r *queryResolver) Price(ctx context.Context, input model.PriceInput) (*model.PriceQuote, error) {
@@ -308,6 +400,34 @@ func (r *queryResolver) ForecastAccuracy(ctx context.Context, regionID *string, 
 	return r.forecastAccuracy(ctx, regionID, modelVersion, windowHours)
 }
 
+func (r *queryResolver) Experiments(ctx context.Context, status *model.ExperimentStatus) ([]*model.Experiment, error) {
+	if r.ExperimentService == nil {
+		return nil, errNoExperiments
+	}
+	out := []*model.Experiment{}
+	for _, e := range r.ExperimentService.List() {
+		if status == nil || string(*status) == string(e.Status) {
+			out = append(out, toExperiment(e))
+		}
+	}
+	return out, nil
+}
+
+func (r *queryResolver) Experiment(ctx context.Context, id string) (*model.Experiment, error) {
+	if r.ExperimentService == nil {
+		return nil, errNoExperiments
+	}
+	e, ok := r.ExperimentService.Get(id)
+	if !ok {
+		return nil, nil
+	}
+	return toExperiment(e), nil
+}
+
+func (r *queryResolver) ExperimentResults(ctx context.Context, experimentID string) (*model.ExperimentResults, error) {
+	return r.loadResults(ctx, experimentID)
+}
+
 func (r *regionResolver) CurrentPrices(ctx context.Context, obj *model.Region) ([]*model.PriceQuote, error) {
 	l := loadersFrom(ctx)
 	thunks := make([]func() (quotes.Quote, error), len(obj.Products))
@@ -332,6 +452,8 @@ func (r *regionResolver) CurrentPrices(ctx context.Context, obj *model.Region) (
 	return out, nil
 }
 
+func (r *Resolver) Experiment() graph.ExperimentResolver { return &experimentResolver{r} }
+
 func (r *Resolver) Mutation() graph.MutationResolver { return &mutationResolver{r} }
 
 func (r *Resolver) Query() graph.QueryResolver { return &queryResolver{r} }
@@ -339,7 +461,8 @@ func (r *Resolver) Query() graph.QueryResolver { return &queryResolver{r} }
 func (r *Resolver) Region() graph.RegionResolver { return &regionResolver{r} }
 
 type (
-	mutationResolver struct{ *Resolver }
-	queryResolver    struct{ *Resolver }
-	regionResolver   struct{ *Resolver }
+	experimentResolver struct{ *Resolver }
+	mutationResolver   struct{ *Resolver }
+	queryResolver      struct{ *Resolver }
+	regionResolver     struct{ *Resolver }
 )

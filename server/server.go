@@ -119,7 +119,7 @@ func New(res *resolvers.Resolver, authn *auth.Authenticator, checks map[string]C
 	})
 
 	limiter := newRateLimiter(opts.RatePerClient, opts.RateBurst, m.rateLimited)
-	var api http.Handler = resolvers.Middleware(res.Quotes, gql)
+	var api http.Handler = resolvers.Middleware(res, gql)
 	api = authn.Middleware(api)
 	api = limiter.middleware(api)
 	api = limitBody(opts.MaxBodyBytes, api)

@@ -1,7 +1,9 @@
 // Package sink moves Kafka records into ClickHouse exactly once: the events
 // of ingest.EventTopics into events_raw (whose materialized views keep
-// demand_minute and experiment_metrics_daily) and the audit records of
-// pricing-decisions into pricing_decisions.
+// demand_minute, experiment_metrics_daily, experiment_users, experiment_minute
+// and user_bookings_minute), the audit records of pricing-decisions into
+// pricing_decisions, and the exposures of the experiments topic into
+// experiment_exposures.
 //
 // # Exactly once without insert deduplication
 //

@@ -156,7 +156,7 @@ func caughtUp(st Status, partitions int) bool {
 }
 
 // allPartitions is the number of partitions the sink consumes.
-const allPartitions = 4 * testPartitions
+const allPartitions = 5 * testPartitions
 
 func newWriter(brokers []string) *kafka.Writer {
 	return &kafka.Writer{

@@ -28,6 +28,9 @@ type Options struct {
 	// DecisionTopics feed pricing_decisions. Default
 	// [ingest.TopicPricingDecisions].
 	DecisionTopics []string
+	// ExposureTopics feed experiment_exposures. Default
+	// [ingest.TopicExperiments].
+	ExposureTopics []string
 	// BatchSize bounds the rows of one insert block. Default 10,000.
 	BatchSize int
 	// Inserters is the number of inserts per table that may run at the
@@ -69,6 +72,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.DecisionTopics == nil {
 		o.DecisionTopics = []string{ingest.TopicPricingDecisions}
+	}
+	if o.ExposureTopics == nil {
+		o.ExposureTopics = []string{ingest.TopicExperiments}
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 10_000
@@ -122,6 +128,7 @@ type Sink struct {
 	m         *metrics
 	events    *table[eventRow]
 	decisions *table[decisionRow]
+	exposures *table[exposureRow]
 	client    *kafka.Client
 	running   atomic.Bool
 
@@ -172,7 +179,7 @@ func New(brokers []string, conn driver.Conn, database string, opts Options) (*Si
 	}
 	opts = opts.withDefaults()
 	seen := map[string]bool{}
-	for _, t := range slices.Concat(opts.EventTopics, opts.DecisionTopics) {
+	for _, t := range slices.Concat(opts.EventTopics, opts.DecisionTopics, opts.ExposureTopics) {
 		if t == "" || seen[t] {
 			return nil, fmt.Errorf("sink: empty or repeated topic %q", t)
 		}
@@ -181,8 +188,8 @@ func New(brokers []string, conn driver.Conn, database string, opts Options) (*Si
 	if len(seen) == 0 {
 		return nil, errors.New("sink: no topics")
 	}
-	events, decisions := eventsTable, decisionsTable
-	events.topics, decisions.topics = opts.EventTopics, opts.DecisionTopics
+	events, decisions, exposures := eventsTable, decisionsTable, exposuresTable
+	events.topics, decisions.topics, exposures.topics = opts.EventTopics, opts.DecisionTopics, opts.ExposureTopics
 	return &Sink{
 		brokers:   brokers,
 		conn:      conn,
@@ -192,12 +199,15 @@ func New(brokers []string, conn driver.Conn, database string, opts Options) (*Si
 		m:         newMetrics(opts.Registerer),
 		events:    &events,
 		decisions: &decisions,
+		exposures: &exposures,
 		client:    &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second},
 		parts:     map[tp]*partState{},
 	}, nil
 }
 
-func (s *Sink) topics() []string { return slices.Concat(s.opts.EventTopics, s.opts.DecisionTopics) }
+func (s *Sink) topics() []string {
+	return slices.Concat(s.opts.EventTopics, s.opts.DecisionTopics, s.opts.ExposureTopics)
+}
 
 // Run consumes until ctx ends, then lets an insert in flight finish, tries
 // once to insert the batch at hand, leaves the group and returns nil. It
@@ -276,17 +286,21 @@ func (s *Sink) generation(ctx context.Context, gen *kafka.Generation, started ti
 	}
 	s.commitStarts(gen, starts)
 	var wg sync.WaitGroup
-	var evParts, decParts []tp
+	var evParts, decParts, expParts []tp
 	for _, p := range assigned {
 		s.setNext(p, starts[p])
-		if slices.Contains(s.events.topics, p.topic) {
+		switch {
+		case slices.Contains(s.events.topics, p.topic):
 			evParts = append(evParts, p)
-		} else {
+		case slices.Contains(s.exposures.topics, p.topic):
+			expParts = append(expParts, p)
+		default:
 			decParts = append(decParts, p)
 		}
 	}
 	startTable(ctx, &wg, s, s.events, gen, evParts, starts)
 	startTable(ctx, &wg, s, s.decisions, gen, decParts, starts)
+	startTable(ctx, &wg, s, s.exposures, gen, expParts, starts)
 	wg.Wait()
 }
 
@@ -483,8 +497,11 @@ func lag(ps *partState) int64 {
 }
 
 func (s *Sink) tableOf(topic string) string {
-	if slices.Contains(s.events.topics, topic) {
+	switch {
+	case slices.Contains(s.events.topics, topic):
 		return s.events.name
+	case slices.Contains(s.exposures.topics, topic):
+		return s.exposures.name
 	}
 	return s.decisions.name
 }

@@ -255,3 +255,75 @@ func appendColumns(b driver.Batch, cols ...any) error {
 	}
 	return nil
 }
+
+// exposureRow is an exposure record of the experiments topic (the JSON of
+// experiments.Exposure).
+type exposureRow struct {
+	ExperimentID string    `json:"experimentId"`
+	Variant      string    `json:"variant"`
+	UserHash     string    `json:"userHash"`
+	RegionID     string    `json:"regionId"`
+	ProductType  string    `json:"productType"`
+	QuoteID      string    `json:"quoteId"`
+	At           time.Time `json:"at"`
+}
+
+var exposuresTable = table[exposureRow]{
+	name: "experiment_exposures",
+	columns: []string{
+		"experiment_id", "variant", "user_hash", "region_id", "product_type", "quote_id", "at",
+		"kafka_topic", "kafka_partition", "kafka_offset",
+	},
+	decode: decodeExposure,
+	fill:   fillExposures,
+}
+
+func decodeExposure(m *kafka.Message) (exposureRow, error) {
+	var x exposureRow
+	if err := json.Unmarshal(m.Value, &x); err != nil {
+		return x, fmt.Errorf("decode exposure: %w", err)
+	}
+	switch {
+	case x.ExperimentID == "" || x.Variant == "":
+		return x, errors.New("exposure without experimentId or variant")
+	case x.UserHash == "":
+		return x, errors.New("exposure without userHash")
+	case !inDateTimeRange(x.At):
+		return x, fmt.Errorf("exposure time %s out of range", x.At.Format(time.RFC3339))
+	}
+	return x, nil
+}
+
+func fillExposures(b driver.Batch, recs []record[exposureRow]) error {
+	n := 0
+	for i := range recs {
+		if recs[i].valid {
+			n++
+		}
+	}
+	var (
+		experiment, variant, userHash, region, product = mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n)
+		quoteID, topic                                 = mk[string](n), mk[string](n)
+		at                                             = mk[time.Time](n)
+		partition                                      = mk[uint32](n)
+		offset                                         = mk[uint64](n)
+	)
+	for i := range recs {
+		r := &recs[i]
+		if !r.valid {
+			continue
+		}
+		x := &r.row
+		experiment = append(experiment, x.ExperimentID)
+		variant = append(variant, x.Variant)
+		userHash = append(userHash, x.UserHash)
+		region = append(region, x.RegionID)
+		product = append(product, x.ProductType)
+		quoteID = append(quoteID, x.QuoteID)
+		at = append(at, x.At.UTC())
+		topic = append(topic, r.topic)
+		partition = append(partition, uint32(r.partition))
+		offset = append(offset, uint64(r.offset))
+	}
+	return appendColumns(b, experiment, variant, userHash, region, product, quoteID, at, topic, partition, offset)
+}

@@ -45,6 +45,7 @@ type config struct {
 	RolloutCheck       time.Duration
 	RolloutMinServed   int
 	RolloutMinScored   int
+	ExperimentDay      time.Duration
 	UserHashKey        []byte
 	LogFormat          string
 	LogLevel           string
@@ -120,6 +121,7 @@ func (c *config) addServeFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.RolloutPhase, "rollout-phase", envDuration("ROLLOUT_PHASE_DURATION", time.Hour), help("length of each canary phase (10 %, 50 %, 100 %)", "ROLLOUT_PHASE_DURATION"))
 	fs.DurationVar(&c.RolloutCheck, "rollout-check", envDuration("ROLLOUT_CHECK_INTERVAL", 10*time.Second), help("how often a canary is compared with the stable model", "ROLLOUT_CHECK_INTERVAL"))
 	fs.StringVar(&c.PprofAddr, "pprof-addr", env("PPROF_ADDR", ""), help("serve net/http/pprof on this (loopback) address; empty: off", "PPROF_ADDR"))
+	fs.DurationVar(&c.ExperimentDay, "experiment-day", envDuration("EXPERIMENT_DAY_LENGTH", 24*time.Hour), help("length of an experiment day given to new experiments (surge dev: 1m, so a week passes in minutes)", "EXPERIMENT_DAY_LENGTH"))
 	fs.Float64Var(&c.RatePerClient, "rate-limit", envFloat("RATE_LIMIT_RPS", 5000), help("GraphQL requests per second allowed per client address", "RATE_LIMIT_RPS"))
 }
 

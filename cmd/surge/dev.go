@@ -42,6 +42,10 @@ stops the service and every child process.`,
 			if !cmd.Flags().Changed("model-dir") && os.Getenv("MODEL_DIR") == "" {
 				cfg.ModelDir = filepath.Join(dataDir, "models")
 			}
+			if !cmd.Flags().Changed("experiment-day") && os.Getenv("EXPERIMENT_DAY_LENGTH") == "" {
+				// The local demo: an experiment's week passes in 7 minutes.
+				cfg.ExperimentDay = time.Minute
+			}
 			logger, err := cfg.logger()
 			if err != nil {
 				return err

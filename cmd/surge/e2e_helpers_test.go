@@ -73,6 +73,8 @@ type stackOptions struct {
 	quoteValidity time.Duration
 	// consumers runs the stream consumers (features, ClickHouse sink) in the app.
 	consumers bool
+	// experimentDay is the day length of new experiments (default 24 h).
+	experimentDay time.Duration
 }
 
 // stack is one serving process on its own servers.
@@ -162,6 +164,7 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 		s.cfg.QuoteValidity = opts.quoteValidity
 	}
 	s.cfg.Consumers = opts.consumers
+	s.cfg.ExperimentDay = opts.experimentDay
 	if _, err := s.cfg.logger(); err != nil {
 		t.Fatalf("config logger: %v", err)
 	}

@@ -22,6 +22,8 @@ import (
 
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/auth"
+	"github.com/surgeworks/surge/bookings"
+	"github.com/surgeworks/surge/experiments"
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/ingest"
@@ -64,11 +66,7 @@ loads the active model from the registry and serves /graphql, /playground, /heal
 			if adminKey == "" {
 				logger.Warn("no admin API key configured (ADMIN_API_KEY or --admin-key-file): admin operations are refused")
 			}
-			if cfg.UserHashKey = []byte(os.Getenv("USER_HASH_KEY")); len(cfg.UserHashKey) == 0 {
-				cfg.UserHashKey = make([]byte, 32)
-				_, _ = rand.Read(cfg.UserHashKey)
-				logger.Warn("USER_HASH_KEY not set: user ids are hashed with a key of this process only; set the same key on every replica")
-			}
+			cfg.UserHashKey = []byte(os.Getenv("USER_HASH_KEY"))
 			a, err := newApp(cmd.Context(), cfg, adminKey, logger)
 			if err != nil {
 				return err
@@ -83,23 +81,24 @@ loads the active model from the registry and serves /graphql, /playground, /heal
 
 // app is the serving process: its components and their lifecycles.
 type app struct {
-	logger     *slog.Logger
-	rdb        redis.UniversalClient
-	ch         driver.Conn
-	rules      *rules.Cache
-	averages   *analytics.HistoricalAverages
-	forecaster *inference.Forecaster
-	watcher    *inference.Watcher
-	rollouts   *rollout.Controller
-	accuracy   *monitoring.Accuracy
-	quotes     *quotes.Service
-	publisher  *ingest.Publisher
-	events     *kafka.Writer
-	intake     *ingest.Intake
-	stream     *streaming.Consumer // nil unless cfg.Consumers
-	sink       *sink.Sink          // nil unless cfg.Consumers
-	retrain    *schedule.Scheduler // nil unless cfg.RetrainSchedule
-	server     *server.Server
+	logger      *slog.Logger
+	rdb         redis.UniversalClient
+	ch          driver.Conn
+	rules       *rules.Cache
+	averages    *analytics.HistoricalAverages
+	forecaster  *inference.Forecaster
+	watcher     *inference.Watcher
+	rollouts    *rollout.Controller
+	accuracy    *monitoring.Accuracy
+	quotes      *quotes.Service
+	experiments *experiments.Service
+	publisher   *ingest.Publisher
+	events      *kafka.Writer
+	intake      *ingest.Intake
+	stream      *streaming.Consumer // nil unless cfg.Consumers
+	sink        *sink.Sink          // nil unless cfg.Consumers
+	retrain     *schedule.Scheduler // nil unless cfg.RetrainSchedule
+	server      *server.Server
 }
 
 // openClickHouse connects and applies the migrations.
@@ -142,6 +141,13 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 		return nil, err
 	}
 	a := &app{logger: logger}
+	if len(cfg.UserHashKey) == 0 {
+		// One key for the whole process: quotes, exposures and the
+		// intake must hash a user alike.
+		cfg.UserHashKey = make([]byte, 32)
+		_, _ = rand.Read(cfg.UserHashKey)
+		logger.Warn("USER_HASH_KEY not set: user ids are hashed with a key of this process only; set the same key on every replica")
+	}
 	if a.ch, err = openClickHouse(ctx, cfg, logger); err != nil {
 		return nil, err
 	}
@@ -218,9 +224,17 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 		}
 	}
 	a.publisher = ingest.NewPublisher(cfg.brokers(), ingest.PublisherOptions{Logger: logger, Registerer: reg})
+	if a.experiments, err = experiments.New(a.ch, experiments.Options{
+		DayLength: cfg.ExperimentDay, Publisher: a.publisher, Rules: a.rules, Logger: logger, Registerer: reg,
+	}); err != nil {
+		return nil, err
+	}
+	if err := a.experiments.Refresh(ctx); err != nil {
+		logger.Warn("experiments not loaded at start", "err", err)
+	}
 	a.quotes = quotes.New(a.rules, a.rdb, a.forecaster, a.publisher, quotes.Options{
 		HorizonMinutes: cfg.HorizonMinutes, Validity: cfg.QuoteValidity, Logger: logger, Registerer: reg,
-		UserHashKey: cfg.UserHashKey,
+		UserHashKey: cfg.UserHashKey, Experiments: a.experiments,
 	})
 	a.events = ingest.NewEventWriter(cfg.brokers())
 	if a.intake, err = ingest.NewIntake(a.rdb, a.events, ratelimit.NewLimiter(a.rdb, ratelimit.Options{Registerer: reg}), ingest.IntakeOptions{
@@ -237,15 +251,17 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 			return nil, err
 		}
 	}
+	books := bookings.New(a.quotes, a.rdb, a.intake, bookings.Options{})
 	res := &resolvers.Resolver{
 		Quotes: a.quotes, Rules: a.rules, RuleHistory: store, Intake: a.intake,
 		Demand: history, FeatureStore: features.NewStore(a.rdb, 0), Ingestion: a.ingestionStatus,
-		Rollouts: a.rollouts, Accuracy: a.accuracy,
+		Rollouts: a.rollouts, Accuracy: a.accuracy, ExperimentService: a.experiments, Bookings: books,
 	}
 	a.server = server.New(res, auth.New(adminKey), a.readiness(), server.Options{
 		Addr: cfg.ListenAddr, RatePerClient: cfg.RatePerClient, Logger: logger, Registry: reg,
 	})
 	a.server.Mount(ingest.EventsPath, a.intake.Handler())
+	a.server.Mount(bookings.Path, books.Handler(logger))
 	if err := a.server.Listen(); err != nil {
 		return nil, err
 	}
@@ -310,7 +326,7 @@ func (a *app) readiness() map[string]server.Check {
 func (a *app) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	components := []interface{ Run(context.Context) error }{
-		a.rules, a.averages, a.forecaster, a.watcher, a.rollouts, a.accuracy, a.quotes, a.publisher, a.server,
+		a.rules, a.averages, a.forecaster, a.watcher, a.rollouts, a.accuracy, a.experiments, a.quotes, a.publisher, a.server,
 	}
 	if a.stream != nil {
 		components = append(components, a.stream, a.sink)

@@ -10,6 +10,53 @@ import (
 	"time"
 )
 
+type Booking struct {
+	BookingID   string  `json:"bookingId"`
+	QuoteID     string  `json:"quoteId"`
+	Amount      float64 `json:"amount"`
+	Currency    string  `json:"currency"`
+	RegionID    string  `json:"regionId"`
+	ProductType string  `json:"productType"`
+	// The experiment variants the quote was priced with.
+	Experiments []*ExperimentAssignment `json:"experiments"`
+	BookedAt    time.Time               `json:"bookedAt"`
+	// True when this booking had been recorded before (a retry): counted once.
+	Duplicate bool `json:"duplicate"`
+}
+
+type BookingInput struct {
+	QuoteID string `json:"quoteId"`
+	// The user the quote was made for (required when the price query had a userId).
+	UserID *string `json:"userId,omitempty"`
+	Amount float64 `json:"amount"`
+	// The marketplace's id of the booking: a retry with the same id is counted once.
+	BookingID string `json:"bookingId"`
+}
+
+type CreateExperimentInput struct {
+	ID         string `json:"id"`
+	Hypothesis string `json:"hypothesis"`
+	// Experiments of one layer may not run on the same traffic; other layers overlap freely. Default "default".
+	Layer *string `json:"layer,omitempty"`
+	// Keys the assignment hash; defaults to the id.
+	Salt *string `json:"salt,omitempty"`
+	// 2 to 10 variants; the first is the control.
+	Variants []*ExperimentVariantInput `json:"variants"`
+	// Targeted regions and products; empty or null means all.
+	Regions       []string          `json:"regions,omitempty"`
+	Products      []string          `json:"products,omitempty"`
+	PrimaryMetric *ExperimentMetric `json:"primaryMetric,omitempty"`
+	// Metrics that must not get worse; default [CANCELLATION_RATE].
+	Guardrails []ExperimentMetric `json:"guardrails,omitempty"`
+	// Experiment days before a verdict (default 7) and until NO_DIFFERENCE (default 4 × minDays).
+	MinDays *float64 `json:"minDays,omitempty"`
+	MaxDays *float64 `json:"maxDays,omitempty"`
+	// Exposed users each variant needs before a verdict (default 1,000).
+	MinSamplePerVariant *int `json:"minSamplePerVariant,omitempty"`
+	// Experiment days before the start whose bookings are the CUPED covariate (default 14).
+	PrePeriodDays *float64 `json:"prePeriodDays,omitempty"`
+}
+
 type DemandPoint struct {
 	Bucket   time.Time `json:"bucket"`
 	Searches int       `json:"searches"`
@@ -17,6 +64,12 @@ type DemandPoint struct {
 	Cancels  int       `json:"cancels"`
 	// Mean available supply in the bucket, when reported.
 	Supply *float64 `json:"supply,omitempty"`
+}
+
+// A mean per exposed user and its standard error.
+type Estimate struct {
+	Value         float64 `json:"value"`
+	StandardError float64 `json:"standardError"`
 }
 
 type EventFieldError struct {
@@ -46,9 +99,97 @@ type EventResult struct {
 	Errors  []*EventFieldError `json:"errors"`
 }
 
+type Experiment struct {
+	ID         string               `json:"id"`
+	Hypothesis string               `json:"hypothesis"`
+	Layer      string               `json:"layer"`
+	Variants   []*ExperimentVariant `json:"variants"`
+	// Targeted regions and products; empty means all.
+	Regions             []string           `json:"regions"`
+	Products            []string           `json:"products"`
+	PrimaryMetric       ExperimentMetric   `json:"primaryMetric"`
+	Guardrails          []ExperimentMetric `json:"guardrails"`
+	MinDays             float64            `json:"minDays"`
+	MaxDays             float64            `json:"maxDays"`
+	MinSamplePerVariant int                `json:"minSamplePerVariant"`
+	PrePeriodDays       float64            `json:"prePeriodDays"`
+	// Length of an experiment day in seconds (86,400; the local demo shortens it).
+	DayLengthSeconds int              `json:"dayLengthSeconds"`
+	Status           ExperimentStatus `json:"status"`
+	CreatedAt        time.Time        `json:"createdAt"`
+	StartedAt        *time.Time       `json:"startedAt,omitempty"`
+	StoppedAt        *time.Time       `json:"stoppedAt,omitempty"`
+	// The variant rolled out, once ROLLED_OUT.
+	Winner *string `json:"winner,omitempty"`
+	// The pricing-rule versions the roll-out wrote, as region/product:version.
+	RuleVersions []string `json:"ruleVersions"`
+	// Changes of the record (1 at creation), when, by whom and what.
+	Version   int       `json:"version"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	UpdatedBy string    `json:"updatedBy"`
+	Note      *string   `json:"note,omitempty"`
+	// Every version of the record, oldest first.
+	History []*Experiment `json:"history"`
+	// The results (batched across experiments: one ClickHouse query per request); null for a DRAFT.
+	Results *ExperimentResults `json:"results,omitempty"`
+}
+
+// The variant of an experiment a quote was priced with.
+type ExperimentAssignment struct {
+	ID      string `json:"id"`
+	Variant string `json:"variant"`
+}
+
+// One variant on one experiment day.
+type ExperimentDay struct {
+	// 0 is the day the experiment started.
+	Day         int       `json:"day"`
+	Start       time.Time `json:"start"`
+	Variant     string    `json:"variant"`
+	Exposures   int       `json:"exposures"`
+	Conversions int       `json:"conversions"`
+	Cancels     int       `json:"cancels"`
+	Revenue     float64   `json:"revenue"`
+}
+
 type ExperimentInput struct {
 	ID      string `json:"id"`
 	Variant string `json:"variant"`
+}
+
+type ExperimentResults struct {
+	ExperimentID  string           `json:"experimentId"`
+	Status        ExperimentStatus `json:"status"`
+	Verdict       Verdict          `json:"verdict"`
+	VerdictReason string           `json:"verdictReason"`
+	Winner        *string          `json:"winner,omitempty"`
+	DaysElapsed   float64          `json:"daysElapsed"`
+	MinDays       float64          `json:"minDays"`
+	MaxDays       float64          `json:"maxDays"`
+	Alpha         float64          `json:"alpha"`
+	// The per-user revenue cap (winsorization); null before any revenue.
+	RevenueCap  *float64          `json:"revenueCap,omitempty"`
+	SampleRatio *SampleRatioCheck `json:"sampleRatio"`
+	Variants    []*VariantResult  `json:"variants"`
+	// The primary metric first, then the guardrails.
+	Metrics    []*MetricResult  `json:"metrics"`
+	Daily      []*ExperimentDay `json:"daily"`
+	ComputedAt time.Time        `json:"computedAt"`
+}
+
+type ExperimentVariant struct {
+	Name string `json:"name"`
+	// Share of the experiment's users in percent.
+	Weight   float64          `json:"weight"`
+	Control  bool             `json:"control"`
+	Strategy *PricingStrategy `json:"strategy"`
+}
+
+type ExperimentVariantInput struct {
+	Name string `json:"name"`
+	// Percent, at most two decimals; the weights of an experiment add up to 100.
+	Weight   float64               `json:"weight"`
+	Strategy *PricingStrategyInput `json:"strategy,omitempty"`
 }
 
 type Factor struct {
@@ -117,10 +258,21 @@ type IngestionStatus struct {
 	SinkRowsInserted int             `json:"sinkRowsInserted"`
 }
 
+type Interval struct {
+	Lower float64 `json:"lower"`
+	Upper float64 `json:"upper"`
+}
+
 // A named figure, such as a validation metric.
 type Metric struct {
 	Name  string  `json:"name"`
 	Value float64 `json:"value"`
+}
+
+type MetricResult struct {
+	Metric      ExperimentMetric     `json:"metric"`
+	Guardrail   bool                 `json:"guardrail"`
+	Comparisons []*VariantComparison `json:"comparisons"`
 }
 
 // One registered model version.
@@ -200,6 +352,10 @@ type PriceQuote struct {
 	TraceID    string    `json:"traceId"`
 	CreatedAt  time.Time `json:"createdAt"`
 	ValidUntil time.Time `json:"validUntil"`
+	// The experiment variant that priced this quote (the first layer's), or null when the request was not enrolled.
+	Experiment *ExperimentAssignment `json:"experiment,omitempty"`
+	// Every experiment variant that priced this quote (one per layer).
+	Experiments []*ExperimentAssignment `json:"experiments"`
 }
 
 type PricingRule struct {
@@ -235,6 +391,24 @@ type PricingRuleInput struct {
 	Sensitivity      float64    `json:"sensitivity"`
 	MultiplierStep   float64    `json:"multiplierStep"`
 	PriceStep        float64    `json:"priceStep"`
+}
+
+// How a variant prices: overrides of the rule in force; unset fields keep the rule's value.
+type PricingStrategy struct {
+	MinMultiplier *float64 `json:"minMultiplier,omitempty"`
+	MaxMultiplier *float64 `json:"maxMultiplier,omitempty"`
+	Sensitivity   *float64 `json:"sensitivity,omitempty"`
+	Threshold     *float64 `json:"threshold,omitempty"`
+	// Percent change of the base price (-5 is 5 % off).
+	BasePriceAdjustmentPercent float64 `json:"basePriceAdjustmentPercent"`
+}
+
+type PricingStrategyInput struct {
+	MinMultiplier              *float64 `json:"minMultiplier,omitempty"`
+	MaxMultiplier              *float64 `json:"maxMultiplier,omitempty"`
+	Sensitivity                *float64 `json:"sensitivity,omitempty"`
+	Threshold                  *float64 `json:"threshold,omitempty"`
+	BasePriceAdjustmentPercent *float64 `json:"basePriceAdjustmentPercent,omitempty"`
 }
 
 type Query struct {
@@ -296,6 +470,65 @@ type RolloutVersionStats struct {
 	MapeSamples int      `json:"mapeSamples"`
 }
 
+type SampleRatioCheck struct {
+	ChiSquare float64 `json:"chiSquare"`
+	PValue    float64 `json:"pValue"`
+	// p < 0.001: the split does not match the weights.
+	Mismatch bool `json:"mismatch"`
+}
+
+// A treatment against the control on one metric.
+type VariantComparison struct {
+	Variant        string  `json:"variant"`
+	ControlValue   float64 `json:"controlValue"`
+	TreatmentValue float64 `json:"treatmentValue"`
+	// treatment − control, with its fixed-horizon 95 % (1 − alpha) interval.
+	AbsoluteLift     float64   `json:"absoluteLift"`
+	AbsoluteInterval *Interval `json:"absoluteInterval"`
+	// treatment / control − 1, interval by the delta method.
+	RelativeLift     float64   `json:"relativeLift"`
+	RelativeInterval *Interval `json:"relativeInterval"`
+	// Fixed-horizon p-value (two-proportion z-test or Welch's t-test): valid only when looked at once.
+	PValue float64 `json:"pValue"`
+	// Always-valid p-value (mSPRT): safe to look at every day.
+	SequentialPValue float64 `json:"sequentialPValue"`
+	// Always-valid confidence sequence of the absolute lift.
+	SequentialInterval *Interval `json:"sequentialInterval"`
+	// The sequential p-value adjusted for multiple comparisons (Holm across treatments on the primary metric, Benjamini–Hochberg across guardrails).
+	AdjustedPValue float64 `json:"adjustedPValue"`
+	Significant    bool    `json:"significant"`
+	// The lift goes the way the metric improves.
+	Better bool `json:"better"`
+	// Bayesian (normal approximation, flat prior) chance that the treatment beats the control, and the expected relative loss of choosing it.
+	ChanceToBeatControl float64 `json:"chanceToBeatControl"`
+	ExpectedLoss        float64 `json:"expectedLoss"`
+	// CUPED applied (pre-period data exists) and the share of the variance it removed.
+	Cuped             bool    `json:"cuped"`
+	VarianceReduction float64 `json:"varianceReduction"`
+	// Minimum detectable relative effect at the planned end with 80 % power.
+	MinimumDetectableEffect float64 `json:"minimumDetectableEffect"`
+}
+
+type VariantResult struct {
+	Name    string  `json:"name"`
+	Weight  float64 `json:"weight"`
+	Control bool    `json:"control"`
+	// Exposed users, and their share of all exposed users (compare with weight / 100).
+	Users          int     `json:"users"`
+	ObservedShare  float64 `json:"observedShare"`
+	ConvertedUsers int     `json:"convertedUsers"`
+	Conversions    int     `json:"conversions"`
+	CancelledUsers int     `json:"cancelledUsers"`
+	// Booking revenue, raw and after winsorizing at revenueCap per user.
+	Revenue          float64   `json:"revenue"`
+	CappedRevenue    float64   `json:"cappedRevenue"`
+	ConversionRate   *Estimate `json:"conversionRate"`
+	RevenuePerUser   *Estimate `json:"revenuePerUser"`
+	CancellationRate *Estimate `json:"cancellationRate"`
+	// Users with a booking in the pre-period (the CUPED covariate).
+	PrePeriodUsers int `json:"prePeriodUsers"`
+}
+
 type EventStatus string
 
 const (
@@ -348,6 +581,126 @@ func (e *EventStatus) UnmarshalJSON(b []byte) error {
 }
 
 func (e EventStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// A metric per exposed user (the randomisation unit).
+type ExperimentMetric string
+
+const (
+	// Users with a booking / exposed users.
+	ExperimentMetricConversionRate ExperimentMetric = "CONVERSION_RATE"
+	// Booking revenue (winsorized) / exposed users.
+	ExperimentMetricRevenuePerUser ExperimentMetric = "REVENUE_PER_USER"
+	// Users with a cancellation / exposed users (lower is better).
+	ExperimentMetricCancellationRate ExperimentMetric = "CANCELLATION_RATE"
+)
+
+var AllExperimentMetric = []ExperimentMetric{
+	ExperimentMetricConversionRate,
+	ExperimentMetricRevenuePerUser,
+	ExperimentMetricCancellationRate,
+}
+
+func (e ExperimentMetric) IsValid() bool {
+	switch e {
+	case ExperimentMetricConversionRate, ExperimentMetricRevenuePerUser, ExperimentMetricCancellationRate:
+		return true
+	}
+	return false
+}
+
+func (e ExperimentMetric) String() string {
+	return string(e)
+}
+
+func (e *ExperimentMetric) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = ExperimentMetric(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid ExperimentMetric", str)
+	}
+	return nil
+}
+
+func (e ExperimentMetric) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *ExperimentMetric) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e ExperimentMetric) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type ExperimentStatus string
+
+const (
+	ExperimentStatusDraft     ExperimentStatus = "DRAFT"
+	ExperimentStatusRunning   ExperimentStatus = "RUNNING"
+	ExperimentStatusStopped   ExperimentStatus = "STOPPED"
+	ExperimentStatusRolledOut ExperimentStatus = "ROLLED_OUT"
+)
+
+var AllExperimentStatus = []ExperimentStatus{
+	ExperimentStatusDraft,
+	ExperimentStatusRunning,
+	ExperimentStatusStopped,
+	ExperimentStatusRolledOut,
+}
+
+func (e ExperimentStatus) IsValid() bool {
+	switch e {
+	case ExperimentStatusDraft, ExperimentStatusRunning, ExperimentStatusStopped, ExperimentStatusRolledOut:
+		return true
+	}
+	return false
+}
+
+func (e ExperimentStatus) String() string {
+	return string(e)
+}
+
+func (e *ExperimentStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = ExperimentStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid ExperimentStatus", str)
+	}
+	return nil
+}
+
+func (e ExperimentStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *ExperimentStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e ExperimentStatus) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
@@ -640,6 +993,72 @@ func (e *TrainingData) UnmarshalJSON(b []byte) error {
 }
 
 func (e TrainingData) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type Verdict string
+
+const (
+	// Not enough time, users or evidence yet.
+	VerdictKeepRunning Verdict = "KEEP_RUNNING"
+	// A treatment is significantly better on the primary metric and no guardrail is worse: roll it out.
+	VerdictWinner Verdict = "WINNER"
+	// Every treatment is significantly worse, or the best one harms a guardrail: stop it.
+	VerdictLoser Verdict = "LOSER"
+	// Nothing significant by the maximum duration.
+	VerdictNoDifference Verdict = "NO_DIFFERENCE"
+	// The exposed users do not match the weights (sample ratio mismatch): no figure can be trusted.
+	VerdictInvalidSrm Verdict = "INVALID_SRM"
+)
+
+var AllVerdict = []Verdict{
+	VerdictKeepRunning,
+	VerdictWinner,
+	VerdictLoser,
+	VerdictNoDifference,
+	VerdictInvalidSrm,
+}
+
+func (e Verdict) IsValid() bool {
+	switch e {
+	case VerdictKeepRunning, VerdictWinner, VerdictLoser, VerdictNoDifference, VerdictInvalidSrm:
+		return true
+	}
+	return false
+}
+
+func (e Verdict) String() string {
+	return string(e)
+}
+
+func (e *Verdict) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = Verdict(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid Verdict", str)
+	}
+	return nil
+}
+
+func (e Verdict) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *Verdict) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e Verdict) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
