@@ -145,28 +145,37 @@ type variantRow struct {
 	dayRevenue                               []float64
 }
 
-// The results of one experiment are one part of a batch's UNION ALL:
-// per variant, the per-user sums of the user's activity from the start
-// (revenue winsorized at a percentile of the converted users' revenue)
-// joined with the pre-period activity (the CUPED covariate), then the daily
-// series as arrays. Placeholders are filled by resultsArgs, in order.
-//
-// expUsers is the set of an experiment's users; activity(window) a user's
-// activity in a window. ClickHouse 18.16 has no common table expressions,
-// so the subqueries repeat.
-const (
-	expUsers = `(SELECT user_hash FROM experiment_users WHERE experiment_id = ?)`
-	activity = `(SELECT user_hash, sum(bookings) AS %[1]sb, sum(cancels) AS %[1]sk, sum(revenue) AS %[1]sr
-      FROM user_activity_minute
-      WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND user_hash IN ` + expUsers + `
-      GROUP BY user_hash)`
-)
+// A snapshot of one experiment is computed inside ClickHouse in two
+// statements: the revenue cap (a percentile of the converted users'
+// revenue), then an INSERT … SELECT of the per-variant sums into
+// experiment_results. usersActivity is every exposed user (the unit) with
+// their activity from the start (y…) and in the pre-period (x…, the CUPED
+// covariate), one pass over user_activity_minute. Placeholders: id, pre,
+// from, from, from, from, from, to.
+const usersActivity = `
+    SELECT variant, user_key, yb, yk, yr, xb, xr FROM
+      (SELECT variant, user_key FROM experiment_users WHERE experiment_id = ? GROUP BY variant, user_key)
+    ANY LEFT JOIN
+      (SELECT user_key,
+         sumIf(bookings, minute < toDateTime(?2)) AS xb, sumIf(revenue, minute < toDateTime(?2)) AS xr,
+         sumIf(bookings, minute >= toDateTime(?2)) AS yb, sumIf(cancels, minute >= toDateTime(?2)) AS yk,
+         sumIf(revenue, minute >= toDateTime(?2)) AS yr
+       FROM user_activity_minute WHERE minute >= toDateTime(?1) AND minute < toDateTime(?3)
+       GROUP BY user_key) USING user_key`
 
-var resultsQuery = `SELECT experiment_id, variant, users, converted, conversions, cancelled,
+// capQuery: the winsorization cap of one experiment ({percentile} is a
+// literal: aggregate parameters must be).
+const capQuery = `SELECT if(isFinite(q), q, 1e300) FROM (SELECT quantile({percentile})(yr) AS q FROM (` + usersActivity + `) WHERE yr > 0)`
+
+// snapshotQuery inserts one snapshot. Placeholders: computed_at, window_to,
+// cap, usersActivity's, then the daily series': start, day, id, from, to,
+// start, day, id, from, to.
+const snapshotQuery = `INSERT INTO experiment_results
+SELECT experiment_id, computed_at, window_to, variant, users, converted, conversions, cancelled,
   revenue_raw, revenue, revenue_sq, pre_booked, pre_booked_converted, pre_revenue, pre_revenue_sq, pre_cross, revenue_cap,
   days, day_exposures, day_conversions, day_cancels, day_revenue
 FROM (
-SELECT ? AS experiment_id, variant,
+SELECT {id} AS experiment_id, toDateTime(?) AS computed_at, toDateTime(?) AS window_to, variant,
   count() AS users,
   countIf(yb > 0) AS converted,
   sum(yb) AS conversions,
@@ -180,15 +189,7 @@ SELECT ? AS experiment_id, variant,
   sum(least(xr, cap) * least(xr, cap)) AS pre_revenue_sq,
   sum(least(xr, cap) * least(yr, cap)) AS pre_cross,
   any(cap) AS revenue_cap
-FROM (
-  SELECT variant, user_hash, yb, yk, yr, xb, xr,
-    (SELECT if(isFinite(q), q, 1e300) FROM (SELECT quantile({percentile})(yr) AS q FROM ` + fmt.Sprintf(activity, "y") + ` WHERE yr > 0)) AS cap
-  FROM (
-    SELECT variant, user_hash, yb, yk, yr FROM
-      (SELECT variant, user_hash FROM experiment_users WHERE experiment_id = ? GROUP BY variant, user_hash)
-    ANY LEFT JOIN ` + fmt.Sprintf(activity, "y") + ` USING user_hash
-  ) ANY LEFT JOIN ` + fmt.Sprintf(activity, "x") + ` USING user_hash
-)
+FROM (SELECT *, toFloat64(?) AS cap FROM (` + usersActivity + `))
 GROUP BY variant
 ) ANY LEFT JOIN (
 SELECT variant, groupArray(day) AS days, groupArray(e) AS day_exposures, groupArray(cv) AS day_conversions,
@@ -203,86 +204,195 @@ FROM (
     SELECT variant, intDiv(toInt64(toUInt32(minute)) - ?, ?) AS day,
       toUInt64(0) AS e, bookings AS cv, cancels AS ca, revenue AS rv
     FROM user_activity_minute ANY INNER JOIN
-      (SELECT variant, user_hash FROM experiment_users WHERE experiment_id = ? GROUP BY variant, user_hash) USING user_hash
-    WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND user_hash IN ` + expUsers + `
+      (SELECT variant, user_key FROM experiment_users WHERE experiment_id = ? GROUP BY variant, user_key) USING user_key
+    WHERE minute >= toDateTime(?) AND minute < toDateTime(?)
   )
   GROUP BY variant, day ORDER BY variant, day
 ) GROUP BY variant
 ) USING variant`
 
-// resultsArgs are the placeholders of resultsQuery for one experiment at now.
-func resultsArgs(e *Experiment, now time.Time) []any {
-	// Activity counts from the minute of the start to the end (the stop,
-	// or now), the pre-period in the window before.
-	from := e.StartedAt.Unix() - e.StartedAt.Unix()%60
-	to := now.Unix() + 60
+// window is the activity an experiment's results count at now: from the
+// minute of the start to the end (the stop, or now), the pre-period before.
+func window(e *Experiment, now time.Time) (pre, from, to int64) {
+	from = e.StartedAt.Unix() - e.StartedAt.Unix()%60
+	to = now.Unix() + 60
 	if !e.StoppedAt.IsZero() && e.StoppedAt.Before(now) {
 		to = e.StoppedAt.Unix() + 60
 	}
-	pre := from - int64(e.PrePeriodDays*e.DayLength.Seconds())
-	day := max(1, int64(e.DayLength/time.Second))
-	id := e.ID
-	return []any{
-		id,
-		from, to, id, // cap
-		id, from, to, id, // users ⋈ activity
-		pre, from, id, // ⋈ pre-period
-		e.StartedAt.Unix(), day, id, from, to, // daily exposures
-		e.StartedAt.Unix(), day, id, from, to, id, // daily activity
-	}
+	return from - int64(e.PrePeriodDays*e.DayLength.Seconds()), from, to
 }
 
-// Results computes the results of experiments in one ClickHouse query
-// (results[i] is for ids[i]). An unknown id is ErrNotFound for the batch.
+// bindUsersActivity expands usersActivity's numbered placeholders.
+func bindUsersActivity(q string) string {
+	q = strings.ReplaceAll(q, "?1", "{pre}")
+	q = strings.ReplaceAll(q, "?2", "{from}")
+	return strings.ReplaceAll(q, "?3", "{to}")
+}
+
+// literal formats the parameters of one experiment into a statement: ids
+// are validated identifiers and the rest numbers, so no quoting problem
+// arises, and ClickHouse 18.16 wants literals for aggregate parameters.
+func literal(q string, e *Experiment, pre, from, to int64, percentile float64) string {
+	q = bindUsersActivity(q)
+	return strings.NewReplacer(
+		"{id}", "'"+e.ID+"'", "{pre}", strconv.FormatInt(pre, 10), "{from}", strconv.FormatInt(from, 10),
+		"{to}", strconv.FormatInt(to, 10), "{percentile}", strconv.FormatFloat(percentile, 'f', -1, 64),
+	).Replace(q)
+}
+
+// RefreshResults computes a new results snapshot of one experiment at now.
+// Concurrent refreshes of one experiment share one computation.
+func (s *Service) RefreshResults(ctx context.Context, id string) error {
+	_, err, _ := s.refreshing.Do(id, func() (any, error) { return nil, s.refresh(ctx, id) })
+	return err
+}
+
+func (s *Service) refresh(ctx context.Context, id string) error {
+	e, ok := s.Get(id)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if e.StartedAt.IsZero() {
+		return nil // a draft has no data
+	}
+	start := time.Now()
+	defer func() { s.m.snapshots.Observe(time.Since(start).Seconds()) }()
+	now := s.opts.Now().UTC().Truncate(time.Second)
+	pre, from, to := window(&e, now)
+	var revenueCap float64
+	if err := s.conn.QueryRow(ctx, literal(capQuery, &e, pre, from, to, s.opts.Analysis.RevenueCapPercentile), e.ID).Scan(&revenueCap); err != nil {
+		return fmt.Errorf("experiments: revenue cap of %s: %w", id, err)
+	}
+	windowTo := time.Unix(to, 0).UTC()
+	if !e.StoppedAt.IsZero() && e.StoppedAt.Before(now) {
+		windowTo = e.StoppedAt.UTC()
+	}
+	start0, day := e.StartedAt.Unix(), max(1, int64(e.DayLength/time.Second))
+	if err := s.conn.Exec(ctx, literal(snapshotQuery, &e, pre, from, to, 0),
+		now, windowTo, revenueCap, e.ID,
+		start0, day, e.ID, from, to,
+		start0, day, e.ID, from, to); err != nil {
+		return fmt.Errorf("experiments: results snapshot of %s: %w", id, err)
+	}
+	return nil
+}
+
+// snapshotColumns are read back from experiment_results.
+const snapshotColumns = `experiment_id, computed_at, variant, users, converted, conversions, cancelled,
+  revenue_raw, revenue, revenue_sq, pre_booked, pre_booked_converted, pre_revenue, pre_revenue_sq, pre_cross, revenue_cap,
+  days, day_exposures, day_conversions, day_cancels, day_revenue`
+
+// snapshots reads the latest snapshot of each experiment, by id.
+func (s *Service) snapshots(ctx context.Context, ids []string) (map[string][]variantRow, map[string]time.Time, error) {
+	rows := map[string][]variantRow{}
+	at := map[string]time.Time{}
+	if len(ids) == 0 {
+		return rows, at, nil
+	}
+	// ids are validated identifiers: listed as literals (ClickHouse 18.16
+	// takes no array parameter on the right of IN).
+	list := "'" + strings.Join(ids, "','") + "'"
+	rs, err := s.conn.Query(ctx, `SELECT `+snapshotColumns+` FROM experiment_results
+		WHERE experiment_id IN (`+list+`) AND (experiment_id, computed_at) IN
+		  (SELECT experiment_id, max(computed_at) FROM experiment_results WHERE experiment_id IN (`+list+`) GROUP BY experiment_id)`)
+	if err != nil {
+		return nil, nil, fmt.Errorf("experiments: read results: %w", err)
+	}
+	defer rs.Close()
+	for rs.Next() {
+		var r variantRow
+		var computed time.Time
+		if err := rs.Scan(&r.experiment, &computed, &r.variant, &r.users, &r.converted, &r.conversions, &r.cancelled,
+			&r.revenueRaw, &r.revenue, &r.revenueSq, &r.preBooked, &r.preBookedConverted,
+			&r.preRevenue, &r.preRevenueSq, &r.preCross, &r.revenueCap,
+			&r.days, &r.dayExposures, &r.dayConversions, &r.dayCancels, &r.dayRevenue); err != nil {
+			return nil, nil, fmt.Errorf("experiments: results row: %w", err)
+		}
+		rows[r.experiment] = append(rows[r.experiment], r)
+		at[r.experiment] = computed
+	}
+	return rows, at, rs.Err()
+}
+
+// Results returns the results of experiments (results[i] is for ids[i])
+// from their latest snapshots, read in one query; an experiment that has
+// run but has no snapshot yet gets one first. The figures are as of the
+// snapshot's time (ComputedAt); the background refresh (Run) keeps it
+// within ResultsInterval of now, RefreshResults on demand. An unknown id is
+// ErrNotFound for the batch.
 func (s *Service) Results(ctx context.Context, ids []string) ([]Results, error) {
 	start := time.Now()
 	defer func() { s.m.results.Observe(time.Since(start).Seconds()) }()
-	now := s.opts.Now().UTC()
 	exps := make([]Experiment, len(ids))
-	var parts []string
-	var args []any
 	for i, id := range ids {
 		e, ok := s.Get(id)
 		if !ok {
 			return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
 		}
 		exps[i] = e
-		if e.StartedAt.IsZero() {
-			continue // a draft has no data
-		}
-		parts = append(parts, resultsQuery)
-		args = append(args, resultsArgs(&e, now)...)
 	}
-	rows := map[string][]variantRow{}
-	if len(parts) > 0 {
-		// Aggregate function parameters must be literals: the percentile
-		// (a validated number) goes into the text.
-		q := strings.Join(parts, "\nUNION ALL\n")
-		q = strings.ReplaceAll(q, "{percentile}", strconv.FormatFloat(s.opts.Analysis.RevenueCapPercentile, 'f', -1, 64))
-		rs, err := s.conn.Query(ctx, q, args...)
-		if err != nil {
-			return nil, fmt.Errorf("experiments: results query: %w", err)
+	rows, at, err := s.snapshots(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, e := range exps {
+		if _, ok := at[e.ID]; !ok && !e.StartedAt.IsZero() {
+			missing = append(missing, e.ID)
 		}
-		defer rs.Close()
-		for rs.Next() {
-			var r variantRow
-			if err := rs.Scan(&r.experiment, &r.variant, &r.users, &r.converted, &r.conversions, &r.cancelled,
-				&r.revenueRaw, &r.revenue, &r.revenueSq, &r.preBooked, &r.preBookedConverted,
-				&r.preRevenue, &r.preRevenueSq, &r.preCross, &r.revenueCap,
-				&r.days, &r.dayExposures, &r.dayConversions, &r.dayCancels, &r.dayRevenue); err != nil {
-				return nil, fmt.Errorf("experiments: results row: %w", err)
+	}
+	if len(missing) > 0 {
+		for _, id := range missing {
+			if err := s.RefreshResults(ctx, id); err != nil {
+				return nil, err
 			}
-			rows[r.experiment] = append(rows[r.experiment], r)
 		}
-		if err := rs.Err(); err != nil {
-			return nil, fmt.Errorf("experiments: results rows: %w", err)
+		if rows, at, err = s.snapshots(ctx, ids); err != nil {
+			return nil, err
 		}
 	}
 	out := make([]Results, len(ids))
 	for i := range exps {
-		out[i] = analyse(&exps[i], rows[exps[i].ID], now, s.opts.Analysis)
+		when, ok := at[exps[i].ID]
+		if !ok {
+			when = s.opts.Now().UTC()
+		}
+		out[i] = analyse(&exps[i], rows[exps[i].ID], when, s.opts.Analysis)
 	}
 	return out, nil
+}
+
+// refreshDue refreshes the snapshots of the running experiments older than
+// ResultsInterval, and once more those of experiments stopped since their
+// last snapshot.
+func (s *Service) refreshDue(ctx context.Context) {
+	var ids []string
+	for _, e := range s.List() {
+		if !e.StartedAt.IsZero() && (e.Status == StatusRunning || e.Status == StatusStopped || e.Status == StatusRolledOut) {
+			ids = append(ids, e.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	_, at, err := s.snapshots(ctx, ids)
+	if err != nil {
+		s.opts.Logger.Warn("experiment results refresh: read snapshots", "err", err)
+		return
+	}
+	now := s.opts.Now()
+	for _, id := range ids {
+		e, _ := s.Get(id)
+		last, ok := at[id]
+		due := !ok || (e.Status == StatusRunning && now.Sub(last) >= s.opts.ResultsInterval) ||
+			(e.Status != StatusRunning && last.Before(e.StoppedAt.Truncate(time.Second)))
+		if !due {
+			continue
+		}
+		if err := s.RefreshResults(ctx, id); err != nil && ctx.Err() == nil {
+			s.opts.Logger.Warn("experiment results refresh failed", "experiment", id, "err", err)
+		}
+	}
 }
 
 // analyse turns the sums of one experiment into its results.

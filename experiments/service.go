@@ -15,6 +15,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/surgeworks/surge/pricing"
 	"github.com/surgeworks/surge/rules"
@@ -65,6 +66,11 @@ type Options struct {
 	// oldest are forgotten, and a user seen again the same day is logged
 	// again (results count users, not records, so nothing is counted twice).
 	ExposureMemory int
+	// ResultsInterval is how old a running experiment's results snapshot
+	// may grow before Run computes a new one (default 5 min); reading
+	// results never waits for ClickHouse to aggregate unless no snapshot
+	// exists yet or a refresh is asked for.
+	ResultsInterval time.Duration
 	// Analysis tunes the statistics of Results.
 	Analysis   AnalysisOptions
 	Logger     *slog.Logger
@@ -79,6 +85,9 @@ func (o *Options) defaults() {
 	}
 	if o.DayLength <= 0 {
 		o.DayLength = DefaultDayLength
+	}
+	if o.ResultsInterval <= 0 {
+		o.ResultsInterval = 5 * time.Minute
 	}
 	if o.ExposureMemory <= 0 {
 		o.ExposureMemory = 200_000
@@ -105,6 +114,8 @@ type Service struct {
 	kick  chan struct{}
 	seen  *lru.Cache[exposureKey, struct{}]
 	m     *metrics
+	// refreshing shares concurrent results refreshes of one experiment.
+	refreshing singleflight.Group
 }
 
 // snapshot is immutable once published.
@@ -147,8 +158,25 @@ func newSnapshot(exps []Experiment) *snapshot {
 }
 
 // Run reloads at once, then every Interval and after each change, until ctx
-// ends. Failures are logged; the last good set keeps serving.
+// ends; failures are logged and the last good set keeps serving. Beside
+// it, the results snapshots of started experiments are refreshed once
+// they are ResultsInterval old (and once more after a stop).
 func (s *Service) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(min(s.opts.ResultsInterval, time.Minute))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.refreshDue(ctx)
+			}
+		}
+	}()
+	defer func() { <-done }()
 	t := time.NewTicker(s.opts.Interval)
 	defer t.Stop()
 	for {
@@ -492,6 +520,7 @@ type metrics struct {
 	running   prometheus.Gauge
 	exposures *prometheus.CounterVec
 	results   prometheus.Histogram
+	snapshots prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -506,14 +535,18 @@ func newMetrics() *metrics {
 			Name: "surge_experiment_exposures_total", Help: "Assignments of users to variants, by outcome: logged (sent to Kafka), repeat (already logged that experiment day).",
 		}, []string{"outcome"}),
 		results: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "surge_experiment_results_duration_seconds", Help: "Duration of an experimentResults batch (ClickHouse query and statistics).",
+			Name: "surge_experiment_results_duration_seconds", Help: "Duration of an experimentResults batch (read of the snapshots and statistics).",
 			Buckets: prometheus.DefBuckets,
+		}),
+		snapshots: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "surge_experiment_results_refresh_duration_seconds", Help: "Duration of one experiment's results snapshot (per-user aggregation in ClickHouse).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
 		}),
 	}
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.refreshes, m.running, m.exposures, m.results} {
+	for _, c := range []prometheus.Collector{m.refreshes, m.running, m.exposures, m.results, m.snapshots} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("experiments: register metrics: %w", err)
 		}

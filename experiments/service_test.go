@@ -34,7 +34,7 @@ type clock struct {
 	t  time.Time
 }
 
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 // published collects what the service publishes.
@@ -308,12 +308,33 @@ func TestResultsMatchRawData(t *testing.T) {
 	insert(t, conn, `INSERT INTO experiment_exposures (experiment_id, variant, user_hash, region_id, product_type, quote_id, at, kafka_topic, kafka_partition, kafka_offset)`, exp)
 	insert(t, conn, `INSERT INTO events_raw (event_id, type, region_id, event_time, received_at, user_hash, product_type, price, available_supply, signal, value, quote_id, experiment_id, variant, backfill, kafka_topic, kafka_partition, kafka_offset)`, evs)
 
-	clk.set(start.Add(3 * time.Hour)) // 3 experiment days later
+	// Before the minimum duration the verdict is KEEP_RUNNING whatever the
+	// data. The first read computes the snapshot.
+	clk.set(start.Add(90 * time.Minute))
 	res, err := svc.Results(ctx, []string{e.ID})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if res[0].Verdict != VerdictKeepRunning || !res[0].ComputedAt.Equal(start.Add(90*time.Minute)) {
+		t.Errorf("verdict at 1.5 of 2 days: %s, computed at %s", res[0].Verdict, res[0].ComputedAt)
+	}
+	// Later reads serve that snapshot until the background refresh finds
+	// it older than ResultsInterval (5 min by default).
+	clk.set(start.Add(3 * time.Hour)) // 3 experiment days later
+	if res, err = svc.Results(ctx, []string{e.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if !res[0].ComputedAt.Equal(start.Add(90 * time.Minute)) {
+		t.Errorf("read recomputed the snapshot: computed at %s", res[0].ComputedAt)
+	}
+	svc.refreshDue(ctx)
+	if res, err = svc.Results(ctx, []string{e.ID}); err != nil {
+		t.Fatal(err)
+	}
 	r := res[0]
+	if !r.ComputedAt.Equal(start.Add(3 * time.Hour)) {
+		t.Fatalf("after the refresh the snapshot is of %s, want %s", r.ComputedAt, start.Add(3*time.Hour))
+	}
 	// The cap lies at the 99th percentile of the converted users' revenue.
 	var revs []float64
 	for _, u := range users {
@@ -389,14 +410,10 @@ func TestResultsMatchRawData(t *testing.T) {
 		t.Errorf("verdict %s (winner %q) after %g days: %s", r.Verdict, r.Winner, r.DaysElapsed, r.VerdictReason)
 	}
 
-	// Before the minimum duration the verdict is KEEP_RUNNING whatever the data.
-	clk.set(start.Add(90 * time.Minute))
-	res, err = svc.Results(ctx, []string{e.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res[0].Verdict != VerdictKeepRunning {
-		t.Errorf("verdict at 1.5 of 2 days: %s", res[0].Verdict)
+	// A snapshot is fresh: nothing is due until the interval passes again.
+	svc.refreshDue(ctx)
+	if res, err = svc.Results(ctx, []string{e.ID}); err != nil || !res[0].ComputedAt.Equal(r.ComputedAt) {
+		t.Errorf("refresh of a fresh snapshot: %v, computed at %s", err, res[0].ComputedAt)
 	}
 }
 

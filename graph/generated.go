@@ -311,7 +311,7 @@ type ComplexityRoot struct {
 	Query struct {
 		DemandHistory     func(childComplexity int, regionID string, from time.Time, to time.Time, granularity *model.Granularity) int
 		Experiment        func(childComplexity int, id string) int
-		ExperimentResults func(childComplexity int, experimentID string) int
+		ExperimentResults func(childComplexity int, experimentID string, refresh bool) int
 		Experiments       func(childComplexity int, status *model.ExperimentStatus) int
 		FactorBreakdown   func(childComplexity int, quoteID string) int
 		Features          func(childComplexity int, regionID string) int
@@ -449,7 +449,7 @@ type QueryResolver interface {
 	ForecastAccuracy(ctx context.Context, regionID *string, modelVersion *string, windowHours *int) ([]*model.ForecastAccuracy, error)
 	Experiments(ctx context.Context, status *model.ExperimentStatus) ([]*model.Experiment, error)
 	Experiment(ctx context.Context, id string) (*model.Experiment, error)
-	ExperimentResults(ctx context.Context, experimentID string) (*model.ExperimentResults, error)
+	ExperimentResults(ctx context.Context, experimentID string, refresh bool) (*model.ExperimentResults, error)
 }
 type RegionResolver interface {
 	CurrentPrices(ctx context.Context, obj *model.Region) ([]*model.PriceQuote, error)
@@ -1733,7 +1733,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Query.ExperimentResults(childComplexity, args["experimentId"].(string)), true
+		return e.ComplexityRoot.Query.ExperimentResults(childComplexity, args["experimentId"].(string), args["refresh"].(bool)), true
 	case "Query.experiments":
 		if e.ComplexityRoot.Query.Experiments == nil {
 			break
@@ -2741,8 +2741,12 @@ extend type Query {
   experiments(status: ExperimentStatus): [Experiment!]!
   "One experiment; null when unknown."
   experiment(id: ID!): Experiment
-  "The results of an experiment, computed from ClickHouse now: per-variant figures, comparisons with the control, the daily series and the verdict."
-  experimentResults(experimentId: ID!): ExperimentResults!
+  """
+  The results of an experiment: per-variant figures, comparisons with the control, the daily series and the verdict. They are
+  computed from the latest snapshot of the per-variant sums in ClickHouse (computedAt), which the server refreshes in the
+  background every few minutes while the experiment runs; refresh: true computes a new snapshot first (seconds on millions of users).
+  """
+  experimentResults(experimentId: ID!, refresh: Boolean! = false): ExperimentResults!
 }
 
 extend type Mutation {
@@ -2985,6 +2989,7 @@ type ExperimentResults {
   "The primary metric first, then the guardrails."
   metrics: [MetricResult!]!
   daily: [ExperimentDay!]!
+  "When the snapshot the figures come from was computed; activity up to then is counted."
   computedAt: Time!
 }
 
@@ -4062,6 +4067,14 @@ func (ec *executionContext) field_Query_experimentResults_args(ctx context.Conte
 		return nil, err
 	}
 	args["experimentId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "refresh",
+		func(ctx context.Context, v any) (bool, error) {
+			return ec.unmarshalNBoolean2bool(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["refresh"] = arg1
 	return args, nil
 }
 
@@ -9663,7 +9676,7 @@ func (ec *executionContext) _Query_experimentResults(ctx context.Context, field 
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Query().ExperimentResults(ctx, fc.Args["experimentId"].(string))
+			return ec.Resolvers.Query().ExperimentResults(ctx, fc.Args["experimentId"].(string), fc.Args["refresh"].(bool))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.ExperimentResults) graphql.Marshaler {

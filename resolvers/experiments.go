@@ -27,6 +27,7 @@ type ExperimentAdmin interface {
 	Stop(ctx context.Context, id, reason, actor string) (experiments.Experiment, error)
 	RollOut(ctx context.Context, id, variant, actor string) (experiments.Experiment, error)
 	Results(ctx context.Context, ids []string) ([]experiments.Results, error)
+	RefreshResults(ctx context.Context, id string) error
 }
 
 // Booker records bookings; bookings.Service implements it.
@@ -82,6 +83,14 @@ func (r *Resolver) loadResults(ctx context.Context, id string) (*model.Experimen
 		return nil, err
 	}
 	return toResults(res), nil
+}
+
+// refreshResults computes a new results snapshot of one experiment.
+func (r *Resolver) refreshResults(ctx context.Context, id string) error {
+	if r.ExperimentService == nil {
+		return errNoExperiments
+	}
+	return r.ExperimentService.RefreshResults(ctx, id)
 }
 
 func experimentNotFound(id string) error {

@@ -424,7 +424,12 @@ func (r *queryResolver) Experiment(ctx context.Context, id string) (*model.Exper
 	return toExperiment(e), nil
 }
 
-func (r *queryResolver) ExperimentResults(ctx context.Context, experimentID string) (*model.ExperimentResults, error) {
+func (r *queryResolver) ExperimentResults(ctx context.Context, experimentID string, refresh bool) (*model.ExperimentResults, error) {
+	if refresh {
+		if err := r.refreshResults(ctx, experimentID); err != nil {
+			return nil, err
+		}
+	}
 	return r.loadResults(ctx, experimentID)
 }
 

@@ -46,6 +46,7 @@ type config struct {
 	RolloutMinServed   int
 	RolloutMinScored   int
 	ExperimentDay      time.Duration
+	ExperimentResults  time.Duration
 	UserHashKey        []byte
 	LogFormat          string
 	LogLevel           string
@@ -122,6 +123,7 @@ func (c *config) addServeFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.RolloutCheck, "rollout-check", envDuration("ROLLOUT_CHECK_INTERVAL", 10*time.Second), help("how often a canary is compared with the stable model", "ROLLOUT_CHECK_INTERVAL"))
 	fs.StringVar(&c.PprofAddr, "pprof-addr", env("PPROF_ADDR", ""), help("serve net/http/pprof on this (loopback) address; empty: off", "PPROF_ADDR"))
 	fs.DurationVar(&c.ExperimentDay, "experiment-day", envDuration("EXPERIMENT_DAY_LENGTH", 24*time.Hour), help("length of an experiment day given to new experiments (surge dev: 1m, so a week passes in minutes)", "EXPERIMENT_DAY_LENGTH"))
+	fs.DurationVar(&c.ExperimentResults, "experiment-results-interval", envDuration("EXPERIMENT_RESULTS_INTERVAL", 5*time.Minute), help("age at which a running experiment's results snapshot is recomputed (surge dev: 10s)", "EXPERIMENT_RESULTS_INTERVAL"))
 	fs.Float64Var(&c.RatePerClient, "rate-limit", envFloat("RATE_LIMIT_RPS", 5000), help("GraphQL requests per second allowed per client address", "RATE_LIMIT_RPS"))
 }
 

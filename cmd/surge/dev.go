@@ -46,6 +46,9 @@ stops the service and every child process.`,
 				// The local demo: an experiment's week passes in 7 minutes.
 				cfg.ExperimentDay = time.Minute
 			}
+			if !cmd.Flags().Changed("experiment-results-interval") && os.Getenv("EXPERIMENT_RESULTS_INTERVAL") == "" {
+				cfg.ExperimentResults = 10 * time.Second
+			}
 			logger, err := cfg.logger()
 			if err != nil {
 				return err

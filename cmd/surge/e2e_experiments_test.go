@@ -277,7 +277,7 @@ func TestE2EExperiments(t *testing.T) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		var d struct{ ExperimentResults resultsJSON }
-		s.mustData(t, `{ experimentResults(experimentId: "cut") { `+resultsFields+` } }`, nil, &d)
+		s.mustData(t, `{ experimentResults(experimentId: "cut", refresh: true) { `+resultsFields+` } }`, nil, &d)
 		res = d.ExperimentResults
 		ok := len(res.Variants) == 2
 		for _, v := range res.Variants {

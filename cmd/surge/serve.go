@@ -225,7 +225,7 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 	}
 	a.publisher = ingest.NewPublisher(cfg.brokers(), ingest.PublisherOptions{Logger: logger, Registerer: reg})
 	if a.experiments, err = experiments.New(a.ch, experiments.Options{
-		DayLength: cfg.ExperimentDay, Publisher: a.publisher, Rules: a.rules, Logger: logger, Registerer: reg,
+		DayLength: cfg.ExperimentDay, ResultsInterval: cfg.ExperimentResults, Publisher: a.publisher, Rules: a.rules, Logger: logger, Registerer: reg,
 	}); err != nil {
 		return nil, err
 	}

@@ -172,9 +172,10 @@ type ExperimentResults struct {
 	SampleRatio *SampleRatioCheck `json:"sampleRatio"`
 	Variants    []*VariantResult  `json:"variants"`
 	// The primary metric first, then the guardrails.
-	Metrics    []*MetricResult  `json:"metrics"`
-	Daily      []*ExperimentDay `json:"daily"`
-	ComputedAt time.Time        `json:"computedAt"`
+	Metrics []*MetricResult  `json:"metrics"`
+	Daily   []*ExperimentDay `json:"daily"`
+	// When the snapshot the figures come from was computed; activity up to then is counted.
+	ComputedAt time.Time `json:"computedAt"`
 }
 
 type ExperimentVariant struct {
