@@ -2,17 +2,25 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"maps"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/replay"
 	"github.com/surgeworks/surge/simulate"
+	"github.com/surgeworks/surge/training"
 )
 
 func newSimulateCmd() *cobra.Command {
@@ -31,6 +39,7 @@ func newSimulateCmd() *cobra.Command {
 		history     bool
 		days        int
 		outPath     string
+		shop        shopperFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "simulate",
@@ -58,10 +67,19 @@ With --history, simulate writes --days of history ending at the current hour to 
 (.csv, .jsonl or .ndjson, .gz to compress) instead of sending: per minute and region
 exactly the generator's searches, bookings, cancellations, one supply update and three
 signals, ready for "surge replay --file F --max". --seed 0 and --days 14 give the events
-of the bootstrap model's history.`,
+of the bootstrap model's history.
+
+With --shoppers, simulate sends customers instead of events: each session asks for a price
+with a userId from a pool of --users shoppers (5,000 by default), so running experiments
+enrol them, and books it through POST /v1/book with a probability that depends on the
+shopper (a propensity that stays with them), on the price against the market's recent
+mean (--elasticity) and on the variant that priced it (--lift cheaper=0.15: that variant's
+shoppers book 15 % more, the ground truth the experiment results should find); a few
+bookings are cancelled (--cancel-rate). The API is the --url without /v1/events.`,
 		Example: `  surge simulate                               # demo traffic until Ctrl-C
   surge simulate --rate 50000 --senders 8 --duration 60s --api-key bench
-  surge simulate --history --days 14 --out history.csv.gz`,
+  surge simulate --history --days 14 --out history.csv.gz
+  surge simulate --shoppers --shop-rate 50 --lift cheaper=0.15 --duration 10m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := cfg.logger()
@@ -74,6 +92,9 @@ of the bootstrap model's history.`,
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
 			specs := simulate.Regions(regions)
+			if shop.on {
+				return shop.run(ctx, out, logger, &sender, specs, users, seed, duration)
+			}
 
 			if history {
 				h, err := simulate.NewHistory(simulate.HistoryOptions{
@@ -195,7 +216,7 @@ of the bootstrap model's history.`,
 	f.Float64Var(&rate, "rate", 0, "total events/s across regions; 0: the generator's own scale (about 3-12/s for the demo regions)")
 	f.DurationVar(&duration, "duration", 0, "how long to send; 0: until interrupted")
 	f.Uint64Var(&seed, "seed", 0, "random seed: the same seed and start give the same traffic")
-	f.IntVar(&users, "users", 0, "size of the user pool; 0: ten seconds of traffic (at least 200; history: a twentieth of its user events, at least 1,000)")
+	f.IntVar(&users, "users", 0, "size of the user pool; 0: ten seconds of traffic (at least 200; history: a twentieth of its user events, at least 1,000; --shoppers: 5,000)")
 	f.DurationVar(&supplyEvery, "supply-every", 5*time.Second, "time between a region's supply updates")
 	f.DurationVar(&signalEvery, "signal-every", time.Minute, "time between a region's external signals (weather, traffic, event)")
 	f.DurationVar(&burstEvery, "burst-every", 15*time.Minute, "mean time between demand bursts of a region; negative: none")
@@ -203,11 +224,82 @@ of the bootstrap model's history.`,
 	f.BoolVar(&history, "history", false, "write a history file (--days, --out) instead of sending live traffic")
 	f.IntVar(&days, "days", 14, "days of history (--history)")
 	f.StringVar(&outPath, "out", "", "history file to write (--history): .csv, .jsonl or .ndjson, optionally .gz")
+	shop.add(f)
 	sender.add(f)
 	cfg.addToolLogFlags(f)
 	cmd.MarkFlagsRequiredTogether("history", "out")
 	for _, live := range []string{"rate", "duration", "supply-every", "signal-every", "burst-every", "url", "api-key", "senders", "batch"} {
 		cmd.MarkFlagsMutuallyExclusive("history", live)
 	}
+	for _, events := range []string{"history", "rate", "supply-every", "signal-every", "burst-every", "experiment"} {
+		cmd.MarkFlagsMutuallyExclusive("shoppers", events)
+	}
 	return cmd
+}
+
+// shopperFlags are the flags of simulate --shoppers.
+type shopperFlags struct {
+	on                                 bool
+	rate, conversion, elasticity, canc float64
+	lift                               map[string]string
+}
+
+func (s *shopperFlags) add(f *pflag.FlagSet) {
+	f.BoolVar(&s.on, "shoppers", false, "simulate shoppers (price queries with a userId, bookings, cancellations) instead of events")
+	f.Float64Var(&s.rate, "shop-rate", 20, "shopping sessions per second (--shoppers)")
+	f.Float64Var(&s.conversion, "conversion", 0.10, "probability that an average shopper books at the market's mean price (--shoppers)")
+	f.Float64Var(&s.elasticity, "elasticity", 1, "price elasticity of booking: p ∝ (price/mean price)^-elasticity; negative: blind to the price (--shoppers)")
+	f.StringToStringVar(&s.lift, "lift", nil, "extra booking probability of the shoppers a variant prices, by variant name, e.g. cheaper=0.15 (--shoppers)")
+	f.Float64Var(&s.canc, "cancel-rate", 0.05, "probability that a booking is cancelled; negative: none (--shoppers)")
+}
+
+func (s *shopperFlags) run(ctx context.Context, out io.Writer, logger *slog.Logger, sender *senderFlags,
+	specs []training.RegionSpec, users int, seed uint64, duration time.Duration) error {
+	lift := map[string]float64{}
+	for name, v := range s.lift {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("--lift %s=%s: want a number", name, v)
+		}
+		lift[name] = f
+	}
+	events, err := sender.client(logger)
+	if err != nil {
+		return err
+	}
+	regions := make([]string, len(specs))
+	for i, r := range specs {
+		regions[i] = r.ID
+	}
+	api := strings.TrimSuffix(strings.TrimRight(sender.url, "/"), "/v1/events")
+	sh, err := simulate.NewShoppers(simulate.ShopperOptions{
+		APIURL: api, APIKey: sender.apiKey, Events: events, Regions: regions, Users: users, Rate: s.rate,
+		Conversion: s.conversion, Elasticity: s.elasticity, Lift: lift, CancelRate: s.canc, Seed: seed, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	until := "until interrupted"
+	if duration > 0 {
+		until = "for " + duration.String()
+	}
+	fmt.Fprintf(out, "shopping in %s at %g sessions/s %s against %s (seed %d, user ids %s…)\n",
+		strings.Join(regions, ", "), s.rate, until, api, seed, sh.UserID(0))
+	started := time.Now()
+	st := sh.Run(ctx, duration)
+	keys := slices.Sorted(maps.Keys(st.Variants))
+	fmt.Fprintf(out, "%d sessions in %s, %d failed\n", st.Sessions, time.Since(started).Round(time.Second), st.Errors)
+	for _, k := range keys {
+		v, name := st.Variants[k], k
+		if name == "" {
+			name = "(not enrolled)"
+		}
+		conv := 0.0
+		if v.Quotes > 0 {
+			conv = float64(v.Bookings) / float64(v.Quotes)
+		}
+		fmt.Fprintf(out, "  %-24s %7d quotes %6d bookings (%.1f %% of quotes) %5d cancelled, revenue %.2f\n",
+			name, v.Quotes, v.Bookings, 100*conv, v.Cancels, v.Revenue)
+	}
+	return nil
 }
