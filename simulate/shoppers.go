@@ -23,7 +23,7 @@ import (
 
 // ShopperOptions configures Shoppers. Zero values take the defaults.
 type ShopperOptions struct {
-	// APIURL is the service's base URL (default http://127.0.0.1:8080):
+	// APIURL is the service's base URL (default http://127.0.0.1:8000):
 	// prices come from APIURL/graphql, bookings go to APIURL/v1/book.
 	APIURL string
 	// APIKey is sent in X-Api-Key when not empty.
@@ -65,8 +65,10 @@ type ShopperOptions struct {
 	// CancelRate is the probability that a booking is cancelled (default
 	// 0.05; negative: none).
 	CancelRate float64
-	// Seed makes the shopper pool and their choices reproducible; it also
-	// prefixes the user and booking ids ("s<seed>-…").
+	// Seed makes the shopper pool and their choices reproducible, and
+	// names the users ("s<seed>-user-<i>"), so that a second run with the
+	// same seed brings the same shoppers back. Booking and cancel ids are
+	// unique per run.
 	Seed uint64
 	// Logger receives failed requests (default slog.Default()).
 	Logger *slog.Logger
@@ -79,7 +81,7 @@ type EventSender interface {
 
 func (o *ShopperOptions) defaults() {
 	if o.APIURL == "" {
-		o.APIURL = "http://127.0.0.1:8080"
+		o.APIURL = "http://127.0.0.1:8000"
 	}
 	o.APIURL = strings.TrimRight(o.APIURL, "/")
 	if o.HTTPClient == nil {
@@ -143,7 +145,8 @@ type ShopperStats struct {
 // configured lift of the variant that priced them.
 type Shoppers struct {
 	opts       ShopperOptions
-	prefix     string
+	prefix     string // of the user ids
+	run        string // of the booking and cancel ids
 	propensity []float64
 	limiter    *rate.Limiter
 
@@ -170,7 +173,7 @@ func NewShoppers(opts ShopperOptions) (*Shoppers, error) {
 		}
 	}
 	s := &Shoppers{
-		opts: opts, prefix: fmt.Sprintf("s%d", opts.Seed),
+		opts: opts, prefix: fmt.Sprintf("s%d", opts.Seed), run: fmt.Sprintf("s%d-%x", opts.Seed, time.Now().UnixNano()),
 		propensity: make([]float64, opts.Users),
 		limiter:    rate.NewLimiter(rate.Limit(opts.Rate), 1),
 		rng:        rand.New(rand.NewPCG(opts.Seed, 0x5eed5)),
@@ -276,7 +279,7 @@ func (s *Shoppers) session(ctx context.Context) error {
 		return nil
 	}
 	n := s.seq.Add(1)
-	if err := s.book(ctx, q, user, fmt.Sprintf("%s-booking-%d", s.prefix, n)); err != nil {
+	if err := s.book(ctx, q, user, fmt.Sprintf("%s-booking-%d", s.run, n)); err != nil {
 		return err
 	}
 	s.tally(key, func(t *VariantTally) { t.Bookings++; t.Revenue += q.Price })
@@ -284,7 +287,7 @@ func (s *Shoppers) session(ctx context.Context) error {
 		return nil
 	}
 	ev := ingest.Event{
-		EventID: fmt.Sprintf("%s-cancel-%d", s.prefix, n), Type: ingest.TypeCancel, RegionID: c.region,
+		EventID: fmt.Sprintf("%s-cancel-%d", s.run, n), Type: ingest.TypeCancel, RegionID: c.region,
 		Timestamp: time.Now().UTC(), UserID: user, ProductType: c.product, QuoteID: q.QuoteID,
 	}
 	if _, err := s.opts.Events.Send(ctx, []ingest.Event{ev}); err != nil {

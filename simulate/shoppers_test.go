@@ -114,10 +114,11 @@ func (m *market) Send(_ context.Context, evs []ingest.Event) (ingest.BatchResult
 func TestShoppers(t *testing.T) {
 	m, srv := newMarket(t)
 	m.key = "k"
-	s, err := NewShoppers(ShopperOptions{
+	opts := ShopperOptions{
 		APIURL: srv.URL + "/", APIKey: "k", Events: m, Regions: []string{"berlin", "paris"},
 		Users: 2000, Rate: 1e6, Sessions: 20000, Conversion: 0.1, Lift: map[string]float64{"cheaper": 0.5}, CancelRate: 0.2, Seed: 7,
-	})
+	}
+	s, err := NewShoppers(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,6 +154,17 @@ func TestShoppers(t *testing.T) {
 		if ev.Type != ingest.TypeCancel || ev.UserID != q.user || ev.EventID == "" || len(ingest.Validate(&ev, time.Now(), time.Minute, time.Hour)) != 0 {
 			t.Fatalf("cancel event %+v for quote %+v", ev, q)
 		}
+	}
+	// A second run with the same seed brings the same shoppers back with
+	// new booking ids (the market fails the test on a reused one).
+	opts.Sessions = 2000
+	again, err := NewShoppers(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(m.users)
+	if st := again.Run(t.Context(), 0); st.Errors != 0 || again.UserID(5) != s.UserID(5) || len(m.users) != before {
+		t.Errorf("second run: %+v, users %d then %d", st, before, len(m.users))
 	}
 }
 
