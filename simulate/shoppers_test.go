@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"gonum.org/v1/gonum/stat"
 
 	"github.com/surgeworks/surge/ingest"
 )
@@ -200,28 +201,11 @@ func TestShoppersHeterogeneous(t *testing.T) {
 		xs = append(xs, x)
 		ys = append(ys, float64(all[u])-x)
 	}
-	if r := correlation(xs, ys); r < 0.5 {
+	if r := stat.Correlation(xs, ys, nil); r < 0.5 {
 		t.Errorf("correlation of a shopper's bookings across periods %.2f, want a lasting propensity (> 0.5)", r)
 	} else {
 		t.Logf("correlation across periods %.2f", r)
 	}
-}
-
-func correlation(x, y []float64) float64 {
-	var mx, my float64
-	for i := range x {
-		mx += x[i]
-		my += y[i]
-	}
-	mx /= float64(len(x))
-	my /= float64(len(y))
-	var sxy, sxx, syy float64
-	for i := range x {
-		sxy += (x[i] - mx) * (y[i] - my)
-		sxx += (x[i] - mx) * (x[i] - mx)
-		syy += (y[i] - my) * (y[i] - my)
-	}
-	return sxy / (math.Sqrt(sxx) * math.Sqrt(syy))
 }
 
 func TestShoppersFailures(t *testing.T) {

@@ -91,12 +91,7 @@ func decodeEvent(m *kafka.Message) (eventRow, error) {
 }
 
 func fillEvents(b driver.Batch, recs []record[eventRow]) error {
-	n := 0
-	for i := range recs {
-		if recs[i].valid {
-			n++
-		}
-	}
+	n := validCount(recs)
 	var (
 		eventID, typ, region, userHash, product, signal = mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n)
 		quoteID, experiment, variant, topic             = mk[string](n), mk[string](n), mk[string](n), mk[string](n)
@@ -196,12 +191,7 @@ func decodeDecision(m *kafka.Message) (decisionRow, error) {
 }
 
 func fillDecisions(b driver.Batch, recs []record[decisionRow]) error {
-	n := 0
-	for i := range recs {
-		if recs[i].valid {
-			n++
-		}
-	}
+	n := validCount(recs)
 	var (
 		quoteID, traceID, region, product, userHash = mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n)
 		currency, model, source, rec, topic         = mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n)
@@ -295,12 +285,7 @@ func decodeExposure(m *kafka.Message) (exposureRow, error) {
 }
 
 func fillExposures(b driver.Batch, recs []record[exposureRow]) error {
-	n := 0
-	for i := range recs {
-		if recs[i].valid {
-			n++
-		}
-	}
+	n := validCount(recs)
 	var (
 		experiment, variant, userHash, region, product = mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n)
 		quoteID, topic                                 = mk[string](n), mk[string](n)
@@ -326,4 +311,15 @@ func fillExposures(b driver.Batch, recs []record[exposureRow]) error {
 		offset = append(offset, uint64(r.offset))
 	}
 	return appendColumns(b, experiment, variant, userHash, region, product, quoteID, at, topic, partition, offset)
+}
+
+// validCount is how many of recs decoded into rows.
+func validCount[T any](recs []record[T]) int {
+	n := 0
+	for i := range recs {
+		if recs[i].valid {
+			n++
+		}
+	}
+	return n
 }
