@@ -26,10 +26,12 @@ const (
 // Metric names what an experiment measures, per exposed user.
 type Metric string
 
-// The metrics. Every metric is per exposed user (the randomisation unit):
-// conversion rate = users with a booking / exposed users, revenue per user =
-// (winsorized) booking revenue / exposed users, cancellation rate = users
-// with a cancellation / exposed users.
+// The metrics. The randomisation unit is the exposed user: conversion rate
+// = users with a booking / exposed users, revenue per user = (winsorized)
+// booking revenue / exposed users, cancellation rate = cancellations /
+// bookings of the exposed users (a ratio metric, by the delta method over
+// users: a variant that makes more users book is not charged with their
+// cancellations as if it caused them).
 const (
 	MetricConversionRate   Metric = "CONVERSION_RATE"
 	MetricRevenuePerUser   Metric = "REVENUE_PER_USER"
@@ -40,7 +42,7 @@ const (
 func (m Metric) HigherIsBetter() bool { return m != MetricCancellationRate }
 
 // Binomial says whether the metric is a 0/1 outcome per user.
-func (m Metric) Binomial() bool { return m != MetricRevenuePerUser }
+func (m Metric) Binomial() bool { return m == MetricConversionRate }
 
 func (m Metric) valid() bool {
 	return m == MetricConversionRate || m == MetricRevenuePerUser || m == MetricCancellationRate

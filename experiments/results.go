@@ -61,8 +61,9 @@ type VariantResult struct {
 	Name    string
 	Weight  float64 // percent
 	Control bool
-	// Users exposed, users with a booking, bookings, users with a cancel.
-	Users, ConvertedUsers, Conversions, CancelledUsers int64
+	// Users exposed, users with a booking, bookings, users with a
+	// cancellation, cancellations.
+	Users, ConvertedUsers, Conversions, CancelledUsers, Cancellations int64
 	// Revenue is the raw booking revenue; CappedRevenue after winsorizing.
 	Revenue, CappedRevenue float64
 	// ObservedShare of all exposed users (compare with Weight/100).
@@ -136,6 +137,8 @@ type Results struct {
 type variantRow struct {
 	experiment, variant                      string
 	users, converted, conversions, cancelled uint64
+	cancels, bookingsSq, cancelsSq           uint64
+	bookingsCancels                          uint64
 	revenueRaw, revenue, revenueSq           float64
 	preBooked, preBookedConverted            uint64
 	preRevenue, preRevenueSq, preCross       float64
@@ -172,7 +175,7 @@ const capQuery = `SELECT if(isFinite(q), q, 1e300) FROM (SELECT quantile({percen
 // start, day, id, from, to.
 const snapshotQuery = `INSERT INTO experiment_results
 SELECT experiment_id, computed_at, window_to, variant, users, converted, conversions, cancelled,
-  revenue_raw, revenue, revenue_sq, pre_booked, pre_booked_converted, pre_revenue, pre_revenue_sq, pre_cross, revenue_cap,
+  cancels, bookings_sq, cancels_sq, bookings_cancels, revenue_raw, revenue, revenue_sq, pre_booked, pre_booked_converted, pre_revenue, pre_revenue_sq, pre_cross, revenue_cap,
   days, day_exposures, day_conversions, day_cancels, day_revenue
 FROM (
 SELECT {id} AS experiment_id, toDateTime(?) AS computed_at, toDateTime(?) AS window_to, variant,
@@ -180,6 +183,10 @@ SELECT {id} AS experiment_id, toDateTime(?) AS computed_at, toDateTime(?) AS win
   countIf(yb > 0) AS converted,
   sum(yb) AS conversions,
   countIf(yk > 0) AS cancelled,
+  sum(yk) AS cancels,
+  sum(yb * yb) AS bookings_sq,
+  sum(yk * yk) AS cancels_sq,
+  sum(yb * yk) AS bookings_cancels,
   sum(yr) AS revenue_raw,
   sum(least(yr, cap)) AS revenue,
   sum(least(yr, cap) * least(yr, cap)) AS revenue_sq,
@@ -279,7 +286,7 @@ func (s *Service) refresh(ctx context.Context, id string) error {
 
 // snapshotColumns are read back from experiment_results.
 const snapshotColumns = `experiment_id, computed_at, variant, users, converted, conversions, cancelled,
-  revenue_raw, revenue, revenue_sq, pre_booked, pre_booked_converted, pre_revenue, pre_revenue_sq, pre_cross, revenue_cap,
+  cancels, bookings_sq, cancels_sq, bookings_cancels, revenue_raw, revenue, revenue_sq, pre_booked, pre_booked_converted, pre_revenue, pre_revenue_sq, pre_cross, revenue_cap,
   days, day_exposures, day_conversions, day_cancels, day_revenue`
 
 // snapshots reads the latest snapshot of each experiment, by id.
@@ -303,7 +310,7 @@ func (s *Service) snapshots(ctx context.Context, ids []string) (map[string][]var
 		var r variantRow
 		var computed time.Time
 		if err := rs.Scan(&r.experiment, &computed, &r.variant, &r.users, &r.converted, &r.conversions, &r.cancelled,
-			&r.revenueRaw, &r.revenue, &r.revenueSq, &r.preBooked, &r.preBookedConverted,
+			&r.cancels, &r.bookingsSq, &r.cancelsSq, &r.bookingsCancels, &r.revenueRaw, &r.revenue, &r.revenueSq, &r.preBooked, &r.preBookedConverted,
 			&r.preRevenue, &r.preRevenueSq, &r.preCross, &r.revenueCap,
 			&r.days, &r.dayExposures, &r.dayConversions, &r.dayCancels, &r.dayRevenue); err != nil {
 			return nil, nil, fmt.Errorf("experiments: results row: %w", err)
@@ -419,7 +426,9 @@ func analyse(e *Experiment, rows []variantRow, now time.Time, o AnalysisOptions)
 		counts[i], weights[i] = n, v.Weight
 		conv := stats.Moments{N: n, Sum: float64(r.converted), SumSq: float64(r.converted)}
 		rev := stats.Moments{N: n, Sum: r.revenue, SumSq: r.revenueSq}
-		canc := stats.Moments{N: n, Sum: float64(r.cancelled), SumSq: float64(r.cancelled)}
+		// Cancellations per booking: a ratio over users (delta method).
+		canc := stats.Ratio(stats.Moments{N: n, Sum: float64(r.cancels), SumSq: float64(r.cancelsSq)},
+			stats.Moments{N: n, Sum: float64(r.conversions), SumSq: float64(r.bookingsSq)}, float64(r.bookingsCancels))
 		paired[i] = map[Metric]stats.Paired{
 			MetricConversionRate:   {Y: conv, X: stats.Moments{N: n, Sum: float64(r.preBooked), SumSq: float64(r.preBooked)}, XY: float64(r.preBookedConverted)},
 			MetricRevenuePerUser:   {Y: rev, X: stats.Moments{N: n, Sum: r.preRevenue, SumSq: r.preRevenueSq}, XY: r.preCross},
@@ -428,7 +437,7 @@ func analyse(e *Experiment, rows []variantRow, now time.Time, o AnalysisOptions)
 		vr := VariantResult{
 			Name: v.Name, Weight: v.Weight, Control: i == 0,
 			Users: int64(r.users), ConvertedUsers: int64(r.converted), Conversions: int64(r.conversions), CancelledUsers: int64(r.cancelled),
-			Revenue: r.revenueRaw, CappedRevenue: r.revenue, PrePeriodUsers: int64(r.preBooked),
+			Cancellations: int64(r.cancels), Revenue: r.revenueRaw, CappedRevenue: r.revenue, PrePeriodUsers: int64(r.preBooked),
 			ConversionRate: estimate(conv), RevenuePerUser: estimate(rev), CancellationRate: estimate(canc),
 		}
 		if total > 0 {

@@ -79,8 +79,10 @@ func setup(t *testing.T, clk *clock) (*Service, *rules.Cache, driver.Conn, *publ
 
 func TestLifecycle(t *testing.T) {
 	ctx := ctxT(t)
-	clk := &clock{t: time.Now().UTC()}
+	clk := &clock{}
 	svc, rc, conn, pub := setup(t, clk)
+	// After the seeded rules took effect (stored at second precision).
+	clk.set(time.Now().UTC().Add(2 * time.Second))
 
 	e := valid()
 	e.ID, e.Regions, e.Products = "price-cut", []string{"berlin"}, []string{"ride"}
@@ -376,6 +378,11 @@ func TestResultsMatchRawData(t *testing.T) {
 		}
 		if math.Abs(v.ConversionRate.Value-float64(conv)/float64(n)) > 1e-12 {
 			t.Errorf("conversion rate %g", v.ConversionRate.Value)
+		}
+		// Cancellation rate: cancellations per booking (every cancel here is
+		// one per cancelling user).
+		if v.Cancellations != canc || math.Abs(v.CancellationRate.Value-float64(canc)/float64(convs)) > 1e-12 || !(v.CancellationRate.StdErr > 0) {
+			t.Errorf("variant %s: %d cancellations, rate %+v; want %d, %g", v.Name, v.Cancellations, v.CancellationRate, canc, float64(canc)/float64(convs))
 		}
 	}
 	// Daily series: exposures per experiment day add up to the exposure rows.

@@ -398,6 +398,7 @@ type ComplexityRoot struct {
 
 	VariantResult struct {
 		CancellationRate func(childComplexity int) int
+		Cancellations    func(childComplexity int) int
 		CancelledUsers   func(childComplexity int) int
 		CappedRevenue    func(childComplexity int) int
 		Control          func(childComplexity int) int
@@ -2172,6 +2173,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.VariantResult.CancellationRate(childComplexity), true
+	case "VariantResult.cancellations":
+		if e.ComplexityRoot.VariantResult.Cancellations == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VariantResult.Cancellations(childComplexity), true
 	case "VariantResult.cancelledUsers":
 		if e.ComplexityRoot.VariantResult.CancelledUsers == nil {
 			break
@@ -2769,13 +2776,13 @@ enum ExperimentStatus {
   ROLLED_OUT
 }
 
-"A metric per exposed user (the randomisation unit)."
+"A metric over exposed users (the randomisation unit)."
 enum ExperimentMetric {
   "Users with a booking / exposed users."
   CONVERSION_RATE
   "Booking revenue (winsorized) / exposed users."
   REVENUE_PER_USER
-  "Users with a cancellation / exposed users (lower is better)."
+  "Cancellations / bookings of the exposed users, a ratio over users by the delta method (lower is better)."
   CANCELLATION_RATE
 }
 
@@ -2905,6 +2912,7 @@ type VariantResult {
   convertedUsers: Int!
   conversions: Int!
   cancelledUsers: Int!
+  cancellations: Int!
   "Booking revenue, raw and after winsorizing at revenueCap per user."
   revenue: Float!
   cappedRevenue: Float!
@@ -3708,6 +3716,8 @@ func (ec *executionContext) childFields_VariantResult(ctx context.Context, field
 		return ec.fieldContext_VariantResult_conversions(ctx, field)
 	case "cancelledUsers":
 		return ec.fieldContext_VariantResult_cancelledUsers(ctx, field)
+	case "cancellations":
+		return ec.fieldContext_VariantResult_cancellations(ctx, field)
 	case "revenue":
 		return ec.fieldContext_VariantResult_revenue(ctx, field)
 	case "cappedRevenue":
@@ -11229,6 +11239,29 @@ func (ec *executionContext) fieldContext_VariantResult_cancelledUsers(_ context.
 	return graphql.NewScalarFieldContext("VariantResult", field, false, false, "Int")
 }
 
+func (ec *executionContext) _VariantResult_cancellations(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VariantResult_cancellations(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cancellations, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VariantResult_cancellations(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VariantResult", field, false, false, "Int")
+}
+
 func (ec *executionContext) _VariantResult_revenue(ctx context.Context, field graphql.CollectedField, obj *model.VariantResult) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -15505,6 +15538,11 @@ func (ec *executionContext) _VariantResult(ctx context.Context, sel ast.Selectio
 			}
 		case "cancelledUsers":
 			out.Values[i] = ec._VariantResult_cancelledUsers(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cancellations":
+			out.Values[i] = ec._VariantResult_cancellations(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}

@@ -201,7 +201,8 @@ func toResults(r experiments.Results) *model.ExperimentResults {
 		out.Variants = append(out.Variants, &model.VariantResult{
 			Name: v.Name, Weight: v.Weight, Control: v.Control, Users: int(v.Users), ObservedShare: num(v.ObservedShare),
 			ConvertedUsers: int(v.ConvertedUsers), Conversions: int(v.Conversions), CancelledUsers: int(v.CancelledUsers),
-			Revenue: num(v.Revenue), CappedRevenue: num(v.CappedRevenue),
+			Cancellations: int(v.Cancellations),
+			Revenue:       num(v.Revenue), CappedRevenue: num(v.CappedRevenue),
 			ConversionRate: toEstimate(v.ConversionRate), RevenuePerUser: toEstimate(v.RevenuePerUser),
 			CancellationRate: toEstimate(v.CancellationRate), PrePeriodUsers: int(v.PrePeriodUsers),
 		})

@@ -85,3 +85,30 @@ func twoSidedNormalP(z float64) float64 {
 
 // zQuantile is Φ⁻¹(p) for p in (0, 1).
 func zQuantile(p float64) float64 { return math.Sqrt2 * math.Erfinv(2*p-1) }
+
+// Ratio is a ratio metric ΣY/ΣX over units (cancellations per booking,
+// revenue per order) as the Moments of its linearization, so that Compare
+// and the tests treat it like a mean per unit: the delta method of Deng,
+// Knoblich and Lu (KDD 2018). The unit stays the randomisation unit (a
+// user with three bookings is one observation), which keeps the variance
+// honest when one unit's outcomes are correlated. Mean() is R = ΣY/ΣX and
+// Variance() is [var(Y) − 2R·cov(X,Y) + R²·var(X)] / X̄², the per-unit
+// variance of the linearized Y − R·X divided by X̄²; y and x are the
+// moments of the numerator and the denominator over the same N units,
+// xy = ΣXY. A ratio without any denominator (ΣX = 0) has N units, mean 0
+// and variance 0: no evidence.
+func Ratio(y, x Moments, xy float64) Moments {
+	n := y.N
+	if !(n > 0) || !(x.Sum > 0) || !isFinite(y.Sum) || !isFinite(xy) {
+		return Moments{N: math.Max(0, finite(n, 0))}
+	}
+	r := y.Sum / x.Sum
+	xBar := x.Sum / n
+	v := 0.0
+	if n >= 2 {
+		cov := (xy - x.Sum*y.Sum/n) / (n - 1)
+		v = math.Max(0, (y.Variance()-2*r*cov+r*r*x.Variance())/(xBar*xBar))
+	}
+	// Moments with mean r and sample variance v over n units.
+	return Moments{N: n, Sum: n * r, SumSq: v*(n-1) + n*r*r}
+}

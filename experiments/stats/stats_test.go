@@ -331,3 +331,28 @@ func TestWinsorize(t *testing.T) {
 		})
 	}
 }
+
+func TestRatio(t *testing.T) {
+	// Every unit with one booking: the ratio is the mean of the numerator,
+	// with its variance.
+	ys := []float64{0, 1, 0, 0, 1, 1, 0, 1}
+	var y, x Moments
+	var xy float64
+	for _, v := range ys {
+		y.N, y.Sum, y.SumSq = y.N+1, y.Sum+v, y.SumSq+v*v
+		x.N, x.Sum, x.SumSq = x.N+1, x.Sum+1, x.SumSq+1
+		xy += v
+	}
+	r := Ratio(y, x, xy)
+	if math.Abs(r.Mean()-y.Mean()) > 1e-12 || math.Abs(r.Variance()-y.Variance()) > 1e-12 {
+		t.Errorf("ratio with X = 1: mean %g var %g, want %g %g", r.Mean(), r.Variance(), y.Mean(), y.Variance())
+	}
+	// Units without a denominator count as units and add no evidence.
+	if r := Ratio(Moments{N: 10}, Moments{N: 10}, 0); r.N != 10 || r.Mean() != 0 || r.Variance() != 0 {
+		t.Errorf("empty ratio %+v", r)
+	}
+	// Y = 2X exactly: the ratio is 2 with no variance.
+	if r := Ratio(Moments{N: 3, Sum: 12, SumSq: 2*2 + 4*4 + 6*6}, Moments{N: 3, Sum: 6, SumSq: 1 + 4 + 9}, 2*1+4*2+6*3); math.Abs(r.Mean()-2) > 1e-12 || r.Variance() > 1e-9 {
+		t.Errorf("Y = 2X: %+v mean %g var %g", r, r.Mean(), r.Variance())
+	}
+}

@@ -520,6 +520,7 @@ type VariantResult struct {
 	ConvertedUsers int     `json:"convertedUsers"`
 	Conversions    int     `json:"conversions"`
 	CancelledUsers int     `json:"cancelledUsers"`
+	Cancellations  int     `json:"cancellations"`
 	// Booking revenue, raw and after winsorizing at revenueCap per user.
 	Revenue          float64   `json:"revenue"`
 	CappedRevenue    float64   `json:"cappedRevenue"`
@@ -587,7 +588,7 @@ func (e EventStatus) MarshalJSON() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// A metric per exposed user (the randomisation unit).
+// A metric over exposed users (the randomisation unit).
 type ExperimentMetric string
 
 const (
@@ -595,7 +596,7 @@ const (
 	ExperimentMetricConversionRate ExperimentMetric = "CONVERSION_RATE"
 	// Booking revenue (winsorized) / exposed users.
 	ExperimentMetricRevenuePerUser ExperimentMetric = "REVENUE_PER_USER"
-	// Users with a cancellation / exposed users (lower is better).
+	// Cancellations / bookings of the exposed users, a ratio over users by the delta method (lower is better).
 	ExperimentMetricCancellationRate ExperimentMetric = "CANCELLATION_RATE"
 )
 
