@@ -64,23 +64,47 @@ func New(adminKey string) *Authenticator {
 // refuses a request itself: operations decide with RequireAdmin.
 func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := principal{role: RoleAnonymous}
 		key := r.Header.Get(AdminKeyHeader)
 		if key == "" {
-			if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-				key = v
-			}
+			key = BearerToken(r.Header.Get("Authorization"))
 		}
-		if key != "" {
-			h := sha256.Sum256([]byte(key))
-			if a.configured && subtle.ConstantTimeCompare(h[:], a.adminKeyHash[:]) == 1 {
-				p.role = RoleAdmin
-			} else {
-				p.badKeySent = true
-			}
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, p)))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, a.principal(key))))
 	})
+}
+
+// WithKey returns ctx carrying the role of a key presented outside HTTP
+// headers (a websocket's connection_init): ErrForbidden for a key that is
+// not valid, ctx unchanged for no key.
+func (a *Authenticator) WithKey(ctx context.Context, key string) (context.Context, error) {
+	if key == "" {
+		return ctx, nil
+	}
+	p := a.principal(key)
+	if p.badKeySent {
+		return ctx, ErrForbidden
+	}
+	return context.WithValue(ctx, ctxKey{}, p), nil
+}
+
+// BearerToken returns the token of an Authorization header value ("" when
+// it is not a bearer token).
+func BearerToken(authorization string) string {
+	v, _ := strings.CutPrefix(authorization, "Bearer ")
+	if v == authorization {
+		return ""
+	}
+	return v
+}
+
+func (a *Authenticator) principal(key string) principal {
+	if key == "" {
+		return principal{role: RoleAnonymous}
+	}
+	h := sha256.Sum256([]byte(key))
+	if a.configured && subtle.ConstantTimeCompare(h[:], a.adminKeyHash[:]) == 1 {
+		return principal{role: RoleAdmin}
+	}
+	return principal{role: RoleAnonymous, badKeySent: true}
 }
 
 // WithRole returns a context carrying a role (for tests and internal callers).

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -91,5 +92,37 @@ func TestReadKey(t *testing.T) {
 	}
 	if k, err := ReadKey(ok); err != nil || k != "s3cret" {
 		t.Fatalf("ReadKey = %q, %v", k, err)
+	}
+}
+
+func TestWithKey(t *testing.T) {
+	a := New("s3cret")
+	for _, c := range []struct {
+		key     string
+		wantErr error // of WithKey
+		admin   error // RequireAdmin on the context it returns
+	}{
+		{"", nil, ErrUnauthenticated},
+		{"s3cret", nil, nil},
+		{"nope", ErrForbidden, ErrUnauthenticated},
+	} {
+		ctx, err := a.WithKey(context.Background(), c.key)
+		if !errors.Is(err, c.wantErr) && !(err == nil && c.wantErr == nil) {
+			t.Errorf("WithKey(%q) = %v, want %v", c.key, err, c.wantErr)
+		}
+		if got := RequireAdmin(ctx); !errors.Is(got, c.admin) && !(got == nil && c.admin == nil) {
+			t.Errorf("WithKey(%q): RequireAdmin = %v, want %v", c.key, got, c.admin)
+		}
+	}
+	if _, err := New("").WithKey(context.Background(), "anything"); !errors.Is(err, ErrForbidden) {
+		t.Errorf("no key configured: %v, want ErrForbidden", err)
+	}
+}
+
+func TestBearerToken(t *testing.T) {
+	for in, want := range map[string]string{"Bearer abc": "abc", "bearer abc": "", "Basic abc": "", "": "", "abc": ""} {
+		if got := BearerToken(in); got != want {
+			t.Errorf("BearerToken(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

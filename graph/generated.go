@@ -32,6 +32,7 @@ type ResolverRoot interface {
 	Mutation() MutationResolver
 	Query() QueryResolver
 	Region() RegionResolver
+	Subscription() SubscriptionResolver
 }
 
 type DirectiveRoot struct {
@@ -375,6 +376,24 @@ type ComplexityRoot struct {
 		PValue    func(childComplexity int) int
 	}
 
+	Subscription struct {
+		ForecastUpdated func(childComplexity int, regionID string, horizonMinutes *int, intervalSeconds *int) int
+		RolloutUpdated  func(childComplexity int) int
+		SurgeUpdated    func(childComplexity int, regionIds []string, productTypes []string, minChange *float64) int
+	}
+
+	SurgeUpdate struct {
+		At              func(childComplexity int) int
+		Demand          func(childComplexity int) int
+		Previous        func(childComplexity int) int
+		ProductType     func(childComplexity int) int
+		Reason          func(childComplexity int) int
+		RegionID        func(childComplexity int) int
+		Snapshot        func(childComplexity int) int
+		Supply          func(childComplexity int) int
+		SurgeMultiplier func(childComplexity int) int
+	}
+
 	VariantComparison struct {
 		AbsoluteInterval        func(childComplexity int) int
 		AbsoluteLift            func(childComplexity int) int
@@ -454,6 +473,11 @@ type QueryResolver interface {
 }
 type RegionResolver interface {
 	CurrentPrices(ctx context.Context, obj *model.Region) ([]*model.PriceQuote, error)
+}
+type SubscriptionResolver interface {
+	SurgeUpdated(ctx context.Context, regionIds []string, productTypes []string, minChange *float64) (<-chan *model.SurgeUpdate, error)
+	ForecastUpdated(ctx context.Context, regionID string, horizonMinutes *int, intervalSeconds *int) (<-chan *model.Forecast, error)
+	RolloutUpdated(ctx context.Context) (<-chan *model.Rollout, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -2058,6 +2082,90 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.SampleRatioCheck.PValue(childComplexity), true
 
+	case "Subscription.forecastUpdated":
+		if e.ComplexityRoot.Subscription.ForecastUpdated == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_forecastUpdated_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.ForecastUpdated(childComplexity, args["regionId"].(string), args["horizonMinutes"].(*int), args["intervalSeconds"].(*int)), true
+	case "Subscription.rolloutUpdated":
+		if e.ComplexityRoot.Subscription.RolloutUpdated == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Subscription.RolloutUpdated(childComplexity), true
+	case "Subscription.surgeUpdated":
+		if e.ComplexityRoot.Subscription.SurgeUpdated == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_surgeUpdated_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.SurgeUpdated(childComplexity, args["regionIds"].([]string), args["productTypes"].([]string), args["minChange"].(*float64)), true
+
+	case "SurgeUpdate.at":
+		if e.ComplexityRoot.SurgeUpdate.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SurgeUpdate.At(childComplexity), true
+	case "SurgeUpdate.demand":
+		if e.ComplexityRoot.SurgeUpdate.Demand == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SurgeUpdate.Demand(childComplexity), true
+	case "SurgeUpdate.previous":
+		if e.ComplexityRoot.SurgeUpdate.Previous == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SurgeUpdate.Previous(childComplexity), true
+	case "SurgeUpdate.productType":
+		if e.ComplexityRoot.SurgeUpdate.ProductType == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SurgeUpdate.ProductType(childComplexity), true
+	case "SurgeUpdate.reason":
+		if e.ComplexityRoot.SurgeUpdate.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SurgeUpdate.Reason(childComplexity), true
+	case "SurgeUpdate.regionId":
+		if e.ComplexityRoot.SurgeUpdate.RegionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SurgeUpdate.RegionID(childComplexity), true
+	case "SurgeUpdate.snapshot":
+		if e.ComplexityRoot.SurgeUpdate.Snapshot == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SurgeUpdate.Snapshot(childComplexity), true
+	case "SurgeUpdate.supply":
+		if e.ComplexityRoot.SurgeUpdate.Supply == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SurgeUpdate.Supply(childComplexity), true
+	case "SurgeUpdate.surgeMultiplier":
+		if e.ComplexityRoot.SurgeUpdate.SurgeMultiplier == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SurgeUpdate.SurgeMultiplier(childComplexity), true
+
 	case "VariantComparison.absoluteInterval":
 		if e.ComplexityRoot.VariantComparison.AbsoluteInterval == nil {
 			break
@@ -2319,6 +2427,23 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			ctx = graphql.WithLazyInputUnmarshalerIndex(ctx, inputUnmarshalers)
 			data := ec._Mutation(ctx, opCtx.Operation.SelectionSet)
 			var buf bytes.Buffer
+			data.MarshalGQL(&buf)
+
+			return &graphql.Response{
+				Data: buf.Bytes(),
+			}
+		}
+	case ast.Subscription:
+		next := ec._Subscription(ctx, opCtx.Operation.SelectionSet)
+
+		var buf bytes.Buffer
+		return func(ctx context.Context) *graphql.Response {
+			buf.Reset()
+			data := next(ctx)
+
+			if data == nil {
+				return nil
+			}
 			data.MarshalGQL(&buf)
 
 			return &graphql.Response{
@@ -3036,6 +3161,41 @@ extend type PriceQuote {
   "Every experiment variant that priced this quote (one per layer)."
   experiments: [ExperimentAssignment!]!
 }
+
+# --- Live updates (issue 9) ---
+
+"Live updates over a websocket at /graphql (graphql-transport-ws, or the legacy graphql-ws subprotocol)."
+type Subscription {
+  """
+  The surge multipliers of the chosen regions and products (all when null): first a snapshot per
+  region and product (snapshot: true), then an update whenever a multiplier moves by more than
+  minChange. A slow subscriber gets the latest value per region and product; one that stays
+  behind is disconnected (error SLOW_SUBSCRIBER).
+  """
+  surgeUpdated(regionIds: [ID!], productTypes: [String!], minChange: Float = 0): SurgeUpdate!
+  "A region's demand forecast, sent at once and then every intervalSeconds (1 to 300) when it changes."
+  forecastUpdated(regionId: ID!, horizonMinutes: Int = 15, intervalSeconds: Int = 5): Forecast!
+  "The model rollout, sent at once and whenever its state, phase or figures change; null when there is none."
+  rolloutUpdated: Rollout
+}
+
+"A multiplier of one product in one region, as quoted now."
+type SurgeUpdate {
+  regionId: ID!
+  productType: String!
+  surgeMultiplier: Float!
+  "The multiplier this subscription saw last; null in the snapshot."
+  previous: Float
+  "Forecast demand (requests) over the pricing horizon, when the quote had one."
+  demand: Float
+  "Available supply units, when known."
+  supply: Float
+  at: Time!
+  "The factor that moved the multiplier most, as name: description."
+  reason: String!
+  "True for the initial values, false for changes."
+  snapshot: Boolean!
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -3656,6 +3816,30 @@ func (ec *executionContext) childFields_SampleRatioCheck(ctx context.Context, fi
 	return nil, fmt.Errorf("no field named %q was found under type SampleRatioCheck", field.Name)
 }
 
+func (ec *executionContext) childFields_SurgeUpdate(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "regionId":
+		return ec.fieldContext_SurgeUpdate_regionId(ctx, field)
+	case "productType":
+		return ec.fieldContext_SurgeUpdate_productType(ctx, field)
+	case "surgeMultiplier":
+		return ec.fieldContext_SurgeUpdate_surgeMultiplier(ctx, field)
+	case "previous":
+		return ec.fieldContext_SurgeUpdate_previous(ctx, field)
+	case "demand":
+		return ec.fieldContext_SurgeUpdate_demand(ctx, field)
+	case "supply":
+		return ec.fieldContext_SurgeUpdate_supply(ctx, field)
+	case "at":
+		return ec.fieldContext_SurgeUpdate_at(ctx, field)
+	case "reason":
+		return ec.fieldContext_SurgeUpdate_reason(ctx, field)
+	case "snapshot":
+		return ec.fieldContext_SurgeUpdate_snapshot(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SurgeUpdate", field.Name)
+}
+
 func (ec *executionContext) childFields_VariantComparison(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "variant":
@@ -4243,6 +4427,66 @@ func (ec *executionContext) field_Query_pricingRules_args(ctx context.Context, r
 		return nil, err
 	}
 	args["includeHistory"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_forecastUpdated_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "regionId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["regionId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "horizonMinutes",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["horizonMinutes"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "intervalSeconds",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["intervalSeconds"] = arg2
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_surgeUpdated_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "regionIds",
+		func(ctx context.Context, v any) ([]string, error) {
+			return ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["regionIds"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "productTypes",
+		func(ctx context.Context, v any) ([]string, error) {
+			return ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["productTypes"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "minChange",
+		func(ctx context.Context, v any) (*float64, error) {
+			return ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["minChange"] = arg2
 	return args, nil
 }
 
@@ -10614,6 +10858,333 @@ func (ec *executionContext) fieldContext_SampleRatioCheck_mismatch(_ context.Con
 	return graphql.NewScalarFieldContext("SampleRatioCheck", field, false, false, "Boolean")
 }
 
+func (ec *executionContext) _Subscription_surgeUpdated(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_surgeUpdated(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().SurgeUpdated(ctx, fc.Args["regionIds"].([]string), fc.Args["productTypes"].([]string), fc.Args["minChange"].(*float64))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SurgeUpdate) graphql.Marshaler {
+			return ec.marshalNSurgeUpdate2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐSurgeUpdate(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_surgeUpdated(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SurgeUpdate(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_surgeUpdated_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_forecastUpdated(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_forecastUpdated(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().ForecastUpdated(ctx, fc.Args["regionId"].(string), fc.Args["horizonMinutes"].(*int), fc.Args["intervalSeconds"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Forecast) graphql.Marshaler {
+			return ec.marshalNForecast2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐForecast(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_forecastUpdated(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Forecast(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_forecastUpdated_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_rolloutUpdated(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_rolloutUpdated(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Subscription().RolloutUpdated(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Rollout) graphql.Marshaler {
+			return ec.marshalORollout2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRollout(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_rolloutUpdated(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Rollout(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SurgeUpdate_regionId(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SurgeUpdate_regionId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RegionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SurgeUpdate_regionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "ID")
+}
+
+func (ec *executionContext) _SurgeUpdate_productType(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SurgeUpdate_productType(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ProductType, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SurgeUpdate_productType(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "String")
+}
+
+func (ec *executionContext) _SurgeUpdate_surgeMultiplier(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SurgeUpdate_surgeMultiplier(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SurgeMultiplier, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SurgeUpdate_surgeMultiplier(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "Float")
+}
+
+func (ec *executionContext) _SurgeUpdate_previous(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SurgeUpdate_previous(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Previous, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SurgeUpdate_previous(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "Float")
+}
+
+func (ec *executionContext) _SurgeUpdate_demand(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SurgeUpdate_demand(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Demand, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SurgeUpdate_demand(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "Float")
+}
+
+func (ec *executionContext) _SurgeUpdate_supply(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SurgeUpdate_supply(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Supply, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SurgeUpdate_supply(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "Float")
+}
+
+func (ec *executionContext) _SurgeUpdate_at(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SurgeUpdate_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SurgeUpdate_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "Time")
+}
+
+func (ec *executionContext) _SurgeUpdate_reason(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SurgeUpdate_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SurgeUpdate_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "String")
+}
+
+func (ec *executionContext) _SurgeUpdate_snapshot(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SurgeUpdate_snapshot(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Snapshot, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SurgeUpdate_snapshot(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "Boolean")
+}
+
 func (ec *executionContext) _VariantComparison_variant(ctx context.Context, field graphql.CollectedField, obj *model.VariantComparison) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -15372,6 +15943,103 @@ func (ec *executionContext) _SampleRatioCheck(ctx context.Context, sel ast.Selec
 	return out
 }
 
+var subscriptionImplementors = []string{"Subscription"}
+
+func (ec *executionContext) _Subscription(ctx context.Context, sel ast.SelectionSet) func(ctx context.Context) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, subscriptionImplementors)
+	ctx = graphql.WithFieldContext(ctx, &graphql.FieldContext{
+		Object: "Subscription",
+	})
+	if len(fields) != 1 {
+		graphql.AddErrorf(ctx, "must subscribe to exactly one stream")
+		return nil
+	}
+
+	switch fields[0].Name {
+	case "surgeUpdated":
+		return ec._Subscription_surgeUpdated(ctx, fields[0])
+	case "forecastUpdated":
+		return ec._Subscription_forecastUpdated(ctx, fields[0])
+	case "rolloutUpdated":
+		return ec._Subscription_rolloutUpdated(ctx, fields[0])
+	default:
+		panic("unknown field " + strconv.Quote(fields[0].Name))
+	}
+}
+
+var surgeUpdateImplementors = []string{"SurgeUpdate"}
+
+func (ec *executionContext) _SurgeUpdate(ctx context.Context, sel ast.SelectionSet, obj *model.SurgeUpdate) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, surgeUpdateImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SurgeUpdate")
+		case "regionId":
+			out.Values[i] = ec._SurgeUpdate_regionId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "productType":
+			out.Values[i] = ec._SurgeUpdate_productType(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "surgeMultiplier":
+			out.Values[i] = ec._SurgeUpdate_surgeMultiplier(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "previous":
+			out.Values[i] = ec._SurgeUpdate_previous(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "demand":
+			out.Values[i] = ec._SurgeUpdate_demand(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "supply":
+			out.Values[i] = ec._SurgeUpdate_supply(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "at":
+			out.Values[i] = ec._SurgeUpdate_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reason":
+			out.Values[i] = ec._SurgeUpdate_reason(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "snapshot":
+			out.Values[i] = ec._SurgeUpdate_snapshot(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var variantComparisonImplementors = []string{"VariantComparison"}
 
 func (ec *executionContext) _VariantComparison(ctx context.Context, sel ast.SelectionSet, obj *model.VariantComparison) graphql.Marshaler {
@@ -16776,6 +17444,14 @@ func (ec *executionContext) marshalNString2ᚕstringᚄ(ctx context.Context, sel
 	}
 
 	return ret
+}
+
+func (ec *executionContext) marshalNSurgeUpdate2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐSurgeUpdate(ctx context.Context, sel ast.SelectionSet, v *model.SurgeUpdate) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SurgeUpdate!")
+		return graphql.Null
+	}
+	return ec._SurgeUpdate(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNTime2timeᚐTime(ctx context.Context, v any) (time.Time, error) {

@@ -390,8 +390,11 @@ func (s *Service) price(r Request, rule pricing.Rule, sn snapshot, fc inference.
 			RegionID: q.RegionID, ProductType: q.ProductType, QuoteID: q.ID, At: now})
 	}
 	w := write{quote: &q, decision: s.decision(q, in, sn), state: &stateWrite{key: key, state: pq.State}}
-	if quotedBefore && last != pq.Multiplier {
-		w.change = &SurgeChange{RegionID: r.RegionID, ProductType: r.ProductType, Previous: last, Multiplier: pq.Multiplier, At: now, QuoteID: q.ID}
+	// Only the default strategy's multiplier is the region's surge: an
+	// experiment variant's is not published.
+	if quotedBefore && last != pq.Multiplier && key.variant == "" {
+		c := Change(q, last)
+		w.change = &c
 	}
 	s.enqueue(w)
 	return q, nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,5 +169,28 @@ func TestSurgeChangesArePublished(t *testing.T) {
 	}
 	if ch.RegionID != "berlin" || ch.ProductType != "ride" || ch.Previous != 1.5 || ch.Multiplier != 1 || ch.QuoteID != q.ID {
 		t.Fatalf("change %+v", ch)
+	}
+	// What moved it and the figures behind it travel with the change.
+	if ch.Demand == nil || *ch.Demand != 0 || ch.Supply == nil || *ch.Supply != 1 || !strings.HasPrefix(ch.Reason, "demand_supply: ") {
+		t.Fatalf("change demand %v supply %v reason %q", ch.Demand, ch.Supply, ch.Reason)
+	}
+}
+
+func TestReason(t *testing.T) {
+	for _, tc := range []struct {
+		factors []pricing.Factor
+		want    string
+	}{
+		{nil, "base: no factor moved the multiplier"},
+		{[]pricing.Factor{{Name: "base", Contribution: 1}}, "base: no factor moved the multiplier"},
+		{[]pricing.Factor{{Name: "base", Contribution: 1}, {Name: "demand_supply", Description: "d"}, {Name: "rounding", Description: "r"}}, "demand_supply: d"},
+		{[]pricing.Factor{{Name: "base", Contribution: 1}, {Name: "demand_supply", Contribution: 0.5, Description: "d"},
+			{Name: "smoothing", Contribution: -0.6, Description: "s"}}, "smoothing: s"},
+		{[]pricing.Factor{{Name: "base", Contribution: 1}, {Name: "demand_supply", Contribution: 0.5, Description: "d"},
+			{Name: "regulatory_cap", Contribution: -0.2, Description: "c"}}, "demand_supply: d"},
+	} {
+		if got := Reason(tc.factors); got != tc.want {
+			t.Errorf("Reason(%v) = %q, want %q", tc.factors, got, tc.want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -34,12 +35,50 @@ func SurgeChannel(regionID string) string { return "surge:{" + regionID + "}" }
 // SurgeChange is published when the quoted multiplier of a product in a
 // region moves.
 type SurgeChange struct {
-	RegionID    string    `json:"regionId"`
-	ProductType string    `json:"productType"`
-	Previous    float64   `json:"previous"`
-	Multiplier  float64   `json:"multiplier"`
-	At          time.Time `json:"at"`
-	QuoteID     string    `json:"quoteId"`
+	RegionID    string  `json:"regionId"`
+	ProductType string  `json:"productType"`
+	Previous    float64 `json:"previous"`
+	Multiplier  float64 `json:"multiplier"`
+	// Demand is the forecast demand over the pricing horizon (nil when the
+	// forecast was STATIC); Supply the available supply (nil when unknown).
+	Demand  *float64  `json:"demand,omitempty"`
+	Supply  *float64  `json:"supply,omitempty"`
+	Reason  string    `json:"reason"`
+	At      time.Time `json:"at"`
+	QuoteID string    `json:"quoteId"`
+}
+
+// Change describes a quote as a surge change from previous.
+func Change(q Quote, previous float64) SurgeChange {
+	c := SurgeChange{RegionID: q.RegionID, ProductType: q.ProductType, Previous: previous, Multiplier: q.Multiplier,
+		Reason: Reason(q.Factors), At: q.CreatedAt, QuoteID: q.ID}
+	if q.Forecast.Known() {
+		c.Demand = &q.Forecast.Demand
+	}
+	if q.SupplyKnown {
+		c.Supply = &q.Supply
+	}
+	return c
+}
+
+// Reason names the factor that moved a multiplier most: the non-base factor
+// with the largest contribution in absolute value, as "name: description";
+// when none moved it, the first non-base factor (demand against supply),
+// which says why.
+func Reason(factors []pricing.Factor) string {
+	best := -1
+	for i, f := range factors {
+		if f.Name == "base" {
+			continue
+		}
+		if best < 0 || math.Abs(f.Contribution) > math.Abs(factors[best].Contribution) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return "base: no factor moved the multiplier"
+	}
+	return factors[best].Name + ": " + factors[best].Description
 }
 
 func quoteKey(id string) string { return "quote:{" + id + "}" }

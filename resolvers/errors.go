@@ -14,6 +14,7 @@ import (
 	"github.com/surgeworks/surge/bookings"
 	"github.com/surgeworks/surge/experiments"
 	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/live"
 	"github.com/surgeworks/surge/pricing"
 	"github.com/surgeworks/surge/quotes"
 	"github.com/surgeworks/surge/registry"
@@ -103,7 +104,9 @@ func ErrorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 			gerr.Extensions["field"] = "version"
 		case errors.Is(err, rollout.ErrConflict):
 			gerr.Extensions["code"] = CodeConflict
-		case errors.Is(err, errNoRollouts), errors.Is(err, errNoAccuracy):
+		case errors.Is(err, live.ErrTooMany):
+			gerr.Extensions["code"] = CodeTooManySubscriptions
+		case errors.Is(err, errNoRollouts), errors.Is(err, errNoAccuracy), errors.Is(err, errNoLive):
 			gerr.Extensions["code"] = CodeUnavailable
 		case errors.Is(err, rules.ErrBackdated):
 			gerr.Extensions["code"] = CodeBadUserInput

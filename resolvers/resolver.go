@@ -11,6 +11,7 @@ import (
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/live"
 	"github.com/surgeworks/surge/pricing"
 	"github.com/surgeworks/surge/quotes"
 	"github.com/surgeworks/surge/rules"
@@ -87,6 +88,8 @@ type Resolver struct {
 	ExperimentService ExperimentAdmin
 	// Bookings records bookings; nil: book answers UNAVAILABLE.
 	Bookings Booker
+	// Live serves the subscriptions; nil: they answer UNAVAILABLE.
+	Live *live.Hub
 	// MaxBatch bounds the inputs of prices (default 100).
 	MaxBatch int
 }

@@ -457,6 +457,18 @@ func (r *regionResolver) CurrentPrices(ctx context.Context, obj *model.Region) (
 	return out, nil
 }
 
+func (r *subscriptionResolver) SurgeUpdated(ctx context.Context, regionIds []string, productTypes []string, minChange *float64) (<-chan *model.SurgeUpdate, error) {
+	return r.surgeUpdated(ctx, regionIds, productTypes, minChange)
+}
+
+func (r *subscriptionResolver) ForecastUpdated(ctx context.Context, regionID string, horizonMinutes *int, intervalSeconds *int) (<-chan *model.Forecast, error) {
+	return r.forecastUpdated(ctx, regionID, horizonMinutes, intervalSeconds)
+}
+
+func (r *subscriptionResolver) RolloutUpdated(ctx context.Context) (<-chan *model.Rollout, error) {
+	return r.rolloutUpdated(ctx)
+}
+
 func (r *Resolver) Experiment() graph.ExperimentResolver { return &experimentResolver{r} }
 
 func (r *Resolver) Mutation() graph.MutationResolver { return &mutationResolver{r} }
@@ -465,9 +477,12 @@ func (r *Resolver) Query() graph.QueryResolver { return &queryResolver{r} }
 
 func (r *Resolver) Region() graph.RegionResolver { return &regionResolver{r} }
 
+func (r *Resolver) Subscription() graph.SubscriptionResolver { return &subscriptionResolver{r} }
+
 type (
-	experimentResolver struct{ *Resolver }
-	mutationResolver   struct{ *Resolver }
-	queryResolver      struct{ *Resolver }
-	regionResolver     struct{ *Resolver }
+	experimentResolver   struct{ *Resolver }
+	mutationResolver     struct{ *Resolver }
+	queryResolver        struct{ *Resolver }
+	regionResolver       struct{ *Resolver }
+	subscriptionResolver struct{ *Resolver }
 )

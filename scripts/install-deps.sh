@@ -4,7 +4,9 @@
 # when everything is present.
 #
 #   apt:  redis-server, clickhouse-server, clickhouse-client (18.16), tzdata,
-#         gcc (cgo for ONNX Runtime); npm only if the ORT library must be fetched
+#         gcc (cgo for ONNX Runtime), npm (and node), chromium (browser tests)
+#   npm:  web/node_modules from web/package-lock.json (npm ci, again when the
+#         lock file is newer than the install)
 #   ORT:  libonnxruntime.so.1 from npm onnxruntime-node@1.24.1, checked by sha256,
 #         into $ORT_LIB_TARGET (default <repo>/.cache/onnxruntime/libonnxruntime.so.1.24.1)
 #
@@ -58,9 +60,8 @@ for pkg in redis-server clickhouse-server clickhouse-client tzdata; do
 	pkg_installed "$pkg" || missing+=("$pkg")
 done
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
-if ! ort_ok && ! command -v npm >/dev/null 2>&1; then
-	missing+=(npm)
-fi
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
 	apt_install "${missing[@]}"
 fi
@@ -83,4 +84,12 @@ if ! ort_ok; then
 	cp "$tmp/$ORT_MEMBER" "$ORT_LIB_TARGET.tmp.$$"
 	mv -f "$ORT_LIB_TARGET.tmp.$$" "$ORT_LIB_TARGET"
 	log "installed $ORT_LIB_TARGET"
+fi
+
+# --- npm packages of the web front end --------------------------------------
+web="$repo_root/web"
+if [ -f "$web/package-lock.json" ] &&
+	{ [ ! -f "$web/node_modules/.package-lock.json" ] || [ "$web/package-lock.json" -nt "$web/node_modules/.package-lock.json" ]; }; then
+	log "npm ci in web/"
+	(cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -28,7 +28,7 @@ func (d depthLimit) MutateOperationContext(_ context.Context, oc *graphql.Operat
 		return nil
 	}
 	if depth := selectionDepth(oc.Operation.SelectionSet, 0, d.max); depth > d.max {
-		err := gqlerror.Errorf("operation is nested %d levels deep or more; the limit is %d", depth, d.max)
+		err := gqlerror.Errorf("operation is nested %d levels deep or more; the depth limit is %d", depth, d.max)
 		errcode.Set(err, errcode.ValidationFailed)
 		return err
 	}
@@ -46,7 +46,12 @@ func selectionDepth(set ast.SelectionSet, depth, limit int) int {
 		var d int
 		switch s := sel.(type) {
 		case *ast.Field:
-			if len(s.SelectionSet) == 0 {
+			if s.Name == "ofType" && s.ObjectDefinition != nil && s.ObjectDefinition.Name == "__Type" {
+				// A type reference's wrappers (list of non-null of …): the
+				// standard introspection query nests them 8 deep, and the
+				// answer ends where the schema's types do.
+				d = selectionDepth(s.SelectionSet, depth, limit)
+			} else if len(s.SelectionSet) == 0 {
 				d = depth + 1
 			} else {
 				d = selectionDepth(s.SelectionSet, depth+1, limit)
@@ -101,4 +106,41 @@ func (l *rateLimiter) middleware(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// noIntrospection refuses operations that select __schema or __type, when
+// introspection is switched off, before anything runs.
+type noIntrospection struct{}
+
+func (noIntrospection) ExtensionName() string                   { return "NoIntrospection" }
+func (noIntrospection) Validate(graphql.ExecutableSchema) error { return nil }
+func (noIntrospection) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+	if oc.Operation != nil && introspects(oc.Operation.SelectionSet) {
+		err := gqlerror.Errorf("introspection is disabled on this server")
+		errcode.Set(err, errcode.ValidationFailed)
+		return err
+	}
+	return nil
+}
+
+// introspects tells whether a selection set asks for __schema or __type
+// (introspection fields exist only at the root).
+func introspects(set ast.SelectionSet) bool {
+	for _, sel := range set {
+		switch s := sel.(type) {
+		case *ast.Field:
+			if s.Name == "__schema" || s.Name == "__type" {
+				return true
+			}
+		case *ast.InlineFragment:
+			if introspects(s.SelectionSet) {
+				return true
+			}
+		case *ast.FragmentSpread:
+			if s.Definition != nil && introspects(s.Definition.SelectionSet) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -49,7 +49,19 @@ type Options struct {
 	// and RateBurst the burst (defaults 5,000/s and 10,000).
 	RatePerClient float64
 	RateBurst     int
-	Logger        *slog.Logger
+	// DisableIntrospection refuses __schema and __type queries, and
+	// DisablePlayground serves no /playground (for production, where the
+	// schema need not be browsable).
+	DisableIntrospection bool
+	DisablePlayground    bool
+	// WSWriteTimeout bounds a websocket write: a client that reads nothing
+	// for that long is disconnected (default 10 s). WSPingInterval is how
+	// often the server pings a graphql-transport-ws client (and sends a
+	// keep-alive to a legacy graphql-ws one); a client that does not answer
+	// within twice the interval is disconnected (default 10 s).
+	WSWriteTimeout time.Duration
+	WSPingInterval time.Duration
+	Logger         *slog.Logger
 	// Registry is where /metrics reads from and request metrics register.
 	Registry *prometheus.Registry
 }
@@ -72,6 +84,12 @@ func (o *Options) defaults() {
 	}
 	if o.RateBurst <= 0 {
 		o.RateBurst = 10000
+	}
+	if o.WSWriteTimeout <= 0 {
+		o.WSWriteTimeout = 10 * time.Second
+	}
+	if o.WSPingInterval <= 0 {
+		o.WSPingInterval = 10 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -103,12 +121,24 @@ func New(res *resolvers.Resolver, authn *auth.Authenticator, checks map[string]C
 	m := newHTTPMetrics(opts.Registry)
 
 	gql := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: res}))
-	gql.AddTransport(transport.Websocket{KeepAlivePingInterval: 10 * time.Second})
+	wsLimit := opts.MaxBodyBytes
+	gql.AddTransport(transport.Websocket{
+		Implementation:        wsImplementation{writeTimeout: opts.WSWriteTimeout},
+		InitFunc:              wsInit(authn),
+		InitTimeout:           10 * time.Second,
+		KeepAlivePingInterval: opts.WSPingInterval,
+		PingPongInterval:      opts.WSPingInterval,
+		PayloadReadLimit:      &wsLimit,
+	})
 	gql.AddTransport(transport.Options{})
 	gql.AddTransport(transport.GET{})
 	gql.AddTransport(transport.POST{})
 	gql.SetQueryCache(lru.New[*ast.QueryDocument](1000))
-	gql.Use(extension.Introspection{})
+	if opts.DisableIntrospection {
+		gql.Use(noIntrospection{})
+	} else {
+		gql.Use(extension.Introspection{})
+	}
 	gql.Use(extension.FixedComplexityLimit(opts.MaxComplexity))
 	gql.Use(depthLimit{max: opts.MaxDepth})
 	gql.Use(m)
@@ -126,7 +156,9 @@ func New(res *resolvers.Resolver, authn *auth.Authenticator, checks map[string]C
 
 	mux := http.NewServeMux()
 	mux.Handle("/graphql", api)
-	mux.Handle("/playground", playground.Handler("surge — pricing API", "/graphql"))
+	if !opts.DisablePlayground {
+		mux.Handle("/playground", playground.Handler("surge — pricing API", "/graphql"))
+	}
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))

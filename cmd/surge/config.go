@@ -32,6 +32,12 @@ type config struct {
 	QuoteValidity      time.Duration
 	HorizonMinutes     int
 	RatePerClient      float64
+	Introspection      bool
+	Playground         bool
+	LiveReprice        time.Duration
+	LiveMaxSubs        int
+	LiveMaxPerConn     int
+	WSPing             time.Duration
 	PprofAddr          string
 	Consumers          bool
 	RetrainSchedule    string
@@ -125,6 +131,12 @@ func (c *config) addServeFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ExperimentDay, "experiment-day", envDuration("EXPERIMENT_DAY_LENGTH", 24*time.Hour), help("length of an experiment day given to new experiments (surge dev: 1m, so a week passes in minutes)", "EXPERIMENT_DAY_LENGTH"))
 	fs.DurationVar(&c.ExperimentResults, "experiment-results-interval", envDuration("EXPERIMENT_RESULTS_INTERVAL", 5*time.Minute), help("age at which a running experiment's results snapshot is recomputed (surge dev: 10s)", "EXPERIMENT_RESULTS_INTERVAL"))
 	fs.Float64Var(&c.RatePerClient, "rate-limit", envFloat("RATE_LIMIT_RPS", 5000), help("GraphQL requests per second allowed per client address", "RATE_LIMIT_RPS"))
+	fs.BoolVar(&c.Introspection, "introspection", env("GRAPHQL_INTROSPECTION", "true") == "true", help("answer GraphQL introspection (schema docs and completion in tools); false refuses __schema and __type", "GRAPHQL_INTROSPECTION"))
+	fs.BoolVar(&c.Playground, "playground", env("PLAYGROUND", "true") == "true", help("serve the GraphiQL playground at /playground", "PLAYGROUND"))
+	fs.DurationVar(&c.LiveReprice, "live-reprice", envDuration("LIVE_REPRICE_INTERVAL", time.Second), help("how often the pairs watched by surgeUpdated subscribers are repriced, so their multipliers move without price requests; negative: never", "LIVE_REPRICE_INTERVAL"))
+	fs.IntVar(&c.LiveMaxSubs, "live-max-subscriptions", envInt("LIVE_MAX_SUBSCRIPTIONS", 20000), help("live subscriptions allowed on this instance", "LIVE_MAX_SUBSCRIPTIONS"))
+	fs.DurationVar(&c.WSPing, "ws-ping-interval", envDuration("WS_PING_INTERVAL", 10*time.Second), help("how often websocket clients are pinged; one that does not answer within twice the interval is disconnected", "WS_PING_INTERVAL"))
+	fs.IntVar(&c.LiveMaxPerConn, "live-max-per-connection", envInt("LIVE_MAX_PER_CONNECTION", 50), help("live subscriptions allowed on one websocket connection", "LIVE_MAX_PER_CONNECTION"))
 }
 
 func (c *config) brokers() []string { return splitList(c.KafkaBrokers) }

@@ -75,6 +75,9 @@ type stackOptions struct {
 	consumers bool
 	// experimentDay is the day length of new experiments (default 24 h).
 	experimentDay time.Duration
+	// maxPerConnection bounds the live subscriptions of a websocket
+	// connection (default 50).
+	maxPerConnection int
 }
 
 // stack is one serving process on its own servers.
@@ -157,6 +160,8 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 		QuoteValidity:    60 * time.Second,
 		HorizonMinutes:   15,
 		RatePerClient:    1e6,
+		Introspection:    true,
+		Playground:       true,
 		LogFormat:        "text",
 		LogLevel:         "info",
 	}
@@ -165,6 +170,8 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	}
 	s.cfg.Consumers = opts.consumers
 	s.cfg.ExperimentDay = opts.experimentDay
+	s.cfg.LiveMaxPerConn = opts.maxPerConnection
+	s.cfg.WSPing = 3 * time.Second // the protocol test waits for a ping
 	if _, err := s.cfg.logger(); err != nil {
 		t.Fatalf("config logger: %v", err)
 	}

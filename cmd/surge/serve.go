@@ -27,6 +27,7 @@ import (
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/live"
 	"github.com/surgeworks/surge/migrations"
 	"github.com/surgeworks/surge/model"
 	"github.com/surgeworks/surge/monitoring"
@@ -91,6 +92,7 @@ type app struct {
 	rollouts    *rollout.Controller
 	accuracy    *monitoring.Accuracy
 	quotes      *quotes.Service
+	live        *live.Hub
 	experiments *experiments.Service
 	publisher   *ingest.Publisher
 	events      *kafka.Writer
@@ -251,14 +253,20 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 			return nil, err
 		}
 	}
+	a.live = live.New(a.rdb, a.quotes, a.rules, live.Options{
+		RepriceInterval: cfg.LiveReprice, MaxSubscriptions: cfg.LiveMaxSubs, MaxPerConnection: cfg.LiveMaxPerConn,
+		Logger: logger, Registerer: reg,
+	})
 	books := bookings.New(a.quotes, a.rdb, a.intake, bookings.Options{})
 	res := &resolvers.Resolver{
 		Quotes: a.quotes, Rules: a.rules, RuleHistory: store, Intake: a.intake,
 		Demand: history, FeatureStore: features.NewStore(a.rdb, 0), Ingestion: a.ingestionStatus,
 		Rollouts: a.rollouts, Accuracy: a.accuracy, ExperimentService: a.experiments, Bookings: books,
+		Live: a.live,
 	}
 	a.server = server.New(res, auth.New(adminKey), a.readiness(), server.Options{
 		Addr: cfg.ListenAddr, RatePerClient: cfg.RatePerClient, Logger: logger, Registry: reg,
+		DisableIntrospection: !cfg.Introspection, DisablePlayground: !cfg.Playground, WSPingInterval: cfg.WSPing,
 	})
 	a.server.Mount(ingest.EventsPath, a.intake.Handler())
 	a.server.Mount(bookings.Path, books.Handler(logger))
@@ -326,7 +334,7 @@ func (a *app) readiness() map[string]server.Check {
 func (a *app) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	components := []interface{ Run(context.Context) error }{
-		a.rules, a.averages, a.forecaster, a.watcher, a.rollouts, a.accuracy, a.experiments, a.quotes, a.publisher, a.server,
+		a.rules, a.averages, a.forecaster, a.watcher, a.rollouts, a.accuracy, a.experiments, a.quotes, a.live, a.publisher, a.server,
 	}
 	if a.stream != nil {
 		components = append(components, a.stream, a.sink)

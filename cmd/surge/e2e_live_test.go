@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+// TestE2ELive runs the protocol tests of web/protocol (graphql-js and the
+// npm graphql-ws client under node) against a stack with its consumers and
+// a second replica on the same Redis, ClickHouse and broker.
+func TestE2ELive(t *testing.T) {
+	s := newStack(t, stackOptions{consumers: true, maxPerConnection: 4})
+	r := s.replica(t)
+	runNode(t, map[string]string{
+		"SURGE_URL": s.base, "SURGE_URL_2": r.base, "SURGE_ADMIN_KEY": testAdminKey,
+		"SURGE_MAX_PER_CONNECTION": strconv.Itoa(s.cfg.LiveMaxPerConn),
+	}, "protocol/live.test.mjs")
+}
+
+// replica starts a second serving process of the stack (API only, no
+// consumers) on its own port.
+type replica struct{ base string }
+
+func (s *stack) replica(t *testing.T) replica {
+	t.Helper()
+	cfg := s.cfg
+	cfg.Consumers = false
+	a, err := newApp(context.Background(), cfg, testAdminKey, s.logger.With("replica", 2))
+	if err != nil {
+		t.Fatalf("replica: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("replica run: %v", err)
+		}
+	})
+	return replica{base: "http://" + a.server.Addr()}
+}
+
+// runNode runs node's test runner on files under web/ with env added; the
+// npm packages come from web/node_modules (`make deps` installs them).
+func runNode(t *testing.T, env map[string]string, files ...string) {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "..", "web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "graphql-ws")); err != nil {
+		t.Fatalf("web/node_modules is not installed (run `make deps`): %v", err)
+	}
+	cmd := exec.Command("node", append([]string{"--test", "--test-reporter=spec", "--test-concurrency=1"}, files...)...)
+	cmd.Dir = dir
+	cmd.Env = os.Environ()
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, err := cmd.CombinedOutput()
+	t.Logf("node --test %v:\n%s", files, out)
+	if err != nil {
+		t.Fatalf("node tests failed: %v", err)
+	}
+}
