@@ -67,5 +67,11 @@ bench-train:
 generate:
 	$(GO) generate ./...
 
+# Rebuilds the dashboard and playground bundles in web/dist (committed; a
+# test in `make test` fails when they are older than web/src).
+.PHONY: web
+web: deps
+	cd web && npm run typecheck && npm run build
+
 lint:
 	$(GO) vet ./...

@@ -200,25 +200,34 @@ func (h *Hub) dispatch(u Update) {
 
 type connKey struct{}
 
+// connection is one client connection's share of the hub.
+type connection struct {
+	subs  atomic.Int64
+	close context.CancelFunc
+}
+
 // WithConnection marks a context as one client connection's: the
-// subscriptions started under it count against MaxPerConnection.
+// subscriptions started under it count against MaxPerConnection, and a slow
+// subscriber closes the connection by cancelling the returned context (the
+// websocket transport closes the socket when it ends).
 func WithConnection(ctx context.Context) context.Context {
-	return context.WithValue(ctx, connKey{}, new(atomic.Int64))
+	ctx, cancel := context.WithCancel(ctx)
+	return context.WithValue(ctx, connKey{}, &connection{close: cancel})
 }
 
 // Hold counts a subscription against the limits until release is called:
 // ErrTooMany (wrapped, naming the limit) when over one.
 func (h *Hub) Hold(ctx context.Context) (release func(), err error) {
-	conn, _ := ctx.Value(connKey{}).(*atomic.Int64)
-	if conn != nil && conn.Add(1) > int64(h.opts.MaxPerConnection) {
-		conn.Add(-1)
+	conn, _ := ctx.Value(connKey{}).(*connection)
+	if conn != nil && conn.subs.Add(1) > int64(h.opts.MaxPerConnection) {
+		conn.subs.Add(-1)
 		h.m.refused.WithLabelValues("connection").Inc()
 		return nil, fmt.Errorf("%w: at most %d per connection", ErrTooMany, h.opts.MaxPerConnection)
 	}
 	if h.total.Add(1) > int64(h.opts.MaxSubscriptions) {
 		h.total.Add(-1)
 		if conn != nil {
-			conn.Add(-1)
+			conn.subs.Add(-1)
 		}
 		h.m.refused.WithLabelValues("instance").Inc()
 		return nil, fmt.Errorf("%w: at most %d on this instance", ErrTooMany, h.opts.MaxSubscriptions)
@@ -229,7 +238,7 @@ func (h *Hub) Hold(ctx context.Context) (release func(), err error) {
 		once.Do(func() {
 			h.total.Add(-1)
 			if conn != nil {
-				conn.Add(-1)
+				conn.subs.Add(-1)
 			}
 			h.m.active.Dec()
 		})
@@ -237,8 +246,9 @@ func (h *Hub) Hold(ctx context.Context) (release func(), err error) {
 }
 
 // Subscribe sends a snapshot of every pair the query selects, then their
-// changes, until ctx ends or the reader stays behind (q.OnSlow). Unknown
-// regions or products are refused as quotes.InputError.
+// changes, until ctx ends or the reader stays behind: then q.OnSlow is
+// called, the channel closes and so does the connection (WithConnection).
+// Unknown regions or products are refused as quotes.InputError.
 func (h *Hub) Subscribe(ctx context.Context, q Query) (<-chan Update, error) {
 	pairs, err := h.pairs(q)
 	if err != nil {
@@ -292,6 +302,9 @@ func (h *Hub) Subscribe(ctx context.Context, q Query) (<-chan Update, error) {
 			h.m.slow.Inc()
 			if q.OnSlow != nil {
 				q.OnSlow()
+			}
+			if conn, _ := ctx.Value(connKey{}).(*connection); conn != nil {
+				conn.close()
 			}
 		}
 	}()

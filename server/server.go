@@ -1,5 +1,6 @@
 // Package server owns the HTTP surface of the service: one port serving
-// /graphql (POST, GET, websocket), /playground, /health, /ready and /metrics,
+// /graphql (POST, GET, websocket), the dashboard at / and the playground at
+// /playground (package web), /health, /ready and /metrics,
 // with the request limits (body size, query depth and complexity, per-client
 // rate), trace ids and request metrics around them.
 package server
@@ -24,7 +25,6 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
-	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -33,6 +33,7 @@ import (
 	"github.com/surgeworks/surge/graph"
 	"github.com/surgeworks/surge/quotes"
 	"github.com/surgeworks/surge/resolvers"
+	"github.com/surgeworks/surge/web"
 )
 
 // Options configures a Server. Zero values take the defaults.
@@ -157,7 +158,7 @@ func New(res *resolvers.Resolver, authn *auth.Authenticator, checks map[string]C
 	mux := http.NewServeMux()
 	mux.Handle("/graphql", api)
 	if !opts.DisablePlayground {
-		mux.Handle("/playground", playground.Handler("surge — pricing API", "/graphql"))
+		mux.Handle("/playground", web.Playground())
 	}
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -165,13 +166,7 @@ func New(res *resolvers.Resolver, authn *auth.Authenticator, checks map[string]C
 	})
 	mux.HandleFunc("/ready", s.ready)
 	mux.Handle("/metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry}))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/" {
-			http.NotFound(w, r)
-			return
-		}
-		http.Redirect(w, r, "/playground", http.StatusFound)
-	})
+	mux.Handle("/", web.Handler()) // the dashboard and the pages' assets
 	s.mux = mux
 	s.handler = withTrace(mux)
 	return s

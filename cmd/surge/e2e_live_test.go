@@ -68,3 +68,12 @@ func runNode(t *testing.T, env map[string]string, files ...string) {
 		t.Fatalf("node tests failed: %v", err)
 	}
 }
+
+// TestE2EBrowser runs the web tests: the playground's example operations
+// and the dashboard's queries against the schema, dist/ up to date with
+// src/ (web/test), and the dashboard and playground in headless Chromium
+// driven by playwright-core (web/e2e), against a stack with its consumers.
+func TestE2EBrowser(t *testing.T) {
+	s := newStack(t, stackOptions{consumers: true})
+	runNode(t, map[string]string{"SURGE_URL": s.base, "SURGE_ADMIN_KEY": testAdminKey}, "test/", "e2e/")
+}
