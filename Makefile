@@ -52,6 +52,12 @@ bench-load: deps
 bench-experiments: deps
 	./scripts/bench-experiments.sh
 
+# Live updates: surge change delivery to 1,000 subscribers, the price query
+# with them connected, and the memory of 10,000 idle subscriptions (README).
+.PHONY: bench-live
+bench-live: deps
+	./scripts/bench-live.sh
+
 # Real-data forecast accuracy: departures-dev replayed into a fresh stack,
 # trained with the last 14 days held out (see docs/forecasting.md).
 .PHONY: bench-forecast

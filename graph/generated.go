@@ -14,6 +14,7 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/introspection"
 	"github.com/surgeworks/surge/graph/model"
+	"github.com/surgeworks/surge/live"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -383,15 +384,15 @@ type ComplexityRoot struct {
 	}
 
 	SurgeUpdate struct {
-		At              func(childComplexity int) int
-		Demand          func(childComplexity int) int
-		Previous        func(childComplexity int) int
-		ProductType     func(childComplexity int) int
-		Reason          func(childComplexity int) int
-		RegionID        func(childComplexity int) int
-		Snapshot        func(childComplexity int) int
-		Supply          func(childComplexity int) int
-		SurgeMultiplier func(childComplexity int) int
+		At          func(childComplexity int) int
+		Demand      func(childComplexity int) int
+		Multiplier  func(childComplexity int) int
+		Previous    func(childComplexity int) int
+		ProductType func(childComplexity int) int
+		Reason      func(childComplexity int) int
+		RegionID    func(childComplexity int) int
+		Snapshot    func(childComplexity int) int
+		Supply      func(childComplexity int) int
 	}
 
 	VariantComparison struct {
@@ -475,7 +476,7 @@ type RegionResolver interface {
 	CurrentPrices(ctx context.Context, obj *model.Region) ([]*model.PriceQuote, error)
 }
 type SubscriptionResolver interface {
-	SurgeUpdated(ctx context.Context, regionIds []string, productTypes []string, minChange *float64) (<-chan *model.SurgeUpdate, error)
+	SurgeUpdated(ctx context.Context, regionIds []string, productTypes []string, minChange *float64) (<-chan *live.Update, error)
 	ForecastUpdated(ctx context.Context, regionID string, horizonMinutes *int, intervalSeconds *int) (<-chan *model.Forecast, error)
 	RolloutUpdated(ctx context.Context) (<-chan *model.Rollout, error)
 }
@@ -2123,6 +2124,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.SurgeUpdate.Demand(childComplexity), true
+	case "SurgeUpdate.surgeMultiplier":
+		if e.ComplexityRoot.SurgeUpdate.Multiplier == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SurgeUpdate.Multiplier(childComplexity), true
 	case "SurgeUpdate.previous":
 		if e.ComplexityRoot.SurgeUpdate.Previous == nil {
 			break
@@ -2159,12 +2166,6 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.SurgeUpdate.Supply(childComplexity), true
-	case "SurgeUpdate.surgeMultiplier":
-		if e.ComplexityRoot.SurgeUpdate.SurgeMultiplier == nil {
-			break
-		}
-
-		return e.ComplexityRoot.SurgeUpdate.SurgeMultiplier(childComplexity), true
 
 	case "VariantComparison.absoluteInterval":
 		if e.ComplexityRoot.VariantComparison.AbsoluteInterval == nil {
@@ -10871,8 +10872,8 @@ func (ec *executionContext) _Subscription_surgeUpdated(ctx context.Context, fiel
 			return ec.Resolvers.Subscription().SurgeUpdated(ctx, fc.Args["regionIds"].([]string), fc.Args["productTypes"].([]string), fc.Args["minChange"].(*float64))
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *model.SurgeUpdate) graphql.Marshaler {
-			return ec.marshalNSurgeUpdate2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐSurgeUpdate(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *live.Update) graphql.Marshaler {
+			return ec.marshalNSurgeUpdate2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋliveᚐUpdate(ctx, selections, v)
 		},
 		true,
 		true,
@@ -10978,7 +10979,7 @@ func (ec *executionContext) fieldContext_Subscription_rolloutUpdated(_ context.C
 	return fc, nil
 }
 
-func (ec *executionContext) _SurgeUpdate_regionId(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+func (ec *executionContext) _SurgeUpdate_regionId(ctx context.Context, field graphql.CollectedField, obj *live.Update) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -11001,7 +11002,7 @@ func (ec *executionContext) fieldContext_SurgeUpdate_regionId(_ context.Context,
 	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "ID")
 }
 
-func (ec *executionContext) _SurgeUpdate_productType(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+func (ec *executionContext) _SurgeUpdate_productType(ctx context.Context, field graphql.CollectedField, obj *live.Update) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -11024,7 +11025,7 @@ func (ec *executionContext) fieldContext_SurgeUpdate_productType(_ context.Conte
 	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "String")
 }
 
-func (ec *executionContext) _SurgeUpdate_surgeMultiplier(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+func (ec *executionContext) _SurgeUpdate_surgeMultiplier(ctx context.Context, field graphql.CollectedField, obj *live.Update) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -11033,7 +11034,7 @@ func (ec *executionContext) _SurgeUpdate_surgeMultiplier(ctx context.Context, fi
 			return ec.fieldContext_SurgeUpdate_surgeMultiplier(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.SurgeMultiplier, nil
+			return obj.Multiplier, nil
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
@@ -11047,7 +11048,7 @@ func (ec *executionContext) fieldContext_SurgeUpdate_surgeMultiplier(_ context.C
 	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "Float")
 }
 
-func (ec *executionContext) _SurgeUpdate_previous(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+func (ec *executionContext) _SurgeUpdate_previous(ctx context.Context, field graphql.CollectedField, obj *live.Update) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -11070,7 +11071,7 @@ func (ec *executionContext) fieldContext_SurgeUpdate_previous(_ context.Context,
 	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "Float")
 }
 
-func (ec *executionContext) _SurgeUpdate_demand(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+func (ec *executionContext) _SurgeUpdate_demand(ctx context.Context, field graphql.CollectedField, obj *live.Update) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -11093,7 +11094,7 @@ func (ec *executionContext) fieldContext_SurgeUpdate_demand(_ context.Context, f
 	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "Float")
 }
 
-func (ec *executionContext) _SurgeUpdate_supply(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+func (ec *executionContext) _SurgeUpdate_supply(ctx context.Context, field graphql.CollectedField, obj *live.Update) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -11116,7 +11117,7 @@ func (ec *executionContext) fieldContext_SurgeUpdate_supply(_ context.Context, f
 	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "Float")
 }
 
-func (ec *executionContext) _SurgeUpdate_at(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+func (ec *executionContext) _SurgeUpdate_at(ctx context.Context, field graphql.CollectedField, obj *live.Update) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -11139,7 +11140,7 @@ func (ec *executionContext) fieldContext_SurgeUpdate_at(_ context.Context, field
 	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "Time")
 }
 
-func (ec *executionContext) _SurgeUpdate_reason(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+func (ec *executionContext) _SurgeUpdate_reason(ctx context.Context, field graphql.CollectedField, obj *live.Update) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -11162,7 +11163,7 @@ func (ec *executionContext) fieldContext_SurgeUpdate_reason(_ context.Context, f
 	return graphql.NewScalarFieldContext("SurgeUpdate", field, false, false, "String")
 }
 
-func (ec *executionContext) _SurgeUpdate_snapshot(ctx context.Context, field graphql.CollectedField, obj *model.SurgeUpdate) (ret graphql.Marshaler) {
+func (ec *executionContext) _SurgeUpdate_snapshot(ctx context.Context, field graphql.CollectedField, obj *live.Update) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -15969,7 +15970,7 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 
 var surgeUpdateImplementors = []string{"SurgeUpdate"}
 
-func (ec *executionContext) _SurgeUpdate(ctx context.Context, sel ast.SelectionSet, obj *model.SurgeUpdate) graphql.Marshaler {
+func (ec *executionContext) _SurgeUpdate(ctx context.Context, sel ast.SelectionSet, obj *live.Update) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, surgeUpdateImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -17446,7 +17447,7 @@ func (ec *executionContext) marshalNString2ᚕstringᚄ(ctx context.Context, sel
 	return ret
 }
 
-func (ec *executionContext) marshalNSurgeUpdate2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐSurgeUpdate(ctx context.Context, sel ast.SelectionSet, v *model.SurgeUpdate) graphql.Marshaler {
+func (ec *executionContext) marshalNSurgeUpdate2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋliveᚐUpdate(ctx context.Context, sel ast.SelectionSet, v *live.Update) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "SurgeUpdate!")
 		return graphql.Null

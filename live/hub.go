@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,14 +118,15 @@ type Hub struct {
 	total   atomic.Int64
 	mu      sync.Mutex
 	subs    map[*subscription]struct{}
-	watched map[pair]int // subscriptions per pair, for repricing
+	watched map[pair]int    // subscriptions per pair, for repricing
+	latest  map[pair]Update // the last value seen per pair, for snapshots
 }
 
 // New returns a hub reading changes from rdb and quoting with pricer.
 func New(rdb redis.UniversalClient, pricer Pricer, catalog Catalog, opts Options) *Hub {
 	opts.defaults()
 	return &Hub{rdb: rdb, pricer: pricer, catalog: catalog, opts: opts, m: newMetrics(opts.Registerer),
-		subs: map[*subscription]struct{}{}, watched: map[pair]int{}}
+		subs: map[*subscription]struct{}{}, watched: map[pair]int{}, latest: map[pair]Update{}}
 }
 
 // Run follows the surge channels of every region and reprices the watched
@@ -155,8 +157,7 @@ func (h *Hub) Run(ctx context.Context) error {
 				continue
 			}
 			h.m.received.Inc()
-			h.dispatch(Update{RegionID: c.RegionID, ProductType: c.ProductType, Multiplier: c.Multiplier,
-				Demand: c.Demand, Supply: c.Supply, Reason: c.Reason, At: c.At})
+			h.dispatch(fromChange(c))
 		case <-tick:
 			h.reprice(ctx)
 		}
@@ -177,11 +178,34 @@ func (h *Hub) reprice(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.opts.RepriceInterval)
 	defer cancel()
-	_, errs := h.pricer.QuoteBatch(ctx, reqs)
-	for i, err := range errs {
-		if err != nil {
-			h.opts.Logger.Debug("reprice failed", "region", reqs[i].RegionID, "product", reqs[i].ProductType, "err", err)
+	h.quote(ctx, reqs)
+}
+
+// quote prices pairs and remembers their multipliers for snapshots.
+func (h *Hub) quote(ctx context.Context, reqs []quotes.Request) []Update {
+	qs, errs := h.pricer.QuoteBatch(ctx, reqs)
+	out := make([]Update, 0, len(qs))
+	for i, q := range qs {
+		if errs[i] != nil {
+			h.opts.Logger.Debug("quote for live updates failed", "region", reqs[i].RegionID, "product", reqs[i].ProductType, "err", errs[i])
+			continue
 		}
+		out = append(out, fromChange(quotes.Change(q, q.Multiplier)))
+	}
+	h.mu.Lock()
+	for _, u := range out {
+		h.remember(u)
+	}
+	h.mu.Unlock()
+	return out
+}
+
+// remember keeps u as its pair's latest value unless a newer one is known;
+// h.mu is held.
+func (h *Hub) remember(u Update) {
+	p := pair{u.RegionID, u.ProductType}
+	if l, ok := h.latest[p]; !ok || !u.At.Before(l.At) {
+		h.latest[p] = u
 	}
 }
 
@@ -191,6 +215,7 @@ func (h *Hub) dispatch(u Update) {
 	p := pair{u.RegionID, u.ProductType}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.remember(u)
 	for s := range h.subs {
 		if s.wants(p) {
 			s.offer(p, u, h.m)
@@ -249,7 +274,7 @@ func (h *Hub) Hold(ctx context.Context) (release func(), err error) {
 // changes, until ctx ends or the reader stays behind: then q.OnSlow is
 // called, the channel closes and so does the connection (WithConnection).
 // Unknown regions or products are refused as quotes.InputError.
-func (h *Hub) Subscribe(ctx context.Context, q Query) (<-chan Update, error) {
+func (h *Hub) Subscribe(ctx context.Context, q Query) (<-chan *Update, error) {
 	pairs, err := h.pairs(q)
 	if err != nil {
 		return nil, err
@@ -258,22 +283,33 @@ func (h *Hub) Subscribe(ctx context.Context, q Query) (<-chan Update, error) {
 	if err != nil {
 		return nil, err
 	}
-	reqs := make([]quotes.Request, len(pairs))
-	for i, p := range pairs {
-		reqs[i] = quotes.Request{RegionID: p.region, ProductType: p.product}
-	}
-	qs, errs := h.pricer.QuoteBatch(ctx, reqs)
-	snapshot := make([]Update, 0, len(qs))
-	for i, qt := range qs {
-		if errs[i] != nil {
-			h.opts.Logger.Debug("snapshot quote failed", "region", reqs[i].RegionID, "product", reqs[i].ProductType, "err", errs[i])
-			continue
+	// The snapshot: the latest value of each pair, quoted now when the hub
+	// has none yet.
+	snapshot := make([]*Update, 0, len(pairs))
+	var missing []quotes.Request
+	h.mu.Lock()
+	for _, p := range pairs {
+		if u, ok := h.latest[p]; ok {
+			snapshot = append(snapshot, &u)
+		} else {
+			missing = append(missing, quotes.Request{RegionID: p.region, ProductType: p.product})
 		}
-		snapshot = append(snapshot, fromChange(quotes.Change(qt, qt.Multiplier), true))
+	}
+	h.mu.Unlock()
+	if len(missing) > 0 {
+		for _, u := range h.quote(ctx, missing) {
+			snapshot = append(snapshot, &u)
+		}
+		slices.SortFunc(snapshot, func(a, b *Update) int {
+			return comparePairs(pair{a.RegionID, a.ProductType}, pair{b.RegionID, b.ProductType})
+		})
+	}
+	for _, u := range snapshot {
+		u.Snapshot = true
 	}
 
 	s := &subscription{want: map[pair]bool{}, pending: map[pair]Update{}, last: map[pair]float64{},
-		notify: make(chan struct{}, 1), minChange: q.MinChange}
+		notify: make(chan struct{}, 1), minChange: q.MinChange, snapshot: snapshot}
 	for _, p := range pairs {
 		s.want[p] = true
 	}
@@ -284,7 +320,7 @@ func (h *Hub) Subscribe(ctx context.Context, q Query) (<-chan Update, error) {
 	}
 	h.mu.Unlock()
 
-	out := make(chan Update)
+	out := make(chan *Update)
 	go func() {
 		defer func() {
 			h.mu.Lock()
@@ -298,7 +334,7 @@ func (h *Hub) Subscribe(ctx context.Context, q Query) (<-chan Update, error) {
 			release()
 			close(out)
 		}()
-		if !s.run(ctx, out, snapshot, h.opts.SlowAfter, h.m) && ctx.Err() == nil {
+		if !s.run(ctx, out, h.opts.SlowAfter, h.m) && ctx.Err() == nil {
 			h.m.slow.Inc()
 			if q.OnSlow != nil {
 				q.OnSlow()
@@ -346,26 +382,20 @@ func (h *Hub) pairs(q Query) ([]pair, error) {
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b pair) int {
-		if a.region != b.region {
-			if a.region < b.region {
-				return -1
-			}
-			return 1
-		}
-		if a.product < b.product {
-			return -1
-		} else if a.product > b.product {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, comparePairs)
 	return out, nil
 }
 
-func fromChange(c quotes.SurgeChange, snapshot bool) Update {
+func comparePairs(a, b pair) int {
+	if c := strings.Compare(a.region, b.region); c != 0 {
+		return c
+	}
+	return strings.Compare(a.product, b.product)
+}
+
+func fromChange(c quotes.SurgeChange) Update {
 	return Update{RegionID: c.RegionID, ProductType: c.ProductType, Multiplier: c.Multiplier,
-		Demand: c.Demand, Supply: c.Supply, Reason: c.Reason, At: c.At, Snapshot: snapshot}
+		Demand: c.Demand, Supply: c.Supply, Reason: c.Reason, At: c.At}
 }
 
 // subscription is one subscriber's state: the pairs it wants, the updates
@@ -374,6 +404,7 @@ type subscription struct {
 	want      map[pair]bool
 	minChange float64
 	notify    chan struct{}
+	snapshot  []*Update // until sent
 
 	mu      sync.Mutex
 	pending map[pair]Update
@@ -414,10 +445,10 @@ func (s *subscription) take() []Update {
 
 // run sends the snapshot, then the pending updates that moved enough, until
 // ctx ends (true) or the reader leaves one unread for slowAfter (false).
-func (s *subscription) run(ctx context.Context, out chan<- Update, snapshot []Update, slowAfter time.Duration, m *metrics) bool {
+func (s *subscription) run(ctx context.Context, out chan<- *Update, slowAfter time.Duration, m *metrics) bool {
 	timer := time.NewTimer(slowAfter)
 	defer timer.Stop()
-	send := func(u Update) bool {
+	send := func(u *Update) bool {
 		timer.Reset(slowAfter)
 		select {
 		case out <- u:
@@ -433,11 +464,12 @@ func (s *subscription) run(ctx context.Context, out chan<- Update, snapshot []Up
 			return false
 		}
 	}
-	for _, u := range snapshot {
+	for _, u := range s.snapshot {
 		if !send(u) {
 			return false
 		}
 	}
+	s.snapshot = nil // sent: it need not stay in memory
 	for {
 		select {
 		case <-ctx.Done():
@@ -456,7 +488,7 @@ func (s *subscription) run(ctx context.Context, out chan<- Update, snapshot []Up
 			if seen {
 				u.Previous = &last
 			}
-			if !send(u) {
+			if !send(&u) {
 				return false
 			}
 		}

@@ -65,13 +65,13 @@ func change(region, product string, m float64) Update {
 	return Update{RegionID: region, ProductType: product, Multiplier: m, At: time.Now()}
 }
 
-func next(t *testing.T, ch <-chan Update) Update {
+func next(t *testing.T, ch <-chan *Update) Update {
 	t.Helper()
 	u, ok := <-ch
 	if !ok {
 		t.Fatal("subscription closed")
 	}
-	return u
+	return *u
 }
 
 func TestSnapshotThenChanges(t *testing.T) {
@@ -109,8 +109,24 @@ func TestSnapshotThenChanges(t *testing.T) {
 		}
 		last[u.ProductType] = u.Multiplier
 	}
+	// A later subscriber's snapshot is the latest values, not new quotes.
+	asked := p.times("berlin")
+	ch2, err := h.Subscribe(ctx, Query{RegionIDs: []string{"berlin"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []float64{1.6, 2.2} { // ride, xl
+		if u := next(t, ch2); !u.Snapshot || u.Multiplier != want {
+			t.Fatalf("second snapshot %+v, want %v", u, want)
+		}
+	}
+	if p.times("berlin") != asked {
+		t.Fatalf("the second snapshot quoted again (%d quotes, want %d)", p.times("berlin"), asked)
+	}
 	cancel()
 	for range ch { // closed once the context ends
+	}
+	for range ch2 {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -162,7 +178,7 @@ func TestLimits(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	conn := WithConnection(ctx)
-	var chans []<-chan Update
+	var chans []<-chan *Update
 	for range 2 {
 		ch, err := h.Subscribe(conn, Query{RegionIDs: []string{"paris"}})
 		if err != nil {

@@ -53,10 +53,12 @@ func Change(q Quote, previous float64) SurgeChange {
 	c := SurgeChange{RegionID: q.RegionID, ProductType: q.ProductType, Previous: previous, Multiplier: q.Multiplier,
 		Reason: Reason(q.Factors), At: q.CreatedAt, QuoteID: q.ID}
 	if q.Forecast.Known() {
-		c.Demand = &q.Forecast.Demand
+		d := q.Forecast.Demand // copies: the quote itself need not outlive the change
+		c.Demand = &d
 	}
 	if q.SupplyKnown {
-		c.Supply = &q.Supply
+		s := q.Supply
+		c.Supply = &s
 	}
 	return c
 }

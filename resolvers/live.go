@@ -27,7 +27,7 @@ var errNoLive = errors.New("live updates are not served by this process")
 // rolloutPoll is how often rolloutUpdated looks at the rollout state.
 const rolloutPoll = time.Second
 
-func (r *subscriptionResolver) surgeUpdated(ctx context.Context, regionIDs, productTypes []string, minChange *float64) (<-chan *model.SurgeUpdate, error) {
+func (r *subscriptionResolver) surgeUpdated(ctx context.Context, regionIDs, productTypes []string, minChange *float64) (<-chan *live.Update, error) {
 	if r.Live == nil {
 		return nil, errNoLive
 	}
@@ -40,27 +40,7 @@ func (r *subscriptionResolver) surgeUpdated(ctx context.Context, regionIDs, prod
 	if minChange != nil {
 		q.MinChange = *minChange
 	}
-	updates, err := r.Live.Subscribe(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	out := make(chan *model.SurgeUpdate)
-	go func() {
-		defer close(out)
-		for u := range updates {
-			select {
-			case out <- toSurgeUpdate(u):
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out, nil
-}
-
-func toSurgeUpdate(u live.Update) *model.SurgeUpdate {
-	return &model.SurgeUpdate{RegionID: u.RegionID, ProductType: u.ProductType, SurgeMultiplier: u.Multiplier,
-		Previous: u.Previous, Demand: u.Demand, Supply: u.Supply, At: u.At, Reason: u.Reason, Snapshot: u.Snapshot}
+	return r.Live.Subscribe(ctx, q) // SurgeUpdate is bound to live.Update (gqlgen.yml)
 }
 
 func (r *subscriptionResolver) forecastUpdated(ctx context.Context, regionID string, horizonMinutes, intervalSeconds *int) (<-chan *model.Forecast, error) {

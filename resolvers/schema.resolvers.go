@@ -17,6 +17,7 @@ import (
 	"github.com/surgeworks/surge/graph"
 	"github.com/surgeworks/surge/graph/model"
 	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/live"
 	"github.com/surgeworks/surge/pricing"
 	"github.com/surgeworks/surge/quotes"
 	"github.com/surgeworks/surge/rollout"
@@ -457,7 +458,7 @@ func (r *regionResolver) CurrentPrices(ctx context.Context, obj *model.Region) (
 	return out, nil
 }
 
-func (r *subscriptionResolver) SurgeUpdated(ctx context.Context, regionIds []string, productTypes []string, minChange *float64) (<-chan *model.SurgeUpdate, error) {
+func (r *subscriptionResolver) SurgeUpdated(ctx context.Context, regionIds []string, productTypes []string, minChange *float64) (<-chan *live.Update, error) {
 	return r.surgeUpdated(ctx, regionIds, productTypes, minChange)
 }
 

@@ -482,24 +482,6 @@ type SampleRatioCheck struct {
 type Subscription struct {
 }
 
-// A multiplier of one product in one region, as quoted now.
-type SurgeUpdate struct {
-	RegionID        string  `json:"regionId"`
-	ProductType     string  `json:"productType"`
-	SurgeMultiplier float64 `json:"surgeMultiplier"`
-	// The multiplier this subscription saw last; null in the snapshot.
-	Previous *float64 `json:"previous,omitempty"`
-	// Forecast demand (requests) over the pricing horizon, when the quote had one.
-	Demand *float64 `json:"demand,omitempty"`
-	// Available supply units, when known.
-	Supply *float64  `json:"supply,omitempty"`
-	At     time.Time `json:"at"`
-	// The factor that moved the multiplier most, as name: description.
-	Reason string `json:"reason"`
-	// True for the initial values, false for changes.
-	Snapshot bool `json:"snapshot"`
-}
-
 // A treatment against the control on one metric.
 type VariantComparison struct {
 	Variant        string  `json:"variant"`
