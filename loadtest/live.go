@@ -89,7 +89,7 @@ func Subscribe(ctx context.Context, url string, n, conns int, regionIDs []string
 		b, _ := json.Marshal(regionIDs)
 		args = "(regionIds: " + string(b) + ")"
 	}
-	query := `subscription { surgeUpdated` + args + ` { regionId productType surgeMultiplier at snapshot } }`
+	query := `subscription { surgeUpdated` + args + ` { regionId productType surgeMultiplier at reason snapshot } }`
 	for i := range conns {
 		per := n / conns
 		if i < n%conns {
@@ -162,7 +162,7 @@ publish:
 		case <-tick.C:
 			p := opts.Pairs[changes%len(opts.Pairs)]
 			m := 1.5 + 0.5*float64(changes/len(opts.Pairs)%2)
-			b, _ := json.Marshal(quotes.SurgeChange{RegionID: p[0], ProductType: p[1], Multiplier: m, Reason: "loadtest", At: time.Now()})
+			b, _ := json.Marshal(quotes.SurgeChange{RegionID: p[0], ProductType: p[1], Multiplier: m, Reason: liveReason, At: time.Now()})
 			if err := opts.Redis.Publish(ctx, quotes.SurgeChannel(p[0]), b).Err(); err != nil {
 				return LiveResult{}, fmt.Errorf("publish: %w", err)
 			}
@@ -183,6 +183,10 @@ publish:
 	}
 	return r, nil
 }
+
+// liveReason marks the changes RunLive publishes (the server's own
+// repricing may publish others meanwhile; they are not counted).
+const liveReason = "loadtest"
 
 // liveConn is one graphql-transport-ws connection.
 type liveConn struct {
@@ -233,6 +237,7 @@ func (c *liveConn) read() {
 				Data struct {
 					SurgeUpdated struct {
 						At       time.Time `json:"at"`
+						Reason   string    `json:"reason"`
 						Snapshot bool      `json:"snapshot"`
 					} `json:"surgeUpdated"`
 				} `json:"data"`
@@ -253,7 +258,7 @@ func (c *liveConn) read() {
 				}
 				continue
 			}
-			if c.onChange != nil {
+			if c.onChange != nil && u.Reason == liveReason {
 				c.onChange(u.At)
 			}
 		}
