@@ -132,16 +132,29 @@ func New(rdb redis.UniversalClient, pricer Pricer, catalog Catalog, opts Options
 // Run follows the surge channels of every region and reprices the watched
 // pairs until ctx ends. go-redis resubscribes by itself after a lost
 // connection; changes published meanwhile are not replayed, but the next
-// reprice publishes the multipliers that moved.
+// reprice publishes the multipliers that moved. Repricing runs beside the
+// fan-out, so a slow quote batch never delays the delivery of changes.
 func (h *Hub) Run(ctx context.Context) error {
 	ps := h.rdb.PSubscribe(ctx, quotes.SurgeChannel("*"))
 	defer ps.Close()
 	msgs := ps.Channel(redis.WithChannelSize(4096))
-	var tick <-chan time.Time
+	var repricing sync.WaitGroup
+	defer repricing.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // before the Wait: ends the repricing however Run returns
 	if h.opts.RepriceInterval > 0 {
-		t := time.NewTicker(h.opts.RepriceInterval)
-		defer t.Stop()
-		tick = t.C
+		repricing.Go(func() {
+			t := time.NewTicker(h.opts.RepriceInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					h.reprice(ctx)
+				}
+			}
+		})
 	}
 	for {
 		select {
@@ -158,8 +171,6 @@ func (h *Hub) Run(ctx context.Context) error {
 			}
 			h.m.received.Inc()
 			h.dispatch(fromChange(c))
-		case <-tick:
-			h.reprice(ctx)
 		}
 	}
 }

@@ -11,53 +11,13 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-go build -o bin/surge ./cmd/surge
-data=$(mktemp -d)
-addr=${BENCH_LISTEN_ADDR:-127.0.0.1:18000}
-kafka=${BENCH_KAFKA_ADDR:-127.0.0.1:18092}
 redis=${BENCH_REDIS_ADDR:-127.0.0.1:18379}
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return; fi
-    sleep 0.1
-  done
-  echo "nothing listens on $1" >&2
-  exit 1
-}
-redis-server --bind 127.0.0.1 --port "${redis#*:}" --save '' --appendonly no >"$data/redis.log" 2>&1 &
-rpid=$!
-LOG_LEVEL=warn ./bin/surge broker --data-dir "$data" --addr "$kafka" >"$data/broker.log" 2>&1 &
-bpid=$!
+. scripts/bench-stack.sh
+background redis-server --bind 127.0.0.1 --port "${redis#*:}" --save '' --appendonly no >"$data/redis.log" 2>&1
 wait_port "$redis"
-wait_port "$kafka"
-pid=
-start_dev() {
-  REDIS_ADDR=$redis KAFKA_BROKERS=$kafka RATE_LIMIT_RPS=1000000 LOG_LEVEL=warn ./bin/surge dev --data-dir "$data" --listen "$addr" >>"$data/dev.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 120); do
-    if curl -fsS "http://$addr/ready" >/dev/null 2>&1; then return; fi
-    if ! kill -0 "$pid" 2>/dev/null; then cat "$data/dev.log"; echo "surge dev exited" >&2; exit 1; fi
-    sleep 0.5
-  done
-  curl -fsS "http://$addr/ready" >/dev/null
-}
-cleanup() {
-  for p in "$pid" "$bpid" "$rpid"; do
-    [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
-    [ -n "$p" ] && wait "$p" 2>/dev/null || true
-  done
-  rm -rf "$data"
-}
-trap cleanup EXIT
-
-# The first start trains the bootstrap model; restart so that the memory
-# measured is the serving process's, not the trainer's.
-start_dev
-kill -TERM "$pid"; wait "$pid" || true
-start_dev
+STACK_ENV="REDIS_ADDR=$redis" start_stack
 
 url="http://$addr/graphql"
-echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 ./bin/surge loadtest --url "$url" --rate 500 --duration 3s >/dev/null
 echo "== price query at 1,000/s for 10 s, no subscribers"
 ./bin/surge loadtest --url "$url" --rate 1000 --duration 10s --pid "$pid"

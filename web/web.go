@@ -7,15 +7,16 @@
 package web
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
 	"io/fs"
-	"mime"
 	"net/http"
 	"path"
-	"strconv"
 	"strings"
+	"sync"
+	"time"
 )
 
 //go:embed dist
@@ -29,8 +30,9 @@ var dist = func() fs.FS {
 	return sub
 }()
 
-// etags holds a strong ETag per embedded file, from its content.
-var etags = func() map[string]string {
+// etags holds a strong ETag per embedded file, from its content; computed at
+// the first request, not at the start of every surge command.
+var etags = sync.OnceValue(func() map[string]string {
 	m := map[string]string{}
 	_ = fs.WalkDir(dist, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -45,7 +47,7 @@ var etags = func() map[string]string {
 		return nil
 	})
 	return m
-}()
+})
 
 // Handler serves the dashboard: index.html at / and the bundles under
 // /assets/. Every other path is 404.
@@ -90,25 +92,12 @@ func serveFile(w http.ResponseWriter, r *http.Request, name string) {
 		http.NotFound(w, r)
 		return
 	}
-	h := w.Header()
-	if ct := mime.TypeByExtension(path.Ext(name)); ct != "" {
-		h.Set("Content-Type", ct)
-	} else {
-		h.Set("Content-Type", http.DetectContentType(data))
-	}
 	// The bundles keep their names from build to build, so every file is
-	// revalidated; the content ETag makes that a 304 when nothing changed.
+	// revalidated; the content ETag makes that a 304 when nothing changed
+	// (http.ServeContent answers If-None-Match, HEAD and ranges).
+	h := w.Header()
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Content-Type-Options", "nosniff")
-	etag := etags[name]
-	h.Set("ETag", etag)
-	if match := r.Header.Get("If-None-Match"); etag != "" && match != "" && strings.Contains(match, etag) {
-		w.WriteHeader(http.StatusNotModified)
-		return
-	}
-	h.Set("Content-Length", strconv.Itoa(len(data)))
-	if r.Method == http.MethodHead {
-		return
-	}
-	_, _ = w.Write(data)
+	h.Set("ETag", etags()[name])
+	http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(data))
 }
