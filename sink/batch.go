@@ -214,12 +214,38 @@ func flushBatch[R any](ctx context.Context, s *Sink, t *table[R], recs []record[
 			}
 			recs = notHeld(recs, held)
 		}
+		if t.dedup != nil && countValid(recs) > 0 {
+			dups, err := t.dedup(ctx, s, recs)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, false
+				}
+				s.m.insertErrors.WithLabelValues(t.name).Inc()
+				s.fail("insert "+t.name+": look for duplicates", err)
+				if final || !sleep(ctx, jitter(backoff)) {
+					return nil, false
+				}
+				backoff = min(2*backoff, s.opts.MaxBackoff)
+				continue
+			}
+			if dups > 0 {
+				rows -= dups
+				s.duplicates.Add(uint64(dups))
+				s.m.duplicates.WithLabelValues(t.name).Add(float64(dups))
+			}
+		}
 		if countValid(recs) == 0 {
 			break
 		}
 		lastQuery = s.queryID(t.name)
 		start := time.Now()
+		if t.views {
+			s.viewsMu.RLock()
+		}
 		err := insert(ctx, s, t, recs, lastQuery)
+		if t.views {
+			s.viewsMu.RUnlock()
+		}
 		if err == nil {
 			took := time.Since(start)
 			s.m.insertSeconds.WithLabelValues(t.name).Observe(took.Seconds())

@@ -30,12 +30,46 @@
 //     hold. Likewise, a new generation waits for inserts of the group that
 //     started before it (a previous owner's) before reading its offsets.
 //
-// What no 18.16 mechanism covers: a ClickHouse server crash in the middle
-// of writing one block (a block spanning two months becomes two parts, and
-// materialized views are written after their source table, neither
-// atomically), and a member that keeps inserting after the coordinator has
-// declared it dead (no fencing in ClickHouse). sink_offsets must not be
-// truncated without events_raw: the sink would read everything again.
+// # Exactly once per eventId
+//
+// Offsets make the sink exactly once per Kafka record; a resend can put
+// the same event on Kafka twice (a produce that timed out but was written,
+// kafka-go retrying inside one call, a client's retry after Redis lost the
+// intake's dedup keys in a crash). So before each insert the sink looks up
+// the batch's eventIds in events_raw itself — the state that is exactly as
+// durable as the rows — and drops those it holds (and repeats within the
+// batch), counted in surge_sink_duplicates_total. A resend is the same
+// event (same eventId, regionId and timestamp), so the lookup is an index
+// range on the table's key (region_id, event_time) whatever the age of the
+// first copy: a resend is recognised for as long as events_raw keeps the
+// original, and the lookup costs no memory. The copies of an event share
+// its key (the region), hence its partition and its batcher, so the lookup
+// and the insert that follows cannot race with another insert of it.
+// pricing_decisions is checked likewise by quote id.
+//
+// # Repairing the views
+//
+// ClickHouse writes one INSERT as one part per table, one after the other:
+// events_raw first, then each view in the order of the views' names, and
+// the views that feed sink_offsets (named zz_… for this reason) last. A
+// server killed in between leaves events_raw with the block and some views
+// without it, and sink_offsets without it, so the sink reads the block
+// again. The lookup then finds the events at their own offsets: they are
+// not inserted again, and every view of events_raw (read from
+// system.tables: a materialized view into a SummingMergeTree) is set right
+// for the keys they touch by inserting, per key, the difference between
+// what the view's own SELECT gives over events_raw and what the view holds
+// (surge_sink_view_repairs_total). Inserts of events_raw are held off
+// during a repair. A block spanning two months is two parts of events_raw;
+// the lookup handles any subset.
+//
+// What is not covered: a member that keeps inserting after the coordinator
+// has declared it dead (no fencing in ClickHouse; the lookup still drops
+// its copies, but a repair could then race with its insert), copies of an
+// event on two partitions (the topic's partition count changed between
+// them), and experiment_exposures (exactly once per record only).
+// sink_offsets must not be truncated without events_raw: the sink would
+// read everything again (and drop it all as duplicates).
 //
 // Records that are not valid JSON events or decisions (they cannot come
 // from the intake, which validates) are skipped, counted in

@@ -15,6 +15,8 @@ type metrics struct {
 	invalid       *prometheus.CounterVec
 	skipped       *prometheus.CounterVec
 	commitErrors  prometheus.Counter
+	duplicates    *prometheus.CounterVec
+	repairs       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -46,9 +48,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "surge_sink_commit_errors_total", Help: "Failed commits of consumed offsets to Kafka (lag reporting only; retried at the next batch).",
 		}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "surge_sink_duplicates_total", Help: "Records not inserted because the table already held their key (eventId, quoteId) from another Kafka record, by table.",
+		}, []string{"table"}),
+		repairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "surge_sink_view_repairs_total", Help: "Events found in events_raw without the sink knowing (ClickHouse stopped in the middle of an insert) whose views were repaired.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.lag, m.rows, m.insertErrors, m.insertSeconds, m.batchRows, m.invalid, m.skipped, m.commitErrors)
+		reg.MustRegister(m.lag, m.rows, m.insertErrors, m.insertSeconds, m.batchRows, m.invalid, m.skipped, m.commitErrors, m.duplicates, m.repairs)
 	}
 	return m
 }

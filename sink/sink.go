@@ -131,9 +131,13 @@ type Sink struct {
 	exposures *table[exposureRow]
 	client    *kafka.Client
 	running   atomic.Bool
+	// viewsMu holds events_raw inserts (read) off a repair of its views
+	// (write).
+	viewsMu sync.RWMutex
 
-	rows    atomic.Uint64
-	invalid atomic.Uint64
+	rows       atomic.Uint64
+	invalid    atomic.Uint64
+	duplicates atomic.Uint64
 
 	mu           sync.Mutex
 	parts        map[tp]*partState
@@ -423,6 +427,10 @@ type Status struct {
 	RowsPerSecond float64
 	// InvalidRecords counts the records skipped as undecodable.
 	InvalidRecords uint64
+	// Duplicates counts the records not inserted because their table
+	// already held their eventId or quoteId (a resend that reached Kafka
+	// twice).
+	Duplicates uint64
 	// LastInsertAt is the time of the last successful insert.
 	LastInsertAt time.Time
 	// LastError is the last failure (ClickHouse or Kafka) and LastErrorAt
@@ -467,6 +475,7 @@ func (s *Sink) Status() Status {
 		Group:          s.opts.GroupID,
 		RowsInserted:   s.rows.Load(),
 		InvalidRecords: s.invalid.Load(),
+		Duplicates:     s.duplicates.Load(),
 		LastInsertAt:   s.lastInsertAt,
 		LastError:      s.lastErr,
 		LastErrorAt:    s.lastErrAt,

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +34,13 @@ type table[R any] struct {
 	columns []string
 	decode  func(m *kafka.Message) (R, error)
 	fill    func(b driver.Batch, recs []record[R]) error
+	// dedup marks the records whose key the table already holds (or that
+	// repeat one of the batch) as not to be inserted and returns how many;
+	// nil for a table deduplicated by offsets only.
+	dedup func(ctx context.Context, s *Sink, recs []record[R]) (int, error)
+	// views: the table has materialized views that the sink repairs, so its
+	// inserts are held off during a repair.
+	views bool
 }
 
 func (t *table[R]) insertQuery(database string) string {
@@ -64,6 +72,8 @@ var eventsTable = table[eventRow]{
 	},
 	decode: decodeEvent,
 	fill:   fillEvents,
+	dedup:  dedupEventsAndRepair,
+	views:  true,
 }
 
 func decodeEvent(m *kafka.Message) (eventRow, error) {
@@ -171,6 +181,7 @@ var decisionsTable = table[decisionRow]{
 	},
 	decode: decodeDecision,
 	fill:   fillDecisions,
+	dedup:  dedupDecisions,
 }
 
 func decodeDecision(m *kafka.Message) (decisionRow, error) {

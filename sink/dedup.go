@@ -1,0 +1,231 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
+)
+
+// position is where a record sits on Kafka.
+type position struct {
+	topic     string
+	partition int
+	offset    int64
+}
+
+func (r *record[R]) position() position { return position{r.topic, r.partition, r.offset} }
+
+// dedupResult is what a dedup check found in a batch.
+type dedupResult struct {
+	// duplicates were marked invalid: their id is in ClickHouse at another
+	// position (or earlier in the batch).
+	duplicates int
+	// landed are the indexes of records found in ClickHouse at their own
+	// position: an earlier insert of them landed in the table while the
+	// sink did not learn it (sink_offsets did not get the block). They are
+	// marked invalid too; the views of the table may lack them.
+	landed []int
+}
+
+// maxTimeRanges bounds the event-time ranges of one dedup lookup.
+const maxTimeRanges = 32
+
+// dedupEvents marks the records of recs whose eventId events_raw already
+// holds, or that repeat an earlier record of the batch, as not to be
+// inserted. A resend of an event is the same event: same eventId, regionId
+// and timestamp, so its earlier copy is found by an index lookup on the
+// table's key (region_id, event_time) whatever its age.
+func (s *Sink) dedupEvents(ctx context.Context, recs []record[eventRow]) (dedupResult, error) {
+	var res dedupResult
+	first := make(map[string]int, len(recs))
+	regions := map[string]bool{}
+	var seconds []int64
+	ids, err := ext.NewTable("batch_ids", ext.Column("event_id", "String"))
+	if err != nil {
+		return res, fmt.Errorf("dedup: %w", err)
+	}
+	for i := range recs {
+		r := &recs[i]
+		if !r.valid {
+			continue
+		}
+		if _, ok := first[r.row.EventID]; ok {
+			r.valid = false
+			res.duplicates++
+			continue
+		}
+		first[r.row.EventID] = i
+		regions[r.row.RegionID] = true
+		seconds = append(seconds, r.row.Timestamp.Unix())
+		if err := ids.Append(r.row.EventID); err != nil {
+			return res, fmt.Errorf("dedup: %w", err)
+		}
+	}
+	if len(first) == 0 {
+		return res, nil
+	}
+	regionSet := make([]any, 0, len(regions))
+	for _, r := range slices.Sorted(maps.Keys(regions)) {
+		regionSet = append(regionSet, r)
+	}
+	query := "SELECT event_id, kafka_topic, kafka_partition, kafka_offset FROM " + s.db + ".events_raw" +
+		" WHERE region_id IN ? AND (" + timeRanges("event_time", seconds) + ") AND event_id IN batch_ids"
+	found, err := s.lookup(ctx, query, ids, groupSet(regionSet))
+	if err != nil {
+		return res, fmt.Errorf("dedup events_raw: %w", err)
+	}
+	markRecords(&res, recs, first, found)
+	return res, nil
+}
+
+// dedupDecisions does for pricing_decisions what dedupEvents does for
+// events_raw, by quote id (the table's key: a lookup per id).
+func (s *Sink) dedupDecisions(ctx context.Context, recs []record[decisionRow]) (dedupResult, error) {
+	var res dedupResult
+	first := make(map[string]int, len(recs))
+	ids, err := ext.NewTable("batch_ids", ext.Column("quote_id", "String"))
+	if err != nil {
+		return res, fmt.Errorf("dedup: %w", err)
+	}
+	for i := range recs {
+		r := &recs[i]
+		if !r.valid {
+			continue
+		}
+		if _, ok := first[r.row.QuoteID]; ok {
+			r.valid = false
+			res.duplicates++
+			continue
+		}
+		first[r.row.QuoteID] = i
+		if err := ids.Append(r.row.QuoteID); err != nil {
+			return res, fmt.Errorf("dedup: %w", err)
+		}
+	}
+	if len(first) == 0 {
+		return res, nil
+	}
+	query := "SELECT quote_id, kafka_topic, kafka_partition, kafka_offset FROM " + s.db + ".pricing_decisions WHERE quote_id IN batch_ids"
+	found, err := s.lookup(ctx, query, ids)
+	if err != nil {
+		return res, fmt.Errorf("dedup pricing_decisions: %w", err)
+	}
+	markRecords(&res, recs, first, found)
+	// No view but sink_offsets reads pricing_decisions: nothing to repair.
+	res.landed = nil
+	return res, nil
+}
+
+// markRecords applies what a lookup found to the first occurrences of the
+// batch's keys.
+func markRecords[R any](res *dedupResult, recs []record[R], first map[string]int, found map[string][]position) {
+	for key, i := range first {
+		at := found[key]
+		if len(at) == 0 {
+			continue
+		}
+		r := &recs[i]
+		r.valid = false
+		if slices.Contains(at, r.position()) {
+			res.landed = append(res.landed, i)
+		} else {
+			res.duplicates++
+		}
+	}
+	slices.Sort(res.landed)
+}
+
+// lookup runs a dedup query whose rows are (key, topic, partition, offset),
+// with the batch's keys as the external table ids.
+func (s *Sink) lookup(ctx context.Context, query string, ids *ext.Table, args ...any) (map[string][]position, error) {
+	qctx, cancel := context.WithTimeout(ctx, s.opts.InsertTimeout)
+	defer cancel()
+	qctx = clickhouse.Context(qctx, clickhouse.WithExternalTable(ids))
+	rows, err := s.conn.Query(qctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	found := map[string][]position{}
+	for rows.Next() {
+		var (
+			key, topic string
+			partition  uint32
+			offset     uint64
+		)
+		if err := rows.Scan(&key, &topic, &partition, &offset); err != nil {
+			return nil, err
+		}
+		found[key] = append(found[key], position{topic, int(partition), int64(offset)})
+	}
+	return found, rows.Err()
+}
+
+// timeRanges is a condition on a DateTime column that holds every one of
+// seconds: at most maxTimeRanges ranges, merging the closest first, so
+// that a few late events do not turn the lookup into a scan of the hours
+// between them.
+func timeRanges(column string, seconds []int64) string {
+	slices.Sort(seconds)
+	seconds = slices.Compact(seconds)
+	type span struct{ lo, hi int64 }
+	spans := []span{{seconds[0], seconds[0]}}
+	for _, sec := range seconds[1:] {
+		if last := &spans[len(spans)-1]; sec-last.hi <= 60 {
+			last.hi = sec
+		} else {
+			spans = append(spans, span{sec, sec})
+		}
+	}
+	for len(spans) > maxTimeRanges {
+		// Merge the pair with the smallest gap.
+		best := 0
+		for i := 1; i < len(spans)-1; i++ {
+			if spans[i+1].lo-spans[i].hi < spans[best+1].lo-spans[best].hi {
+				best = i
+			}
+		}
+		spans[best].hi = spans[best+1].hi
+		spans = slices.Delete(spans, best+1, best+2)
+	}
+	parts := make([]string, len(spans))
+	for i, sp := range spans {
+		parts[i] = column + " BETWEEN toDateTime(" + strconv.FormatInt(sp.lo, 10) + ") AND toDateTime(" + strconv.FormatInt(sp.hi, 10) + ")"
+	}
+	return strings.Join(parts, " OR ")
+}
+
+// utcDay is the UTC date of t as ClickHouse writes a Date.
+func utcDay(t time.Time) string { return t.UTC().Format(time.DateOnly) }
+
+// groupSet binds vals as a parenthesised list, for IN.
+func groupSet(vals []any) clickhouse.GroupSet { return clickhouse.GroupSet{Value: vals} }
+
+// dedupEventsAndRepair is the dedup of the events table: duplicates are
+// dropped, and the views are repaired for events that landed without them.
+func dedupEventsAndRepair(ctx context.Context, s *Sink, recs []record[eventRow]) (int, error) {
+	res, err := s.dedupEvents(ctx, recs)
+	if err != nil {
+		return 0, err
+	}
+	landed := make([]eventRow, len(res.landed))
+	for k, i := range res.landed {
+		landed[k] = recs[i].row
+	}
+	if err := s.repairViews(ctx, landed); err != nil {
+		return 0, err
+	}
+	return res.duplicates, nil
+}
+
+func dedupDecisions(ctx context.Context, s *Sink, recs []record[decisionRow]) (int, error) {
+	res, err := s.dedupDecisions(ctx, recs)
+	return res.duplicates, err
+}
