@@ -244,8 +244,9 @@ func (c *Client) Send(ctx context.Context, events []Event) (BatchResult, error) 
 var errFatal = errors.New("intake refused the client")
 
 // post sends one batch (≤ BatchSize events) with retries: the whole batch
-// on 429, 503, other 5xx answers and connection errors; the events rejected
-// with a code worth a retry (rate_limited, in_flight) after a 202. A 413
+// on 429 and 503 without per-event results, other 5xx answers and
+// connection errors; only the events rejected with a code worth a retry
+// (rate_limited, in_flight) when the answer has per-event results. A 413
 // splits the batch.
 func (c *Client) post(ctx context.Context, events []Event) (BatchResult, error) {
 	var total BatchResult
@@ -263,8 +264,11 @@ func (c *Client) post(ctx context.Context, events []Event) (BatchResult, error) 
 				return total, fmt.Errorf("send %d events: %w", len(pending), context.Cause(ctx))
 			}
 			c.connErrors.Add(1)
-		case status == http.StatusAccepted || status == http.StatusOK || status == http.StatusBadRequest && hasStatuses(answer):
-			// 400 with statuses: every event was rejected as invalid.
+		case status == http.StatusAccepted || status == http.StatusOK ||
+			(status == http.StatusBadRequest || status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) && hasStatuses(answer):
+			// 400 with statuses: every event was rejected as invalid; 429
+			// and 503 with statuses: some were rejected for now, the
+			// others have their outcome.
 			r, retry, _ := parseAnswer(answer, pending)
 			c.record(len(pending)-len(retry), r)
 			total.add(r)

@@ -14,18 +14,26 @@ import (
 // EventsPath is where Handler is meant to be mounted.
 const EventsPath = "/v1/events"
 
+// RetryEventsHeader counts, on a 429 or 503 that carries per-event results,
+// the events rejected for now (rate_limited, in_flight) that must be sent
+// again.
+const RetryEventsHeader = "Surge-Retry-Events"
+
 // Handler serves POST /v1/events with the body {"events": [...]}.
 //
 // Answers (errors as {"error": {"code", "message"}}):
-//   - 202 with a Response when at least one event was accepted or was a
-//     duplicate — also when others were rejected;
+//   - 202 with a Response when every event has its final outcome: accepted,
+//     duplicate, or rejected as invalid (at least one accepted or
+//     duplicate);
 //   - 400 with a Response when every event was rejected as invalid;
-//   - 429 with a Response and Retry-After when nothing passed because of
-//     per-user rate limits (a batch where other users pass is a 202 with
-//     those events rejected "rate_limited", and Retry-After too);
-//   - 503 with a Response and Retry-After when nothing passed because the
-//     same eventIds are being produced by another request right now (or
-//     were, by a replica that died: their claim expires shortly);
+//   - 429 or 503 with a Response and Retry-After when some events must be
+//     sent again — rejected "rate_limited" (per-user limits: 429) or
+//     "in_flight" (the same eventIds are being produced by another request
+//     right now, or were by a replica that died: their claim expires
+//     shortly; 503) — even when others were accepted. A client that
+//     resends the whole request on 429 and 503 therefore loses nothing:
+//     the events accepted the first time are reported duplicate. The
+//     header Surge-Retry-Events counts the events to send again;
 //   - 429 RATE_LIMITED with Retry-After when the API client's bucket cannot
 //     take the request (nothing accepted);
 //   - 503 UNAVAILABLE with Retry-After when Kafka did not acknowledge or
@@ -123,18 +131,20 @@ func (in *Intake) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusAccepted
 	if resp.Accepted+resp.Duplicates == 0 {
 		status = http.StatusBadRequest
-		if resp.RetryAfter > 0 {
-			status = http.StatusServiceUnavailable
-			for _, e := range resp.Events {
-				if len(e.Errors) > 0 && e.Errors[0].Code == CodeRateLimited {
+	}
+	if resp.RetryAfter > 0 {
+		status = http.StatusServiceUnavailable
+		retry := 0
+		for _, e := range resp.Events {
+			if len(e.Errors) > 0 && (e.Errors[0].Code == CodeRateLimited || e.Errors[0].Code == CodeInFlight) {
+				retry++
+				if e.Errors[0].Code == CodeRateLimited {
 					status = http.StatusTooManyRequests
-					break
 				}
 			}
 		}
-	}
-	if resp.RetryAfter > 0 {
 		setRetryAfter(w, resp.RetryAfter)
+		w.Header().Set(RetryEventsHeader, strconv.Itoa(retry))
 	}
 	in.reply(w, status, resp)
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -96,17 +97,26 @@ type IntakeOptions struct {
 	// server clock (default 30 s).
 	MaxClockSkew time.Duration
 	// MaxLateness is how old a live (not Backfill) event may be (default
-	// 24 h, the dedup window: an event older than that could be a retry
-	// the dedup has forgotten). The stream consumer's grace is shorter:
-	// events between its grace and this reach ClickHouse and count as late.
+	// 24 h). The stream consumer's grace is shorter: events between its
+	// grace and this reach ClickHouse and count as late.
 	MaxLateness time.Duration
-	// DedupTTL is how long an accepted eventId is remembered (default 24 h).
+	// DedupTTL is how long an accepted eventId is remembered in Redis, the
+	// first filter (default 5 min). It costs about 110 bytes of Redis
+	// memory per event (at 10,000 events/s, 5 min is 330 MB; at 50,000/s,
+	// 1.65 GB). Past it a resend is accepted again, and counted once all
+	// the same: the ClickHouse sink drops an event whose eventId events_raw
+	// holds, at any age, and the features consumer counts no event older
+	// than its grace (30 s), so the window only needs to outlast a
+	// client's retries of a live event (the Client gives up after about
+	// 5 min).
 	DedupTTL time.Duration
 	// ProduceTimeout bounds one produce with the writer's retries (default
 	// 20 s). It should exceed the writer's own retry span (NewEventWriter:
 	// about 16 s), so that a produce ends with the writer's answer.
 	ProduceTimeout time.Duration
-	// RedisTimeout bounds each Redis round trip of a request (default 2 s).
+	// RedisTimeout bounds each Redis round trip of a request (default 2 s;
+	// the client's own read and write timeouts must not be shorter: see
+	// NewIntakeRedis).
 	RedisTimeout time.Duration
 
 	// Per-user token bucket in events: UserRate per second (default 20),
@@ -142,7 +152,7 @@ func (o *IntakeOptions) defaults() error {
 	setDefault(&o.MaxBodyBytes, 2<<20)
 	setDefault(&o.MaxClockSkew, 30*time.Second)
 	setDefault(&o.MaxLateness, 24*time.Hour)
-	setDefault(&o.DedupTTL, 24*time.Hour)
+	setDefault(&o.DedupTTL, 5*time.Minute)
 	setDefault(&o.ProduceTimeout, 20*time.Second)
 	setDefault(&o.RedisTimeout, 2*time.Second)
 	setDefault(&o.UserRate, 20)
@@ -208,15 +218,39 @@ func NewEventWriter(brokers []string) *kafka.Writer {
 }
 
 // Dedup keys. While a request produces its events their keys hold
-// dedupPending, for a short time (ProduceTimeout + 10 s); once Kafka
-// acknowledged they hold dedupDone for DedupTTL. A request that fails
-// deletes its pending keys; a process that dies in between leaves them to
-// expire, so the client's retry is accepted a little later instead of being
-// reported duplicate and lost.
+// dedupPending and the request's claim token, for a short time
+// (ProduceTimeout + 10 s); once Kafka acknowledged they hold dedupDone for
+// DedupTTL. The pending value names the client (claimToken): a request that
+// fails deletes the pending keys holding its client's token — also those
+// of a claim whose own answer was lost — and never another client's, and
+// the client's retry owns its own claims whatever became of them. Another
+// client finds them in flight; a process that dies in between leaves them
+// to expire, so a retry from elsewhere is accepted a little later instead
+// of being reported duplicate and lost.
 const (
 	dedupPending = "p"
 	dedupDone    = "1"
 )
+
+// releaseScript deletes a pending dedup key if it holds the claim token
+// ARGV[1]. One key per call: the keys of a batch are in different cluster
+// slots.
+var releaseScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
+
+// NewIntakeRedis returns a Redis client for the intake at addrs: its
+// pipelines carry up to MaxEvents commands each, so its read and write
+// timeouts are those of the intake's calls (timeout, e.g.
+// IntakeOptions.RedisTimeout), not the price path's millisecond lookups.
+func NewIntakeRedis(addrs []string, timeout time.Duration) redis.UniversalClient {
+	return redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:        addrs,
+		DialTimeout:  time.Second,
+		ReadTimeout:  timeout,
+		WriteTimeout: timeout,
+		PoolSize:     32,
+		MaxRetries:   -1, // a pipeline of SET NX is not retried blindly: claim and release decide
+	})
+}
 
 // DedupKey is the Redis key remembering an eventId.
 func DedupKey(eventID string) string { return "dedup:{" + eventID + "}" }
@@ -259,8 +293,9 @@ const unavailableRetryAfter = time.Second
 //     pending is reported "in_flight", never "duplicate".
 //   - A produce whose outcome is unknown (ProduceTimeout passed) is treated
 //     as failed: the retry may then put an event on Kafka twice, which is
-//     better than losing it; consumers that must count exactly can dedup
-//     by eventId.
+//     better than losing it; the ClickHouse sink drops the second copy
+//     (it looks every eventId up in events_raw), and the features consumer
+//     sees it only when the retry comes within its grace.
 type Intake struct {
 	rdb      redis.UniversalClient
 	producer Producer
@@ -373,11 +408,12 @@ func (in *Intake) ingest(ctx context.Context, client ClientID, items []item) (Re
 	if err != nil {
 		return Response{}, err
 	}
-	owned, err := in.claim(ctx, items, live)
+	token := claimToken(client)
+	owned, err := in.claim(ctx, items, live, token)
 	if err != nil {
 		return Response{}, err
 	}
-	if err := in.produce(ctx, items, owned); err != nil {
+	if err := in.produce(ctx, items, owned, token); err != nil {
 		return Response{}, err
 	}
 	return in.respond(items), nil
@@ -491,7 +527,7 @@ func (in *Intake) limit(ctx context.Context, client ClientID, items []item, live
 // request and returned; the others are duplicates (accepted before) or in
 // flight (another request is producing them now). SET with both NX and GET
 // needs Redis ≥ 7.0.
-func (in *Intake) claim(ctx context.Context, items []item, live []int) ([]int, error) {
+func (in *Intake) claim(ctx context.Context, items []item, live []int, token string) ([]int, error) {
 	if len(live) == 0 {
 		return nil, nil
 	}
@@ -501,7 +537,7 @@ func (in *Intake) claim(ctx context.Context, items []item, live []int) ([]int, e
 	pipe := in.rdb.Pipeline()
 	cmds := make([]*redis.StatusCmd, len(live))
 	for k, i := range live {
-		cmds[k] = pipe.SetArgs(rctx, DedupKey(items[i].ev.EventID), dedupPending, redis.SetArgs{Mode: "NX", Get: true, TTL: pending})
+		cmds[k] = pipe.SetArgs(rctx, DedupKey(items[i].ev.EventID), token, redis.SetArgs{Mode: "NX", Get: true, TTL: pending})
 	}
 	_, _ = pipe.Exec(rctx) // the commands carry their errors
 	owned := make([]int, 0, len(live))
@@ -510,11 +546,11 @@ func (in *Intake) claim(ctx context.Context, items []item, live []int) ([]int, e
 		old, err := cmds[k].Result()
 		it := &items[i]
 		switch {
-		case errors.Is(err, redis.Nil): // the key was free, and is ours now
+		case errors.Is(err, redis.Nil), err == nil && old == token: // the key was free, and is ours now; or our client's
 			owned = append(owned, i)
 		case err != nil:
 			failed = err
-		case old == dedupPending:
+		case strings.HasPrefix(old, dedupPending):
 			it.status, it.retry = StatusRejected, unavailableRetryAfter
 			it.errs = []FieldError{{"eventId", CodeInFlight, "an event with this eventId is being ingested by another request; retry shortly"}}
 			in.m.rejected.WithLabelValues("in_flight").Inc()
@@ -525,7 +561,10 @@ func (in *Intake) claim(ctx context.Context, items []item, live []int) ([]int, e
 	}
 	if failed != nil {
 		in.m.dedupErrors.WithLabelValues("claim").Inc()
-		in.release(ctx, items, owned)
+		// Commands that failed may have set their key all the same (a
+		// timeout after the server ran them): release every key of the
+		// batch that holds this request's token.
+		in.release(ctx, items, live, token)
 		return nil, &RetryError{Err: fmt.Errorf("%w: dedup store: %w", ErrUnavailable, failed), RetryAfter: unavailableRetryAfter}
 	}
 	return owned, nil
@@ -536,7 +575,7 @@ func (in *Intake) claim(ctx context.Context, items []item, live []int) ([]int, e
 // outcome decides which dedup keys stay, so it runs to its end (bounded by
 // ProduceTimeout). Acknowledged events get their final dedup key; the keys
 // of events Kafka did not take are deleted, so a retry is accepted.
-func (in *Intake) produce(ctx context.Context, items []item, owned []int) error {
+func (in *Intake) produce(ctx context.Context, items []item, owned []int, token string) error {
 	if len(owned) == 0 {
 		return nil
 	}
@@ -575,10 +614,20 @@ func (in *Intake) produce(ctx context.Context, items []item, owned []int) error 
 	// Events Kafka took keep their key: the retry reports them duplicate
 	// and sends only the rest, so each event is on Kafka once.
 	in.confirm(ctx, items, written)
-	in.release(ctx, items, lost)
+	in.release(ctx, items, lost, token)
 	in.opts.Logger.Warn("ingest: produce failed; request refused for retry",
 		"events", len(owned), "written", len(written), "err", err)
 	return &RetryError{Err: fmt.Errorf("%w: kafka: %w", ErrUnavailable, err), RetryAfter: unavailableRetryAfter}
+}
+
+// claimToken is the pending dedup value of a client's requests:
+// dedupPending and 12 bytes of a hash of the client. A request that finds
+// its own client's claim owns it: that is the client's retry of a request
+// that failed without releasing its claims (or that is still producing;
+// both copies then reach Kafka and the ClickHouse sink drops one).
+func claimToken(client ClientID) string {
+	sum := sha256.Sum256([]byte(client.ID))
+	return dedupPending + hex.EncodeToString(sum[:12])
 }
 
 // confirm makes the dedup keys of produced events final (DedupTTL). When it
@@ -602,10 +651,11 @@ func (in *Intake) confirm(ctx context.Context, items []item, idx []int) {
 	}
 }
 
-// release deletes the pending dedup keys of events that were not produced.
-// When it fails they expire by themselves shortly (pending TTL); until then
-// a retry is answered in_flight.
-func (in *Intake) release(ctx context.Context, items []item, idx []int) {
+// release deletes the pending dedup keys of events that were not produced,
+// if they hold this request's claim token. When it fails they expire by
+// themselves shortly (pending TTL); until then a retry is answered
+// in_flight.
+func (in *Intake) release(ctx context.Context, items []item, idx []int, token string) {
 	if len(idx) == 0 {
 		return
 	}
@@ -613,7 +663,7 @@ func (in *Intake) release(ctx context.Context, items []item, idx []int) {
 	defer cancel()
 	_, err := in.rdb.Pipelined(rctx, func(p redis.Pipeliner) error {
 		for _, i := range idx {
-			p.Del(rctx, DedupKey(items[i].ev.EventID))
+			releaseScript.Eval(rctx, p, []string{DedupKey(items[i].ev.EventID)}, token)
 		}
 		return nil
 	})

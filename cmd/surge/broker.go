@@ -40,10 +40,10 @@ points at a real Kafka cluster.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", env("DATA_DIR", "data"), help("the broker keeps its data in <data-dir>/kafka", "DATA_DIR"))
+	cmd.Flags().StringVar(&dataDir, "data-dir", "data", help("the broker keeps its data in <data-dir>/kafka", "DATA_DIR"))
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:19092", "listen address")
-	cmd.Flags().IntVar(&cfg.KafkaPartitions, "kafka-partitions", envInt("KAFKA_PARTITIONS", 6), help("partitions of the topics created", "KAFKA_PARTITIONS"))
-	cmd.Flags().StringVar(&cfg.LogFormat, "log-format", env("LOG_FORMAT", "text"), help("log format: json or text", "LOG_FORMAT"))
-	cmd.Flags().StringVar(&cfg.LogLevel, "log-level", env("LOG_LEVEL", "info"), help("log level", "LOG_LEVEL"))
+	cmd.Flags().IntVar(&cfg.KafkaPartitions, "kafka-partitions", 6, help("partitions of the topics created", "KAFKA_PARTITIONS"))
+	cmd.Flags().StringVar(&cfg.LogFormat, "log-format", "text", help("log format: json or text", "LOG_FORMAT"))
+	cmd.Flags().StringVar(&cfg.LogLevel, "log-level", "info", help("log level", "LOG_LEVEL"))
 	return cmd
 }

@@ -1,10 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
+	"regexp"
 	"strings"
 	"time"
 
@@ -19,9 +20,13 @@ type config struct {
 	ClickHouseAddr     string
 	ClickHouseDatabase string
 	ClickHouseUser     string
-	ClickHousePassword string
 	KafkaBrokers       string
 	KafkaPartitions    int
+	// Secrets, from the environment only (readSecrets).
+	ClickHousePassword string
+	AdminKey           string
+	UserHashKey        []byte
+	IngestAPIKeys      []string
 	ModelName          string
 	ModelRuntime       string
 	ModelDir           string
@@ -53,38 +58,50 @@ type config struct {
 	RolloutMinScored   int
 	ExperimentDay      time.Duration
 	ExperimentResults  time.Duration
-	UserHashKey        []byte
+	IngestDedupTTL     time.Duration
 	LogFormat          string
 	LogLevel           string
 }
 
-// env returns the environment variable or def.
-func env(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok && v != "" {
-		return v
-	}
-	return def
+// envRE finds the environment variable named in a flag's usage (help).
+var envRE = regexp.MustCompile(`\(env ([A-Z][A-Z0-9_]*)\)$`)
+
+// applyEnv sets every flag of fs that was not given on the command line
+// from the environment variable named in its help, parsing it as the flag
+// would (the flag then counts as Changed): a value it cannot parse (KAFKA_PARTITIONS=abc, RUN_CONSUMERS=1 —
+// booleans are true or false) stops the start with an error naming the
+// variable, instead of falling back to the default. This is the one place
+// that reads the environment for settings; secrets are read by
+// readSecrets.
+func applyEnv(fs *pflag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		m := envRE.FindStringSubmatch(f.Usage)
+		if m == nil || f.Changed {
+			return
+		}
+		v, ok := os.LookupEnv(m[1])
+		if !ok || v == "" {
+			return
+		}
+		if f.Value.Type() == "bool" && v != "true" && v != "false" {
+			errs = append(errs, fmt.Errorf("environment variable %s=%q (flag --%s): want true or false", m[1], v, f.Name))
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("environment variable %s=%q (flag --%s): %w", m[1], v, f.Name, err))
+		}
+	})
+	return errors.Join(errs...)
 }
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(env(name, "")); err == nil {
-		return v
-	}
-	return def
-}
-
-func envFloat(name string, def float64) float64 {
-	if v, err := strconv.ParseFloat(env(name, ""), 64); err == nil {
-		return v
-	}
-	return def
-}
-
-func envDuration(name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(env(name, "")); err == nil {
-		return v
-	}
-	return def
+// readSecrets reads the settings that are never flags (they would show in
+// the process list): passwords and keys.
+func (c *config) readSecrets() {
+	c.ClickHousePassword = os.Getenv("CLICKHOUSE_PASSWORD")
+	c.AdminKey = os.Getenv("ADMIN_API_KEY")
+	c.UserHashKey = []byte(os.Getenv("USER_HASH_KEY"))
+	c.IngestAPIKeys = splitList(os.Getenv("INGEST_API_KEYS"))
 }
 
 // help appends the environment variable to a flag's usage.
@@ -92,51 +109,52 @@ func help(usage, envName string) string { return usage + " (env " + envName + ")
 
 // addConnFlags registers the addresses of the dependencies.
 func (c *config) addConnFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.RedisAddr, "redis-addr", env("REDIS_ADDR", "127.0.0.1:6379"), help("Redis address; several comma-separated for a cluster", "REDIS_ADDR"))
-	fs.StringVar(&c.ClickHouseAddr, "clickhouse-addr", env("CLICKHOUSE_ADDR", "127.0.0.1:9000"), help("ClickHouse native-protocol address", "CLICKHOUSE_ADDR"))
-	fs.StringVar(&c.ClickHouseDatabase, "clickhouse-database", env("CLICKHOUSE_DATABASE", "surge"), help("ClickHouse database (created if missing)", "CLICKHOUSE_DATABASE"))
-	fs.StringVar(&c.ClickHouseUser, "clickhouse-user", env("CLICKHOUSE_USER", "default"), help("ClickHouse user", "CLICKHOUSE_USER"))
-	c.ClickHousePassword = env("CLICKHOUSE_PASSWORD", "") // a secret: environment only, never a flag
-	fs.StringVar(&c.KafkaBrokers, "kafka-brokers", env("KAFKA_BROKERS", "127.0.0.1:9092"), help("Kafka bootstrap brokers, comma-separated", "KAFKA_BROKERS"))
-	fs.IntVar(&c.KafkaPartitions, "kafka-partitions", envInt("KAFKA_PARTITIONS", 6), help("partitions of topics created at start", "KAFKA_PARTITIONS"))
-	fs.StringVar(&c.ModelDir, "model-dir", env("MODEL_DIR", "data/models"), help("directory of the model artifact store", "MODEL_DIR"))
-	fs.StringVar(&c.ModelStoreURL, "model-store", env("MODEL_STORE_URL", ""), help("S3-compatible model artifact store, s3://bucket[/prefix] (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; endpoint from MODEL_STORE_ENDPOINT); empty: the --model-dir directory", "MODEL_STORE_URL"))
-	fs.StringVar(&c.LogFormat, "log-format", env("LOG_FORMAT", "json"), help("log format: json or text", "LOG_FORMAT"))
-	fs.StringVar(&c.LogLevel, "log-level", env("LOG_LEVEL", "info"), help("log level: debug, info, warn, error", "LOG_LEVEL"))
+	c.readSecrets()
+	fs.StringVar(&c.RedisAddr, "redis-addr", "127.0.0.1:6379", help("Redis address; several comma-separated for a cluster", "REDIS_ADDR"))
+	fs.StringVar(&c.ClickHouseAddr, "clickhouse-addr", "127.0.0.1:9000", help("ClickHouse native-protocol address", "CLICKHOUSE_ADDR"))
+	fs.StringVar(&c.ClickHouseDatabase, "clickhouse-database", "surge", help("ClickHouse database (created if missing)", "CLICKHOUSE_DATABASE"))
+	fs.StringVar(&c.ClickHouseUser, "clickhouse-user", "default", help("ClickHouse user", "CLICKHOUSE_USER"))
+	fs.StringVar(&c.KafkaBrokers, "kafka-brokers", "127.0.0.1:9092", help("Kafka bootstrap brokers, comma-separated", "KAFKA_BROKERS"))
+	fs.IntVar(&c.KafkaPartitions, "kafka-partitions", 6, help("partitions of topics created at start", "KAFKA_PARTITIONS"))
+	fs.StringVar(&c.ModelDir, "model-dir", "data/models", help("directory of the model artifact store", "MODEL_DIR"))
+	fs.StringVar(&c.ModelStoreURL, "model-store", "", help("S3-compatible model artifact store, s3://bucket[/prefix] (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; endpoint from MODEL_STORE_ENDPOINT); empty: the --model-dir directory", "MODEL_STORE_URL"))
+	fs.StringVar(&c.LogFormat, "log-format", "json", help("log format: json or text", "LOG_FORMAT"))
+	fs.StringVar(&c.LogLevel, "log-level", "info", help("log level: debug, info, warn, error", "LOG_LEVEL"))
 }
 
 // addServeFlags registers the settings of the serving path.
 func (c *config) addServeFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.ListenAddr, "listen", env("LISTEN_ADDR", "127.0.0.1:8000"), help("HTTP listen address", "LISTEN_ADDR"))
-	fs.StringVar(&c.ModelName, "model-name", env("MODEL_NAME", "demand"), help("registered model to serve", "MODEL_NAME"))
-	fs.StringVar(&c.ModelRuntime, "model-runtime", env("MODEL_RUNTIME", "onnxruntime"), help("model runtime: onnxruntime or go", "MODEL_RUNTIME"))
-	fs.DurationVar(&c.ModelPoll, "model-poll", envDuration("MODEL_POLL_INTERVAL", 30*time.Second), help("how often the registry is checked for a new active model", "MODEL_POLL_INTERVAL"))
-	fs.StringVar(&c.AdminKeyFile, "admin-key-file", env("ADMIN_API_KEY_FILE", ""), help("file holding the admin API key (ADMIN_API_KEY, when set, wins)", "ADMIN_API_KEY_FILE"))
-	fs.DurationVar(&c.InferenceTimeout, "inference-timeout", envDuration("INFERENCE_TIMEOUT", 50*time.Millisecond), help("timeout of one model inference", "INFERENCE_TIMEOUT"))
-	fs.DurationVar(&c.QuoteValidity, "quote-validity", envDuration("QUOTE_VALIDITY", 60*time.Second), help("how long a quote is valid and kept for factorBreakdown", "QUOTE_VALIDITY"))
-	fs.IntVar(&c.HorizonMinutes, "price-horizon", envInt("PRICE_HORIZON_MINUTES", 15), help("forecast horizon, in minutes, that prices are based on", "PRICE_HORIZON_MINUTES"))
-	fs.BoolVar(&c.Consumers, "consumers", env("RUN_CONSUMERS", "true") == "true", help("run the stream consumers (features into Redis, events into ClickHouse) in this process", "RUN_CONSUMERS"))
-	fs.StringVar(&c.RetrainSchedule, "retrain-schedule", env("RETRAIN_SCHEDULE", "0 2 * * 0"), help("cron expression (UTC) of the weekly retrain; empty: no scheduled retrain", "RETRAIN_SCHEDULE"))
-	fs.StringVar(&c.RetrainWindow, "retrain-window", env("RETRAIN_WINDOW", "28d"), help("history the scheduled retrain trains on, ending at --retrain-to or now (28d, 336h)", "RETRAIN_WINDOW"))
-	fs.StringVar(&c.RetrainFrom, "retrain-from", env("RETRAIN_FROM", ""), help("fixed start of the retrain's history, RFC 3339 or a date; empty: --retrain-window before the end", "RETRAIN_FROM"))
-	fs.StringVar(&c.RetrainTo, "retrain-to", env("RETRAIN_TO", ""), help("fixed end (exclusive) of the retrain's history; empty: now", "RETRAIN_TO"))
-	fs.Float64Var(&c.RetrainMinDays, "retrain-min-days", envFloat("RETRAIN_MIN_REAL_DAYS", 14), help("days of real events the retrain needs before it trains (until then the bootstrap model serves)", "RETRAIN_MIN_REAL_DAYS"))
-	fs.BoolVar(&c.RetrainRollout, "retrain-rollout", env("RETRAIN_ROLLOUT", "true") == "true", help("start the canary of a retrained model that passed the gate", "RETRAIN_ROLLOUT"))
-	fs.StringVar(&c.Holidays, "holidays", env("HOLIDAYS", ""), help("holiday calendar of the retrained models, comma-separated dates YYYY-MM-DD", "HOLIDAYS"))
-	fs.IntVar(&c.RolloutMinServed, "rollout-min-forecasts", envInt("ROLLOUT_MIN_FORECASTS", 100), help("forecasts the candidate must serve before a canary phase may end", "ROLLOUT_MIN_FORECASTS"))
-	fs.IntVar(&c.RolloutMinScored, "rollout-min-scored", envInt("ROLLOUT_MIN_SCORED", 50), help("candidate forecasts scored on realised demand before a canary phase may end; negative: do not wait", "ROLLOUT_MIN_SCORED"))
-	fs.DurationVar(&c.RolloutPhase, "rollout-phase", envDuration("ROLLOUT_PHASE_DURATION", time.Hour), help("length of each canary phase (10 %, 50 %, 100 %)", "ROLLOUT_PHASE_DURATION"))
-	fs.DurationVar(&c.RolloutCheck, "rollout-check", envDuration("ROLLOUT_CHECK_INTERVAL", 10*time.Second), help("how often a canary is compared with the stable model", "ROLLOUT_CHECK_INTERVAL"))
-	fs.StringVar(&c.PprofAddr, "pprof-addr", env("PPROF_ADDR", ""), help("serve net/http/pprof on this (loopback) address; empty: off", "PPROF_ADDR"))
-	fs.DurationVar(&c.ExperimentDay, "experiment-day", envDuration("EXPERIMENT_DAY_LENGTH", 24*time.Hour), help("length of an experiment day given to new experiments (surge dev: 1m, so a week passes in minutes)", "EXPERIMENT_DAY_LENGTH"))
-	fs.DurationVar(&c.ExperimentResults, "experiment-results-interval", envDuration("EXPERIMENT_RESULTS_INTERVAL", 5*time.Minute), help("age at which a running experiment's results snapshot is recomputed (surge dev: 10s)", "EXPERIMENT_RESULTS_INTERVAL"))
-	fs.Float64Var(&c.RatePerClient, "rate-limit", envFloat("RATE_LIMIT_RPS", 5000), help("GraphQL requests per second allowed per client address", "RATE_LIMIT_RPS"))
-	fs.BoolVar(&c.Introspection, "introspection", env("GRAPHQL_INTROSPECTION", "true") == "true", help("answer GraphQL introspection (schema docs and completion in tools); false refuses __schema and __type", "GRAPHQL_INTROSPECTION"))
-	fs.BoolVar(&c.Playground, "playground", env("PLAYGROUND", "true") == "true", help("serve the GraphiQL playground at /playground", "PLAYGROUND"))
-	fs.DurationVar(&c.LiveReprice, "live-reprice", envDuration("LIVE_REPRICE_INTERVAL", time.Second), help("how often the pairs watched by surgeUpdated subscribers are repriced, so their multipliers move without price requests; negative: never", "LIVE_REPRICE_INTERVAL"))
-	fs.IntVar(&c.LiveMaxSubs, "live-max-subscriptions", envInt("LIVE_MAX_SUBSCRIPTIONS", 20000), help("live subscriptions allowed on this instance", "LIVE_MAX_SUBSCRIPTIONS"))
-	fs.DurationVar(&c.WSPing, "ws-ping-interval", envDuration("WS_PING_INTERVAL", 10*time.Second), help("how often websocket clients are pinged; one that does not answer within twice the interval is disconnected", "WS_PING_INTERVAL"))
-	fs.IntVar(&c.LiveMaxPerConn, "live-max-per-connection", envInt("LIVE_MAX_PER_CONNECTION", 50), help("live subscriptions allowed on one websocket connection", "LIVE_MAX_PER_CONNECTION"))
+	fs.StringVar(&c.ListenAddr, "listen", "127.0.0.1:8000", help("HTTP listen address", "LISTEN_ADDR"))
+	fs.StringVar(&c.ModelName, "model-name", "demand", help("registered model to serve", "MODEL_NAME"))
+	fs.StringVar(&c.ModelRuntime, "model-runtime", "onnxruntime", help("model runtime: onnxruntime or go", "MODEL_RUNTIME"))
+	fs.DurationVar(&c.ModelPoll, "model-poll", 30*time.Second, help("how often the registry is checked for a new active model", "MODEL_POLL_INTERVAL"))
+	fs.StringVar(&c.AdminKeyFile, "admin-key-file", "", help("file holding the admin API key (ADMIN_API_KEY, when set, wins)", "ADMIN_API_KEY_FILE"))
+	fs.DurationVar(&c.InferenceTimeout, "inference-timeout", 50*time.Millisecond, help("timeout of one model inference", "INFERENCE_TIMEOUT"))
+	fs.DurationVar(&c.QuoteValidity, "quote-validity", 60*time.Second, help("how long a quote is valid and kept for factorBreakdown", "QUOTE_VALIDITY"))
+	fs.IntVar(&c.HorizonMinutes, "price-horizon", 15, help("forecast horizon, in minutes, that prices are based on", "PRICE_HORIZON_MINUTES"))
+	fs.BoolVar(&c.Consumers, "consumers", true, help("run the stream consumers (features into Redis, events into ClickHouse) in this process", "RUN_CONSUMERS"))
+	fs.StringVar(&c.RetrainSchedule, "retrain-schedule", "0 2 * * 0", help("cron expression (UTC) of the weekly retrain; empty: no scheduled retrain", "RETRAIN_SCHEDULE"))
+	fs.StringVar(&c.RetrainWindow, "retrain-window", "28d", help("history the scheduled retrain trains on, ending at --retrain-to or now (28d, 336h)", "RETRAIN_WINDOW"))
+	fs.StringVar(&c.RetrainFrom, "retrain-from", "", help("fixed start of the retrain's history, RFC 3339 or a date; empty: --retrain-window before the end", "RETRAIN_FROM"))
+	fs.StringVar(&c.RetrainTo, "retrain-to", "", help("fixed end (exclusive) of the retrain's history; empty: now", "RETRAIN_TO"))
+	fs.Float64Var(&c.RetrainMinDays, "retrain-min-days", 14, help("days of real events the retrain needs before it trains (until then the bootstrap model serves)", "RETRAIN_MIN_REAL_DAYS"))
+	fs.BoolVar(&c.RetrainRollout, "retrain-rollout", true, help("start the canary of a retrained model that passed the gate", "RETRAIN_ROLLOUT"))
+	fs.StringVar(&c.Holidays, "holidays", "", help("holiday calendar of the retrained models, comma-separated dates YYYY-MM-DD", "HOLIDAYS"))
+	fs.IntVar(&c.RolloutMinServed, "rollout-min-forecasts", 100, help("forecasts the candidate must serve before a canary phase may end", "ROLLOUT_MIN_FORECASTS"))
+	fs.IntVar(&c.RolloutMinScored, "rollout-min-scored", 50, help("candidate forecasts scored on realised demand before a canary phase may end; negative: do not wait", "ROLLOUT_MIN_SCORED"))
+	fs.DurationVar(&c.RolloutPhase, "rollout-phase", time.Hour, help("length of each canary phase (10 %, 50 %, 100 %)", "ROLLOUT_PHASE_DURATION"))
+	fs.DurationVar(&c.RolloutCheck, "rollout-check", 10*time.Second, help("how often a canary is compared with the stable model", "ROLLOUT_CHECK_INTERVAL"))
+	fs.StringVar(&c.PprofAddr, "pprof-addr", "", help("serve net/http/pprof on this (loopback) address; empty: off", "PPROF_ADDR"))
+	fs.DurationVar(&c.ExperimentDay, "experiment-day", 24*time.Hour, help("length of an experiment day given to new experiments (surge dev: 1m, so a week passes in minutes)", "EXPERIMENT_DAY_LENGTH"))
+	fs.DurationVar(&c.ExperimentResults, "experiment-results-interval", 5*time.Minute, help("age at which a running experiment's results snapshot is recomputed (surge dev: 10s)", "EXPERIMENT_RESULTS_INTERVAL"))
+	fs.Float64Var(&c.RatePerClient, "rate-limit", 5000, help("GraphQL requests per second allowed per client address", "RATE_LIMIT_RPS"))
+	fs.BoolVar(&c.Introspection, "introspection", true, help("answer GraphQL introspection (schema docs and completion in tools); false refuses __schema and __type", "GRAPHQL_INTROSPECTION"))
+	fs.BoolVar(&c.Playground, "playground", true, help("serve the GraphiQL playground at /playground", "PLAYGROUND"))
+	fs.DurationVar(&c.LiveReprice, "live-reprice", time.Second, help("how often the pairs watched by surgeUpdated subscribers are repriced, so their multipliers move without price requests; negative: never", "LIVE_REPRICE_INTERVAL"))
+	fs.IntVar(&c.LiveMaxSubs, "live-max-subscriptions", 20000, help("live subscriptions allowed on this instance", "LIVE_MAX_SUBSCRIPTIONS"))
+	fs.DurationVar(&c.WSPing, "ws-ping-interval", 10*time.Second, help("how often websocket clients are pinged; one that does not answer within twice the interval is disconnected", "WS_PING_INTERVAL"))
+	fs.DurationVar(&c.IngestDedupTTL, "ingest-dedup-ttl", 5*time.Minute, help("how long the intake remembers an accepted eventId in Redis (the first filter: about 110 bytes per event; the ClickHouse sink drops resends at any age)", "INGEST_DEDUP_TTL"))
+	fs.IntVar(&c.LiveMaxPerConn, "live-max-per-connection", 50, help("live subscriptions allowed on one websocket connection", "LIVE_MAX_PER_CONNECTION"))
 }
 
 func (c *config) brokers() []string { return splitList(c.KafkaBrokers) }

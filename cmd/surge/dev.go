@@ -36,28 +36,33 @@ a bootstrap model on a generated history the first time, seeds the demo pricing 
 creates the admin API key, and serves the API in the foreground. SIGINT or SIGTERM
 stops the service and every child process.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !cmd.Flags().Changed("log-format") && os.Getenv("LOG_FORMAT") == "" {
+			if !cmd.Flags().Changed("log-format") {
 				cfg.LogFormat = "text"
 			}
-			if !cmd.Flags().Changed("model-dir") && os.Getenv("MODEL_DIR") == "" {
+			if !cmd.Flags().Changed("model-dir") {
 				cfg.ModelDir = filepath.Join(dataDir, "models")
 			}
-			if !cmd.Flags().Changed("experiment-day") && os.Getenv("EXPERIMENT_DAY_LENGTH") == "" {
+			if !cmd.Flags().Changed("experiment-day") {
 				// The local demo: an experiment's week passes in 7 minutes.
 				cfg.ExperimentDay = time.Minute
 			}
-			if !cmd.Flags().Changed("experiment-results-interval") && os.Getenv("EXPERIMENT_RESULTS_INTERVAL") == "" {
+			if !cmd.Flags().Changed("experiment-results-interval") {
 				cfg.ExperimentResults = 10 * time.Second
 			}
 			logger, err := cfg.logger()
 			if err != nil {
 				return err
 			}
-			return runDev(cmd.Context(), cfg, dataDir, demoFeatures, logger)
+			own := ownServers{
+				redis:      !cmd.Flags().Changed("redis-addr"),
+				clickhouse: !cmd.Flags().Changed("clickhouse-addr"),
+				kafka:      !cmd.Flags().Changed("kafka-brokers"),
+			}
+			return runDev(cmd.Context(), cfg, dataDir, demoFeatures, own, logger)
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", env("DATA_DIR", "data"), help("where the local servers, models and admin key keep their data", "DATA_DIR"))
-	cmd.Flags().BoolVar(&demoFeatures, "demo-features", env("DEMO_FEATURES", "true") == "true", help("keep demo online features fresh for the demo regions (until real events flow)", "DEMO_FEATURES"))
+	cmd.Flags().StringVar(&dataDir, "data-dir", "data", help("where the local servers, models and admin key keep their data", "DATA_DIR"))
+	cmd.Flags().BoolVar(&demoFeatures, "demo-features", true, help("keep demo online features fresh for the demo regions (until real events flow)", "DEMO_FEATURES"))
 	cfg.addConnFlags(cmd.Flags())
 	cfg.addServeFlags(cmd.Flags())
 	return cmd
@@ -74,12 +79,16 @@ func preferAddr(addr string) string {
 	return addr
 }
 
-func runDev(ctx context.Context, cfg config, dataDir string, demoFeatures bool, logger *slog.Logger) error {
+// ownServers says which servers dev starts itself: those whose address was
+// not given (flag or environment).
+type ownServers struct{ redis, clickhouse, kafka bool }
+
+func runDev(ctx context.Context, cfg config, dataDir string, demoFeatures bool, own ownServers, logger *slog.Logger) error {
 	start := time.Now()
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return err
 	}
-	if os.Getenv("REDIS_ADDR") == "" {
+	if own.redis {
 		p, err := devenv.StartRedis(ctx, devenv.RedisOptions{
 			Dir: filepath.Join(dataDir, "redis"), Addr: preferAddr("127.0.0.1:16379"), Persist: true, Logger: logger,
 		})
@@ -90,7 +99,7 @@ func runDev(ctx context.Context, cfg config, dataDir string, demoFeatures bool, 
 		cfg.RedisAddr = p.Addr
 		logger.Info("Redis started", "addr", p.Addr, "dir", filepath.Join(dataDir, "redis"))
 	}
-	if os.Getenv("CLICKHOUSE_ADDR") == "" {
+	if own.clickhouse {
 		p, err := devenv.StartClickHouse(ctx, devenv.ClickHouseOptions{
 			Dir: filepath.Join(dataDir, "clickhouse"), TCPAddr: preferAddr("127.0.0.1:19000"), HTTPAddr: preferAddr("127.0.0.1:18123"), Logger: logger,
 		})
@@ -101,7 +110,7 @@ func runDev(ctx context.Context, cfg config, dataDir string, demoFeatures bool, 
 		cfg.ClickHouseAddr = p.Addr
 		logger.Info("ClickHouse started", "addr", p.Addr, "dir", filepath.Join(dataDir, "clickhouse"))
 	}
-	if os.Getenv("KAFKA_BROKERS") == "" {
+	if own.kafka {
 		k, err := devenv.StartKafka(ctx, devenv.KafkaOptions{
 			Dir: filepath.Join(dataDir, "kafka"), Addr: preferAddr("127.0.0.1:19092"), Partitions: cfg.KafkaPartitions, Topics: ingest.Topics, Logger: logger,
 		})
@@ -156,9 +165,7 @@ func runDev(ctx context.Context, cfg config, dataDir string, demoFeatures bool, 
 		logger.Info("admin API key", "file", keyPath)
 	}
 
-	if k := os.Getenv("USER_HASH_KEY"); k != "" {
-		cfg.UserHashKey = []byte(k)
-	} else {
+	if len(cfg.UserHashKey) == 0 {
 		k, _, err := auth.LoadOrCreateKey(filepath.Join(dataDir, "user-hash-key"))
 		if err != nil {
 			return err

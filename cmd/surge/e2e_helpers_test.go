@@ -57,6 +57,8 @@ var demoRegions = []string{"berlin", "london", "nyc", "paris", "sf"}
 
 // stackOptions shape one test stack.
 type stackOptions struct {
+	// config changes the configuration before the app is built.
+	config func(*config)
 	// clickhouse is a private server (for tests that stop it); nil uses a
 	// fresh database on the shared test server.
 	clickhouse *devenv.Process
@@ -172,6 +174,9 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	s.cfg.ExperimentDay = opts.experimentDay
 	s.cfg.LiveMaxPerConn = opts.maxPerConnection
 	s.cfg.WSPing = 3 * time.Second // the protocol test waits for a ping
+	if opts.config != nil {
+		opts.config(&s.cfg)
+	}
 	if _, err := s.cfg.logger(); err != nil {
 		t.Fatalf("config logger: %v", err)
 	}

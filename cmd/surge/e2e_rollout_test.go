@@ -135,13 +135,12 @@ func (s *stack) servedVersions(t *testing.T) map[string]string {
 // 50 % → 100 % on its own and is promoted, a manual rollback, a shadow
 // rollout that never serves and a manual promotion.
 func TestE2ERollout(t *testing.T) {
-	t.Setenv("ROLLOUT_PHASE_DURATION", "1500ms")
-	t.Setenv("ROLLOUT_CHECK_INTERVAL", "50ms")
-	// A phase ends once the candidate served a few forecasts; scores on
-	// realised demand would need the horizon to elapse.
-	t.Setenv("ROLLOUT_MIN_FORECASTS", "5")
-	t.Setenv("ROLLOUT_MIN_SCORED", "-1")
-	s := newStack(t, stackOptions{})
+	s := newStack(t, stackOptions{config: func(c *config) {
+		c.RolloutPhase, c.RolloutCheck = 1500*time.Millisecond, 50*time.Millisecond
+		// A phase ends once the candidate served a few forecasts; scores
+		// on realised demand would need the horizon to elapse.
+		c.RolloutMinServed, c.RolloutMinScored = 5, -1
+	}})
 	v2 := registerConstant(t, s, 400, features.V1.Hash())
 	other := registerConstant(t, s, 500, "another-feature-schema")
 	garbage := registerBytes(t, s, []byte("not an onnx model"), features.V1.Hash())

@@ -124,7 +124,7 @@ only holds them for --duration.`,
 	f.StringVar(&pid, "pid", "", "server process id whose peak RSS to print")
 	f.IntVar(&live, "live", 0, "measure surge change delivery to this many subscribers instead of the price load")
 	f.Float64Var(&liveRate, "live-rate", 20, "surge changes published per second with --live")
-	f.StringVar(&redisAddr, "redis-addr", env("REDIS_ADDR", "127.0.0.1:6379"), "Redis the server reads surge changes from (--live)")
+	f.StringVar(&redisAddr, "redis-addr", "127.0.0.1:6379", "Redis the server reads surge changes from (--live)")
 	f.IntVar(&hold, "hold-subscriptions", 0, "surgeUpdated subscriptions to open and hold during the price load")
 	return cmd
 }

@@ -32,6 +32,9 @@ forecast, supply and pricing rules into an explainable price, served over GraphQ
 Every flag can also be set by the environment variable named in its help.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd.Flags())
+		},
 	}
 	root.AddCommand(newServeCmd(), newDevCmd(), newMigrateCmd(), newTrainCmd(), newLoadtestCmd(), newBrokerCmd(), newReplayCmd(), newSimulateCmd(), newWatchIngestCmd())
 	return root

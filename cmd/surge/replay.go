@@ -156,8 +156,8 @@ type senderFlags struct {
 }
 
 func (s *senderFlags) add(f *pflag.FlagSet) {
-	f.StringVar(&s.url, "url", env("INGEST_URL", ingest.DefaultIntakeURL), help("event intake endpoint", "INGEST_URL"))
-	f.StringVar(&s.apiKey, "api-key", env("INGEST_API_KEY", ""), help("API key sent in X-Api-Key (clients without one get the lower anonymous rate limit)", "INGEST_API_KEY"))
+	f.StringVar(&s.url, "url", ingest.DefaultIntakeURL, help("event intake endpoint", "INGEST_URL"))
+	f.StringVar(&s.apiKey, "api-key", "", help("API key sent in X-Api-Key (clients without one get the lower anonymous rate limit)", "INGEST_API_KEY"))
 	f.IntVar(&s.senders, "senders", 4, "concurrent requests")
 	f.IntVar(&s.batch, "batch", 1000, "events per request (at most 1,000)")
 	f.IntVar(&s.attempts, "attempts", 30, "attempts per batch before giving up (429, 503, 5xx, connection errors); enough to outlast an attempt still in flight at the intake")
@@ -180,8 +180,8 @@ func (s *senderFlags) client(logger *slog.Logger) (*ingest.Client, error) {
 // addToolLogFlags registers the log flags of the client tools (replay,
 // simulate), which log as text by default.
 func (c *config) addToolLogFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.LogFormat, "log-format", env("LOG_FORMAT", "text"), help("log format: json or text", "LOG_FORMAT"))
-	fs.StringVar(&c.LogLevel, "log-level", env("LOG_LEVEL", "info"), help("log level: debug, info, warn, error", "LOG_LEVEL"))
+	fs.StringVar(&c.LogFormat, "log-format", "text", help("log format: json or text", "LOG_FORMAT"))
+	fs.StringVar(&c.LogLevel, "log-level", "info", help("log level: debug, info, warn, error", "LOG_LEVEL"))
 }
 
 // printSendSummary prints what the intake answered.

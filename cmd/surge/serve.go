@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -8,7 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	_ "net/http/pprof" // served only on --pprof-addr
-	"os"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -16,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/segmentio/kafka-go"
 
@@ -58,7 +58,7 @@ loads the active model from the registry and serves /graphql, /playground, /heal
 			if err != nil {
 				return err
 			}
-			adminKey := os.Getenv("ADMIN_API_KEY")
+			adminKey := cfg.AdminKey
 			if adminKey == "" && cfg.AdminKeyFile != "" {
 				if adminKey, err = auth.ReadKey(cfg.AdminKeyFile); err != nil {
 					return fmt.Errorf("admin key: %w", err)
@@ -67,7 +67,6 @@ loads the active model from the registry and serves /graphql, /playground, /heal
 			if adminKey == "" {
 				logger.Warn("no admin API key configured (ADMIN_API_KEY or --admin-key-file): admin operations are refused")
 			}
-			cfg.UserHashKey = []byte(os.Getenv("USER_HASH_KEY"))
 			a, err := newApp(cmd.Context(), cfg, adminKey, logger)
 			if err != nil {
 				return err
@@ -83,7 +82,8 @@ loads the active model from the registry and serves /graphql, /playground, /heal
 // app is the serving process: its components and their lifecycles.
 type app struct {
 	logger      *slog.Logger
-	rdb         redis.UniversalClient
+	rdb         redis.UniversalClient // the price path's: millisecond timeouts
+	bulk        redis.UniversalClient // the intake's and the consumers': pipelines of up to 1,000 commands
 	ch          driver.Conn
 	rules       *rules.Cache
 	averages    *analytics.HistoricalAverages
@@ -154,6 +154,7 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 		return nil, err
 	}
 	a.rdb = newRedis(cfg)
+	a.bulk = ingest.NewIntakeRedis(splitList(cfg.RedisAddr), 2*time.Second)
 	if err := a.rdb.Ping(ctx).Err(); err != nil {
 		logger.Warn("Redis not reachable at start; prices are served degraded until it is", "addr", cfg.RedisAddr, "err", err)
 	}
@@ -190,18 +191,10 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 		logger.Warn("no model served at start; forecasts fall back until one is registered", "err", err)
 	}
 	// Zero values (a config built in code) take the flags' defaults.
-	if cfg.RolloutPhase <= 0 {
-		cfg.RolloutPhase = envDuration("ROLLOUT_PHASE_DURATION", time.Hour)
-	}
-	if cfg.RolloutCheck <= 0 {
-		cfg.RolloutCheck = envDuration("ROLLOUT_CHECK_INTERVAL", 10*time.Second)
-	}
-	if cfg.RolloutMinServed == 0 {
-		cfg.RolloutMinServed = envInt("ROLLOUT_MIN_FORECASTS", 100)
-	}
-	if cfg.RolloutMinScored == 0 {
-		cfg.RolloutMinScored = envInt("ROLLOUT_MIN_SCORED", 50)
-	}
+	cfg.RolloutPhase = cmp.Or(cfg.RolloutPhase, time.Hour)
+	cfg.RolloutCheck = cmp.Or(cfg.RolloutCheck, 10*time.Second)
+	cfg.RolloutMinServed = cmp.Or(cfg.RolloutMinServed, 100)
+	cfg.RolloutMinScored = cmp.Or(cfg.RolloutMinScored, 50)
 	phase := cfg.RolloutPhase
 	if a.accuracy, err = monitoring.New(a.ch, monitoring.Options{Logger: logger, Registerer: reg}); err != nil {
 		return nil, err
@@ -239,14 +232,14 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 		UserHashKey: cfg.UserHashKey, Experiments: a.experiments,
 	})
 	a.events = ingest.NewEventWriter(cfg.brokers())
-	if a.intake, err = ingest.NewIntake(a.rdb, a.events, ratelimit.NewLimiter(a.rdb, ratelimit.Options{Registerer: reg}), ingest.IntakeOptions{
+	if a.intake, err = ingest.NewIntake(a.bulk, a.events, ratelimit.NewLimiter(a.bulk, ratelimit.Options{Registerer: reg}), ingest.IntakeOptions{
 		UserHashKey: cfg.UserHashKey, Logger: logger, Registerer: reg,
-		Identify: ingest.APIKeys(splitList(os.Getenv("INGEST_API_KEYS"))),
+		Identify: ingest.APIKeys(cfg.IngestAPIKeys), DedupTTL: cfg.IngestDedupTTL,
 	}); err != nil {
 		return nil, err
 	}
 	if cfg.Consumers {
-		a.stream = streaming.NewConsumer(cfg.brokers(), a.rdb, a.averages, streaming.Options{
+		a.stream = streaming.NewConsumer(cfg.brokers(), a.bulk, a.averages, streaming.Options{
 			Backfill: training.Backfill(a.ch), Logger: logger, Registerer: reg,
 		})
 		if a.sink, err = sink.New(cfg.brokers(), a.ch, cfg.ClickHouseDatabase, sink.Options{Logger: logger, Registerer: reg}); err != nil {
@@ -330,32 +323,76 @@ func (a *app) readiness() map[string]server.Check {
 	}
 }
 
-// run runs every component until ctx ends or one fails, then stops them all.
+// run runs every component until ctx ends or one fails, then stops them in
+// order: the server stops accepting and drains its requests (and the live
+// subscriptions), then the components behind the answers flush (the quote
+// writes, the audit and exposure records to Kafka), then the consumers
+// commit, and the clients are closed last.
 func (a *app) run(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	components := []interface{ Run(context.Context) error }{
-		a.rules, a.averages, a.forecaster, a.watcher, a.rollouts, a.accuracy, a.experiments, a.quotes, a.live, a.publisher, a.server,
-	}
+	serving := []runner{a.server, a.live}
+	behind := []runner{a.rules, a.averages, a.forecaster, a.watcher, a.rollouts, a.accuracy, a.experiments, a.quotes, a.publisher}
+	var consuming []runner
 	if a.stream != nil {
-		components = append(components, a.stream, a.sink)
+		consuming = append(consuming, a.stream, a.sink)
 	}
 	if a.retrain != nil {
-		components = append(components, a.retrain, &retrain.Eager{
+		behind = append(behind, a.retrain, &retrain.Eager{
 			Generated: func() bool { return a.forecaster.Model().DataSource() != model.DataReal },
 			RunOnce:   a.retrain.RunOnce, Logger: a.logger,
 		})
 	}
-	for _, c := range components {
-		g.Go(func() error { return c.Run(ctx) })
-	}
-	err := g.Wait()
+	err := runInOrder(ctx, serving, behind, consuming)
 	if m := a.forecaster.SetModel(nil); m != nil {
 		_ = m.Close()
 	}
 	_ = a.watcher.Close() // the versions kept in memory
 	_ = a.events.Close()
 	a.rdb.Close()
+	a.bulk.Close()
 	a.ch.Close()
 	a.logger.Info("stopped")
 	return err
+}
+
+// runner is a component with a lifecycle.
+type runner interface{ Run(context.Context) error }
+
+// runInOrder runs the components of every stage at once and stops them
+// stage by stage: when ctx ends or a component fails, the first stage is
+// cancelled, and each later stage once every component of the one before
+// it has returned. It returns the first failure.
+func runInOrder(ctx context.Context, stages ...[]runner) error {
+	ctxs := make([]context.Context, len(stages))
+	cancels := make([]context.CancelFunc, len(stages))
+	ctxs[0], cancels[0] = context.WithCancel(ctx)
+	for i := 1; i < len(stages); i++ {
+		ctxs[i], cancels[i] = context.WithCancel(context.WithoutCancel(ctx))
+	}
+	var (
+		mu    sync.Mutex
+		first error
+	)
+	wgs := make([]sync.WaitGroup, len(stages))
+	for i, stage := range stages {
+		for _, c := range stage {
+			wgs[i].Go(func() {
+				if err := c.Run(ctxs[i]); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					cancels[0]()
+				}
+			})
+		}
+	}
+	for i := range stages {
+		wgs[i].Wait()
+		cancels[i]()
+		if i+1 < len(stages) {
+			cancels[i+1]()
+		}
+	}
+	return first
 }

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func TestApplyEnv(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		wantErr string // substring; empty: no error
+		check   func(t *testing.T, c config)
+	}{
+		{name: "defaults", check: func(t *testing.T, c config) {
+			if c.KafkaPartitions != 6 || !c.Consumers || c.ModelPoll != 30*time.Second || c.IngestDedupTTL != 5*time.Minute {
+				t.Errorf("defaults: %+v", c)
+			}
+		}},
+		{name: "good values", env: map[string]string{"KAFKA_PARTITIONS": "12", "RUN_CONSUMERS": "false", "MODEL_POLL_INTERVAL": "5s", "RATE_LIMIT_RPS": "2.5"},
+			check: func(t *testing.T, c config) {
+				if c.KafkaPartitions != 12 || c.Consumers || c.ModelPoll != 5*time.Second || c.RatePerClient != 2.5 {
+					t.Errorf("from the environment: %+v", c)
+				}
+			}},
+		{name: "a flag wins over the environment", env: map[string]string{"KAFKA_PARTITIONS": "12"}, args: []string{"--kafka-partitions=3"},
+			check: func(t *testing.T, c config) {
+				if c.KafkaPartitions != 3 {
+					t.Errorf("partitions %d, want the flag's 3", c.KafkaPartitions)
+				}
+			}},
+		{name: "not a number", env: map[string]string{"KAFKA_PARTITIONS": "abc"}, wantErr: `KAFKA_PARTITIONS="abc" (flag --kafka-partitions)`},
+		{name: "a boolean is true or false", env: map[string]string{"RUN_CONSUMERS": "1"}, wantErr: `RUN_CONSUMERS="1" (flag --consumers): want true or false`},
+		{name: "not a duration", env: map[string]string{"QUOTE_VALIDITY": "60"}, wantErr: `QUOTE_VALIDITY="60"`},
+		{name: "every bad value is named", env: map[string]string{"QUOTE_VALIDITY": "x", "LIVE_MAX_SUBSCRIPTIONS": "many"}, wantErr: "LIVE_MAX_SUBSCRIPTIONS"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
+			var cfg config
+			fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+			cfg.addConnFlags(fs)
+			cfg.addServeFlags(fs)
+			if err := fs.Parse(c.args); err != nil {
+				t.Fatal(err)
+			}
+			err := applyEnv(fs)
+			switch {
+			case c.wantErr == "" && err != nil:
+				t.Fatalf("applyEnv: %v", err)
+			case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
+				t.Fatalf("applyEnv: %v, want an error containing %q", err, c.wantErr)
+			}
+			if c.check != nil {
+				c.check(t, cfg)
+			}
+		})
+	}
+}
+
+// TestEverySettingHasItsVariable: every flag of serve names its
+// environment variable, so that applyEnv covers every setting.
+func TestEverySettingHasItsVariable(t *testing.T) {
+	var cfg config
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	cfg.addConnFlags(fs)
+	cfg.addServeFlags(fs)
+	fs.VisitAll(func(f *pflag.Flag) {
+		if !envRE.MatchString(f.Usage) {
+			t.Errorf("flag --%s names no environment variable: %q", f.Name, f.Usage)
+		}
+	})
+}
