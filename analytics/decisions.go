@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
@@ -45,4 +46,27 @@ func (d *Decisions) DecisionByQuote(ctx context.Context, quoteID string) ([]byte
 		return nil, fmt.Errorf("analytics: scan decision of quote %s: %w", quoteID, err)
 	}
 	return []byte(record), nil
+}
+
+// DecisionsSince calls fn with every decision record of quotes given at or
+// after from, in no particular order, until fn returns an error.
+func (d *Decisions) DecisionsSince(ctx context.Context, from time.Time, fn func(record []byte) error) error {
+	rows, err := d.conn.Query(ctx, `SELECT record FROM pricing_decisions WHERE at >= ?`, from.UTC())
+	if err != nil {
+		return fmt.Errorf("analytics: query decisions since %s: %w", from.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var record string
+		if err := rows.Scan(&record); err != nil {
+			return fmt.Errorf("analytics: scan decision: %w", err)
+		}
+		if err := fn([]byte(record)); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("analytics: read decisions: %w", err)
+	}
+	return nil
 }

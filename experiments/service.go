@@ -35,7 +35,8 @@ var (
 
 // Publisher sends exposure records; it must not block (ingest.Publisher queues).
 type Publisher interface {
-	Publish(topic, key string, value []byte)
+	// Publish reports false when the record was dropped (buffer full).
+	Publish(topic, key string, value []byte) bool
 }
 
 // Rules reads and writes the pricing rules the strategies apply to;
@@ -504,7 +505,11 @@ func (s *Service) Expose(x Exposure) {
 	if err != nil {
 		return
 	}
-	s.opts.Publisher.Publish(Topic, x.RegionID, b)
+	if !s.opts.Publisher.Publish(Topic, x.RegionID, b) {
+		s.m.exposures.WithLabelValues("dropped").Inc()
+		s.seen.Remove(k) // logged by a later exposure of the day
+		return
+	}
 	s.m.exposures.WithLabelValues("logged").Inc()
 }
 

@@ -43,13 +43,14 @@ type published struct {
 	recs [][]byte
 }
 
-func (p *published) Publish(topic, key string, value []byte) {
+func (p *published) Publish(topic, key string, value []byte) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if topic != Topic {
 		panic("exposure on topic " + topic)
 	}
 	p.recs = append(p.recs, value)
+	return true
 }
 
 func (p *published) n() int { p.mu.Lock(); defer p.mu.Unlock(); return len(p.recs) }

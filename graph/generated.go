@@ -324,8 +324,29 @@ type ComplexityRoot struct {
 		Price             func(childComplexity int, input model.PriceInput) int
 		Prices            func(childComplexity int, inputs []*model.PriceInput) int
 		PricingRules      func(childComplexity int, regionID string, includeHistory *bool) int
+		QuoteAudit        func(childComplexity int, quoteID string) int
 		Regions           func(childComplexity int) int
 		Rollout           func(childComplexity int) int
+	}
+
+	QuoteAudit struct {
+		At                   func(childComplexity int) int
+		Currency             func(childComplexity int) int
+		CurrentEngineVersion func(childComplexity int) int
+		Degraded             func(childComplexity int) int
+		EngineVersion        func(childComplexity int) int
+		Identical            func(childComplexity int) int
+		ModelVersion         func(childComplexity int) int
+		Price                func(childComplexity int) int
+		ProductType          func(childComplexity int) int
+		QuoteID              func(childComplexity int) int
+		RecomputedMultiplier func(childComplexity int) int
+		RecomputedPrice      func(childComplexity int) int
+		Record               func(childComplexity int) int
+		RegionID             func(childComplexity int) int
+		RuleVersion          func(childComplexity int) int
+		Source               func(childComplexity int) int
+		SurgeMultiplier      func(childComplexity int) int
 	}
 
 	Region struct {
@@ -460,6 +481,7 @@ type QueryResolver interface {
 	Prices(ctx context.Context, inputs []*model.PriceInput) ([]*model.PriceQuote, error)
 	Forecast(ctx context.Context, regionID string, horizonMinutes *int) (*model.Forecast, error)
 	FactorBreakdown(ctx context.Context, quoteID string) ([]*model.Factor, error)
+	QuoteAudit(ctx context.Context, quoteID string) (*model.QuoteAudit, error)
 	Regions(ctx context.Context) ([]*model.Region, error)
 	PricingRules(ctx context.Context, regionID string, includeHistory *bool) ([]*model.PricingRule, error)
 	DemandHistory(ctx context.Context, regionID string, from time.Time, to time.Time, granularity *model.Granularity) ([]*model.DemandPoint, error)
@@ -1861,6 +1883,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.PricingRules(childComplexity, args["regionId"].(string), args["includeHistory"].(*bool)), true
+	case "Query.quoteAudit":
+		if e.ComplexityRoot.Query.QuoteAudit == nil {
+			break
+		}
+
+		args, err := ec.field_Query_quoteAudit_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.QuoteAudit(childComplexity, args["quoteId"].(string)), true
 	case "Query.regions":
 		if e.ComplexityRoot.Query.Regions == nil {
 			break
@@ -1873,6 +1906,109 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Rollout(childComplexity), true
+
+	case "QuoteAudit.at":
+		if e.ComplexityRoot.QuoteAudit.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.At(childComplexity), true
+	case "QuoteAudit.currency":
+		if e.ComplexityRoot.QuoteAudit.Currency == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.Currency(childComplexity), true
+	case "QuoteAudit.currentEngineVersion":
+		if e.ComplexityRoot.QuoteAudit.CurrentEngineVersion == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.CurrentEngineVersion(childComplexity), true
+	case "QuoteAudit.degraded":
+		if e.ComplexityRoot.QuoteAudit.Degraded == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.Degraded(childComplexity), true
+	case "QuoteAudit.engineVersion":
+		if e.ComplexityRoot.QuoteAudit.EngineVersion == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.EngineVersion(childComplexity), true
+	case "QuoteAudit.identical":
+		if e.ComplexityRoot.QuoteAudit.Identical == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.Identical(childComplexity), true
+	case "QuoteAudit.modelVersion":
+		if e.ComplexityRoot.QuoteAudit.ModelVersion == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.ModelVersion(childComplexity), true
+	case "QuoteAudit.price":
+		if e.ComplexityRoot.QuoteAudit.Price == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.Price(childComplexity), true
+	case "QuoteAudit.productType":
+		if e.ComplexityRoot.QuoteAudit.ProductType == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.ProductType(childComplexity), true
+	case "QuoteAudit.quoteId":
+		if e.ComplexityRoot.QuoteAudit.QuoteID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.QuoteID(childComplexity), true
+	case "QuoteAudit.recomputedMultiplier":
+		if e.ComplexityRoot.QuoteAudit.RecomputedMultiplier == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.RecomputedMultiplier(childComplexity), true
+	case "QuoteAudit.recomputedPrice":
+		if e.ComplexityRoot.QuoteAudit.RecomputedPrice == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.RecomputedPrice(childComplexity), true
+	case "QuoteAudit.record":
+		if e.ComplexityRoot.QuoteAudit.Record == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.Record(childComplexity), true
+	case "QuoteAudit.regionId":
+		if e.ComplexityRoot.QuoteAudit.RegionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.RegionID(childComplexity), true
+	case "QuoteAudit.ruleVersion":
+		if e.ComplexityRoot.QuoteAudit.RuleVersion == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.RuleVersion(childComplexity), true
+	case "QuoteAudit.source":
+		if e.ComplexityRoot.QuoteAudit.Source == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.Source(childComplexity), true
+	case "QuoteAudit.surgeMultiplier":
+		if e.ComplexityRoot.QuoteAudit.SurgeMultiplier == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.SurgeMultiplier(childComplexity), true
 
 	case "Region.currency":
 		if e.ComplexityRoot.Region.Currency == nil {
@@ -2492,6 +2628,8 @@ type Query {
   forecast(regionId: ID!, horizonMinutes: Int = 15): Forecast!
   "The factors of a quote given earlier, while it is valid."
   factorBreakdown(quoteId: ID!): [Factor!]!
+  "The decision record of any quote given, recomputed with this server's engine: from the quote cache while the quote is valid, then from the audit trail in ClickHouse (pricing_decisions), at any age. NOT_FOUND for an unknown quote, or one whose record has not landed yet (seconds)."
+  quoteAudit(quoteId: ID!): QuoteAudit!
   "The regions priced by this service."
   regions: [Region!]!
   "The pricing rules of a region: the versions in force, or every version with includeHistory."
@@ -2501,6 +2639,41 @@ type Query {
 type Mutation {
   "Adds a new version of a pricing rule (admin: needs the X-Admin-Key header)."
   setPricingRule(input: PricingRuleInput!): PricingRule!
+}
+
+"A quote's decision record and its recomputation."
+type QuoteAudit {
+  quoteId: ID!
+  at: Time!
+  regionId: ID!
+  productType: String!
+  currency: String!
+  "As quoted."
+  surgeMultiplier: Float!
+  "As quoted."
+  price: Float!
+  ruleVersion: Int!
+  modelVersion: String
+  "The version of the pricing engine that priced the quote (empty for records older than engine versions)."
+  engineVersion: String!
+  "The version of this server's engine, which recomputed it."
+  currentEngineVersion: String!
+  degraded: Boolean!
+  source: AuditSource!
+  "The decision record (JSON), byte for byte as published: every input of the engine."
+  record: String!
+  recomputedMultiplier: Float!
+  recomputedPrice: Float!
+  "True when the recomputed multiplier and price are bit for bit the quoted ones."
+  identical: Boolean!
+}
+
+"Where an audit record was read."
+enum AuditSource {
+  "The quote cache in Redis (while the quote is valid)."
+  CACHE
+  "The audit trail in ClickHouse."
+  CLICKHOUSE
 }
 
 input PriceInput {
@@ -3719,6 +3892,46 @@ func (ec *executionContext) childFields_PricingStrategy(ctx context.Context, fie
 	return nil, fmt.Errorf("no field named %q was found under type PricingStrategy", field.Name)
 }
 
+func (ec *executionContext) childFields_QuoteAudit(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "quoteId":
+		return ec.fieldContext_QuoteAudit_quoteId(ctx, field)
+	case "at":
+		return ec.fieldContext_QuoteAudit_at(ctx, field)
+	case "regionId":
+		return ec.fieldContext_QuoteAudit_regionId(ctx, field)
+	case "productType":
+		return ec.fieldContext_QuoteAudit_productType(ctx, field)
+	case "currency":
+		return ec.fieldContext_QuoteAudit_currency(ctx, field)
+	case "surgeMultiplier":
+		return ec.fieldContext_QuoteAudit_surgeMultiplier(ctx, field)
+	case "price":
+		return ec.fieldContext_QuoteAudit_price(ctx, field)
+	case "ruleVersion":
+		return ec.fieldContext_QuoteAudit_ruleVersion(ctx, field)
+	case "modelVersion":
+		return ec.fieldContext_QuoteAudit_modelVersion(ctx, field)
+	case "engineVersion":
+		return ec.fieldContext_QuoteAudit_engineVersion(ctx, field)
+	case "currentEngineVersion":
+		return ec.fieldContext_QuoteAudit_currentEngineVersion(ctx, field)
+	case "degraded":
+		return ec.fieldContext_QuoteAudit_degraded(ctx, field)
+	case "source":
+		return ec.fieldContext_QuoteAudit_source(ctx, field)
+	case "record":
+		return ec.fieldContext_QuoteAudit_record(ctx, field)
+	case "recomputedMultiplier":
+		return ec.fieldContext_QuoteAudit_recomputedMultiplier(ctx, field)
+	case "recomputedPrice":
+		return ec.fieldContext_QuoteAudit_recomputedPrice(ctx, field)
+	case "identical":
+		return ec.fieldContext_QuoteAudit_identical(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type QuoteAudit", field.Name)
+}
+
 func (ec *executionContext) childFields_Region(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -4428,6 +4641,20 @@ func (ec *executionContext) field_Query_pricingRules_args(ctx context.Context, r
 		return nil, err
 	}
 	args["includeHistory"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_quoteAudit_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "quoteId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["quoteId"] = arg0
 	return args, nil
 }
 
@@ -9529,6 +9756,50 @@ func (ec *executionContext) fieldContext_Query_factorBreakdown(ctx context.Conte
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_quoteAudit(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_quoteAudit(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().QuoteAudit(ctx, fc.Args["quoteId"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.QuoteAudit) graphql.Marshaler {
+			return ec.marshalNQuoteAudit2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐQuoteAudit(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_quoteAudit(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_QuoteAudit(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_quoteAudit_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_regions(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -10039,6 +10310,397 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _QuoteAudit_quoteId(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_quoteId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.QuoteID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_quoteId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "ID")
+}
+
+func (ec *executionContext) _QuoteAudit_at(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "Time")
+}
+
+func (ec *executionContext) _QuoteAudit_regionId(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_regionId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RegionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_regionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "ID")
+}
+
+func (ec *executionContext) _QuoteAudit_productType(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_productType(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ProductType, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_productType(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "String")
+}
+
+func (ec *executionContext) _QuoteAudit_currency(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_currency(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Currency, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_currency(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "String")
+}
+
+func (ec *executionContext) _QuoteAudit_surgeMultiplier(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_surgeMultiplier(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SurgeMultiplier, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_surgeMultiplier(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "Float")
+}
+
+func (ec *executionContext) _QuoteAudit_price(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_price(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Price, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_price(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "Float")
+}
+
+func (ec *executionContext) _QuoteAudit_ruleVersion(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_ruleVersion(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RuleVersion, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_ruleVersion(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "Int")
+}
+
+func (ec *executionContext) _QuoteAudit_modelVersion(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_modelVersion(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ModelVersion, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_modelVersion(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "String")
+}
+
+func (ec *executionContext) _QuoteAudit_engineVersion(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_engineVersion(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EngineVersion, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_engineVersion(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "String")
+}
+
+func (ec *executionContext) _QuoteAudit_currentEngineVersion(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_currentEngineVersion(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CurrentEngineVersion, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_currentEngineVersion(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "String")
+}
+
+func (ec *executionContext) _QuoteAudit_degraded(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_degraded(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Degraded, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_degraded(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _QuoteAudit_source(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_source(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Source, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.AuditSource) graphql.Marshaler {
+			return ec.marshalNAuditSource2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐAuditSource(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_source(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "AuditSource")
+}
+
+func (ec *executionContext) _QuoteAudit_record(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_record(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Record, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_record(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "String")
+}
+
+func (ec *executionContext) _QuoteAudit_recomputedMultiplier(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_recomputedMultiplier(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RecomputedMultiplier, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_recomputedMultiplier(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "Float")
+}
+
+func (ec *executionContext) _QuoteAudit_recomputedPrice(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_recomputedPrice(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RecomputedPrice, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_recomputedPrice(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "Float")
+}
+
+func (ec *executionContext) _QuoteAudit_identical(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_identical(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Identical, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_identical(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "Boolean")
 }
 
 func (ec *executionContext) _Region_id(ctx context.Context, field graphql.CollectedField, obj *model.Region) (ret graphql.Marshaler) {
@@ -15536,6 +16198,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_factorBreakdown(ctx, field)
 				})
+		case "quoteAudit":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_quoteAudit(ctx, field)
+				})
 		case "regions":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -15615,6 +16283,119 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 			})
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var quoteAuditImplementors = []string{"QuoteAudit"}
+
+func (ec *executionContext) _QuoteAudit(ctx context.Context, sel ast.SelectionSet, obj *model.QuoteAudit) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, quoteAuditImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("QuoteAudit")
+		case "quoteId":
+			out.Values[i] = ec._QuoteAudit_quoteId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "at":
+			out.Values[i] = ec._QuoteAudit_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "regionId":
+			out.Values[i] = ec._QuoteAudit_regionId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "productType":
+			out.Values[i] = ec._QuoteAudit_productType(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "currency":
+			out.Values[i] = ec._QuoteAudit_currency(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "surgeMultiplier":
+			out.Values[i] = ec._QuoteAudit_surgeMultiplier(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "price":
+			out.Values[i] = ec._QuoteAudit_price(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "ruleVersion":
+			out.Values[i] = ec._QuoteAudit_ruleVersion(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "modelVersion":
+			out.Values[i] = ec._QuoteAudit_modelVersion(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "engineVersion":
+			out.Values[i] = ec._QuoteAudit_engineVersion(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "currentEngineVersion":
+			out.Values[i] = ec._QuoteAudit_currentEngineVersion(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "degraded":
+			out.Values[i] = ec._QuoteAudit_degraded(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "source":
+			out.Values[i] = ec._QuoteAudit_source(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "record":
+			out.Values[i] = ec._QuoteAudit_record(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "recomputedMultiplier":
+			out.Values[i] = ec._QuoteAudit_recomputedMultiplier(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "recomputedPrice":
+			out.Values[i] = ec._QuoteAudit_recomputedPrice(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "identical":
+			out.Values[i] = ec._QuoteAudit_identical(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -16624,6 +17405,16 @@ func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, o
 
 // region    ***************************** type.gotpl *****************************
 
+func (ec *executionContext) unmarshalNAuditSource2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐAuditSource(ctx context.Context, v any) (model.AuditSource, error) {
+	var res model.AuditSource
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNAuditSource2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐAuditSource(ctx context.Context, sel ast.SelectionSet, v model.AuditSource) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) marshalNBooking2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐBooking(ctx context.Context, sel ast.SelectionSet, v *model.Booking) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "Booking!")
@@ -17320,6 +18111,14 @@ func (ec *executionContext) marshalNPricingStrategy2ᚖgithubᚗcomᚋsurgeworks
 		return graphql.Null
 	}
 	return ec._PricingStrategy(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNQuoteAudit2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐQuoteAudit(ctx context.Context, sel ast.SelectionSet, v *model.QuoteAudit) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "QuoteAudit!")
+		return graphql.Null
+	}
+	return ec._QuoteAudit(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNRegion2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRegionᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Region) graphql.Marshaler {

@@ -13,7 +13,7 @@ import (
 // PublisherOptions configures a Publisher. Zero values take the defaults.
 type PublisherOptions struct {
 	// Buffer is how many records may wait for Kafka (default 100,000); when
-	// it is full new records are dropped and counted.
+	// it is full Publish refuses new records (and counts them).
 	Buffer int
 	// BatchSize bounds one produce request (default 1,000 records).
 	BatchSize int
@@ -79,12 +79,16 @@ func NewPublisher(brokers []string, opts PublisherOptions) *Publisher {
 	return p
 }
 
-// Publish queues a record; it never blocks.
-func (p *Publisher) Publish(topic, key string, value []byte) {
+// Publish queues a record; it never blocks. It reports false, and counts
+// the record dropped, when the buffer is full: the caller decides (quotes
+// refuses to answer a quote it cannot audit).
+func (p *Publisher) Publish(topic, key string, value []byte) bool {
 	select {
 	case p.queue <- kafka.Message{Topic: topic, Key: []byte(key), Value: value}:
+		return true
 	default:
 		p.dropped.WithLabelValues(topic).Inc()
+		return false
 	}
 }
 

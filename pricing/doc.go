@@ -19,3 +19,8 @@
 // The factor contributions add up exactly to the final multiplier, in basis
 // points. See Compute for the treatment of missing or invalid signals.
 package pricing
+
+// EngineVersion names the semantics of Compute. Every audit record carries
+// it: a record is recomputed bit for bit by an engine of the same version.
+// Bump it with any change that gives some Input another Quote.
+const EngineVersion = "2026.12.1"

@@ -11,6 +11,10 @@ var (
 	ErrUnknownProduct = errors.New("unknown product type")
 	ErrQuoteNotFound  = errors.New("quote not found or expired")
 	ErrInvalidInput   = errors.New("invalid input")
+	// ErrAuditUnavailable: the quote's audit record could not be queued
+	// (Kafka has been unreachable long enough to fill the buffer), so no
+	// quote is given; retry later.
+	ErrAuditUnavailable = errors.New("the audit trail cannot take the record of this quote now; retry shortly")
 )
 
 // InputError is bad input, naming the field.

@@ -9,6 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -79,9 +82,18 @@ type Rules interface {
 	Region(regionID string) (rules.Region, bool)
 }
 
-// Publisher sends audit records; it must not block (ingest.Publisher queues).
+// Publisher sends audit records; it must not block (ingest.Publisher
+// queues). It reports false when it cannot take the record (its buffer is
+// full): the quote is then refused rather than answered unaudited.
 type Publisher interface {
-	Publish(topic, key string, value []byte)
+	Publish(topic, key string, value []byte) bool
+}
+
+// DecisionStore reads the audit trail (analytics.Decisions): the decision
+// record of a quote, an error wrapping analytics.ErrDecisionNotFound when
+// it has none.
+type DecisionStore interface {
+	DecisionByQuote(ctx context.Context, quoteID string) ([]byte, error)
 }
 
 // AuditTopic is the Kafka topic of pricing decisions.
@@ -105,6 +117,9 @@ type Options struct {
 	LocalQuotes int
 	// UserHashKey keys the hash that replaces user ids (default: random per process).
 	UserHashKey []byte
+	// Decisions is where Audit finds the records of quotes that left the
+	// cache (nil: only quotes still cached are audited).
+	Decisions DecisionStore
 	// Experiments enrols requests with a user in the running pricing
 	// experiments (nil: none).
 	Experiments Experiments
@@ -319,11 +334,26 @@ func (s *Service) price(r Request, rule pricing.Rule, sn snapshot, fc inference.
 	}
 	s.mu.Unlock()
 
+	// Non-finite signals never reach the engine (nor the audit record,
+	// whose JSON could not hold them): they count as unknown.
+	var refused []string
+	if bad := nonFinite(sn.features.Online); len(bad) > 0 {
+		clean := maps.Clone(sn.features.Online)
+		for _, k := range bad {
+			delete(clean, k)
+		}
+		sn.features.Online = clean
+		refused = append(refused, fmt.Sprintf("feature values not a number (%s); priced without them", strings.Join(bad, ", ")))
+	}
 	// The streaming consumer's supply_current includes the minute under way;
 	// supply is the last closed minute's (the demo writer sets only that).
 	supply, supplyKnown := sn.features.Online[features.SupplyCurrent]
 	if !supplyKnown {
 		supply, supplyKnown = sn.features.Online[features.Supply]
+	}
+	if fc.Known() && !(finite(fc.Demand) && finite(fc.Lower) && finite(fc.Upper)) {
+		refused = append(refused, fmt.Sprintf("forecast %v (%v to %v) is not a number; priced without it", fc.Demand, fc.Lower, fc.Upper))
+		fc.Source, fc.Demand, fc.Lower, fc.Upper = inference.SourceStatic, 0, 0, 0
 	}
 	in := pricing.Input{
 		Rule:           rule,
@@ -334,7 +364,7 @@ func (s *Service) price(r Request, rule pricing.Rule, sn snapshot, fc inference.
 		SupplyKnown:    supplyKnown,
 		At:             now,
 	}
-	if havePrev {
+	if havePrev && finite(prev.Multiplier) {
 		in.Previous = &prev
 	}
 	pq, err := pricing.Compute(in)
@@ -382,14 +412,25 @@ func (s *Service) price(r Request, rule pricing.Rule, sn snapshot, fc inference.
 	if sn.err != nil {
 		q.Warnings = append(q.Warnings, "online store unavailable: "+sn.err.Error())
 	}
+	q.Warnings = append(q.Warnings, refused...)
 	q.Degraded = len(q.Warnings) > 0 || fc.Degraded()
+	// The audit record is queued before the answer exists: a quote that
+	// cannot be audited is not given.
+	rec, err := s.decision(q, in, sn)
+	if err != nil {
+		return Quote{}, err
+	}
+	if s.audit != nil && !s.audit.Publish(AuditTopic, q.RegionID, rec) {
+		s.m.auditRefused.Inc()
+		return Quote{}, ErrAuditUnavailable
+	}
 	s.m.quotes.WithLabelValues(string(fc.Source)).Inc()
 	s.recent.Add(q.ID, q)
 	for _, a := range assigned {
 		s.opts.Experiments.Expose(experiments.Exposure{ExperimentID: a.ExperimentID, Variant: a.Variant, UserHash: q.UserHash,
 			RegionID: q.RegionID, ProductType: q.ProductType, QuoteID: q.ID, At: now})
 	}
-	w := write{quote: &q, decision: s.decision(q, in, sn), state: &stateWrite{key: key, state: pq.State}}
+	w := write{quote: &q, decision: rec, state: &stateWrite{key: key, state: pq.State}}
 	// Only the default strategy's multiplier is the region's surge: an
 	// experiment variant's is not published.
 	if quotedBefore && last != pq.Multiplier && key.variant == "" {
@@ -465,4 +506,18 @@ func (s *Service) Forecast(ctx context.Context, regionID string, horizon int) (i
 		RegionID: regionID, HorizonMinutes: horizon, At: now,
 		Features: sn.features, FeaturesErr: sn.err, Cached: sn.cached,
 	}), nil
+}
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// nonFinite lists, sorted, the features that are NaN or infinite.
+func nonFinite(f features.Online) []string {
+	var bad []string
+	for k, v := range f {
+		if !finite(v) {
+			bad = append(bad, k)
+		}
+	}
+	slices.Sort(bad)
+	return bad
 }

@@ -231,9 +231,6 @@ type stateWrite struct {
 }
 
 func (s *Service) enqueue(w write) {
-	if s.audit != nil && w.decision != nil {
-		s.audit.Publish(AuditTopic, w.quote.RegionID, w.decision)
-	}
 	if s.rdb == nil {
 		return
 	}
@@ -323,6 +320,8 @@ type decision struct {
 	Factors      []pricing.Factor   `json:"factors"`
 	Degraded     bool               `json:"degraded"`
 	Warnings     []string           `json:"warnings,omitempty"`
+	// EngineVersion is pricing.EngineVersion of the engine that priced it.
+	EngineVersion string `json:"engineVersion"`
 }
 
 // quote rebuilds the quote a decision was made for.
@@ -336,19 +335,19 @@ func (d *decision) quote() Quote {
 	}
 }
 
-func (s *Service) decision(q Quote, in pricing.Input, sn snapshot) []byte {
+func (s *Service) decision(q Quote, in pricing.Input, sn snapshot) ([]byte, error) {
 	b, err := json.Marshal(decision{
 		QuoteID: q.ID, TraceID: q.TraceID, At: q.CreatedAt, ValidUntil: q.ValidUntil, RegionID: q.RegionID, ProductType: q.ProductType,
 		UserHash: q.UserHash, Input: in, Forecast: q.Forecast, Features: sn.features.Online, FeaturesAt: sn.features.UpdatedAt,
 		RuleVersion: q.RuleVersion, Experiments: q.Experiments, ModelVersion: q.Forecast.ModelVersion,
 		Multiplier: q.Multiplier, Price: q.Price, Currency: q.Currency, Factors: q.Factors,
-		Degraded: q.Degraded, Warnings: q.Warnings,
+		Degraded: q.Degraded, Warnings: q.Warnings, EngineVersion: pricing.EngineVersion,
 	})
 	if err != nil {
-		s.opts.Logger.Error("encode audit record", "err", err)
-		return nil
+		s.opts.Logger.Error("encode audit record", "quote", q.ID, "err", err)
+		return nil, fmt.Errorf("encode the audit record of quote %s: %w", q.ID, err)
 	}
-	return b
+	return b, nil
 }
 
 type metrics struct {
@@ -359,6 +358,7 @@ type metrics struct {
 	redisSeconds  prometheus.Histogram
 	redisErrors   prometheus.Counter
 	writesDropped prometheus.Counter
+	auditRefused  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -385,9 +385,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		writesDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "surge_quote_writes_dropped_total", Help: "Background quote writes dropped because the queue was full.",
 		}),
+		auditRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "surge_quotes_refused_unaudited_total", Help: "Quotes refused because their audit record could not be queued (the publish buffer was full).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.quotes, m.snapshotHits, m.lookups, m.featureHits, m.redisSeconds, m.redisErrors, m.writesDropped)
+		reg.MustRegister(m.quotes, m.snapshotHits, m.lookups, m.featureHits, m.redisSeconds, m.redisErrors, m.writesDropped, m.auditRefused)
 	}
 	return m
 }

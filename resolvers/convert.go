@@ -119,3 +119,20 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+func toQuoteAudit(a quotes.Audit) *model.QuoteAudit {
+	out := &model.QuoteAudit{
+		QuoteID: a.QuoteID, At: a.At, RegionID: a.RegionID, ProductType: a.ProductType, Currency: a.Currency,
+		SurgeMultiplier: a.Multiplier, Price: a.Price, RuleVersion: int(a.RuleVersion),
+		EngineVersion: a.EngineVersion, CurrentEngineVersion: pricing.EngineVersion, Degraded: a.Degraded,
+		Source: model.AuditSourceCache, Record: string(a.Record),
+		RecomputedMultiplier: a.Recomputed.Multiplier, RecomputedPrice: a.Recomputed.Price, Identical: a.Identical,
+	}
+	if a.Source == quotes.AuditFromClickHouse {
+		out.Source = model.AuditSourceClickhouse
+	}
+	if a.ModelVersion != "" {
+		out.ModelVersion = &a.ModelVersion
+	}
+	return out
+}

@@ -94,7 +94,7 @@ func ErrorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 		case errors.Is(err, experiments.ErrNoWinner):
 			gerr.Extensions["code"] = CodeBadUserInput
 			gerr.Extensions["field"] = "experimentId"
-		case errors.Is(err, bookings.ErrUnavailable), errors.Is(err, errNoExperiments), errors.Is(err, errNoBookings):
+		case errors.Is(err, bookings.ErrUnavailable), errors.Is(err, errNoExperiments), errors.Is(err, errNoBookings), errors.Is(err, quotes.ErrAuditUnavailable):
 			gerr.Extensions["code"] = CodeUnavailable
 		case errors.Is(err, registry.ErrNotFound):
 			gerr.Extensions["code"] = CodeNotFound

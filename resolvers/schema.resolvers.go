@@ -286,6 +286,14 @@ func (r *queryResolver) FactorBreakdown(ctx context.Context, quoteID string) ([]
 	return toFactors(q.Factors), nil
 }
 
+func (r *queryResolver) QuoteAudit(ctx context.Context, quoteID string) (*model.QuoteAudit, error) {
+	a, err := r.Quotes.Audit(ctx, quoteID)
+	if err != nil {
+		return nil, err
+	}
+	return toQuoteAudit(a), nil
+}
+
 func (r *queryResolver) Regions(ctx context.Context) ([]*model.Region, error) {
 	regs := r.Rules.Regions()
 	out := make([]*model.Region, len(regs))

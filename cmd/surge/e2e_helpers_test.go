@@ -688,3 +688,16 @@ func dialRefused(addr string) bool {
 	c.Close()
 	return false
 }
+
+// waitCond polls cond until it holds; it fails the test after two minutes
+// (a generous deadline: the condition, not the clock, is what is tested).
+func waitCond(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

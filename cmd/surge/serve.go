@@ -229,7 +229,7 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 	}
 	a.quotes = quotes.New(a.rules, a.rdb, a.forecaster, a.publisher, quotes.Options{
 		HorizonMinutes: cfg.HorizonMinutes, Validity: cfg.QuoteValidity, Logger: logger, Registerer: reg,
-		UserHashKey: cfg.UserHashKey, Experiments: a.experiments,
+		UserHashKey: cfg.UserHashKey, Experiments: a.experiments, Decisions: analytics.NewDecisions(a.ch),
 	})
 	a.events = ingest.NewEventWriter(cfg.brokers())
 	if a.intake, err = ingest.NewIntake(a.bulk, a.events, ratelimit.NewLimiter(a.bulk, ratelimit.Options{Registerer: reg}), ingest.IntakeOptions{

@@ -415,6 +415,33 @@ type PricingStrategyInput struct {
 type Query struct {
 }
 
+// A quote's decision record and its recomputation.
+type QuoteAudit struct {
+	QuoteID     string    `json:"quoteId"`
+	At          time.Time `json:"at"`
+	RegionID    string    `json:"regionId"`
+	ProductType string    `json:"productType"`
+	Currency    string    `json:"currency"`
+	// As quoted.
+	SurgeMultiplier float64 `json:"surgeMultiplier"`
+	// As quoted.
+	Price        float64 `json:"price"`
+	RuleVersion  int     `json:"ruleVersion"`
+	ModelVersion *string `json:"modelVersion,omitempty"`
+	// The version of the pricing engine that priced the quote (empty for records older than engine versions).
+	EngineVersion string `json:"engineVersion"`
+	// The version of this server's engine, which recomputed it.
+	CurrentEngineVersion string      `json:"currentEngineVersion"`
+	Degraded             bool        `json:"degraded"`
+	Source               AuditSource `json:"source"`
+	// The decision record (JSON), byte for byte as published: every input of the engine.
+	Record               string  `json:"record"`
+	RecomputedMultiplier float64 `json:"recomputedMultiplier"`
+	RecomputedPrice      float64 `json:"recomputedPrice"`
+	// True when the recomputed multiplier and price are bit for bit the quoted ones.
+	Identical bool `json:"identical"`
+}
+
 type Region struct {
 	ID       string `json:"id"`
 	Name     string `json:"name"`
@@ -533,6 +560,64 @@ type VariantResult struct {
 	CancellationRate *Estimate `json:"cancellationRate"`
 	// Users with a booking in the pre-period (the CUPED covariate).
 	PrePeriodUsers int `json:"prePeriodUsers"`
+}
+
+// Where an audit record was read.
+type AuditSource string
+
+const (
+	// The quote cache in Redis (while the quote is valid).
+	AuditSourceCache AuditSource = "CACHE"
+	// The audit trail in ClickHouse.
+	AuditSourceClickhouse AuditSource = "CLICKHOUSE"
+)
+
+var AllAuditSource = []AuditSource{
+	AuditSourceCache,
+	AuditSourceClickhouse,
+}
+
+func (e AuditSource) IsValid() bool {
+	switch e {
+	case AuditSourceCache, AuditSourceClickhouse:
+		return true
+	}
+	return false
+}
+
+func (e AuditSource) String() string {
+	return string(e)
+}
+
+func (e *AuditSource) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = AuditSource(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid AuditSource", str)
+	}
+	return nil
+}
+
+func (e AuditSource) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *AuditSource) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e AuditSource) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }
 
 type EventStatus string

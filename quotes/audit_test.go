@@ -1,0 +1,116 @@
+package quotes
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/surgeworks/surge/features"
+	"github.com/surgeworks/surge/inference"
+	"github.com/surgeworks/surge/internal/testenv"
+	"github.com/surgeworks/surge/pricing"
+)
+
+// recorder is an audit publisher that keeps the records, or refuses them
+// all when full.
+type recorder struct {
+	mu   sync.Mutex
+	recs [][]byte
+	full bool
+}
+
+func (r *recorder) Publish(topic, _ string, v []byte) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.full || topic != AuditTopic {
+		return false
+	}
+	r.recs = append(r.recs, v)
+	return true
+}
+
+// TestEveryQuoteRecomputes: thousands of quotes — demand moving, supply
+// moving, time passing so that smoothing and its state matter — each
+// recompute bit for bit from its audit record alone, which names the
+// engine version; a non-finite forecast or supply never reaches the
+// engine or the record.
+func TestEveryQuoteRecomputes(t *testing.T) {
+	srv := testenv.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	now := time.Date(2026, 11, 25, 18, 0, 0, 0, time.UTC)
+	demand := float32(10)
+	fc := inference.NewForecaster(nil, nil, inference.ForecasterOptions{})
+	fc.SetModel(&inference.Model{Name: "demand", Version: "v1", Predictor: constPredictor{&demand}})
+	rec := &recorder{}
+	s := New(fakeRules{berlinRide}, rdb, fc, rec, Options{Now: func() time.Time { return now }, SnapshotTTL: -1})
+	store := features.NewStore(rdb, time.Hour)
+	quoted := map[string]Quote{}
+	for i := range 3000 {
+		now = now.Add(time.Duration(1+i%7) * time.Second)
+		demand = float32(math.Abs(math.Sin(float64(i)/40)) * 400)
+		supply := float64(1 + i%23)
+		switch i % 500 {
+		case 7:
+			demand = float32(math.NaN())
+		case 9:
+			supply = math.Inf(1)
+		}
+		if err := store.Write(ctx, "berlin", features.Online{features.Supply: supply}, now); err != nil {
+			t.Fatal(err)
+		}
+		q, err := s.Quote(ctx, Request{RegionID: "berlin", ProductType: "ride", UserID: "u"})
+		if err != nil {
+			t.Fatalf("quote %d: %v", i, err)
+		}
+		if i%500 == 7 || i%500 == 9 {
+			if !q.Degraded || !strings.Contains(strings.Join(q.Warnings, ";"), "not a number") {
+				t.Fatalf("quote %d with a non-finite input: degraded %v, warnings %q", i, q.Degraded, q.Warnings)
+			}
+		}
+		quoted[q.ID] = q
+	}
+	if len(rec.recs) != len(quoted) {
+		t.Fatalf("%d audit records for %d quotes", len(rec.recs), len(quoted))
+	}
+	multipliers := map[float64]bool{}
+	for _, r := range rec.recs {
+		a, err := Reprice(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := quoted[a.QuoteID]
+		if !a.Identical || a.Multiplier != q.Multiplier || a.Price != q.Price || a.EngineVersion != pricing.EngineVersion {
+			t.Fatalf("quote %s: recomputed %v/%v from its record, quoted %v/%v (identical %v, engine %q)",
+				a.QuoteID, a.Recomputed.Multiplier, a.Recomputed.Price, q.Multiplier, q.Price, a.Identical, a.EngineVersion)
+		}
+		multipliers[q.Multiplier] = true
+	}
+	if len(multipliers) < 10 {
+		t.Fatalf("only %d distinct multipliers: the test does not exercise the engine", len(multipliers))
+	}
+}
+
+// TestQuoteRefusedWhenUnauditable: when the audit publisher cannot take
+// the record (its buffer full while Kafka is away), no quote is given.
+func TestQuoteRefusedWhenUnauditable(t *testing.T) {
+	demand := float32(10)
+	fc := inference.NewForecaster(nil, nil, inference.ForecasterOptions{})
+	fc.SetModel(&inference.Model{Name: "demand", Version: "v1", Predictor: constPredictor{&demand}})
+	rec := &recorder{full: true}
+	s := New(fakeRules{berlinRide}, nil, fc, rec, Options{})
+	if _, err := s.Quote(context.Background(), Request{RegionID: "berlin", ProductType: "ride"}); !errors.Is(err, ErrAuditUnavailable) {
+		t.Fatalf("quote with a full audit buffer: %v, want ErrAuditUnavailable", err)
+	}
+	rec.full = false
+	if _, err := s.Quote(context.Background(), Request{RegionID: "berlin", ProductType: "ride"}); err != nil {
+		t.Fatalf("once the buffer has room: %v", err)
+	}
+}
