@@ -49,9 +49,9 @@ func TestE2EAuditTrail(t *testing.T) {
 
 	var a struct {
 		QuoteAudit struct {
-			QuoteID, Source, EngineVersion, CurrentEngineVersion, Record string
-			SurgeMultiplier, Price, RecomputedMultiplier, RecomputedPrice  float64
-			Identical                                                      bool
+			QuoteID, Source, EngineVersion, CurrentEngineVersion, Record  string
+			SurgeMultiplier, Price, RecomputedMultiplier, RecomputedPrice float64
+			Identical                                                     bool
 		} `json:"quoteAudit"`
 	}
 	s.mustData(t, `query($id: ID!) { quoteAudit(quoteId: $id) { quoteId source engineVersion currentEngineVersion record surgeMultiplier price recomputedMultiplier recomputedPrice identical } }`,
