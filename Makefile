@@ -33,6 +33,13 @@ run: deps
 test: deps
 	$(GO) test $(TEST_FLAGS) $(TEST_PKGS)
 
+# The fault-injection suite (faults/, CI runs it after make test): the
+# stack as separate processes under price and event load, each part killed
+# with SIGKILL, lost produce acknowledgements; figures to docs/reliability.md.
+.PHONY: test-faults
+test-faults: deps
+	$(GO) test -tags faults -count=1 -timeout 30m -v -run TestFaults ./faults/ -args -report $(CURDIR)/docs/reliability.md
+
 bench: deps $(BENCH_STEPS)
 
 bench-go: deps

@@ -13,6 +13,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // KafkaOptions configures StartKafka.
@@ -30,6 +31,14 @@ type KafkaOptions struct {
 	// seed topics when it loads a DataDir, so they are created through its
 	// admin API instead).
 	Topics []string
+	// SlowProduceEvery, for fault injection: every n-th produce request is
+	// held for SlowProduceDelay before the broker handles it, so that the
+	// client has timed out (and retries) when its records are written —
+	// what a lost acknowledgement does. 0: off.
+	SlowProduceEvery int
+	// SlowProduceDelay is the hold of a slowed produce (default 6 s, past
+	// the intake writer's 5 s timeout).
+	SlowProduceDelay time.Duration
 	// Logger receives start/stop events and kfake's warnings and errors.
 	// Default: discard.
 	Logger *slog.Logger
@@ -97,6 +106,18 @@ func (k *Kafka) startLocked(ctx context.Context, addr string) error {
 			cl.Close()
 			return fmt.Errorf("devenv: kafka: create topic %q: %w", topic, err)
 		}
+	}
+	if n := k.opts.SlowProduceEvery; n > 0 {
+		delay := orDefault(k.opts.SlowProduceDelay, 6*time.Second)
+		var seen int
+		cl.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+			cl.KeepControl()
+			if seen++; seen%n == 0 {
+				k.logger.Warn("devenv: kafka: fault injection: holding a produce request past its client's timeout", "hold", delay)
+				cl.SleepControl(func() { time.Sleep(delay) })
+			}
+			return nil, nil, false // then handled as usual
+		})
 	}
 	k.cluster = cl
 	k.Brokers = cl.ListenAddrs()

@@ -298,15 +298,16 @@ func TestRolloutRollsBackWorseCandidate(t *testing.T) {
 		{"failing candidate", failingPredictor{}, nil, "error rate"},
 		{"hanging candidate", failingPredictor{hang: true}, nil, "error rate"},
 		// Within the (generous) timeout, but far slower than the stable
-		// version plus the 1 ms slack.
-		{"slow candidate", slowPredictor{delay: 20 * time.Millisecond}, nil, "inference p99"},
+		// version plus the 5 ms slack (the stable one answers in
+		// microseconds; a busy machine would need a 45 ms stall at its p99).
+		{"slow candidate", slowPredictor{delay: 50 * time.Millisecond}, nil, "inference p99"},
 		{"less accurate candidate", nil, fakeAccuracy{"v1": 0.10, "v2": 0.25}, "MAPE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			timeout, slack := 20*time.Millisecond, time.Second // latency is not under test
 			if _, slow := tt.predictor.(slowPredictor); slow {
-				timeout, slack = 10*time.Second, time.Millisecond
+				timeout, slack = 10*time.Second, 5*time.Millisecond
 			}
 			e := newEnv(t, timeout)
 			c := New(e.reg, e.fc, Options{

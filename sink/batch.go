@@ -303,6 +303,16 @@ func insert[R any](ctx context.Context, s *Sink, t *table[R], recs []record[R], 
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.InsertTimeout)
 	defer cancel()
 	ictx = clickhouse.Context(ictx, clickhouse.WithQueryID(qid))
+	if t.fenced != nil {
+		query, batch, args, err := t.fenced(s.db, recs)
+		if err != nil {
+			return fmt.Errorf("fill %d rows: %w", len(recs), err)
+		}
+		if err := s.conn.Exec(clickhouse.Context(ictx, clickhouse.WithExternalTable(batch)), query, args...); err != nil {
+			return fmt.Errorf("send %d rows: %w", len(recs), err)
+		}
+		return nil
+	}
 	b, err := s.conn.PrepareBatch(ictx, t.insertQuery(s.db))
 	if err != nil {
 		return fmt.Errorf("prepare: %w", err)

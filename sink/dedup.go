@@ -45,8 +45,7 @@ const maxTimeRanges = 32
 func (s *Sink) dedupEvents(ctx context.Context, recs []record[eventRow]) (dedupResult, error) {
 	var res dedupResult
 	first := make(map[string]int, len(recs))
-	regions := map[string]bool{}
-	var seconds []int64
+	var k eventKeys
 	ids, err := ext.NewTable("batch_ids", ext.Column("event_id", "String"))
 	if err != nil {
 		return res, fmt.Errorf("dedup: %w", err)
@@ -62,8 +61,7 @@ func (s *Sink) dedupEvents(ctx context.Context, recs []record[eventRow]) (dedupR
 			continue
 		}
 		first[r.row.EventID] = i
-		regions[r.row.RegionID] = true
-		seconds = append(seconds, r.row.Timestamp.Unix())
+		k.add(&r.row)
 		if err := ids.Append(r.row.EventID); err != nil {
 			return res, fmt.Errorf("dedup: %w", err)
 		}
@@ -71,18 +69,39 @@ func (s *Sink) dedupEvents(ctx context.Context, recs []record[eventRow]) (dedupR
 	if len(first) == 0 {
 		return res, nil
 	}
-	regionSet := make([]any, 0, len(regions))
-	for _, r := range slices.Sorted(maps.Keys(regions)) {
-		regionSet = append(regionSet, r)
-	}
+	where, args := k.where()
 	query := "SELECT event_id, kafka_topic, kafka_partition, kafka_offset FROM " + s.db + ".events_raw" +
-		" WHERE region_id IN ? AND (" + timeRanges("event_time", seconds) + ") AND event_id IN batch_ids"
-	found, err := s.lookup(ctx, query, ids, groupSet(regionSet))
+		" WHERE " + where + " AND event_id IN batch_ids"
+	found, err := s.lookup(ctx, query, ids, args...)
 	if err != nil {
 		return res, fmt.Errorf("dedup events_raw: %w", err)
 	}
 	markRecords(&res, recs, first, found)
 	return res, nil
+}
+
+// eventKeys collects where a batch's events sit in events_raw's key.
+type eventKeys struct {
+	regions map[string]bool
+	seconds []int64
+}
+
+func (k *eventKeys) add(e *eventRow) {
+	if k.regions == nil {
+		k.regions = map[string]bool{}
+	}
+	k.regions[e.RegionID] = true
+	k.seconds = append(k.seconds, e.Timestamp.Unix())
+}
+
+// where is a condition on events_raw's key (region_id, event_time) that
+// holds the collected events: an index range.
+func (k *eventKeys) where() (string, []any) {
+	regions := make([]any, 0, len(k.regions))
+	for _, r := range slices.Sorted(maps.Keys(k.regions)) {
+		regions = append(regions, r)
+	}
+	return "region_id IN ? AND (" + timeRanges("event_time", slices.Clone(k.seconds)) + ")", []any{groupSet(regions)}
 }
 
 // dedupDecisions does for pricing_decisions what dedupEvents does for

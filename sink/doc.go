@@ -44,8 +44,14 @@
 // first copy: a resend is recognised for as long as events_raw keeps the
 // original, and the lookup costs no memory. The copies of an event share
 // its key (the region), hence its partition and its batcher, so the lookup
-// and the insert that follows cannot race with another insert of it.
-// pricing_decisions is checked likewise by quote id.
+// and the insert that follows cannot race with another insert of this
+// sink. Against another member — one that stalled past its session timeout
+// between its lookup and its insert while this one took its partitions
+// over — the insert is fenced by the server: the rows travel as an
+// external table and INSERT ... SELECT keeps only those whose eventId
+// events_raw does not hold, decided in the insert itself. The lookup
+// before it still finds what to count (surge_sink_duplicates_total) and
+// what to repair. pricing_decisions is checked likewise by quote id.
 //
 // # Repairing the views
 //
@@ -63,11 +69,12 @@
 // during a repair. A block spanning two months is two parts of events_raw;
 // the lookup handles any subset.
 //
-// What is not covered: a member that keeps inserting after the coordinator
-// has declared it dead (no fencing in ClickHouse; the lookup still drops
-// its copies, but a repair could then race with its insert), copies of an
-// event on two partitions (the topic's partition count changed between
-// them), and experiment_exposures (exactly once per record only).
+// What is not covered: two members inserting the same records in the same
+// instant (the server checks each insert against the parts it sees when
+// it starts), a repair racing with the insert of a member that is no
+// longer in the group, copies of an event on two partitions (the topic's
+// partition count changed between them), and experiment_exposures
+// (exactly once per record only).
 // sink_offsets must not be truncated without events_raw: the sink would
 // read everything again (and drop it all as duplicates).
 //

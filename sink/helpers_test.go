@@ -258,6 +258,7 @@ func childMain() int {
 	kc := &killConn{Conn: conn}
 	kc.after, _ = strconv.ParseInt(os.Getenv("SURGE_SINK_TEST_KILL_AFTER_SEND"), 10, 64)
 	kc.before, _ = strconv.ParseInt(os.Getenv("SURGE_SINK_TEST_KILL_BEFORE_SEND"), 10, 64)
+	kc.stall, _ = strconv.ParseInt(os.Getenv("SURGE_SINK_TEST_STALL_AFTER_SEND"), 10, 64)
 	batch, _ := strconv.Atoi(os.Getenv("SURGE_SINK_TEST_BATCH"))
 	s, err := New(strings.Split(os.Getenv("SURGE_SINK_TEST_BROKERS"), ","), kc, db, testOptions(Options{
 		GroupID:   os.Getenv("SURGE_SINK_TEST_GROUP"),
@@ -279,6 +280,7 @@ func childMain() int {
 type killConn struct {
 	driver.Conn
 	before, after int64
+	stall         int64 // SIGSTOP itself right after this send
 	sends         atomic.Int64
 }
 
@@ -295,18 +297,33 @@ type killBatch struct {
 	c *killConn
 }
 
-func (b *killBatch) Send() error {
-	n := b.c.sends.Add(1)
-	if n == b.c.before {
+func (b *killBatch) Send() error { return b.c.send(b.Batch.Send) }
+
+// Exec carries the fenced inserts (INSERT ... SELECT FROM batch).
+func (c *killConn) Exec(ctx context.Context, query string, args ...any) error {
+	if !strings.HasPrefix(query, "INSERT") {
+		return c.Conn.Exec(ctx, query, args...)
+	}
+	return c.send(func() error { return c.Conn.Exec(ctx, query, args...) })
+}
+
+// send runs one insert, killing or stopping the process around it.
+func (c *killConn) send(insert func() error) error {
+	n := c.sends.Add(1)
+	if n == c.before {
 		fmt.Fprintf(os.Stderr, "child: SIGKILL before send %d\n", n)
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}
 	}
-	err := b.Batch.Send()
+	err := insert()
 	if err == nil {
 		fmt.Fprintf(os.Stderr, "child: inserted batch %d\n", n) // TestSIGKILLMidBatch waits for it
 	}
-	if n == b.c.after && err == nil {
+	if n == c.stall && err == nil {
+		fmt.Fprintf(os.Stderr, "child: SIGSTOP after send %d\n", n)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP) // until the test sends SIGCONT
+	}
+	if n == c.after && err == nil {
 		fmt.Fprintf(os.Stderr, "child: SIGKILL after send %d\n", n)
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}

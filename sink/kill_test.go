@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -149,4 +150,57 @@ func TestSIGKILLMidBatch(t *testing.T) {
 		t.Fatalf("child after SIGTERM: %v", err)
 	}
 	checkExact(t, ctx, e.conn, evs)
+}
+
+// TestStalledMemberReplaced: a sink stops (SIGSTOP: a VM freeze, a long
+// pause) past its session timeout while it holds partitions; another
+// member takes them over and inserts everything. When the stalled one
+// wakes up with its batch at hand, it inserts nothing twice: its next
+// insert is checked against what events_raw holds.
+func TestStalledMemberReplaced(t *testing.T) {
+	ctx := ctxT(t)
+	e := newEnv(t)
+	evs := genEvents(6000, 31)
+	produceEvents(t, e.brokers, evs[:3000])
+	const group = "stalled-sink"
+	a := startChild(t, e, group, "SURGE_SINK_TEST_STALL_AFTER_SEND=2")
+	waitFor(t, "the first member stalled", func() bool {
+		b, _ := os.ReadFile(a.log)
+		return strings.Contains(string(b), "child: SIGSTOP") && processState(a.cmd.Process.Pid) == "T"
+	})
+	produceEvents(t, e.brokers, evs[3000:])
+	b := startChild(t, e, group)
+	waitFor(t, "the second member inserting everything", func() bool { return rawCount(t, ctx, e.conn) >= uint64(len(evs)) })
+	if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// The woken member learns it lost its partitions and joins again.
+	waitFor(t, "the first member back in the group", func() bool {
+		l, _ := os.ReadFile(a.log)
+		return strings.Count(string(l), "sink generation") >= 2
+	})
+	for _, c := range []*child{a, b} {
+		if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.wait(); err != nil {
+			t.Fatalf("child after SIGTERM: %v", err)
+		}
+	}
+	checkExact(t, ctx, e.conn, evs)
+}
+
+// processState is the state letter of a process in /proc (T: stopped).
+func processState(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	// pid (comm) S ...: the state follows the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return ""
+	}
+	return s[i+2 : i+3]
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
@@ -41,6 +43,12 @@ type table[R any] struct {
 	// views: the table has materialized views that the sink repairs, so its
 	// inserts are held off during a repair.
 	views bool
+	// fenced, when set, replaces fill: the rows travel as an external
+	// table and the INSERT ... SELECT it returns keeps only those whose key
+	// the table does not hold, decided by the server in the insert itself,
+	// so that a member that stalled between its dedup check and its insert
+	// (while another took its partitions over) inserts nothing twice.
+	fenced func(database string, recs []record[R]) (query string, batch *ext.Table, args []any, err error)
 }
 
 func (t *table[R]) insertQuery(database string) string {
@@ -63,17 +71,69 @@ func inDateTimeRange(t time.Time) bool {
 // record's timestamp when the intake did not set it.
 type eventRow = ingest.Event
 
+var eventColumns = []string{
+	"event_id", "type", "region_id", "event_time", "received_at", "user_hash", "product_type",
+	"price", "available_supply", "signal", "value", "quote_id", "experiment_id", "variant",
+	"backfill", "kafka_topic", "kafka_partition", "kafka_offset",
+}
+
 var eventsTable = table[eventRow]{
-	name: "events_raw",
-	columns: []string{
-		"event_id", "type", "region_id", "event_time", "received_at", "user_hash", "product_type",
-		"price", "available_supply", "signal", "value", "quote_id", "experiment_id", "variant",
-		"backfill", "kafka_topic", "kafka_partition", "kafka_offset",
-	},
-	decode: decodeEvent,
-	fill:   fillEvents,
-	dedup:  dedupEventsAndRepair,
-	views:  true,
+	name:    "events_raw",
+	columns: eventColumns,
+	decode:  decodeEvent,
+	dedup:   dedupEventsAndRepair,
+	views:   true,
+	fenced:  fencedEvents,
+}
+
+// eventColumnTypes are the types of events_raw's columns, in the order of
+// eventsTable.columns, for the external table of a fenced insert.
+var eventColumnTypes = []string{
+	"String", "String", "String", "DateTime", "DateTime", "String", "String",
+	"Nullable(Float64)", "Nullable(Float64)", "String", "Nullable(Float64)", "String", "String", "String",
+	"UInt8", "String", "UInt32", "UInt64",
+}
+
+// externalTable is the external table "batch" with the given columns.
+func externalTable(names, types []string) (*ext.Table, error) {
+	cols := make([]func(*ext.Table) error, len(names))
+	for i, c := range names {
+		cols[i] = ext.Column(c, column.Type(types[i]))
+	}
+	return ext.NewTable("batch", cols...)
+}
+
+func fencedEvents(db string, recs []record[eventRow]) (string, *ext.Table, []any, error) {
+	batch, err := externalTable(eventColumns, eventColumnTypes)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	var k eventKeys
+	for i := range recs {
+		r := &recs[i]
+		if !r.valid {
+			continue
+		}
+		e := &r.row
+		k.add(e)
+		var x ingest.Experiment
+		if e.Experiment != nil {
+			x = *e.Experiment
+		}
+		var bf uint8
+		if e.Backfill {
+			bf = 1
+		}
+		if err := batch.Append(e.EventID, e.Type, e.RegionID, e.Timestamp.UTC(), e.ReceivedAt.UTC(), e.UserHash, e.ProductType,
+			e.Price, e.AvailableSupply, e.Signal, e.Value, e.QuoteID, x.ID, x.Variant,
+			bf, r.topic, uint32(r.partition), uint64(r.offset)); err != nil {
+			return "", nil, nil, err
+		}
+	}
+	cols := strings.Join(eventColumns, ", ")
+	where, args := k.where()
+	return "INSERT INTO " + db + ".events_raw (" + cols + ") SELECT " + cols + " FROM batch" +
+		" WHERE event_id NOT IN (SELECT event_id FROM " + db + ".events_raw WHERE " + where + ")", batch, args, nil
 }
 
 func decodeEvent(m *kafka.Message) (eventRow, error) {
@@ -100,56 +160,6 @@ func decodeEvent(m *kafka.Message) (eventRow, error) {
 	return e, nil
 }
 
-func fillEvents(b driver.Batch, recs []record[eventRow]) error {
-	n := validCount(recs)
-	var (
-		eventID, typ, region, userHash, product, signal = mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n)
-		quoteID, experiment, variant, topic             = mk[string](n), mk[string](n), mk[string](n), mk[string](n)
-		eventTime, receivedAt                           = mk[time.Time](n), mk[time.Time](n)
-		price, supply, value                            = mk[*float64](n), mk[*float64](n), mk[*float64](n)
-		backfill                                        = mk[uint8](n)
-		partition                                       = mk[uint32](n)
-		offset                                          = mk[uint64](n)
-	)
-	for i := range recs {
-		r := &recs[i]
-		if !r.valid {
-			continue
-		}
-		e := &r.row
-		eventID = append(eventID, e.EventID)
-		typ = append(typ, e.Type)
-		region = append(region, e.RegionID)
-		eventTime = append(eventTime, e.Timestamp.UTC())
-		receivedAt = append(receivedAt, e.ReceivedAt.UTC())
-		userHash = append(userHash, e.UserHash)
-		product = append(product, e.ProductType)
-		price = append(price, e.Price)
-		supply = append(supply, e.AvailableSupply)
-		signal = append(signal, e.Signal)
-		value = append(value, e.Value)
-		quoteID = append(quoteID, e.QuoteID)
-		if e.Experiment != nil {
-			experiment = append(experiment, e.Experiment.ID)
-			variant = append(variant, e.Experiment.Variant)
-		} else {
-			experiment = append(experiment, "")
-			variant = append(variant, "")
-		}
-		var bf uint8
-		if e.Backfill {
-			bf = 1
-		}
-		backfill = append(backfill, bf)
-		topic = append(topic, r.topic)
-		partition = append(partition, uint32(r.partition))
-		offset = append(offset, uint64(r.offset))
-	}
-	return appendColumns(b, eventID, typ, region, eventTime, receivedAt, userHash, product,
-		price, supply, signal, value, quoteID, experiment, variant,
-		backfill, topic, partition, offset)
-}
-
 // decisionRow holds the columns of pricing_decisions taken from an audit
 // record (the JSON written by the quotes package); Record is the whole JSON.
 type decisionRow struct {
@@ -172,16 +182,50 @@ type decisionRow struct {
 	Record string `json:"-"`
 }
 
+var decisionColumns = []string{
+	"quote_id", "trace_id", "at", "region_id", "product_type", "user_hash",
+	"multiplier", "price", "currency", "rule_version", "model_version", "forecast_source", "degraded",
+	"record", "kafka_topic", "kafka_partition", "kafka_offset",
+}
+
 var decisionsTable = table[decisionRow]{
-	name: "pricing_decisions",
-	columns: []string{
-		"quote_id", "trace_id", "at", "region_id", "product_type", "user_hash",
-		"multiplier", "price", "currency", "rule_version", "model_version", "forecast_source", "degraded",
-		"record", "kafka_topic", "kafka_partition", "kafka_offset",
-	},
-	decode: decodeDecision,
-	fill:   fillDecisions,
-	dedup:  dedupDecisions,
+	name:    "pricing_decisions",
+	columns: decisionColumns,
+	decode:  decodeDecision,
+	dedup:   dedupDecisions,
+	fenced:  fencedDecisions,
+}
+
+var decisionColumnTypes = []string{
+	"String", "String", "DateTime", "String", "String", "String",
+	"Float64", "Float64", "String", "UInt32", "String", "String", "UInt8",
+	"String", "String", "UInt32", "UInt64",
+}
+
+func fencedDecisions(db string, recs []record[decisionRow]) (string, *ext.Table, []any, error) {
+	batch, err := externalTable(decisionColumns, decisionColumnTypes)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	for i := range recs {
+		r := &recs[i]
+		if !r.valid {
+			continue
+		}
+		d := &r.row
+		var dg uint8
+		if d.Degraded {
+			dg = 1
+		}
+		if err := batch.Append(d.QuoteID, d.TraceID, d.At.UTC(), d.RegionID, d.ProductType, d.UserHash,
+			d.Multiplier, d.Price, d.Currency, d.RuleVersion, d.ModelVersion, d.Forecast.Source, dg,
+			d.Record, r.topic, uint32(r.partition), uint64(r.offset)); err != nil {
+			return "", nil, nil, err
+		}
+	}
+	cols := strings.Join(decisionColumns, ", ")
+	return "INSERT INTO " + db + ".pricing_decisions (" + cols + ") SELECT " + cols + " FROM batch" +
+		" WHERE quote_id NOT IN (SELECT quote_id FROM " + db + ".pricing_decisions WHERE quote_id IN (SELECT quote_id FROM batch))", batch, nil, nil
 }
 
 func decodeDecision(m *kafka.Message) (decisionRow, error) {
@@ -199,50 +243,6 @@ func decodeDecision(m *kafka.Message) (decisionRow, error) {
 	}
 	d.Record = string(m.Value)
 	return d, nil
-}
-
-func fillDecisions(b driver.Batch, recs []record[decisionRow]) error {
-	n := validCount(recs)
-	var (
-		quoteID, traceID, region, product, userHash = mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n)
-		currency, model, source, rec, topic         = mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n)
-		at                                          = mk[time.Time](n)
-		multiplier, price                           = mk[float64](n), mk[float64](n)
-		ruleVersion, partition                      = mk[uint32](n), mk[uint32](n)
-		degraded                                    = mk[uint8](n)
-		offset                                      = mk[uint64](n)
-	)
-	for i := range recs {
-		r := &recs[i]
-		if !r.valid {
-			continue
-		}
-		d := &r.row
-		quoteID = append(quoteID, d.QuoteID)
-		traceID = append(traceID, d.TraceID)
-		at = append(at, d.At.UTC())
-		region = append(region, d.RegionID)
-		product = append(product, d.ProductType)
-		userHash = append(userHash, d.UserHash)
-		multiplier = append(multiplier, d.Multiplier)
-		price = append(price, d.Price)
-		currency = append(currency, d.Currency)
-		ruleVersion = append(ruleVersion, d.RuleVersion)
-		model = append(model, d.ModelVersion)
-		source = append(source, d.Forecast.Source)
-		var dg uint8
-		if d.Degraded {
-			dg = 1
-		}
-		degraded = append(degraded, dg)
-		rec = append(rec, d.Record)
-		topic = append(topic, r.topic)
-		partition = append(partition, uint32(r.partition))
-		offset = append(offset, uint64(r.offset))
-	}
-	return appendColumns(b, quoteID, traceID, at, region, product, userHash,
-		multiplier, price, currency, ruleVersion, model, source, degraded,
-		rec, topic, partition, offset)
 }
 
 func mk[T any](n int) []T { return make([]T, 0, n) }

