@@ -144,8 +144,8 @@ type ClientStats struct {
 	Failed                                     int64 // events given up (see BatchResult.Failed)
 	Requests                                   int64 // HTTP requests, retries included
 	Retries                                    int64
-	RateLimited                                int64 // 429 answers
-	Unavailable                                int64 // 503 answers
+	RateLimited                                int64 // 429 answers (whole or for some events)
+	Unavailable                                int64 // 503 answers (whole or for some events)
 	ConnErrors                                 int64 // requests without an answer
 	// Rejections holds the first rejected events (ClientOptions.KeepRejections).
 	Rejections []EventRejection
@@ -178,6 +178,24 @@ type Client struct {
 	rejections    []EventRejection
 	reasons       map[string]int64
 	requestErrors []string
+	latencies     []time.Duration // of answered requests, the first maxLatencies
+}
+
+// maxLatencies bounds the request durations a Client keeps for Latency.
+const maxLatencies = 1 << 20
+
+// Latency returns the median and the 99th percentile of the duration of
+// the requests the intake answered (retries included), over the first
+// million requests.
+func (c *Client) Latency() (p50, p99 time.Duration) {
+	c.mu.Lock()
+	l := slices.Clone(c.latencies)
+	c.mu.Unlock()
+	if len(l) == 0 {
+		return 0, 0
+	}
+	slices.Sort(l)
+	return l[len(l)/2], l[min(len(l)-1, len(l)*99/100)]
 }
 
 // NewClient returns a client for the intake at opts.URL.
@@ -269,6 +287,12 @@ func (c *Client) post(ctx context.Context, events []Event) (BatchResult, error) 
 			// 400 with statuses: every event was rejected as invalid; 429
 			// and 503 with statuses: some were rejected for now, the
 			// others have their outcome.
+			switch status {
+			case http.StatusTooManyRequests:
+				c.rateLimited.Add(1)
+			case http.StatusServiceUnavailable:
+				c.unavailable.Add(1)
+			}
 			r, retry, _ := parseAnswer(answer, pending)
 			c.record(len(pending)-len(retry), r)
 			total.add(r)
@@ -426,6 +450,7 @@ func (c *Client) do(ctx context.Context, body []byte) (int, http.Header, []byte,
 	if c.opts.APIKey != "" {
 		req.Header.Set(APIKeyHeader, c.opts.APIKey)
 	}
+	begin := time.Now()
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return 0, nil, nil, err
@@ -435,6 +460,12 @@ func (c *Client) do(ctx context.Context, body []byte) (int, http.Header, []byte,
 	if err != nil { // a broken connection: retried like one that failed to open
 		return 0, nil, nil, fmt.Errorf("read answer: %w", err)
 	}
+	took := time.Since(begin)
+	c.mu.Lock()
+	if len(c.latencies) < maxLatencies {
+		c.latencies = append(c.latencies, took)
+	}
+	c.mu.Unlock()
 	return resp.StatusCode, resp.Header, answer, nil
 }
 

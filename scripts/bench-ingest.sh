@@ -20,7 +20,7 @@ for _ in $(seq 1 50); do
   if (exec 3<>"/dev/tcp/${kafka%:*}/${kafka#*:}") 2>/dev/null; then break; fi
   sleep 0.1
 done
-KAFKA_BROKERS=$kafka DEMO_FEATURES=false LOG_LEVEL=warn ./bin/surge dev --data-dir "$data" --listen "$addr" >"$data/dev.log" 2>&1 &
+KAFKA_BROKERS=$kafka DEMO_FEATURES=false LOG_LEVEL=info ./bin/surge dev --data-dir "$data" --listen "$addr" >"$data/dev.log" 2>&1 &
 pid=$!
 cleanup() {
   kill -TERM "$pid" 2>/dev/null || true
@@ -42,4 +42,12 @@ echo "== simulate --rate $rate for $duration, measured by watch-ingest"
 ./bin/surge watch-ingest --url "http://$addr" --duration "$duration" --drain 60s &
 wpid=$!
 ./bin/surge simulate --url "http://$addr/v1/events" --api-key bench --rate "$rate" --senders 8 --duration "$duration" --regions 50 --log-level warn | tail -n 6 || echo "simulate did not deliver everything (see above)"
+# Memory at the end of the send: the service and Redis (the dedup keys of
+# the last INGEST_DEDUP_TTL, the features, the rate limits).
+redis=$(grep -o 'msg="Redis started" addr=[0-9.:]*' "$data/dev.log" | head -1 | sed 's/.*addr=//')
+echo "== memory after $duration at $rate events/s"
+echo "service RSS: $(( $(ps -o rss= -p "$pid") / 1024 )) MiB"
+if [ -n "$redis" ]; then
+  echo "Redis: $(redis-cli -h "${redis%:*}" -p "${redis#*:}" info memory | grep -E '^used_memory_human' | tr -d '\r'), $(redis-cli -h "${redis%:*}" -p "${redis#*:}" dbsize | tr -d '\r') keys"
+fi
 wait "$wpid"

@@ -123,7 +123,8 @@ log line every 10 s. The summary counts accepted, duplicate and rejected events.
 			for _, le := range sum.MalformedLines {
 				fmt.Fprintf(out, "  %s: %v\n", file, le)
 			}
-			printSendSummary(out, client.Stats(), elapsed)
+			p50, p99 := client.Latency()
+			printSendSummary(out, client.Stats(), p50, p99, elapsed)
 			if err := cmp.Or(runErr, closeErr); err != nil {
 				if ctx.Err() != nil {
 					return fmt.Errorf("replay interrupted: %w", err)
@@ -185,7 +186,7 @@ func (c *config) addToolLogFlags(fs *pflag.FlagSet) {
 }
 
 // printSendSummary prints what the intake answered.
-func printSendSummary(w io.Writer, st ingest.ClientStats, elapsed time.Duration) {
+func printSendSummary(w io.Writer, st ingest.ClientStats, p50, p99, elapsed time.Duration) {
 	rate := float64(st.Sent) / max(elapsed.Seconds(), 1e-9)
 	fmt.Fprintf(w, "sent %d events in %s (%.0f events/s): %d accepted, %d duplicate, %d rejected",
 		st.Sent, elapsed.Round(time.Millisecond), rate, st.Accepted, st.Duplicate, st.Rejected)
@@ -202,8 +203,9 @@ func printSendSummary(w io.Writer, st ingest.ClientStats, elapsed time.Duration)
 	if unsent := st.Queued - st.Done(); unsent > 0 {
 		fmt.Fprintf(w, "%d events not delivered\n", unsent)
 	}
-	fmt.Fprintf(w, "%d requests, %d retries (%d rate limited, %d unavailable, %d connection errors)\n",
-		st.Requests, st.Retries, st.RateLimited, st.Unavailable, st.ConnErrors)
+	refused := float64(st.RateLimited+st.Unavailable) / float64(max(st.Requests, 1))
+	fmt.Fprintf(w, "%d requests, %d retries (%d rate limited, %d unavailable: %.2f %% refused in whole or part; %d connection errors); request latency p50 %s, p99 %s\n",
+		st.Requests, st.Retries, st.RateLimited, st.Unavailable, 100*refused, st.ConnErrors, p50.Round(100*time.Microsecond), p99.Round(100*time.Microsecond))
 	if len(st.Reasons) == 0 {
 		return
 	}

@@ -201,7 +201,8 @@ bookings are cancelled (--cancel-rate). The API is the --url without /v1/events.
 			if !lastTS.IsZero() && behind > 2*time.Second {
 				fmt.Fprintf(out, "sending fell %s behind the schedule: the intake (or this machine) did not keep up\n", behind.Round(time.Millisecond))
 			}
-			printSendSummary(out, client.Stats(), elapsed)
+			p50, p99 := client.Latency()
+			printSendSummary(out, client.Stats(), p50, p99, elapsed)
 			if ctx.Err() != nil { // Ctrl-C: the usual end of an unbounded run
 				return nil
 			}
