@@ -1,8 +1,9 @@
 package ingest
 
 import (
-	"encoding/json"
 	"time"
+
+	"github.com/segmentio/encoding/json"
 )
 
 // Event types. The set is extensible: a new type needs a topic (TopicFor) and

@@ -2,13 +2,14 @@ package ingest
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/segmentio/encoding/json"
 )
 
 // EventsPath is where Handler is meant to be mounted.
@@ -66,46 +67,55 @@ func (in *Intake) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		in.fail(w, http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", tooLarge)
 		return
 	}
-	var body struct {
-		Events []json.RawMessage `json:"events"`
-	}
 	buf := bytes.NewBuffer(make([]byte, 0, max(r.ContentLength, 0)+bytes.MinRead))
-	_, err = buf.ReadFrom(http.MaxBytesReader(w, r.Body, in.opts.MaxBodyBytes))
-	if err == nil {
-		err = json.Unmarshal(buf.Bytes(), &body)
-	}
-	var maxErr *http.MaxBytesError
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &maxErr):
-		in.fail(w, http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", tooLarge)
-		return
-	case errors.As(err, &typeErr) && typeErr.Field == "events":
-		in.fail(w, http.StatusBadRequest, "INVALID_REQUEST", fmt.Sprintf(`"events" must be an array of 1 to %d events`, in.opts.MaxEvents))
-		return
-	case errors.As(err, &typeErr):
-		in.fail(w, http.StatusBadRequest, "INVALID_REQUEST", `the body must be a JSON object {"events": [...]}`)
-		return
-	case err != nil:
-		in.fail(w, http.StatusBadRequest, "INVALID_JSON", "the body is not valid JSON: "+err.Error())
-		return
-	case body.Events == nil:
-		in.fail(w, http.StatusBadRequest, "INVALID_REQUEST", fmt.Sprintf(`the body must hold "events": an array of 1 to %d events`, in.opts.MaxEvents))
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, in.opts.MaxBodyBytes)); err != nil {
+		if maxErr := (*http.MaxBytesError)(nil); errors.As(err, &maxErr) {
+			in.fail(w, http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", tooLarge)
+		} else {
+			in.fail(w, http.StatusBadRequest, "INVALID_REQUEST", "the body could not be read: "+err.Error())
+		}
 		return
 	}
-	raws := body.Events
+	// Most bodies are well typed: one pass decodes every event. Otherwise
+	// each event is decoded on its own, for its field-level errors.
+	var items []item
+	if fast, ok := decodeWellTyped(buf.Bytes()); ok {
+		items = make([]item, len(fast))
+		for i := range fast {
+			items[i].ev, items[i].errs = fast[i].decode()
+		}
+	} else {
+		var body struct {
+			Events []json.RawMessage `json:"events"`
+		}
+		err := json.Unmarshal(buf.Bytes(), &body)
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &typeErr) && typeErr.Field == "events":
+			in.fail(w, http.StatusBadRequest, "INVALID_REQUEST", fmt.Sprintf(`"events" must be an array of 1 to %d events`, in.opts.MaxEvents))
+			return
+		case errors.As(err, &typeErr):
+			in.fail(w, http.StatusBadRequest, "INVALID_REQUEST", `the body must be a JSON object {"events": [...]}`)
+			return
+		case err != nil:
+			in.fail(w, http.StatusBadRequest, "INVALID_JSON", "the body is not valid JSON: "+err.Error())
+			return
+		case body.Events == nil:
+			in.fail(w, http.StatusBadRequest, "INVALID_REQUEST", fmt.Sprintf(`the body must hold "events": an array of 1 to %d events`, in.opts.MaxEvents))
+			return
+		}
+		items = make([]item, len(body.Events))
+		for i, raw := range body.Events {
+			items[i].ev, items[i].errs = DecodeEventJSON(raw)
+		}
+	}
 	switch {
-	case len(raws) == 0:
+	case len(items) == 0:
 		in.fail(w, http.StatusBadRequest, "INVALID_REQUEST", fmt.Sprintf(`"events" is empty; send 1 to %d events`, in.opts.MaxEvents))
 		return
-	case len(raws) > in.opts.MaxEvents:
-		in.fail(w, http.StatusRequestEntityTooLarge, "TOO_MANY_EVENTS", fmt.Sprintf("%d events; at most %d per request", len(raws), in.opts.MaxEvents))
+	case len(items) > in.opts.MaxEvents:
+		in.fail(w, http.StatusRequestEntityTooLarge, "TOO_MANY_EVENTS", fmt.Sprintf("%d events; at most %d per request", len(items), in.opts.MaxEvents))
 		return
-	}
-
-	items := make([]item, len(raws))
-	for i, raw := range raws {
-		items[i].ev, items[i].errs = DecodeEventJSON(raw)
 	}
 	resp, err := in.ingest(r.Context(), client, items)
 	var retry *RetryError
@@ -163,4 +173,23 @@ func (in *Intake) reply(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// decodeWellTyped decodes a body whose events are all objects with fields
+// of the right JSON types in one pass, as most bodies are; ok is false
+// otherwise, and each event is then decoded on its own for its field-level
+// errors.
+func decodeWellTyped(body []byte) ([]*wireEvent, bool) {
+	var b struct {
+		Events []*wireEvent `json:"events"`
+	}
+	if json.Unmarshal(body, &b) != nil || b.Events == nil {
+		return nil, false
+	}
+	for _, e := range b.Events {
+		if e == nil {
+			return nil, false // null: not an object
+		}
+	}
+	return b.Events, true
 }

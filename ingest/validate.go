@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/segmentio/encoding/json"
 )
 
 // Codes of FieldError, machine-readable; Message says the same for people.
@@ -237,6 +238,11 @@ func DecodeEventJSON(raw []byte) (Event, []FieldError) {
 	if err := json.Unmarshal(raw, &w); err != nil {
 		return decodeFields(raw)
 	}
+	return w.decode()
+}
+
+// decode is the event of a well-typed wire event, or the timestamp's error.
+func (w *wireEvent) decode() (Event, []FieldError) {
 	e := w.event()
 	if w.Timestamp != "" {
 		ts, err := time.Parse(time.RFC3339, w.Timestamp)

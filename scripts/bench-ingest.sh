@@ -20,7 +20,7 @@ for _ in $(seq 1 50); do
   if (exec 3<>"/dev/tcp/${kafka%:*}/${kafka#*:}") 2>/dev/null; then break; fi
   sleep 0.1
 done
-KAFKA_BROKERS=$kafka DEMO_FEATURES=false LOG_LEVEL=info ./bin/surge dev --data-dir "$data" --listen "$addr" >"$data/dev.log" 2>&1 &
+KAFKA_BROKERS=$kafka DEMO_FEATURES=false LOG_LEVEL=info PPROF_ADDR=${BENCH_PPROF_ADDR:-} ./bin/surge dev --data-dir "$data" --listen "$addr" >"$data/dev.log" 2>&1 &
 pid=$!
 cleanup() {
   kill -TERM "$pid" 2>/dev/null || true

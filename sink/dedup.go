@@ -43,31 +43,13 @@ const maxTimeRanges = 32
 // and timestamp, so its earlier copy is found by an index lookup on the
 // table's key (region_id, event_time) whatever its age.
 func (s *Sink) dedupEvents(ctx context.Context, recs []record[eventRow]) (dedupResult, error) {
-	var res dedupResult
-	first := make(map[string]int, len(recs))
 	var k eventKeys
-	ids, err := ext.NewTable("batch_ids", ext.Column("event_id", "String"))
-	if err != nil {
-		return res, fmt.Errorf("dedup: %w", err)
-	}
-	for i := range recs {
-		r := &recs[i]
-		if !r.valid {
-			continue
-		}
-		if _, ok := first[r.row.EventID]; ok {
-			r.valid = false
-			res.duplicates++
-			continue
-		}
-		first[r.row.EventID] = i
-		k.add(&r.row)
-		if err := ids.Append(r.row.EventID); err != nil {
-			return res, fmt.Errorf("dedup: %w", err)
-		}
-	}
-	if len(first) == 0 {
-		return res, nil
+	first, ids, res, err := firstOccurrences(recs, "event_id", func(e *eventRow) string {
+		k.add(e)
+		return e.EventID
+	})
+	if err != nil || len(first) == 0 {
+		return res, err
 	}
 	where, args := k.where()
 	query := "SELECT event_id, kafka_topic, kafka_partition, kafka_offset FROM " + s.db + ".events_raw" +
@@ -78,6 +60,36 @@ func (s *Sink) dedupEvents(ctx context.Context, recs []record[eventRow]) (dedupR
 	}
 	markRecords(&res, recs, first, found)
 	return res, nil
+}
+
+// firstOccurrences marks the records that repeat the key of an earlier
+// one invalid (counted in res.duplicates), and returns the index of each
+// key's first record and the keys as the external table batch_ids (column
+// name). key is called once per valid record.
+func firstOccurrences[R any](recs []record[R], name string, key func(*R) string) (map[string]int, *ext.Table, dedupResult, error) {
+	var res dedupResult
+	first := make(map[string]int, len(recs))
+	ids, err := ext.NewTable("batch_ids", ext.Column(name, "String"))
+	if err != nil {
+		return nil, nil, res, fmt.Errorf("dedup: %w", err)
+	}
+	for i := range recs {
+		r := &recs[i]
+		if !r.valid {
+			continue
+		}
+		k := key(&r.row)
+		if _, ok := first[k]; ok {
+			r.valid = false
+			res.duplicates++
+			continue
+		}
+		first[k] = i
+		if err := ids.Append(k); err != nil {
+			return nil, nil, res, fmt.Errorf("dedup: %w", err)
+		}
+	}
+	return first, ids, res, nil
 }
 
 // eventKeys collects where a batch's events sit in events_raw's key.
@@ -107,29 +119,9 @@ func (k *eventKeys) where() (string, []any) {
 // dedupDecisions does for pricing_decisions what dedupEvents does for
 // events_raw, by quote id (the table's key: a lookup per id).
 func (s *Sink) dedupDecisions(ctx context.Context, recs []record[decisionRow]) (dedupResult, error) {
-	var res dedupResult
-	first := make(map[string]int, len(recs))
-	ids, err := ext.NewTable("batch_ids", ext.Column("quote_id", "String"))
-	if err != nil {
-		return res, fmt.Errorf("dedup: %w", err)
-	}
-	for i := range recs {
-		r := &recs[i]
-		if !r.valid {
-			continue
-		}
-		if _, ok := first[r.row.QuoteID]; ok {
-			r.valid = false
-			res.duplicates++
-			continue
-		}
-		first[r.row.QuoteID] = i
-		if err := ids.Append(r.row.QuoteID); err != nil {
-			return res, fmt.Errorf("dedup: %w", err)
-		}
-	}
-	if len(first) == 0 {
-		return res, nil
+	first, ids, res, err := firstOccurrences(recs, "quote_id", func(d *decisionRow) string { return d.QuoteID })
+	if err != nil || len(first) == 0 {
+		return res, err
 	}
 	query := "SELECT quote_id, kafka_topic, kafka_partition, kafka_offset FROM " + s.db + ".pricing_decisions WHERE quote_id IN batch_ids"
 	found, err := s.lookup(ctx, query, ids)

@@ -118,6 +118,10 @@ func watchIngest(ctx context.Context, out io.Writer, url string, duration, drain
 	defer tick.Stop()
 	end := first.at.Add(duration)
 	drained := time.Time{}
+	// The send window: from the last sample before events were accepted to
+	// the sample in which the last ones were (a load that falls behind its
+	// schedule sends for longer than --duration).
+	sendFrom, sendTo := first.at, first.at
 	for {
 		select {
 		case <-ctx.Done():
@@ -129,6 +133,12 @@ func watchIngest(ctx context.Context, out io.Writer, url string, duration, drain
 			return err
 		}
 		maxStream, maxSink = math.Max(maxStream, s.streamLag), math.Max(maxSink, s.sinkLag)
+		if s.accepted > last.accepted {
+			if last.accepted == first.accepted {
+				sendFrom = last.at
+			}
+			sendTo = s.at
+		}
 		fmt.Fprintf(out, "%5.0fs  accepted %9.0f  (+%6.0f/s)  stream lag %8.0f  sink lag %8.0f  ClickHouse rows %9.0f\n",
 			s.at.Sub(first.at).Seconds(), s.accepted-first.accepted, (s.accepted-last.accepted)/s.at.Sub(last.at).Seconds(),
 			s.streamLag, s.sinkLag, s.rows-first.rows)
@@ -144,8 +154,7 @@ func watchIngest(ctx context.Context, out io.Writer, url string, duration, drain
 		}
 	}
 	sent := last.accepted - first.accepted
-	// The send window: from the first to the last second in which events were accepted.
-	window := math.Min(duration.Seconds(), last.at.Sub(first.at).Seconds())
+	window := math.Max(sendTo.Sub(sendFrom).Seconds(), 1e-9)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nmeasure\tvalue")
 	fmt.Fprintf(tw, "events accepted\t%.0f in %.0f s: %.0f events/s\n", sent, window, sent/window)
