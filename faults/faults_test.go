@@ -31,6 +31,7 @@ import (
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/devenv"
 	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/intakeclient"
 )
 
 var (
@@ -234,7 +235,7 @@ type sent struct {
 // sendEvents sends n events at rate/s through the careful client, each
 // batch's timestamps taken when it is built.
 func sendEvents(ctx context.Context, api string, n, rate int) sent {
-	c, err := ingest.NewClient(ingest.ClientOptions{
+	c, err := intakeclient.NewClient(intakeclient.ClientOptions{
 		URL: api + ingest.EventsPath, APIKey: "faults", MaxAttempts: 1000, MaxBackoff: 2 * time.Second,
 		Logger: slog.New(slog.DiscardHandler),
 	})
@@ -531,7 +532,7 @@ func writeReport(t *testing.T, path string, steps []step, got sent, c, want coun
 	fmt.Fprintf(&b, "lost acknowledgement, so the records are written and the client retries) and the service (`surge dev`\n")
 	fmt.Fprintf(&b, "against them) as separate processes. Four outside GraphQL clients ask for 25 prices/s each (a failed\n")
 	fmt.Fprintf(&b, "request is retried every 200 ms for up to a minute, the client waiting for it) and the careful\n")
-	fmt.Fprintf(&b, "event client (`ingest.Client`) sends %d events at %d/s. Each part is killed with SIGKILL for 3 s\n", *nEvents, *eventRate)
+	fmt.Fprintf(&b, "event client (`intakeclient.Client`) sends %d events at %d/s. Each part is killed with SIGKILL for 3 s\n", *nEvents, *eventRate)
 	fmt.Fprintf(&b, "and restarted, one at a ")
 	fmt.Fprintf(&b, "time, then all four at once.\n\n")
 	fmt.Fprintf(&b, "Last run: %s on %s (%d cores), Go %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), runtime.Version())

@@ -1,4 +1,7 @@
-// Package ingest owns the way into Kafka: the topics and their creation, and
-// the publisher that sends records (pricing decisions now; the event intake
-// and the stream consumers build on it).
+// Package ingest owns the way into Kafka: the event schema and its
+// validation (event.go, validate.go), the intake behind POST /v1/events and
+// ingestEvents (intake.go, http.go: validation, rate limits, two-phase dedup,
+// synchronous produce with acks=all), API keys (keys.go), the topics and
+// their creation (topics.go), and the background publisher of the audit and
+// exposure records (publisher.go). Its Go client is package intakeclient.
 package ingest

@@ -20,7 +20,7 @@ import (
 )
 
 // DefaultLateness is how old a live event the intake accepts by default
-// (ingest.IntakeOptions.MaxLateness, 24 h, the dedup window); older events
+// (ingest.IntakeOptions.MaxLateness, 24 h); older events
 // must be sent as backfill.
 const DefaultLateness = 24 * time.Hour
 
@@ -108,7 +108,7 @@ func (p *Pacer) Due(ts time.Time) time.Duration {
 	return p.last
 }
 
-// Sender takes events to deliver; *ingest.Stream is one.
+// Sender takes events to deliver; *intakeclient.Stream is one.
 type Sender interface {
 	Send(ctx context.Context, ev ingest.Event) error
 }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/intakeclient"
 )
 
 // ShopperOptions configures Shoppers. Zero values take the defaults.
@@ -74,9 +75,9 @@ type ShopperOptions struct {
 	Logger *slog.Logger
 }
 
-// EventSender sends events to the intake; ingest.Client implements it.
+// EventSender sends events to the intake; intakeclient.Client implements it.
 type EventSender interface {
-	Send(ctx context.Context, events []ingest.Event) (ingest.BatchResult, error)
+	Send(ctx context.Context, events []ingest.Event) (intakeclient.BatchResult, error)
 }
 
 func (o *ShopperOptions) defaults() {

@@ -16,6 +16,7 @@ import (
 	"gonum.org/v1/gonum/stat"
 
 	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/intakeclient"
 )
 
 // market is a fake of the service's contract: the price query assigns
@@ -105,11 +106,11 @@ func (m *market) book(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprint(w, `{"recorded":true}`)
 }
 
-func (m *market) Send(_ context.Context, evs []ingest.Event) (ingest.BatchResult, error) {
+func (m *market) Send(_ context.Context, evs []ingest.Event) (intakeclient.BatchResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.events = append(m.events, evs...)
-	return ingest.BatchResult{Accepted: len(evs)}, nil
+	return intakeclient.BatchResult{Accepted: len(evs)}, nil
 }
 
 func TestShoppers(t *testing.T) {

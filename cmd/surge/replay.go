@@ -17,7 +17,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
-	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/intakeclient"
 	"github.com/surgeworks/surge/replay"
 )
 
@@ -157,7 +157,7 @@ type senderFlags struct {
 }
 
 func (s *senderFlags) add(f *pflag.FlagSet) {
-	f.StringVar(&s.url, "url", ingest.DefaultIntakeURL, help("event intake endpoint", "INGEST_URL"))
+	f.StringVar(&s.url, "url", intakeclient.DefaultIntakeURL, help("event intake endpoint", "INGEST_URL"))
 	f.StringVar(&s.apiKey, "api-key", "", help("API key sent in X-Api-Key (clients without one get the lower anonymous rate limit)", "INGEST_API_KEY"))
 	f.IntVar(&s.senders, "senders", 4, "concurrent requests")
 	f.IntVar(&s.batch, "batch", 1000, "events per request (at most 1,000)")
@@ -165,14 +165,14 @@ func (s *senderFlags) add(f *pflag.FlagSet) {
 	f.DurationVar(&s.requestTimeout, "request-timeout", 30*time.Second, "timeout of one request")
 }
 
-func (s *senderFlags) client(logger *slog.Logger) (*ingest.Client, error) {
+func (s *senderFlags) client(logger *slog.Logger) (*intakeclient.Client, error) {
 	if s.batch < 1 || s.batch > 1000 {
 		return nil, fmt.Errorf("--batch %d: want 1 to 1,000", s.batch)
 	}
 	if s.senders < 1 {
 		return nil, fmt.Errorf("--senders %d: want at least 1", s.senders)
 	}
-	return ingest.NewClient(ingest.ClientOptions{
+	return intakeclient.NewClient(intakeclient.ClientOptions{
 		URL: s.url, APIKey: s.apiKey, Senders: s.senders, BatchSize: s.batch,
 		MaxAttempts: s.attempts, RequestTimeout: s.requestTimeout, Logger: logger,
 	})
@@ -186,7 +186,7 @@ func (c *config) addToolLogFlags(fs *pflag.FlagSet) {
 }
 
 // printSendSummary prints what the intake answered.
-func printSendSummary(w io.Writer, st ingest.ClientStats, p50, p99, elapsed time.Duration) {
+func printSendSummary(w io.Writer, st intakeclient.ClientStats, p50, p99, elapsed time.Duration) {
 	rate := float64(st.Sent) / max(elapsed.Seconds(), 1e-9)
 	fmt.Fprintf(w, "sent %d events in %s (%.0f events/s): %d accepted, %d duplicate, %d rejected",
 		st.Sent, elapsed.Round(time.Millisecond), rate, st.Accepted, st.Duplicate, st.Rejected)

@@ -1,4 +1,4 @@
-package ingest
+package intakeclient
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"github.com/surgeworks/surge/devenv"
 	"github.com/surgeworks/surge/internal/testenv"
 	"github.com/surgeworks/surge/ratelimit"
+
+	"github.com/surgeworks/surge/ingest"
 )
 
 func fptr(v float64) *float64 { return &v }
@@ -24,10 +26,10 @@ func TestClientAgainstIntake(t *testing.T) {
 	rs := testenv.Redis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
 	t.Cleanup(func() { rdb.Close() })
-	kf := testenv.KafkaWith(t, devenv.KafkaOptions{Topics: EventTopics, Partitions: 3})
-	writer := NewEventWriter(kf.Brokers)
+	kf := testenv.KafkaWith(t, devenv.KafkaOptions{Topics: ingest.EventTopics, Partitions: 3})
+	writer := ingest.NewEventWriter(kf.Brokers)
 	t.Cleanup(func() { writer.Close() })
-	in, err := NewIntake(rdb, writer, ratelimit.NewLimiter(rdb, ratelimit.Options{}), IntakeOptions{
+	in, err := ingest.NewIntake(rdb, writer, ratelimit.NewLimiter(rdb, ratelimit.Options{}), ingest.IntakeOptions{
 		UserHashKey: []byte("k"), UserRate: 200, UserBurst: 100, Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
@@ -41,29 +43,29 @@ func TestClientAgainstIntake(t *testing.T) {
 	}
 
 	now := time.Now().UTC()
-	var events []Event
+	var events []ingest.Event
 	for i := range 1500 {
-		ev := Event{EventID: fmt.Sprintf("ci-%d", i), RegionID: "berlin", Timestamp: now.Add(-time.Second), UserID: fmt.Sprintf("user-%d", i%500)}
+		ev := ingest.Event{EventID: fmt.Sprintf("ci-%d", i), RegionID: "berlin", Timestamp: now.Add(-time.Second), UserID: fmt.Sprintf("user-%d", i%500)}
 		switch i % 5 {
 		case 0, 1:
-			ev.Type = TypeSearch
+			ev.Type = ingest.TypeSearch
 		case 2:
-			ev.Type, ev.Price = TypeBooking, fptr(12.5)
+			ev.Type, ev.Price = ingest.TypeBooking, fptr(12.5)
 		case 3:
-			ev.Type, ev.AvailableSupply, ev.UserID = TypeSupplyUpdate, fptr(40), ""
+			ev.Type, ev.AvailableSupply, ev.UserID = ingest.TypeSupplyUpdate, fptr(40), ""
 		case 4:
-			ev.Type, ev.Signal, ev.Value, ev.UserID = TypeExternalSignal, SignalWeather, fptr(0.3), ""
+			ev.Type, ev.Signal, ev.Value, ev.UserID = ingest.TypeExternalSignal, ingest.SignalWeather, fptr(0.3), ""
 		}
 		events = append(events, ev)
 	}
 	old := now.Add(-48 * time.Hour)
 	events = append(events,
-		Event{EventID: "ci-bad-region", Type: TypeSearch, RegionID: "ber lin", Timestamp: now},
-		Event{EventID: "ci-no-price", Type: TypeBooking, RegionID: "paris", Timestamp: now},
-		Event{EventID: "ci-too-old", Type: TypeSearch, RegionID: "paris", Timestamp: old},
-		Event{EventID: "ci-backfill", Type: TypeSearch, RegionID: "paris", Timestamp: old, Backfill: true},
+		ingest.Event{EventID: "ci-bad-region", Type: ingest.TypeSearch, RegionID: "ber lin", Timestamp: now},
+		ingest.Event{EventID: "ci-no-price", Type: ingest.TypeBooking, RegionID: "paris", Timestamp: now},
+		ingest.Event{EventID: "ci-too-old", Type: ingest.TypeSearch, RegionID: "paris", Timestamp: old},
+		ingest.Event{EventID: "ci-backfill", Type: ingest.TypeSearch, RegionID: "paris", Timestamp: old, Backfill: true},
 	)
-	send := func(evs []Event) {
+	send := func(evs []ingest.Event) {
 		t.Helper()
 		s := c.Stream(t.Context())
 		for _, ev := range evs {
@@ -95,9 +97,9 @@ func TestClientAgainstIntake(t *testing.T) {
 
 	// One user over its burst of 100: the intake takes 100 and rejects the
 	// rest "rate_limited" with a Retry-After; the client sends those again.
-	var hot []Event
+	var hot []ingest.Event
 	for i := range 150 {
-		hot = append(hot, Event{EventID: fmt.Sprintf("hot-%d", i), Type: TypeSearch, RegionID: "nyc", Timestamp: now, UserID: "hot-user"})
+		hot = append(hot, ingest.Event{EventID: fmt.Sprintf("hot-%d", i), Type: ingest.TypeSearch, RegionID: "nyc", Timestamp: now, UserID: "hot-user"})
 	}
 	res, err := c.Send(context.Background(), hot)
 	if err != nil {

@@ -1,4 +1,4 @@
-package ingest
+package intakeclient
 
 import (
 	"bytes"
@@ -18,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/surgeworks/surge/ingest"
 )
 
 // DefaultIntakeURL is the event intake of a local `surge dev`/`surge serve`.
@@ -244,7 +246,7 @@ func (c *Client) Stats() ClientStats {
 // after the other. It returns an error when a batch could not be delivered
 // after MaxAttempts, when the intake refuses the client (401, 403, 404,
 // 405) or when ctx ends; the result counts what was delivered until then.
-func (c *Client) Send(ctx context.Context, events []Event) (BatchResult, error) {
+func (c *Client) Send(ctx context.Context, events []ingest.Event) (BatchResult, error) {
 	var total BatchResult
 	for len(events) > 0 {
 		n := min(len(events), c.opts.BatchSize)
@@ -266,7 +268,7 @@ var errFatal = errors.New("intake refused the client")
 // connection errors; only the events rejected with a code worth a retry
 // (rate_limited, in_flight) when the answer has per-event results. A 413
 // splits the batch.
-func (c *Client) post(ctx context.Context, events []Event) (BatchResult, error) {
+func (c *Client) post(ctx context.Context, events []ingest.Event) (BatchResult, error) {
 	var total BatchResult
 	pending := events
 	for attempt := 1; ; attempt++ {
@@ -355,7 +357,7 @@ func (c *Client) post(ctx context.Context, events []Event) (BatchResult, error) 
 
 // encodeBatch is the request body {"events": [...]}: each event with the
 // fields a client sends (see appendEvent).
-func encodeBatch(events []Event) ([]byte, error) {
+func encodeBatch(events []ingest.Event) ([]byte, error) {
 	b := make([]byte, 0, 64+200*len(events))
 	b = append(b, `{"events":[`...)
 	for i := range events {
@@ -371,11 +373,11 @@ func encodeBatch(events []Event) ([]byte, error) {
 }
 
 // appendEvent appends the JSON of an event as a client sends it: the
-// fields of Event under their JSON names, without those the intake sets
+// fields of ingest.Event under their JSON names, without those the intake sets
 // itself (userHash, receivedAt) and with the same omissions. It does by hand
 // what encoding/json does by reflection, several times faster: the client
 // encodes every event it sends.
-func appendEvent(b []byte, e *Event) ([]byte, error) {
+func appendEvent(b []byte, e *ingest.Event) ([]byte, error) {
 	str := func(name, v string, always bool) {
 		if v != "" || always {
 			b = append(b, ',', '"')
@@ -448,7 +450,7 @@ func (c *Client) do(ctx context.Context, body []byte) (int, http.Header, []byte,
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if c.opts.APIKey != "" {
-		req.Header.Set(APIKeyHeader, c.opts.APIKey)
+		req.Header.Set(ingest.APIKeyHeader, c.opts.APIKey)
 	}
 	begin := time.Now()
 	resp, err := c.hc.Do(req)
@@ -561,7 +563,7 @@ func clientSleep(ctx context.Context, d time.Duration) error {
 // a readable status are unconfirmed. Rejected events whose error codes say
 // a retry may pass (rate_limited, in_flight) are not counted but returned
 // in retry. ok says whether the answer held statuses or counts at all.
-func parseAnswer(body []byte, events []Event) (r BatchResult, retry []Event, ok bool) {
+func parseAnswer(body []byte, events []ingest.Event) (r BatchResult, retry []ingest.Event, ok bool) {
 	n := len(events)
 	if r, retry, ok := parseIntakeAnswer(body, events); ok {
 		return r, retry, true
@@ -617,7 +619,7 @@ func parseAnswer(body []byte, events []Event) (r BatchResult, retry []Event, ok 
 			r.Duplicate++
 		case "rejected":
 			reasons, kinds, codes := reasonsOf(obj)
-			if idx < n && slices.ContainsFunc(codes, func(c string) bool { return c == CodeRateLimited || c == CodeInFlight }) {
+			if idx < n && slices.ContainsFunc(codes, func(c string) bool { return c == ingest.CodeRateLimited || c == ingest.CodeInFlight }) {
 				retry = append(retry, events[idx])
 				continue
 			}
@@ -637,9 +639,9 @@ func parseAnswer(body []byte, events []Event) (r BatchResult, retry []Event, ok 
 }
 
 // parseIntakeAnswer is parseAnswer's fast path for the intake's own answer
-// (Response): an "events" array with one result per event, in order. ok is
+// (ingest.Response): an "events" array with one result per event, in order. ok is
 // false for any other shape.
-func parseIntakeAnswer(body []byte, events []Event) (r BatchResult, retry []Event, ok bool) {
+func parseIntakeAnswer(body []byte, events []ingest.Event) (r BatchResult, retry []ingest.Event, ok bool) {
 	// Its totals suffice when nothing was rejected (the usual case).
 	if acc, dup, rej, ok := leadingTotals(body); ok && rej == 0 && acc >= 0 && dup >= 0 && acc+dup == len(events) {
 		return BatchResult{Accepted: acc, Duplicate: dup}, nil, true
@@ -672,7 +674,7 @@ func parseIntakeAnswer(body []byte, events []Event) (r BatchResult, retry []Even
 			rej := EventRejection{EventID: e.EventID}
 			later := false
 			for _, fe := range e.Errors {
-				later = later || fe.Code == CodeRateLimited || fe.Code == CodeInFlight
+				later = later || fe.Code == ingest.CodeRateLimited || fe.Code == ingest.CodeInFlight
 				reason, kind := cmp.Or(fe.Message, fe.Code, "invalid"), cmp.Or(fe.Code, fe.Message, "invalid")
 				if fe.Field != "" {
 					reason, kind = fe.Field+": "+reason, fe.Field+": "+kind
@@ -826,7 +828,7 @@ func reasonsOf(obj map[string]any) (reasons, kinds, codes []string) {
 // Send and Close then return its error.
 type Stream struct {
 	c       *Client
-	in      chan Event
+	in      chan ingest.Event
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	done    chan struct{}
@@ -837,8 +839,8 @@ type Stream struct {
 // after Close.
 func (c *Client) Stream(ctx context.Context) *Stream {
 	sctx, cancel := context.WithCancelCause(ctx)
-	s := &Stream{c: c, in: make(chan Event, c.opts.BatchSize), ctx: sctx, cancel: cancel, done: make(chan struct{})}
-	batches := make(chan []Event, c.opts.Senders)
+	s := &Stream{c: c, in: make(chan ingest.Event, c.opts.BatchSize), ctx: sctx, cancel: cancel, done: make(chan struct{})}
+	batches := make(chan []ingest.Event, c.opts.Senders)
 	var wg sync.WaitGroup
 	for range c.opts.Senders {
 		wg.Go(func() {
@@ -863,9 +865,9 @@ func (c *Client) Stream(ctx context.Context) *Stream {
 }
 
 // batch forms batches from s.in until it is closed or the stream fails.
-func (s *Stream) batch(out chan<- []Event) {
+func (s *Stream) batch(out chan<- []ingest.Event) {
 	size := s.c.opts.BatchSize
-	batch := make([]Event, 0, size)
+	batch := make([]ingest.Event, 0, size)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	defer linger.Stop()
@@ -876,7 +878,7 @@ func (s *Stream) batch(out chan<- []Event) {
 		}
 		select {
 		case out <- batch:
-			batch = make([]Event, 0, size)
+			batch = make([]ingest.Event, 0, size)
 			return true
 		case <-s.ctx.Done():
 			return false
@@ -909,7 +911,7 @@ func (s *Stream) batch(out chan<- []Event) {
 // Send queues one event. It blocks while the senders are busy (the queue
 // holds one batch), and returns an error once the stream failed or ctx
 // ended. Send must not be called after Close.
-func (s *Stream) Send(ctx context.Context, ev Event) error {
+func (s *Stream) Send(ctx context.Context, ev ingest.Event) error {
 	select {
 	case s.in <- ev:
 		s.c.queued.Add(1)

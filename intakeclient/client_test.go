@@ -1,4 +1,4 @@
-package ingest
+package intakeclient
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/surgeworks/surge/ingest"
 )
 
 // fakeIntake answers POST /v1/events like the intake: per-event statuses,
@@ -25,7 +27,7 @@ type fakeIntake struct {
 	seen     map[string]int // eventId → times received
 	requests [][]string     // eventIds of each request, in arrival order
 	keys     []string       // X-Api-Key of each request
-	fail     func(n int, w http.ResponseWriter, events []Event) bool
+	fail     func(n int, w http.ResponseWriter, events []ingest.Event) bool
 
 	inflight, maxInflight atomic.Int64
 }
@@ -40,7 +42,7 @@ func (f *fakeIntake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var body struct {
-		Events []Event `json:"events"`
+		Events []ingest.Event `json:"events"`
 	}
 	if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" {
 		http.Error(w, "want a JSON POST", http.StatusBadRequest)
@@ -63,18 +65,18 @@ func (f *fakeIntake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if fail != nil && fail(n, w, body.Events) {
 		return
 	}
-	// The answer in the intake's own types (Response, EventResult,
-	// FieldError), so this test follows its contract.
-	var out Response
+	// The answer in the intake's own types (ingest.Response, ingest.EventResult,
+	// ingest.FieldError), so this test follows its contract.
+	var out ingest.Response
 	f.mu.Lock()
 	for i, ev := range body.Events {
-		res := EventResult{Index: i, EventID: ev.EventID, Status: StatusAccepted}
+		res := ingest.EventResult{Index: i, EventID: ev.EventID, Status: ingest.StatusAccepted}
 		switch {
 		case ev.Type == "bogus":
-			res.Status, res.Errors = StatusRejected, []FieldError{{"type", CodeUnknownType, "unknown event type"}}
+			res.Status, res.Errors = ingest.StatusRejected, []ingest.FieldError{{Field: "type", Code: ingest.CodeUnknownType, Message: "unknown event type"}}
 			out.Rejected++
 		case f.seen[ev.EventID] > 0:
-			res.Status = StatusDuplicate
+			res.Status = ingest.StatusDuplicate
 			out.Duplicates++
 		default:
 			out.Accepted++
@@ -94,11 +96,11 @@ func (f *fakeIntake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func newFake() *fakeIntake { return &fakeIntake{seen: map[string]int{}} }
 
-func testEvents(n int, prefix string) []Event {
-	out := make([]Event, n)
+func testEvents(n int, prefix string) []ingest.Event {
+	out := make([]ingest.Event, n)
 	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	for i := range out {
-		out[i] = Event{EventID: fmt.Sprintf("%s-%d", prefix, i), Type: TypeSearch, RegionID: "berlin", Timestamp: t0.Add(time.Duration(i) * time.Millisecond)}
+		out[i] = ingest.Event{EventID: fmt.Sprintf("%s-%d", prefix, i), Type: ingest.TypeSearch, RegionID: "berlin", Timestamp: t0.Add(time.Duration(i) * time.Millisecond)}
 	}
 	return out
 }
@@ -185,22 +187,22 @@ func TestClientRetriesRejectedForNow(t *testing.T) {
 	fake := newFake()
 	var mu sync.Mutex
 	limited := map[string]bool{"q-3": true, "q-7": true, "q-8": true}
-	fake.fail = func(n int, w http.ResponseWriter, events []Event) bool {
+	fake.fail = func(n int, w http.ResponseWriter, events []ingest.Event) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		if n > 0 {
 			return false
 		}
-		resp := Response{}
+		resp := ingest.Response{}
 		for i, ev := range events {
-			r := EventResult{Index: i, EventID: ev.EventID, Status: StatusAccepted}
+			r := ingest.EventResult{Index: i, EventID: ev.EventID, Status: ingest.StatusAccepted}
 			switch {
 			case ev.EventID == "q-8":
-				r.Status, r.Errors = StatusRejected, []FieldError{{"eventId", CodeInFlight, "being ingested by another request"}}
+				r.Status, r.Errors = ingest.StatusRejected, []ingest.FieldError{{Field: "eventId", Code: ingest.CodeInFlight, Message: "being ingested by another request"}}
 			case limited[ev.EventID]:
-				r.Status, r.Errors = StatusRejected, []FieldError{{"userId", CodeRateLimited, "user over its rate limit"}}
+				r.Status, r.Errors = ingest.StatusRejected, []ingest.FieldError{{Field: "userId", Code: ingest.CodeRateLimited, Message: "user over its rate limit"}}
 			case ev.EventID == "q-9":
-				r.Status, r.Errors = StatusRejected, []FieldError{{"regionId", CodeInvalid, "regionId may hold only letters"}}
+				r.Status, r.Errors = ingest.StatusRejected, []ingest.FieldError{{Field: "regionId", Code: ingest.CodeInvalid, Message: "regionId may hold only letters"}}
 			}
 			resp.Events = append(resp.Events, r)
 		}
@@ -311,7 +313,7 @@ func TestClientRetries(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fake := newFake()
-			fake.fail = func(n int, w http.ResponseWriter, _ []Event) bool {
+			fake.fail = func(n int, w http.ResponseWriter, _ []ingest.Event) bool {
 				if n < len(tt.answers) {
 					tt.answers[n](w)
 					return true
@@ -353,7 +355,7 @@ func TestClientRetries(t *testing.T) {
 func TestClientRefusedRequests(t *testing.T) {
 	t.Run("413 splits the batch", func(t *testing.T) {
 		fake := newFake()
-		fake.fail = func(_ int, w http.ResponseWriter, events []Event) bool {
+		fake.fail = func(_ int, w http.ResponseWriter, events []ingest.Event) bool {
 			if len(events) > 300 {
 				http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
 				return true
@@ -378,7 +380,7 @@ func TestClientRefusedRequests(t *testing.T) {
 	})
 	t.Run("400 without statuses fails the batch and goes on", func(t *testing.T) {
 		fake := newFake()
-		fake.fail = func(n int, w http.ResponseWriter, _ []Event) bool {
+		fake.fail = func(n int, w http.ResponseWriter, _ []ingest.Event) bool {
 			if n == 0 {
 				http.Error(w, `{"error":{"code":"INVALID_REQUEST","message":"bad"}}`, http.StatusBadRequest)
 				return true
@@ -400,7 +402,7 @@ func TestClientRefusedRequests(t *testing.T) {
 	})
 	t.Run("401 stops", func(t *testing.T) {
 		fake := newFake()
-		fake.fail = func(_ int, w http.ResponseWriter, _ []Event) bool {
+		fake.fail = func(_ int, w http.ResponseWriter, _ []ingest.Event) bool {
 			http.Error(w, "unknown api key", http.StatusUnauthorized)
 			return true
 		}
@@ -448,7 +450,7 @@ func TestStream(t *testing.T) {
 
 func TestStreamFails(t *testing.T) {
 	fake := newFake()
-	fake.fail = func(_ int, w http.ResponseWriter, _ []Event) bool {
+	fake.fail = func(_ int, w http.ResponseWriter, _ []ingest.Event) bool {
 		http.Error(w, "", http.StatusServiceUnavailable)
 		return true
 	}
@@ -550,9 +552,9 @@ func BenchmarkClientSend(b *testing.B) {
 	for i := range events {
 		events[i].UserID, events[i].ProductType = fmt.Sprintf("user-%d", i), "ride"
 	}
-	var resp Response
+	var resp ingest.Response
 	for i, ev := range events {
-		resp.Events = append(resp.Events, EventResult{Index: i, EventID: ev.EventID, Status: StatusAccepted})
+		resp.Events = append(resp.Events, ingest.EventResult{Index: i, EventID: ev.EventID, Status: ingest.StatusAccepted})
 	}
 	resp.Accepted = len(events)
 	answer, _ := json.Marshal(resp)
@@ -577,10 +579,10 @@ func BenchmarkClientSend(b *testing.B) {
 // TestEncodeBatch checks the hand-written encoding against the intake's
 // decoder and against encoding/json, for every field of Event.
 func TestEncodeBatch(t *testing.T) {
-	// A new field of Event must be added to appendEvent (or, if the intake
+	// A new field of ingest.Event must be added to appendEvent (or, if the intake
 	// sets it, to the list of fields a client leaves out).
 	var names []string
-	et := reflect.TypeFor[Event]()
+	et := reflect.TypeFor[ingest.Event]()
 	for i := range et.NumField() {
 		names = append(names, strings.Split(et.Field(i).Tag.Get("json"), ",")[0])
 	}
@@ -590,15 +592,15 @@ func TestEncodeBatch(t *testing.T) {
 	}
 
 	paris := time.FixedZone("CET", 3600)
-	events := []Event{
-		{EventID: "e-1", Type: TypeSearch, RegionID: "berlin", Timestamp: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)},
-		{EventID: "e-2", Type: TypeBooking, RegionID: "paris", Timestamp: time.Date(2026, 11, 25, 13, 0, 0, 123456789, paris),
+	events := []ingest.Event{
+		{EventID: "e-1", Type: ingest.TypeSearch, RegionID: "berlin", Timestamp: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)},
+		{EventID: "e-2", Type: ingest.TypeBooking, RegionID: "paris", Timestamp: time.Date(2026, 11, 25, 13, 0, 0, 123456789, paris),
 			UserID: `ü "quoted" \ <tag> & ` + "\n\t\x01", ProductType: "xl", Price: fptr(12.5), QuoteID: "q-1",
-			Experiment: &Experiment{ID: "exp-1", Variant: "treatment"}, Backfill: true, UserHash: "set-by-intake", ReceivedAt: time.Now()},
-		{EventID: "e-3", Type: TypeSupplyUpdate, RegionID: "nyc", Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 1, time.UTC), AvailableSupply: fptr(0)},
-		{EventID: "e-4", Type: TypeExternalSignal, RegionID: "sf", Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Signal: SignalWeather, Value: fptr(1e-7)},
-		{EventID: "e-5", Type: TypeBooking, RegionID: "sf", Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Price: fptr(1e21), Experiment: &Experiment{}},
-		{EventID: "e-6", Type: TypeBooking, RegionID: "sf", Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Price: fptr(0.1 + 0.2)},
+			Experiment: &ingest.Experiment{ID: "exp-1", Variant: "treatment"}, Backfill: true, UserHash: "set-by-intake", ReceivedAt: time.Now()},
+		{EventID: "e-3", Type: ingest.TypeSupplyUpdate, RegionID: "nyc", Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 1, time.UTC), AvailableSupply: fptr(0)},
+		{EventID: "e-4", Type: ingest.TypeExternalSignal, RegionID: "sf", Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Signal: ingest.SignalWeather, Value: fptr(1e-7)},
+		{EventID: "e-5", Type: ingest.TypeBooking, RegionID: "sf", Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Price: fptr(1e21), Experiment: &ingest.Experiment{}},
+		{EventID: "e-6", Type: ingest.TypeBooking, RegionID: "sf", Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Price: fptr(0.1 + 0.2)},
 	}
 	body, err := encodeBatch(events)
 	if err != nil {
@@ -615,7 +617,7 @@ func TestEncodeBatch(t *testing.T) {
 		want.UserHash, want.ReceivedAt = "", time.Time{}
 
 		// The intake reads back the event sent.
-		dec, errs := DecodeEventJSON(raw)
+		dec, errs := ingest.DecodeEventJSON(raw)
 		if len(errs) > 0 {
 			t.Fatalf("intake cannot decode %s: %v", raw, errs)
 		}
@@ -638,7 +640,7 @@ func TestEncodeBatch(t *testing.T) {
 	}
 	nan := events[0]
 	nan.Value = fptr(math.NaN())
-	if _, err := encodeBatch([]Event{nan}); err == nil {
+	if _, err := encodeBatch([]ingest.Event{nan}); err == nil {
 		t.Error("NaN encoded")
 	}
 }
