@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
@@ -147,13 +148,19 @@ func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) 
 // price asks for one price; ok when the answer holds a price (degraded
 // answers count).
 func (s *system) price(region string) bool {
+	_, ok := s.quote(region)
+	return ok
+}
+
+// quote asks for one price and returns its quote id.
+func (s *system) quote(region string) (string, bool) {
 	body, _ := json.Marshal(map[string]any{
 		"query":     `query($in: PriceInput!) { price(input: $in) { quoteId price degraded } }`,
 		"variables": map[string]any{"in": map[string]any{"regionId": region, "productType": "ride"}},
 	})
 	resp, err := s.http.Post(s.api+"/graphql", "application/json", bytes.NewReader(body))
 	if err != nil {
-		return false
+		return "", false
 	}
 	defer resp.Body.Close()
 	var r struct {
@@ -161,10 +168,10 @@ func (s *system) price(region string) bool {
 			Price *struct{ QuoteID string } `json:"price"`
 		} `json:"data"`
 	}
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&r) != nil {
-		return false
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&r) != nil || r.Data == nil || r.Data.Price == nil {
+		return "", false
 	}
-	return r.Data != nil && r.Data.Price != nil && r.Data.Price.QuoteID != ""
+	return r.Data.Price.QuoteID, r.Data.Price.QuoteID != ""
 }
 
 // probe sends one event (region "probe", outside the counted ones) and
@@ -186,6 +193,15 @@ func (s *system) probe(n int) bool {
 // is retried every 200 ms for up to 60 s, as an app would.
 type priceLoad struct {
 	requests, firstTry, answered, unanswered atomic.Int64
+	mu                                       sync.Mutex
+	quotes                                   []any // ids of the quotes answered
+}
+
+func (l *priceLoad) answer(id string) {
+	l.answered.Add(1)
+	l.mu.Lock()
+	l.quotes = append(l.quotes, id)
+	l.mu.Unlock()
 }
 
 func (l *priceLoad) run(ctx context.Context, s *system, workers int, interval time.Duration) *sync.WaitGroup {
@@ -202,16 +218,16 @@ func (l *priceLoad) run(ctx context.Context, s *system, workers int, interval ti
 				}
 				region := regions[(w+i)%len(regions)]
 				l.requests.Add(1)
-				if s.price(region) {
+				if id, ok := s.quote(region); ok {
 					l.firstTry.Add(1)
-					l.answered.Add(1)
+					l.answer(id)
 					continue
 				}
 				give := time.Now().Add(time.Minute)
 				for {
 					time.Sleep(200 * time.Millisecond)
-					if s.price(region) {
-						l.answered.Add(1)
+					if id, ok := s.quote(region); ok {
+						l.answer(id)
 						break
 					}
 					if time.Now().After(give) {
@@ -443,6 +459,16 @@ func TestFaults(t *testing.T) {
 	if c, err = read(); err != nil {
 		t.Fatal(err)
 	}
+	// Every quote answered is in the audit trail, once.
+	var audited, auditRows uint64
+	waitFor(t, "every answered quote in pricing_decisions", 5*time.Minute, func() bool {
+		audited, auditRows, err = auditedQuotes(ctx, s.ch, prices.quotes)
+		return err == nil && audited == uint64(len(prices.quotes))
+	})
+	t.Logf("audit: %d quotes answered, %d in pricing_decisions (%d rows)", len(prices.quotes), audited, auditRows)
+	if auditRows != audited {
+		t.Errorf("pricing_decisions holds %d rows for %d answered quotes: some twice", auditRows, audited)
+	}
 	onKafka, err := eventRecords(ctx, brokerAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -457,7 +483,7 @@ func TestFaults(t *testing.T) {
 		prices.requests.Load(), 100*firstShare, 100*answeredShare, prices.unanswered.Load())
 
 	if *report != "" {
-		writeReport(t, *report, steps, got, c, want, prices, sendTook, drained, onKafka, copies)
+		writeReport(t, *report, steps, got, c, want, prices, sendTook, drained, onKafka, copies, audited, auditRows)
 	}
 	if c != want {
 		t.Errorf("ClickHouse counts %+v, want %+v (acknowledged events, each once)", c, want)
@@ -523,7 +549,21 @@ func eventRecords(ctx context.Context, broker string) (int64, error) {
 	return n, nil
 }
 
-func writeReport(t *testing.T, path string, steps []step, got sent, c, want counts, prices *priceLoad, sendTook, drained time.Duration, onKafka, copies int64) {
+// auditedQuotes counts the quotes of ids found in pricing_decisions, and
+// their rows.
+func auditedQuotes(ctx context.Context, ch driver.Conn, ids []any) (found, rows uint64, err error) {
+	for lo := 0; lo < len(ids); lo += 1000 {
+		var f, r uint64
+		if err := ch.QueryRow(ctx, "SELECT uniqExact(quote_id), count() FROM surge.pricing_decisions WHERE quote_id IN ?",
+			clickhouse.GroupSet{Value: ids[lo:min(lo+1000, len(ids))]}).Scan(&f, &r); err != nil {
+			return 0, 0, err
+		}
+		found, rows = found+f, rows+r
+	}
+	return found, rows, nil
+}
+
+func writeReport(t *testing.T, path string, steps []step, got sent, c, want counts, prices *priceLoad, sendTook, drained time.Duration, onKafka, copies int64, audited, auditRows uint64) {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "# Reliability: the fault-injection suite\n\n")
@@ -555,6 +595,7 @@ func writeReport(t *testing.T, path string, steps []step, got sent, c, want coun
 	fmt.Fprintf(&b, "| price requests answered at the first try | %.2f %% of %d | |\n", 100*float64(prices.firstTry.Load())/float64(max(1, prices.requests.Load())), prices.requests.Load())
 	fmt.Fprintf(&b, "| price requests answered (with the client's retries; degraded allowed) | %.2f %% (%d never) | 100 %% |\n",
 		100*float64(prices.answered.Load())/float64(max(1, prices.requests.Load())), prices.unanswered.Load())
+	fmt.Fprintf(&b, "| answered quotes in the audit trail (pricing_decisions) | %d of %d, %d rows | all, once |\n", audited, len(prices.quotes), auditRows)
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Errorf("write the report: %v", err)
 	}

@@ -2,12 +2,15 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/surgeworks/surge/spool"
 )
 
 // PublisherOptions configures a Publisher. Zero values take the defaults.
@@ -20,8 +23,14 @@ type PublisherOptions struct {
 	// BatchTimeout is how long a partial batch waits for more records
 	// (default 5 ms; kafka-go's own default of 1 s would delay every record).
 	BatchTimeout time.Duration
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer
+	// Spool, when set, holds the records instead of the memory buffer:
+	// Publish returns once the record is written to it, Run sends from it
+	// and acknowledges what Kafka took, so a record survives a Kafka outage
+	// (up to the spool's size) and a crash of the process (sent again
+	// after the restart: at least once). Run closes it.
+	Spool      *spool.Spool
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Publisher sends records to Kafka in the background with acks from all
@@ -80,9 +89,19 @@ func NewPublisher(brokers []string, opts PublisherOptions) *Publisher {
 }
 
 // Publish queues a record; it never blocks. It reports false, and counts
-// the record dropped, when the buffer is full: the caller decides (quotes
-// refuses to answer a quote it cannot audit).
+// the record dropped, when the buffer (or the spool) is full: the caller
+// decides (quotes refuses to answer a quote it cannot audit).
 func (p *Publisher) Publish(topic, key string, value []byte) bool {
+	if p.opts.Spool != nil {
+		if err := p.opts.Spool.Append(spool.Record{Topic: topic, Key: key, Value: value}); err != nil {
+			p.dropped.WithLabelValues(topic).Inc()
+			if !errors.Is(err, spool.ErrFull) {
+				p.opts.Logger.Error("audit spool: append failed", "err", err)
+			}
+			return false
+		}
+		return true
+	}
 	select {
 	case p.queue <- kafka.Message{Topic: topic, Key: []byte(key), Value: value}:
 		return true
@@ -92,12 +111,17 @@ func (p *Publisher) Publish(topic, key string, value []byte) bool {
 	}
 }
 
-// Pending is the number of records not yet acknowledged by Kafka.
+// Pending is the number of records not yet acknowledged by Kafka (without
+// a spool).
 func (p *Publisher) Pending() int { return len(p.queue) + int(p.inflight.Load()) }
 
 // Run sends queued records until ctx ends, then flushes what is queued for
-// up to 5 seconds and closes the writer.
+// up to 5 seconds and closes the writer (and the spool: what it still
+// holds is sent after the next start).
 func (p *Publisher) Run(ctx context.Context) error {
+	if p.opts.Spool != nil {
+		return p.runSpool(ctx)
+	}
 	batch := make([]kafka.Message, 0, p.opts.BatchSize)
 	backoff := 100 * time.Millisecond
 	for {
@@ -170,4 +194,58 @@ func (p *Publisher) drain() {
 		}
 		p.count(batch)
 	}
+}
+
+// runSpool sends the spool's records in order, a batch at a time, retrying
+// a batch until Kafka takes it, and acknowledges each batch in the spool.
+func (p *Publisher) runSpool(ctx context.Context) error {
+	sp := p.opts.Spool
+	defer func() { _ = sp.Close() }()
+	backoff := 100 * time.Millisecond
+	send := func(ctx context.Context, recs []spool.Record, pos spool.Position) bool {
+		batch := make([]kafka.Message, len(recs))
+		for i, r := range recs {
+			batch[i] = kafka.Message{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value}
+		}
+		for {
+			err := p.w.WriteMessages(ctx, batch...)
+			if err == nil {
+				p.count(batch)
+				if err := sp.Ack(pos); err != nil {
+					p.opts.Logger.Error("audit spool: acknowledge", "err", err)
+				}
+				backoff = 100 * time.Millisecond
+				return true
+			}
+			if ctx.Err() != nil {
+				return false
+			}
+			p.failures.WithLabelValues(batch[0].Topic).Inc()
+			p.opts.Logger.Warn("kafka publish failed; retrying (the records wait in the spool)", "records", len(batch), "backoff", backoff, "err", err)
+			select {
+			case <-ctx.Done():
+				return false
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}
+	for {
+		recs, pos, err := sp.Read(ctx, p.opts.BatchSize)
+		if err != nil || !send(ctx, recs, pos) {
+			break
+		}
+	}
+	// Shutdown: send what the spool holds for up to 5 s; the rest waits
+	// for the next start.
+	dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for sp.Pending() {
+		recs, pos, err := sp.Read(dctx, p.opts.BatchSize)
+		if err != nil || !send(dctx, recs, pos) {
+			p.opts.Logger.Warn("kafka publish at shutdown incomplete; the rest is sent after the next start", "err", err)
+			break
+		}
+	}
+	return p.w.Close()
 }

@@ -2,7 +2,14 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -10,16 +17,116 @@ import (
 
 	"github.com/surgeworks/surge/devenv"
 	"github.com/surgeworks/surge/internal/testenv"
+	"github.com/surgeworks/surge/spool"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("SURGE_SPOOL_CHILD_DIR"); dir != "" {
+		os.Exit(spoolChild(dir))
+	}
+	testenv.Main(m)
+}
 
-// readAll reads n records of topic from every partition, or fails at the deadline.
+// spoolChild publishes SURGE_SPOOL_CHILD_N records through a spooled
+// publisher to SURGE_SPOOL_CHILD_BROKERS, says so, and kills itself with
+// SIGKILL right away: whatever Kafka did not acknowledge yet is only in
+// the spool.
+func spoolChild(dir string) int {
+	n, _ := strconv.Atoi(os.Getenv("SURGE_SPOOL_CHILD_N"))
+	sp, err := spool.Open(dir, spool.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	p := NewPublisher(strings.Split(os.Getenv("SURGE_SPOOL_CHILD_BROKERS"), ","), PublisherOptions{Spool: sp, Logger: slog.New(slog.DiscardHandler)})
+	go func() { _ = p.Run(context.Background()) }()
+	for i := range n {
+		if !p.Publish(TopicPricingDecisions, fmt.Sprintf("region-%d", i%7), []byte(fmt.Sprintf("record-%d", i))) {
+			fmt.Fprintln(os.Stderr, "publish refused")
+			return 2
+		}
+	}
+	fmt.Println("published")
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
+}
+
+// TestSpoolSurvivesSIGKILL: a process that published records (Publish
+// returned true) and died by SIGKILL before Kafka acknowledged them all —
+// with Kafka down, and with Kafka up and the process killed mid-stream —
+// loses none: the next publisher on the same spool sends them (at least
+// once; the sink drops copies by quote id).
+func TestSpoolSurvivesSIGKILL(t *testing.T) {
+	k := testenv.KafkaWith(t, devenv.KafkaOptions{Topics: []string{TopicPricingDecisions}, Partitions: 3})
+	const n = 5000
+	for _, c := range []struct{ name, brokers string }{
+		{"kafka down", "127.0.0.1:1"},
+		{"kafka up", k.Brokers[0]},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), "SURGE_SPOOL_CHILD_DIR="+dir, "SURGE_SPOOL_CHILD_N="+strconv.Itoa(n), "SURGE_SPOOL_CHILD_BROKERS="+c.brokers)
+			out, err := cmd.Output()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || !strings.Contains(string(out), "published") {
+				t.Fatalf("child: %v, output %q", err, out)
+			}
+			sp, err := spool.Open(dir, spool.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			p := NewPublisher(k.Brokers, PublisherOptions{Spool: sp, Logger: slog.New(slog.DiscardHandler)})
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx) }()
+			got := readDistinct(t, k.Brokers, TopicPricingDecisions, n, "record-")
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != n {
+				t.Fatalf("%d of %d published records on Kafka", len(got), n)
+			}
+		})
+	}
+}
+
+// readDistinct reads the topic until it holds n distinct values with the
+// prefix, or a minute has passed.
+func readDistinct(t *testing.T, brokers []string, topic string, n int, prefix string) map[string]bool {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		got := map[string]bool{}
+		scanTopic(t, brokers, topic, func(m kafka.Message) {
+			if strings.HasPrefix(string(m.Value), prefix) {
+				got[string(m.Value)] = true
+			}
+		})
+		if len(got) >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// readAll reads n records of topic from every partition, or fails.
 func readAll(t *testing.T, brokers []string, topic string, n int) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	scanTopic(t, brokers, topic, func(m kafka.Message) { got[string(m.Value)] = string(m.Key) })
+	if len(got) != n {
+		t.Fatalf("read %d distinct records of %s, want %d", len(got), topic, n)
+	}
+	return got
+}
+
+// scanTopic calls fn with every record of every partition of topic.
+func scanTopic(t *testing.T, brokers []string, topic string, fn func(kafka.Message)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	got := map[string]string{}
 	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
 	if err != nil {
 		t.Fatal(err)
@@ -43,17 +150,13 @@ func readAll(t *testing.T, brokers []string, topic string, n int) map[string]str
 			if err != nil {
 				t.Fatalf("read partition %d: %v", p.ID, err)
 			}
-			got[string(m.Value)] = string(m.Key)
+			fn(m)
 			if m.Offset >= last-1 {
 				break
 			}
 		}
 		r.Close()
 	}
-	if len(got) != n {
-		t.Fatalf("read %d distinct records of %s, want %d", len(got), topic, n)
-	}
-	return got
 }
 
 func lastOffset(broker, topic string, partition int) (int64, error) {

@@ -59,6 +59,7 @@ type config struct {
 	ExperimentDay      time.Duration
 	ExperimentResults  time.Duration
 	IngestDedupTTL     time.Duration
+	AuditSpoolDir      string
 	LogFormat          string
 	LogLevel           string
 }
@@ -153,6 +154,7 @@ func (c *config) addServeFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.LiveReprice, "live-reprice", time.Second, help("how often the pairs watched by surgeUpdated subscribers are repriced, so their multipliers move without price requests; negative: never", "LIVE_REPRICE_INTERVAL"))
 	fs.IntVar(&c.LiveMaxSubs, "live-max-subscriptions", 20000, help("live subscriptions allowed on this instance", "LIVE_MAX_SUBSCRIPTIONS"))
 	fs.DurationVar(&c.WSPing, "ws-ping-interval", 10*time.Second, help("how often websocket clients are pinged; one that does not answer within twice the interval is disconnected", "WS_PING_INTERVAL"))
+	fs.StringVar(&c.AuditSpoolDir, "audit-spool-dir", "data/audit-spool", help("where the audit and exposure records wait for Kafka (one directory per replica; up to 1 GiB, then quotes are refused)", "AUDIT_SPOOL_DIR"))
 	fs.DurationVar(&c.IngestDedupTTL, "ingest-dedup-ttl", 5*time.Minute, help("how long the intake remembers an accepted eventId in Redis (the first filter: about 110 bytes per event; the ClickHouse sink drops resends at any age)", "INGEST_DEDUP_TTL"))
 	fs.IntVar(&c.LiveMaxPerConn, "live-max-per-connection", 50, help("live subscriptions allowed on one websocket connection", "LIVE_MAX_PER_CONNECTION"))
 }

@@ -42,6 +42,9 @@ stops the service and every child process.`,
 			if !cmd.Flags().Changed("model-dir") {
 				cfg.ModelDir = filepath.Join(dataDir, "models")
 			}
+			if !cmd.Flags().Changed("audit-spool-dir") {
+				cfg.AuditSpoolDir = filepath.Join(dataDir, "audit-spool")
+			}
 			if !cmd.Flags().Changed("experiment-day") {
 				// The local demo: an experiment's week passes in 7 minutes.
 				cfg.ExperimentDay = time.Minute

@@ -156,6 +156,7 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 		ModelName:          "demand",
 		ModelRuntime:       string(inference.RuntimeORT),
 		ModelDir:           t.TempDir(),
+		AuditSpoolDir:      t.TempDir(),
 		// The tests call watcher.Sync themselves; an hourly poll keeps the
 		// background one out of their way.
 		ModelPoll:        time.Hour,

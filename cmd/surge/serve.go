@@ -41,6 +41,7 @@ import (
 	"github.com/surgeworks/surge/schedule"
 	"github.com/surgeworks/surge/server"
 	"github.com/surgeworks/surge/sink"
+	"github.com/surgeworks/surge/spool"
 	"github.com/surgeworks/surge/streaming"
 	"github.com/surgeworks/surge/training"
 )
@@ -218,7 +219,13 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 			return nil, err
 		}
 	}
-	a.publisher = ingest.NewPublisher(cfg.brokers(), ingest.PublisherOptions{Logger: logger, Registerer: reg})
+	// The audit and exposure records wait in a spool on disk until Kafka
+	// took them: neither an outage nor a crash of this process loses one.
+	sp, err := spool.Open(cfg.AuditSpoolDir, spool.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("audit spool: %w", err)
+	}
+	a.publisher = ingest.NewPublisher(cfg.brokers(), ingest.PublisherOptions{Spool: sp, Logger: logger, Registerer: reg})
 	if a.experiments, err = experiments.New(a.ch, experiments.Options{
 		DayLength: cfg.ExperimentDay, ResultsInterval: cfg.ExperimentResults, Publisher: a.publisher, Rules: a.rules, Logger: logger, Registerer: reg,
 	}); err != nil {

@@ -1,0 +1,413 @@
+// Package spool is a durable local queue of records on their way to Kafka:
+// the audit trail's records are written to it before the quote they record
+// is answered, and leave it only once Kafka acknowledged them, so that
+// neither a Kafka outage nor a SIGKILL of the process loses one.
+//
+// Records are appended to segment files (NNNNNNNNNNNNNNNN.seg) as frames
+// [length uint32][crc32c uint32][payload]; the payload is [topic length
+// uint16][topic][key length uint32][key][value]. Append returns once the
+// frame is written to the file (the page cache survives a crash of the
+// process; Options.Sync also survives one of the machine). A reader takes
+// records in order from the position in the checkpoint file, and Ack moves
+// the checkpoint: segments wholly before it are deleted. After a crash,
+// Open drops a torn frame at the end of the last segment, and the reader
+// starts again at the checkpoint: records sent but not yet acknowledged
+// are sent again (at least once; the ClickHouse sink drops the copies by
+// quote id).
+package spool
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// ErrFull is returned by Append when the spool holds Options.MaxBytes.
+var ErrFull = errors.New("spool: full")
+
+// Options configures a Spool. Zero values take the defaults.
+type Options struct {
+	// MaxBytes bounds the records waiting on disk (default 1 GiB): past it
+	// Append refuses (ErrFull).
+	MaxBytes int64
+	// SegmentBytes is the size at which a new segment starts (default 64 MiB).
+	SegmentBytes int64
+	// Sync fsyncs every append (survives a machine crash; much slower).
+	Sync bool
+}
+
+// Record is one Kafka record.
+type Record struct {
+	Topic string
+	Key   string
+	Value []byte
+}
+
+// Position is a place in the spool: a segment and a byte offset in it.
+type Position struct {
+	Segment uint64
+	Offset  int64
+}
+
+func (p Position) before(q Position) bool {
+	return p.Segment < q.Segment || p.Segment == q.Segment && p.Offset < q.Offset
+}
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+const frameHeader = 8
+
+// Spool is safe for concurrent use by appenders and one reader.
+type Spool struct {
+	dir  string
+	opts Options
+
+	mu      sync.Mutex
+	w       *os.File // the last segment, open for appending
+	wPos    Position // end of the last segment
+	acked   Position // checkpoint: everything before it is delivered
+	size    int64    // bytes of the segments on disk
+	closed  bool
+	notify  chan struct{} // closed and replaced at every append
+	segSize map[uint64]int64
+
+	// the reader's cursor
+	r    *os.File
+	rBuf *bufio.Reader
+	rPos Position
+}
+
+// Open opens (creating it if needed) the spool in dir and recovers it.
+func Open(dir string, opts Options) (*Spool, error) {
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = 1 << 30
+	}
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = 64 << 20
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	s := &Spool{dir: dir, opts: opts, notify: make(chan struct{}), segSize: map[uint64]int64{}}
+	segs, err := s.segments()
+	if err != nil {
+		return nil, err
+	}
+	if s.acked, err = s.readCheckpoint(); err != nil {
+		return nil, err
+	}
+	for _, seg := range segs {
+		if seg < s.acked.Segment {
+			if err := os.Remove(s.segPath(seg)); err != nil {
+				return nil, fmt.Errorf("spool: %w", err)
+			}
+			continue
+		}
+		fi, err := os.Stat(s.segPath(seg))
+		if err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+		s.segSize[seg] = fi.Size()
+		s.size += fi.Size()
+	}
+	last := s.acked.Segment
+	if len(segs) > 0 {
+		last = max(last, segs[len(segs)-1])
+	}
+	end, err := s.recover(last)
+	if err != nil {
+		return nil, err
+	}
+	if s.acked.Segment == last && s.acked.Offset > end {
+		s.acked.Offset = end // the segment lost its tail: nothing after it was acknowledged
+	}
+	if s.w, err = os.OpenFile(s.segPath(last), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	s.wPos = Position{last, end}
+	s.segSize[last] = end
+	s.rPos = s.acked
+	return s, nil
+}
+
+// recover truncates a torn frame at the end of segment seg and returns
+// the segment's valid length.
+func (s *Spool) recover(seg uint64) (int64, error) {
+	f, err := os.OpenFile(s.segPath(seg), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return 0, fmt.Errorf("spool: %w", err)
+	}
+	defer f.Close()
+	br := bufio.NewReader(f)
+	var off int64
+	for {
+		n, _, err := readFrame(br)
+		if err != nil {
+			break // io.EOF at a frame boundary, or a torn or corrupt frame
+		}
+		off += n
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("spool: %w", err)
+	}
+	if fi.Size() != off {
+		s.size -= fi.Size() - off
+		if err := f.Truncate(off); err != nil {
+			return 0, fmt.Errorf("spool: truncate a torn frame: %w", err)
+		}
+	}
+	return off, nil
+}
+
+// Append writes a record; it returns once the frame is in the file.
+func (s *Spool) Append(r Record) error {
+	payload := make([]byte, 0, 6+len(r.Topic)+len(r.Key)+len(r.Value))
+	payload = binary.BigEndian.AppendUint16(payload, uint16(len(r.Topic)))
+	payload = append(payload, r.Topic...)
+	payload = binary.BigEndian.AppendUint32(payload, uint32(len(r.Key)))
+	payload = append(payload, r.Key...)
+	payload = append(payload, r.Value...)
+	frame := make([]byte, frameHeader, frameHeader+len(payload))
+	binary.BigEndian.PutUint32(frame, uint32(len(payload)))
+	binary.BigEndian.PutUint32(frame[4:], crc32.Checksum(payload, crcTable))
+	frame = append(frame, payload...)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("spool: closed")
+	}
+	if s.size+int64(len(frame)) > s.opts.MaxBytes {
+		return ErrFull
+	}
+	if s.wPos.Offset > 0 && s.wPos.Offset+int64(len(frame)) > s.opts.SegmentBytes {
+		if err := s.rotate(); err != nil {
+			return err
+		}
+	}
+	if _, err := s.w.Write(frame); err != nil {
+		return fmt.Errorf("spool: append: %w", err)
+	}
+	if s.opts.Sync {
+		if err := s.w.Sync(); err != nil {
+			return fmt.Errorf("spool: sync: %w", err)
+		}
+	}
+	s.wPos.Offset += int64(len(frame))
+	s.segSize[s.wPos.Segment] = s.wPos.Offset
+	s.size += int64(len(frame))
+	close(s.notify)
+	s.notify = make(chan struct{})
+	return nil
+}
+
+func (s *Spool) rotate() error {
+	if err := s.w.Close(); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	next := s.wPos.Segment + 1
+	w, err := os.OpenFile(s.segPath(next), os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	s.w, s.wPos = w, Position{next, 0}
+	s.segSize[next] = 0
+	return nil
+}
+
+// Read returns up to n records after the reader's cursor, waiting for one
+// until ctx ends, and the position after the last one (to Ack once they
+// are delivered). One goroutine reads.
+func (s *Spool) Read(ctx context.Context, n int) ([]Record, Position, error) {
+	for {
+		s.mu.Lock()
+		end, notify := s.wPos, s.notify
+		s.mu.Unlock()
+		if s.rPos.before(end) {
+			return s.readUpTo(n, end)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, s.rPos, ctx.Err()
+		case <-notify:
+		}
+	}
+}
+
+// Pending reports whether records wait after the reader's cursor.
+func (s *Spool) Pending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rPos.before(s.wPos)
+}
+
+func (s *Spool) readUpTo(n int, end Position) ([]Record, Position, error) {
+	var out []Record
+	for len(out) < n && s.rPos.before(end) {
+		if s.r == nil {
+			f, err := os.Open(s.segPath(s.rPos.Segment))
+			if err != nil {
+				return out, s.rPos, fmt.Errorf("spool: %w", err)
+			}
+			if _, err := f.Seek(s.rPos.Offset, io.SeekStart); err != nil {
+				f.Close()
+				return out, s.rPos, fmt.Errorf("spool: %w", err)
+			}
+			s.r, s.rBuf = f, bufio.NewReaderSize(f, 1<<16)
+		}
+		s.mu.Lock()
+		segEnd := s.segSize[s.rPos.Segment]
+		s.mu.Unlock()
+		if s.rPos.Offset >= segEnd && s.rPos.Segment < end.Segment {
+			s.r.Close()
+			s.r, s.rBuf = nil, nil
+			s.rPos = Position{s.rPos.Segment + 1, 0}
+			continue
+		}
+		size, rec, err := readFrame(s.rBuf)
+		if err != nil {
+			return out, s.rPos, fmt.Errorf("spool: read at %d/%d: %w", s.rPos.Segment, s.rPos.Offset, err)
+		}
+		s.rPos.Offset += size
+		out = append(out, rec)
+	}
+	return out, s.rPos, nil
+}
+
+// Ack records that everything before pos is delivered: the checkpoint
+// moves there and the segments wholly before it are deleted.
+func (s *Spool) Ack(pos Position) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.acked.before(pos) {
+		return nil
+	}
+	s.acked = pos
+	tmp := filepath.Join(s.dir, "checkpoint.tmp")
+	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d %d\n", pos.Segment, pos.Offset)), 0o644); err != nil {
+		return fmt.Errorf("spool: checkpoint: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(s.dir, "checkpoint")); err != nil {
+		return fmt.Errorf("spool: checkpoint: %w", err)
+	}
+	for seg, size := range s.segSize {
+		if seg < pos.Segment {
+			if err := os.Remove(s.segPath(seg)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("spool: %w", err)
+			}
+			s.size -= size
+			delete(s.segSize, seg)
+		}
+	}
+	return nil
+}
+
+// Size is the bytes of the segments on disk (delivered records included
+// until their segment is deleted).
+func (s *Spool) Size() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.size
+}
+
+// Close closes the files; what is not acknowledged stays for the next Open.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.r != nil {
+		s.r.Close()
+	}
+	return s.w.Close()
+}
+
+func (s *Spool) segPath(seg uint64) string {
+	return filepath.Join(s.dir, fmt.Sprintf("%016d.seg", seg))
+}
+
+func (s *Spool) segments() ([]uint64, error) {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	var segs []uint64
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".seg")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(name, 10, 64)
+		if err != nil {
+			continue
+		}
+		segs = append(segs, n)
+	}
+	slices.Sort(segs)
+	return segs, nil
+}
+
+func (s *Spool) readCheckpoint() (Position, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, "checkpoint"))
+	if errors.Is(err, os.ErrNotExist) {
+		segs, err := s.segments()
+		if err != nil || len(segs) == 0 {
+			return Position{}, err
+		}
+		return Position{Segment: segs[0]}, nil
+	}
+	if err != nil {
+		return Position{}, fmt.Errorf("spool: checkpoint: %w", err)
+	}
+	var p Position
+	if _, err := fmt.Sscanf(string(b), "%d %d", &p.Segment, &p.Offset); err != nil {
+		return Position{}, fmt.Errorf("spool: checkpoint %q: %w", b, err)
+	}
+	return p, nil
+}
+
+// readFrame reads one frame; it returns its size on disk.
+func readFrame(r *bufio.Reader) (int64, Record, error) {
+	var h [frameHeader]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, Record{}, err
+	}
+	n := binary.BigEndian.Uint32(h[:])
+	if n > 64<<20 {
+		return 0, Record{}, errors.New("corrupt frame length")
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return 0, Record{}, io.ErrUnexpectedEOF
+	}
+	if crc32.Checksum(payload, crcTable) != binary.BigEndian.Uint32(h[4:]) {
+		return 0, Record{}, errors.New("frame checksum mismatch")
+	}
+	if len(payload) < 6 {
+		return 0, Record{}, errors.New("short frame")
+	}
+	tl := int(binary.BigEndian.Uint16(payload))
+	if 2+tl+4 > len(payload) {
+		return 0, Record{}, errors.New("bad topic length")
+	}
+	topic := string(payload[2 : 2+tl])
+	kl := int(binary.BigEndian.Uint32(payload[2+tl:]))
+	if 6+tl+kl > len(payload) {
+		return 0, Record{}, errors.New("bad key length")
+	}
+	key := string(payload[6+tl : 6+tl+kl])
+	return frameHeader + int64(n), Record{Topic: topic, Key: key, Value: payload[6+tl+kl:]}, nil
+}
