@@ -296,7 +296,7 @@ func decodeExposure(m *kafka.Message) (exposureRow, error) {
 }
 
 func fillExposures(b driver.Batch, recs []record[exposureRow]) error {
-	n := validCount(recs)
+	n := countValid(recs)
 	var (
 		experiment, variant, userHash, region, product = mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n)
 		quoteID, topic                                 = mk[string](n), mk[string](n)
@@ -322,15 +322,4 @@ func fillExposures(b driver.Batch, recs []record[exposureRow]) error {
 		offset = append(offset, uint64(r.offset))
 	}
 	return appendColumns(b, experiment, variant, userHash, region, product, quoteID, at, topic, partition, offset)
-}
-
-// validCount is how many of recs decoded into rows.
-func validCount[T any](recs []record[T]) int {
-	n := 0
-	for i := range recs {
-		if recs[i].valid {
-			n++
-		}
-	}
-	return n
 }
