@@ -4,10 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -94,25 +95,22 @@ func NewHistoricalAverages(h *History, opts AveragesOptions) (*HistoricalAverage
 // failure it retries with backoff, serving the previous data meanwhile. It
 // returns nil when ctx ends.
 func (a *HistoricalAverages) Run(ctx context.Context) error {
-	backoff := time.Duration(0)
-	for {
-		wait := a.opts.Interval
-		if err := a.Refresh(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if backoff == 0 {
-				backoff = a.opts.MinBackoff
-			} else {
-				backoff = min(2*backoff, a.opts.MaxBackoff)
-			}
-			wait = backoff/2 + rand.N(backoff/2+1)
+	policy := retrypolicy.NewBuilder[any]().
+		WithMaxRetries(-1).
+		WithBackoff(a.opts.MinBackoff, a.opts.MaxBackoff).
+		WithJitterFactor(0.5).
+		AbortIf(func(any, error) bool { return ctx.Err() != nil }).
+		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[any]) {
 			a.opts.Logger.Warn("historical averages refresh failed; serving the last good data",
-				"err", err, "retry_in", wait, "loaded", a.Loaded())
-		} else {
-			backoff = 0
+				"err", e.LastError(), "retry_in", e.Delay, "loaded", a.Loaded())
+		}).
+		Build()
+	refresh := failsafe.With[any](policy).WithContext(ctx)
+	for {
+		if err := refresh.Run(func() error { return a.Refresh(ctx) }); err != nil {
+			return nil // ctx ended
 		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(a.opts.Interval)
 		select {
 		case <-ctx.Done():
 			t.Stop()

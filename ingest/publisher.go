@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
@@ -123,7 +125,6 @@ func (p *Publisher) Run(ctx context.Context) error {
 		return p.runSpool(ctx)
 	}
 	batch := make([]kafka.Message, 0, p.opts.BatchSize)
-	backoff := 100 * time.Millisecond
 	for {
 		select {
 		case <-ctx.Done():
@@ -142,29 +143,34 @@ func (p *Publisher) Run(ctx context.Context) error {
 			}
 		}
 		p.inflight.Store(int64(len(batch)))
-		for {
-			err := p.w.WriteMessages(ctx, batch...)
-			if err == nil {
-				p.count(batch)
-				p.inflight.Store(0)
-				backoff = 100 * time.Millisecond
-				break
-			}
-			if ctx.Err() != nil {
-				p.inflight.Store(0)
-				p.requeue(batch)
-				p.drain()
-				return p.w.Close()
-			}
-			p.failures.WithLabelValues(batch[0].Topic).Inc()
-			p.opts.Logger.Warn("kafka publish failed; retrying", "records", len(batch), "backoff", backoff, "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 5*time.Second)
+		err := p.produce(ctx, batch)
+		p.inflight.Store(0)
+		if err != nil { // ctx ended
+			p.requeue(batch)
+			p.drain()
+			return p.w.Close()
 		}
 	}
+}
+
+// produce writes a batch, retrying with backoff (100 ms to 5 s, ±20 %)
+// until Kafka takes it or ctx ends (the error is then ctx's).
+func (p *Publisher) produce(ctx context.Context, batch []kafka.Message) error {
+	policy := retrypolicy.NewBuilder[any]().
+		WithMaxRetries(-1).
+		WithBackoff(100*time.Millisecond, 5*time.Second).
+		WithJitterFactor(0.2).
+		AbortIf(func(any, error) bool { return ctx.Err() != nil }).
+		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[any]) {
+			p.failures.WithLabelValues(batch[0].Topic).Inc()
+			p.opts.Logger.Warn("kafka publish failed; retrying", "records", len(batch), "backoff", e.Delay, "err", e.LastError())
+		}).
+		Build()
+	err := failsafe.With[any](policy).WithContext(ctx).Run(func() error { return p.w.WriteMessages(ctx, batch...) })
+	if err == nil {
+		p.count(batch)
+	}
+	return err
 }
 
 func (p *Publisher) count(batch []kafka.Message) {
@@ -201,34 +207,18 @@ func (p *Publisher) drain() {
 func (p *Publisher) runSpool(ctx context.Context) error {
 	sp := p.opts.Spool
 	defer func() { _ = sp.Close() }()
-	backoff := 100 * time.Millisecond
 	send := func(ctx context.Context, recs []spool.Record, pos spool.Position) bool {
 		batch := make([]kafka.Message, len(recs))
 		for i, r := range recs {
 			batch[i] = kafka.Message{Topic: r.Topic, Key: []byte(r.Key), Value: r.Value}
 		}
-		for {
-			err := p.w.WriteMessages(ctx, batch...)
-			if err == nil {
-				p.count(batch)
-				if err := sp.Ack(pos); err != nil {
-					p.opts.Logger.Error("audit spool: acknowledge", "err", err)
-				}
-				backoff = 100 * time.Millisecond
-				return true
-			}
-			if ctx.Err() != nil {
-				return false
-			}
-			p.failures.WithLabelValues(batch[0].Topic).Inc()
-			p.opts.Logger.Warn("kafka publish failed; retrying (the records wait in the spool)", "records", len(batch), "backoff", backoff, "err", err)
-			select {
-			case <-ctx.Done():
-				return false
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 5*time.Second)
+		if p.produce(ctx, batch) != nil {
+			return false // ctx ended; the records stay in the spool
 		}
+		if err := sp.Ack(pos); err != nil {
+			p.opts.Logger.Error("audit spool: acknowledge", "err", err)
+		}
+		return true
 	}
 	for {
 		recs, pos, err := sp.Read(ctx, p.opts.BatchSize)

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/failsafe-go/failsafe-go"
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 )
@@ -42,23 +42,23 @@ func readPartition[R any](ctx context.Context, s *Sink, t *table[R], p tp, start
 	r := newReader(start)
 	defer func() { _ = r.Close() }()
 	expect := start // the offset the next record should have
-	backoff := s.opts.MinBackoff
+	// A failed fetch is retried on a new reader at the expected offset.
+	what := fmt.Sprintf("read %s/%d", p.topic, p.partition)
+	reopen := func(error) {
+		_ = r.Close()
+		r = newReader(expect)
+	}
+	fetch := retrying[kafka.Message](ctx, s, what, reopen)
 	for {
 		m, err := r.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.fail(fmt.Sprintf("read %s/%d at offset %d", p.topic, p.partition, expect), err)
-			if !sleep(ctx, jitter(backoff)) {
-				return
-			}
-			backoff = min(2*backoff, s.opts.MaxBackoff)
-			_ = r.Close()
-			r = newReader(expect)
-			continue
+		if err != nil && ctx.Err() == nil {
+			s.fail(what, err)
+			reopen(err)
+			m, err = fetch.Get(func() (kafka.Message, error) { return r.FetchMessage(ctx) })
 		}
-		backoff = s.opts.MinBackoff
+		if err != nil {
+			return // ctx ended
+		}
 		if m.Offset > expect {
 			s.gap(p, expect, m.Offset)
 		}
@@ -195,38 +195,22 @@ func flushBatch[R any](ctx context.Context, s *Sink, t *table[R], recs []record[
 			rows++
 		}
 	}
-	backoff := s.opts.MinBackoff
+	// One attempt: after a failed one, wait until the server no longer runs
+	// it and keep only what ClickHouse does not hold; drop what the table
+	// holds by key; insert the rest. final allows a single attempt.
 	var lastQuery string
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
+	attempt := func(first bool) (struct{}, error) {
+		if !first {
 			held, err := s.reconcile(ctx, lastQuery)
 			if err != nil {
-				if ctx.Err() != nil {
-					return nil, false
-				}
-				s.m.insertErrors.WithLabelValues(t.name).Inc()
-				s.fail("insert "+t.name+": check what landed", err)
-				if !sleep(ctx, jitter(backoff)) {
-					return nil, false
-				}
-				backoff = min(2*backoff, s.opts.MaxBackoff)
-				continue
+				return struct{}{}, fmt.Errorf("check what landed: %w", err)
 			}
 			recs = notHeld(recs, held)
 		}
 		if t.dedup != nil && countValid(recs) > 0 {
 			dups, err := t.dedup(ctx, s, recs)
 			if err != nil {
-				if ctx.Err() != nil {
-					return nil, false
-				}
-				s.m.insertErrors.WithLabelValues(t.name).Inc()
-				s.fail("insert "+t.name+": look for duplicates", err)
-				if final || !sleep(ctx, jitter(backoff)) {
-					return nil, false
-				}
-				backoff = min(2*backoff, s.opts.MaxBackoff)
-				continue
+				return struct{}{}, fmt.Errorf("look for duplicates: %w", err)
 			}
 			if dups > 0 {
 				rows -= dups
@@ -235,7 +219,7 @@ func flushBatch[R any](ctx context.Context, s *Sink, t *table[R], recs []record[
 			}
 		}
 		if countValid(recs) == 0 {
-			break
+			return struct{}{}, nil
 		}
 		lastQuery = s.queryID(t.name)
 		start := time.Now()
@@ -246,18 +230,25 @@ func flushBatch[R any](ctx context.Context, s *Sink, t *table[R], recs []record[
 		if t.views {
 			s.viewsMu.RUnlock()
 		}
-		if err == nil {
-			took := time.Since(start)
-			s.m.insertSeconds.WithLabelValues(t.name).Observe(took.Seconds())
-			s.log.Debug("sink: inserted", "table", t.name, "rows", countValid(recs), "took", took)
-			break
+		if err != nil {
+			return struct{}{}, err
 		}
-		s.m.insertErrors.WithLabelValues(t.name).Inc()
-		s.fail("insert "+t.name, err)
-		if final || !sleep(ctx, jitter(backoff)) {
+		took := time.Since(start)
+		s.m.insertSeconds.WithLabelValues(t.name).Observe(took.Seconds())
+		s.log.Debug("sink: inserted", "table", t.name, "rows", countValid(recs), "took", took)
+		return struct{}{}, nil
+	}
+	countFailure := func(error) { s.m.insertErrors.WithLabelValues(t.name).Inc() }
+	if final {
+		if _, err := attempt(true); err != nil {
+			countFailure(err)
+			s.fail("insert "+t.name, err)
 			return nil, false
 		}
-		backoff = min(2*backoff, s.opts.MaxBackoff)
+	} else if _, err := retrying[struct{}](ctx, s, "insert "+t.name, countFailure).GetWithExecution(func(e failsafe.Execution[struct{}]) (struct{}, error) {
+		return attempt(e.Attempts() == 1)
+	}); err != nil {
+		return nil, false // ctx ended
 	}
 	// Every valid record of the batch is now in ClickHouse exactly once.
 	s.rows.Add(uint64(rows))
@@ -418,9 +409,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-// jitter spreads d over [0.8 d, 1.2 d), so that replicas do not retry in step.
-func jitter(d time.Duration) time.Duration {
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
@@ -354,21 +356,30 @@ func startTable[R any](ctx context.Context, wg *sync.WaitGroup, s *Sink, t *tabl
 // generation (a previous owner's insert may still be running on the
 // server). It retries until it succeeds or ctx ends (ok false).
 func (s *Sink) startOffsets(ctx context.Context, assigned []tp, genStart time.Time) (map[tp]int64, bool) {
-	backoff := s.opts.MinBackoff
-	for {
-		starts, err := s.tryStartOffsets(ctx, assigned, genStart)
-		if err == nil {
-			return starts, true
-		}
-		if ctx.Err() != nil {
-			return nil, false
-		}
-		s.fail("read start offsets", err)
-		if !sleep(ctx, jitter(backoff)) {
-			return nil, false
-		}
-		backoff = min(2*backoff, s.opts.MaxBackoff)
-	}
+	starts, err := retrying[map[tp]int64](ctx, s, "read start offsets", nil).Get(func() (map[tp]int64, error) {
+		return s.tryStartOffsets(ctx, assigned, genStart)
+	})
+	return starts, err == nil
+}
+
+// retrying is the sink's retry policy (failsafe-go): capped exponential
+// backoff from MinBackoff to MaxBackoff with ±20 % jitter, so that replicas
+// do not retry in step, until ctx ends. Each failure is recorded for Status
+// and logged as what failed, and passed to onFailure (may be nil).
+func retrying[R any](ctx context.Context, s *Sink, what string, onFailure func(error)) failsafe.Executor[R] {
+	p := retrypolicy.NewBuilder[R]().
+		WithMaxRetries(-1).
+		WithBackoff(s.opts.MinBackoff, s.opts.MaxBackoff).
+		WithJitterFactor(0.2).
+		AbortIf(func(R, error) bool { return ctx.Err() != nil }).
+		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[R]) {
+			s.fail(what, e.LastError())
+			if onFailure != nil {
+				onFailure(e.LastError())
+			}
+		}).
+		Build()
+	return failsafe.With[R](p).WithContext(ctx)
 }
 
 func (s *Sink) tryStartOffsets(ctx context.Context, assigned []tp, genStart time.Time) (map[tp]int64, error) {

@@ -89,6 +89,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
@@ -573,33 +575,53 @@ func (c *Consumer) offsets(ctx context.Context, genDone <-chan struct{}, parts [
 		}
 		return client.ListOffsets(ctx, req)
 	}
-	backoff := c.opts.MinBackoff
-	for {
+	// Retried with backoff until it succeeds, ctx ends or the generation
+	// does.
+	gctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-genDone:
+			cancel()
+		case <-gctx.Done():
+		}
+	}()
+	policy := retrypolicy.NewBuilder[any]().
+		WithMaxRetries(-1).
+		WithBackoff(c.opts.MinBackoff, c.opts.MaxBackoff).
+		WithJitterFactor(0.2).
+		AbortIf(func(any, error) bool { return gctx.Err() != nil }).
+		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[any]) {
+			c.setError(fmt.Errorf("list offsets: %w", e.LastError()))
+			c.opts.Logger.Warn("streaming: listing offsets failed; retrying", "err", e.LastError(), "backoff", e.Delay)
+		}).
+		Build()
+	err = failsafe.With[any](policy).WithContext(gctx).Run(func() error {
 		since := time.Now().Add(-c.opts.Rebuild)
-		var resFirst, resEnd, resAt *kafka.ListOffsetsResponse
-		resFirst, err = list(func(p *part) kafka.OffsetRequest { return kafka.FirstOffsetOf(p.partition) })
-		if err == nil {
-			resEnd, err = list(func(p *part) kafka.OffsetRequest { return kafka.LastOffsetOf(p.partition) })
+		resFirst, err := list(func(p *part) kafka.OffsetRequest { return kafka.FirstOffsetOf(p.partition) })
+		if err != nil {
+			return err
 		}
-		if err == nil && c.opts.Rebuild > 0 {
-			resAt, err = list(func(p *part) kafka.OffsetRequest { return kafka.TimeOffsetOf(p.partition, since) })
+		resEnd, err := list(func(p *part) kafka.OffsetRequest { return kafka.LastOffsetOf(p.partition) })
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			firsts, ends, at, err = offsetsFrom(parts, resFirst, resEnd, resAt)
-			if err == nil {
-				return firsts, ends, at, nil
+		var resAt *kafka.ListOffsetsResponse
+		if c.opts.Rebuild > 0 {
+			if resAt, err = list(func(p *part) kafka.OffsetRequest { return kafka.TimeOffsetOf(p.partition, since) }); err != nil {
+				return err
 			}
 		}
-		c.setError(fmt.Errorf("list offsets: %w", err))
-		c.opts.Logger.Warn("streaming: listing offsets failed; retrying", "err", err, "backoff", backoff)
-		select {
-		case <-ctx.Done():
-			return nil, nil, nil, ctx.Err()
-		case <-genDone:
-			return nil, nil, nil, kafka.ErrGenerationEnded
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, c.opts.MaxBackoff)
+		firsts, ends, at, err = offsetsFrom(parts, resFirst, resEnd, resAt)
+		return err
+	})
+	switch {
+	case err == nil:
+		return firsts, ends, at, nil
+	case ctx.Err() != nil:
+		return nil, nil, nil, ctx.Err()
+	default:
+		return nil, nil, nil, kafka.ErrGenerationEnded
 	}
 }
 
