@@ -3,7 +3,6 @@ package sink
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"maps"
 	"time"
 
@@ -11,54 +10,25 @@ import (
 	"github.com/failsafe-go/failsafe-go"
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/surgeworks/surge/consumer"
 )
 
 // readPartition reads one partition from start and sends its records,
 // decoded, to out until ctx ends.
 func readPartition[R any](ctx context.Context, s *Sink, t *table[R], p tp, start int64, out chan<- record[R]) {
-	newReader := func(at int64) *kafka.Reader {
-		r := kafka.NewReader(kafka.ReaderConfig{
-			Brokers:         s.brokers,
-			Topic:           p.topic,
-			Partition:       p.partition,
-			MinBytes:        1,
-			MaxBytes:        16 << 20,
-			MaxWait:         time.Second,
-			QueueCapacity:   1000,
-			ReadLagInterval: -1,
-			// A position past the end of the partition (the topic was
-			// recreated?) is reported rather than retried silently. One
-			// before its start is moved to the start by kafka-go; the gap
-			// is reported below.
-			OffsetOutOfRangeError: true,
-			Logger:                kafkaLogger(s.log, slog.LevelDebug),
-			ErrorLogger:           kafkaLogger(s.log, slog.LevelDebug),
-		})
-		if err := r.SetOffset(at); err != nil { // only fails on a closed reader
-			s.log.Error("sink: set reader offset", "topic", p.topic, "partition", p.partition, "err", err)
-		}
-		return r
-	}
-	r := newReader(start)
-	defer func() { _ = r.Close() }()
 	expect := start // the offset the next record should have
-	// A failed fetch is retried on a new reader at the expected offset.
-	what := fmt.Sprintf("read %s/%d", p.topic, p.partition)
-	reopen := func(error) {
-		_ = r.Close()
-		r = newReader(expect)
-	}
-	fetch := retrying[kafka.Message](ctx, s, what, reopen)
-	for {
-		m, err := r.FetchMessage(ctx)
-		if err != nil && ctx.Err() == nil {
-			s.fail(what, err)
-			reopen(err)
-			m, err = fetch.Get(func() (kafka.Message, error) { return r.FetchMessage(ctx) })
-		}
-		if err != nil {
-			return // ctx ended
-		}
+	consumer.ReadPartition(ctx, consumer.ReaderOptions{
+		Brokers: s.brokers, MaxBytes: 16 << 20, MaxWait: time.Second, QueueCapacity: 1000,
+		// A position past the end of the partition (the topic was
+		// recreated?) is reported rather than retried silently. One before
+		// its start is moved to the start by kafka-go; the gap is reported
+		// below.
+		OffsetOutOfRangeError: true,
+		MinBackoff:            s.opts.MinBackoff, MaxBackoff: s.opts.MaxBackoff,
+		Logger:  s.log,
+		OnError: func(err error) { s.fail(fmt.Sprintf("read %s/%d", p.topic, p.partition), err) },
+	}, p.topic, p.partition, start, func(m kafka.Message) bool {
 		if m.Offset > expect {
 			s.gap(p, expect, m.Offset)
 		}
@@ -71,10 +41,11 @@ func readPartition[R any](ctx context.Context, s *Sink, t *table[R], p tp, start
 		}
 		select {
 		case out <- rec:
+			return true
 		case <-ctx.Done():
-			return
+			return false
 		}
-	}
+	})
 }
 
 // gap reports offsets [from, to) that Kafka did not deliver: on the sink's
@@ -105,7 +76,7 @@ func (s *Sink) invalidRecord(p tp, offset int64, err error) {
 // runBatcher collects the records of one table into batches of at most
 // BatchSize rows, each sent at the latest BatchDelay after its first record,
 // and inserts them. When ctx ends it tries once to insert the batch at hand.
-func runBatcher[R any](ctx context.Context, s *Sink, t *table[R], gen *kafka.Generation, in <-chan record[R]) {
+func runBatcher[R any](ctx context.Context, s *Sink, t *table[R], gen *consumer.Generation, in <-chan record[R]) {
 	pending := make([]record[R], 0, s.opts.BatchSize)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -126,7 +97,7 @@ func runBatcher[R any](ctx context.Context, s *Sink, t *table[R], gen *kafka.Gen
 			}
 			offsets[p.topic][p.partition] = next
 		}
-		if err := gen.CommitOffsets(offsets); err != nil {
+		if err := gen.Commit(offsets); err != nil {
 			// Only lag as Kafka tools see it depends on it.
 			s.m.commitErrors.Inc()
 			s.log.Debug("sink: commit offsets", "err", err)

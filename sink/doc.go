@@ -87,16 +87,16 @@
 //
 // # Consumer group
 //
-// The sink uses kafka-go's ConsumerGroup and Generation API rather than a
-// group Reader: a group Reader starts from the committed offsets, while the
-// sink must start each partition where ClickHouse says. For every
-// generation it reads the positions from ClickHouse, opens one partition
-// Reader per assigned partition at that position (gen.Start bounds them to
-// the generation), fans the decoded records into the batchers of their
-// table, and commits with gen.CommitOffsets after each insert (and, at the
+// The group runs on package consumer (kafka-go's ConsumerGroup and
+// Generation API, shared with the features consumer) rather than a group
+// Reader: a group Reader starts from the committed offsets, while the sink
+// must start each partition where ClickHouse says. For every generation it
+// reads the positions from ClickHouse, reads each assigned partition from
+// that position (consumer.ReadPartition), fans the decoded records into the
+// batchers of their table, and commits after each insert (and, at the
 // start of a generation, the positions ClickHouse is ahead with). The group
-// does not join the next generation before the current one's functions
-// have returned, so an insert in flight at a rebalance finishes first.
+// does not join the next generation before the current one's work has
+// returned, so an insert in flight at a rebalance finishes first.
 //
 // A batch holds at most BatchSize rows and is sent at the latest BatchDelay
 // after its first record. A batch covers several partitions — each table's
@@ -105,6 +105,6 @@
 // to merge) small while two inserts overlap their fixed cost; the inserts
 // of one partition never overlap, so each step above holds per partition.
 // While ClickHouse is down the same batch is retried with capped
-// exponential backoff and never skipped; the readers then stop (bounded
+// exponential backoff (failsafe-go) and never skipped; the readers then stop (bounded
 // queues) and the lag grows, visible as surge_sink_lag and in Status.
 package sink

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/surgeworks/surge/consumer"
 	"github.com/surgeworks/surge/ingest"
 )
 
@@ -222,63 +223,45 @@ func (s *Sink) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("sink: Run called twice")
 	}
-	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                    s.opts.GroupID,
-		Brokers:               s.brokers,
-		Topics:                s.topics(),
-		GroupBalancers:        []kafka.GroupBalancer{kafka.RoundRobinGroupBalancer{}},
-		HeartbeatInterval:     s.opts.HeartbeatInterval,
-		SessionTimeout:        s.opts.SessionTimeout,
-		RebalanceTimeout:      s.opts.RebalanceTimeout,
-		JoinGroupBackoff:      s.opts.MaxBackoff,
-		WatchPartitionChanges: true,
-		StartOffset:           s.opts.StartOffset, // unused: offsets come from ClickHouse
-		Logger:                kafkaLogger(s.log, slog.LevelDebug),
-		ErrorLogger:           kafkaLogger(s.log, slog.LevelDebug),
-	})
-	if err != nil {
-		return fmt.Errorf("sink: consumer group: %w", err)
-	}
 	lagCtx, stopLag := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { s.watchLag(lagCtx) })
 	defer func() {
-		_ = group.Close() // ends the generation and waits for its functions
 		stopLag()
 		wg.Wait()
 		s.log.Info("sink stopped")
 	}()
 	s.log.Info("sink started", "topics", s.topics(), "database", s.db)
-	for {
-		gen, err := group.Next(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			if errors.Is(err, kafka.RebalanceInProgress) {
-				s.log.Debug("consumer group rebalancing", "err", err)
-			} else {
-				s.fail("kafka consumer group", err)
-			}
-			continue
-		}
-		started := time.Now()
-		gen.Start(func(gctx context.Context) { s.generation(gctx, gen, started) })
+	err := consumer.Run(ctx, s.brokers, consumer.Options{
+		GroupID:           s.opts.GroupID,
+		Topics:            s.topics(),
+		Balancers:         []kafka.GroupBalancer{kafka.RoundRobinGroupBalancer{}},
+		SessionTimeout:    s.opts.SessionTimeout,
+		RebalanceTimeout:  s.opts.RebalanceTimeout,
+		HeartbeatInterval: s.opts.HeartbeatInterval,
+		JoinGroupBackoff:  s.opts.MaxBackoff,
+		Logger:            s.log,
+		OnError:           func(err error) { s.fail("kafka consumer group", err) },
+	}, func(ctx context.Context, g *consumer.Generation) {
+		// The generation's work ends with it, or when the sink stops.
+		gctx, cancel := context.WithCancel(g.Context())
+		defer cancel()
+		defer context.AfterFunc(ctx, cancel)()
+		s.generation(gctx, g, time.Now())
+	})
+	if err != nil {
+		return fmt.Errorf("sink: %w", err)
 	}
+	return nil
 }
 
 // generation runs one consumer-group generation: it returns only once
 // ctx (the generation) has ended, since a returning function ends it.
-func (s *Sink) generation(ctx context.Context, gen *kafka.Generation, started time.Time) {
-	var assigned []tp
-	for topic, ps := range gen.Assignments {
-		for _, p := range ps {
-			assigned = append(assigned, tp{topic, p.ID})
-		}
+func (s *Sink) generation(ctx context.Context, gen *consumer.Generation, started time.Time) {
+	assigned := make([]tp, len(gen.Partitions))
+	for i, p := range gen.Partitions {
+		assigned[i] = tp{p.Topic, p.ID}
 	}
-	slices.SortFunc(assigned, func(a, b tp) int {
-		return cmp.Or(cmp.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition))
-	})
 	s.log.Info("sink generation", "generation", gen.ID, "member", gen.MemberID, "partitions", len(assigned))
 	s.assign(assigned)
 	defer s.unassign(assigned)
@@ -314,19 +297,17 @@ func (s *Sink) generation(ctx context.Context, gen *kafka.Generation, started ti
 // committed ones: a sink that died between an insert and its commit left
 // Kafka behind, and a partition without new records would show that lag
 // forever.
-func (s *Sink) commitStarts(gen *kafka.Generation, starts map[tp]int64) {
+func (s *Sink) commitStarts(gen *consumer.Generation, starts map[tp]int64) {
 	commit := map[string]map[int]int64{}
-	for topic, ps := range gen.Assignments {
-		for _, pa := range ps {
-			if start, ok := starts[tp{topic, pa.ID}]; ok && start > pa.Offset {
-				if commit[topic] == nil {
-					commit[topic] = map[int]int64{}
-				}
-				commit[topic][pa.ID] = start
+	for _, pa := range gen.Partitions {
+		if start, ok := starts[tp{pa.Topic, pa.ID}]; ok && start > pa.Committed {
+			if commit[pa.Topic] == nil {
+				commit[pa.Topic] = map[int]int64{}
 			}
+			commit[pa.Topic][pa.ID] = start
 		}
 	}
-	if err := gen.CommitOffsets(commit); err != nil {
+	if err := gen.Commit(commit); err != nil {
 		s.m.commitErrors.Inc()
 		s.log.Debug("sink: commit start offsets", "err", err)
 	}
@@ -336,7 +317,7 @@ func (s *Sink) commitStarts(gen *kafka.Generation, starts map[tp]int64) {
 // batchers. A partition always feeds the same batcher, so the inserts of
 // one partition never overlap: that keeps the reasoning of flushBatch (and
 // of its reconciliation) per partition.
-func startTable[R any](ctx context.Context, wg *sync.WaitGroup, s *Sink, t *table[R], gen *kafka.Generation, parts []tp, starts map[tp]int64) {
+func startTable[R any](ctx context.Context, wg *sync.WaitGroup, s *Sink, t *table[R], gen *consumer.Generation, parts []tp, starts map[tp]int64) {
 	n := min(s.opts.Inserters, len(parts))
 	chans := make([]chan record[R], n)
 	for i := range chans {
@@ -617,13 +598,4 @@ func (s *Sink) pollLag(ctx context.Context) {
 			s.m.setLag(p, lag(st))
 		}
 	}
-}
-
-// kafkaLogger adapts slog for kafka-go.
-func kafkaLogger(l *slog.Logger, level slog.Level) kafka.Logger {
-	return kafka.LoggerFunc(func(msg string, args ...any) {
-		if l.Enabled(context.Background(), level) {
-			l.Log(context.Background(), level, "kafka: "+fmt.Sprintf(msg, args...))
-		}
-	})
 }

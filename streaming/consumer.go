@@ -63,24 +63,22 @@
 // previous one and the group has not moved past this consumer's positions
 // (a broker restart), the state is kept and reading resumes where it was.
 //
-// The consumer uses kafka.ConsumerGroup rather than a Reader with GroupID:
-// it needs the assignment (to rebuild or keep the state per generation),
-// to start each partition at an offset of its own choosing (the rebuild),
-// per-partition positions and lag, and one commit per flush for all
-// partitions through Generation.CommitOffsets. Each assigned partition has
-// its own kafka.Reader (which reconnects by itself); the readers decode in
-// parallel and hand the events to one goroutine that owns all the state, so
-// the windows need no locks.
+// The group membership, the generations, the per-partition readers and
+// the co-partitioning check are package consumer's (shared with the
+// ClickHouse sink): the consumer chooses where each partition starts (the
+// rebuild), keeps per-partition positions and lag, and commits once per
+// flush for all partitions. The readers decode in parallel and hand the
+// events to one goroutine that owns all the state, so the windows need no
+// locks.
 //
 // With several consumer instances, a region's events of the three topics
 // must reach the same instance: the topics need the same partition count
 // (the producer's Murmur2 key hash then puts a region on the same partition
-// number) and the range balancer (the default) assigns equal partition
-// numbers together.
+// number; package consumer refuses topics that differ) and the range
+// balancer (the default) assigns equal partition numbers together.
 package streaming
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -95,6 +93,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/surgeworks/surge/consumer"
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/ingest"
 )
@@ -277,43 +276,23 @@ func (c *Consumer) setError(err error) {
 // returns nil on a clean stop; Kafka and Redis failures are retried, not
 // returned.
 func (c *Consumer) Run(ctx context.Context) error {
-	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                    c.opts.GroupID,
-		Brokers:               c.brokers,
-		Dialer:                c.opts.Dialer,
-		Topics:                c.opts.Topics,
-		HeartbeatInterval:     max(c.opts.SessionTimeout/10, 100*time.Millisecond),
-		SessionTimeout:        c.opts.SessionTimeout,
-		RebalanceTimeout:      c.opts.SessionTimeout,
-		JoinGroupBackoff:      time.Second,
-		WatchPartitionChanges: true,
-		StartOffset:           kafka.FirstOffset,
-		ErrorLogger:           kafkaLogger(c.opts.Logger),
-	})
-	if err != nil {
-		return fmt.Errorf("streaming: consumer group %s: %w", c.opts.GroupID, err)
-	}
-	defer group.Close()
 	c.backfill(ctx)
 	c.opts.Logger.Info("streaming: feature consumer started", "group", c.opts.GroupID, "topics", c.opts.Topics, "grace", c.opts.Grace, "rebuild", c.opts.Rebuild)
-
 	var st *state
-	for {
-		gen, err := group.Next(ctx)
-		if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
-			return nil
-		}
-		if err != nil {
-			// The group backs off by itself before rejoining.
-			c.setError(fmt.Errorf("consumer group %s: %w", c.opts.GroupID, err))
-			c.opts.Logger.Warn("streaming: consumer group error; rejoining", "group", c.opts.GroupID, "err", err)
-			continue
-		}
-		st = c.runGeneration(ctx, gen, st)
-		if ctx.Err() != nil {
-			return nil
-		}
+	err := consumer.Run(ctx, c.brokers, consumer.Options{
+		GroupID:          c.opts.GroupID,
+		Topics:           c.opts.Topics,
+		SessionTimeout:   c.opts.SessionTimeout,
+		JoinGroupBackoff: time.Second,
+		CoPartitioned:    true,
+		Dialer:           c.opts.Dialer,
+		Logger:           c.opts.Logger,
+		OnError:          c.setError,
+	}, func(ctx context.Context, g *consumer.Generation) { st = c.runGeneration(ctx, g, st) })
+	if err != nil {
+		return fmt.Errorf("streaming: %w", err)
 	}
+	return nil
 }
 
 // part is one assigned topic partition.
@@ -395,7 +374,7 @@ type record struct {
 
 // job is one flush: feature writes and the commit they allow.
 type job struct {
-	gen      *kafka.Generation
+	gen      *consumer.Generation
 	at       time.Time
 	regions  []*region
 	writes   []features.Online
@@ -414,12 +393,8 @@ type result struct {
 
 // runGeneration consumes one generation and returns the state for the
 // next one.
-func (c *Consumer) runGeneration(ctx context.Context, gen *kafka.Generation, prev *state) *state {
-	genDone := make(chan struct{})
-	gen.Start(func(gctx context.Context) {
-		<-gctx.Done()
-		close(genDone)
-	})
+func (c *Consumer) runGeneration(ctx context.Context, gen *consumer.Generation, prev *state) *state {
+	genDone := gen.Context().Done()
 	parts := assigned(gen, c.opts.Topics)
 	st := c.prepare(ctx, genDone, gen.ID, parts, prev)
 	if st == nil {
@@ -474,21 +449,12 @@ func (c *Consumer) runGeneration(ctx context.Context, gen *kafka.Generation, pre
 	}
 }
 
-// assigned lists a generation's partitions in topic, partition order.
-func assigned(gen *kafka.Generation, topics []string) []*part {
-	var parts []*part
-	for stream, topic := range topics {
-		for _, a := range gen.Assignments[topic] {
-			committed := a.Offset
-			if committed < 0 {
-				committed = -1
-			}
-			parts = append(parts, &part{topic: topic, stream: stream, partition: a.ID, committed: committed})
-		}
+// assigned is a generation's partitions, in topic, partition order.
+func assigned(gen *consumer.Generation, topics []string) []*part {
+	parts := make([]*part, len(gen.Partitions))
+	for i, a := range gen.Partitions {
+		parts[i] = &part{topic: a.Topic, stream: slices.Index(topics, a.Topic), partition: a.ID, committed: a.Committed}
 	}
-	slices.SortFunc(parts, func(a, b *part) int {
-		return cmp.Or(cmp.Compare(a.stream, b.stream), cmp.Compare(a.partition, b.partition))
-	})
 	return parts
 }
 
@@ -664,47 +630,19 @@ func offsetsFrom(parts []*part, resFirst, resEnd, resAt *kafka.ListOffsetsRespon
 // read fetches one partition from start and hands the decoded messages to
 // the state goroutine until the generation ends.
 func (c *Consumer) read(ctx context.Context, idx int, p *part, start int64, out chan<- record) {
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:        c.brokers,
-		Dialer:         c.opts.Dialer,
-		Topic:          p.topic,
-		Partition:      p.partition,
-		MinBytes:       1,
-		MaxBytes:       8 << 20,
-		MaxWait:        500 * time.Millisecond,
-		QueueCapacity:  1024,
-		ReadBackoffMin: 100 * time.Millisecond,
-		ReadBackoffMax: time.Second,
-		ErrorLogger:    kafkaLogger(c.opts.Logger),
-	})
-	defer r.Close()
-	if err := r.SetOffset(start); err != nil {
-		c.setError(fmt.Errorf("%s/%d: set offset %d: %w", p.topic, p.partition, start, err))
-		<-ctx.Done()
-		return
-	}
-	for {
-		m, err := r.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			c.setError(fmt.Errorf("fetch %s/%d: %w", p.topic, p.partition, err))
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			continue
-		}
+	consumer.ReadPartition(ctx, consumer.ReaderOptions{
+		Brokers: c.brokers, Dialer: c.opts.Dialer, MaxBytes: 8 << 20, MaxWait: 500 * time.Millisecond, QueueCapacity: 1024,
+		MaxBackoff: time.Second, Logger: c.opts.Logger, OnError: c.setError,
+	}, p.topic, p.partition, start, func(m kafka.Message) bool {
 		rec := record{part: idx, offset: m.Offset, hwm: m.HighWaterMark}
 		rec.ev, rec.invalid = decode(m, c.opts.MaxFutureSkew)
 		select {
 		case out <- rec:
+			return true
 		case <-ctx.Done():
-			return
+			return false
 		}
-	}
+	})
 }
 
 func decode(m kafka.Message, maxFuture time.Duration) (event, string) {
@@ -794,7 +732,7 @@ func (c *Consumer) apply(st *state, rec record) {
 // flush builds the next write: the dirty regions last written at least
 // MinWriteInterval ago (all dirty regions when final), and the offsets
 // those writes make safe to commit. nil when there is nothing to do.
-func (c *Consumer) flush(st *state, gen *kafka.Generation, now time.Time, final bool) *job {
+func (c *Consumer) flush(st *state, gen *consumer.Generation, now time.Time, final bool) *job {
 	if st.rebuilding > 0 {
 		return nil
 	}
@@ -869,7 +807,7 @@ func (c *Consumer) execute(ctx context.Context, j *job) result {
 		res.took = time.Since(res.started)
 	}
 	if res.writeErr == nil && len(j.commit) > 0 {
-		res.commitErr = j.gen.CommitOffsets(j.commit)
+		res.commitErr = j.gen.Commit(j.commit)
 	}
 	return res
 }
@@ -985,13 +923,4 @@ func (c *Consumer) updateStatus(st *state, now time.Time) {
 	s.EventsProcessed, s.LateEvents, s.BackfillSkipped = c.counts.processed, c.counts.late, c.counts.backfill
 	s.InvalidEvents, s.RedisWriteErrors = c.counts.invalid, c.counts.writeErrors
 	s.LastFlush, s.LastCommit = c.counts.lastFlush, c.counts.lastCommit
-}
-
-// kafkaLogger sends kafka-go's error log to slog at debug level: the
-// readers retry by themselves and log on every attempt while a broker is
-// away; the consumer's own warnings and Status carry what matters.
-func kafkaLogger(l *slog.Logger) kafka.Logger {
-	return kafka.LoggerFunc(func(msg string, args ...any) {
-		l.Debug("kafka-go: " + fmt.Sprintf(msg, args...))
-	})
 }
