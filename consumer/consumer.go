@@ -252,7 +252,7 @@ func ReadPartition(ctx context.Context, opts ReaderOptions, topic string, partit
 	defer func() { _ = r.Close() }()
 	fail := func(err error) {
 		err = fmt.Errorf("read %s/%d at offset %d: %w", topic, partition, next, err)
-		opts.Logger.Warn("consumer: "+err.Error()+"; reopening")
+		opts.Logger.Warn("consumer: " + err.Error() + "; reopening")
 		if opts.OnError != nil {
 			opts.OnError(err)
 		}
