@@ -214,7 +214,8 @@ type ReaderOptions struct {
 	// failure (defaults 100 ms and 10 s).
 	MinBackoff, MaxBackoff time.Duration
 	Logger                 *slog.Logger
-	// OnError is told each failure (then retried), for a status.
+	// OnError is told each failure (then retried), for a status and the
+	// caller's log (ReadPartition logs them at Debug only).
 	OnError func(error)
 }
 
@@ -251,8 +252,8 @@ func ReadPartition(ctx context.Context, opts ReaderOptions, topic string, partit
 	r := open(next)
 	defer func() { _ = r.Close() }()
 	fail := func(err error) {
+		opts.Logger.Debug("consumer: fetch failed; reopening the reader", "topic", topic, "partition", partition, "offset", next, "err", err)
 		err = fmt.Errorf("read %s/%d at offset %d: %w", topic, partition, next, err)
-		opts.Logger.Warn("consumer: " + err.Error() + "; reopening")
 		if opts.OnError != nil {
 			opts.OnError(err)
 		}
