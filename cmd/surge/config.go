@@ -56,6 +56,7 @@ type config struct {
 	RolloutCheck       time.Duration
 	RolloutMinServed   int
 	RolloutMinScored   int
+	RolloutSlack       time.Duration
 	ExperimentDay      time.Duration
 	ExperimentResults  time.Duration
 	IngestDedupTTL     time.Duration
@@ -144,6 +145,7 @@ func (c *config) addServeFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.RolloutMinServed, "rollout-min-forecasts", 100, help("forecasts the candidate must serve before a canary phase may end", "ROLLOUT_MIN_FORECASTS"))
 	fs.IntVar(&c.RolloutMinScored, "rollout-min-scored", 50, help("candidate forecasts scored on realised demand before a canary phase may end; negative: do not wait", "ROLLOUT_MIN_SCORED"))
 	fs.DurationVar(&c.RolloutPhase, "rollout-phase", time.Hour, help("length of each canary phase (10 %, 50 %, 100 %)", "ROLLOUT_PHASE_DURATION"))
+	fs.DurationVar(&c.RolloutSlack, "rollout-latency-slack", 5*time.Millisecond, help("a canary is rolled back when its inference p99 exceeds 1.5 × the stable one's plus this", "ROLLOUT_LATENCY_SLACK"))
 	fs.DurationVar(&c.RolloutCheck, "rollout-check", 10*time.Second, help("how often a canary is compared with the stable model", "ROLLOUT_CHECK_INTERVAL"))
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", help("serve net/http/pprof on this (loopback) address; empty: off", "PPROF_ADDR"))
 	fs.DurationVar(&c.ExperimentDay, "experiment-day", 24*time.Hour, help("length of an experiment day given to new experiments (surge dev: 1m, so a week passes in minutes)", "EXPERIMENT_DAY_LENGTH"))

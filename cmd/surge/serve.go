@@ -205,7 +205,7 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 		Phases:        []rollout.Phase{{Percent: 10, Duration: phase}, {Percent: 50, Duration: phase}, {Percent: 100, Duration: phase}},
 		CheckInterval: cfg.RolloutCheck,
 		Accuracy:      a.accuracy,
-		MinSamples:    cfg.RolloutMinServed, MinAccuracySamples: cfg.RolloutMinScored,
+		MinSamples:    cfg.RolloutMinServed, MinAccuracySamples: cfg.RolloutMinScored, LatencySlack: cfg.RolloutSlack,
 	})
 	if cfg.RetrainSchedule != "" {
 		job, err := cfg.retrainJob(a.ch, models, a.rollouts, logger)
