@@ -31,49 +31,56 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// script updates one bucket. KEYS[1] the bucket; ARGV: rate (tokens/s),
-// burst, n (negative: give tokens back), now in ms (negative: Redis TIME),
-// partial (1: grant as many whole tokens as there are, up to n).
-// It returns {granted, tokens left as a string, retry after in ms}.
+// script updates the token buckets KEYS[i] with ARGV[5i-4 .. 5i]: rate
+// (tokens/s), burst, n (negative: give tokens back), now in ms (negative:
+// Redis TIME; the first key's is used for all), partial (1: grant as many
+// whole tokens as there are, up to n). It returns, per key, {granted,
+// tokens left as a string, retry after in ms}. One call serves a whole
+// batch, so every key of a call must be on one node: a Redis Cluster gets
+// one call per key.
 const script = `
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
+local function bucket(key, rate, burst, n, now, partial)
+  local h = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(h[1])
+  local ts = tonumber(h[2])
+  if tokens == nil or ts == nil then
+    tokens = burst
+    ts = now
+  elseif now > ts then
+    tokens = math.min(burst, tokens + (now - ts) * rate / 1000)
+    ts = now
+  end
+  local granted = 0
+  if n < 0 then
+    tokens = math.min(burst, tokens - n)
+  elseif n <= tokens then
+    granted = n
+  elseif partial then
+    granted = math.floor(tokens)
+  end
+  tokens = tokens - granted
+  local retry = 0
+  if n > 0 and granted < n and (partial or n <= burst) then
+    local need = math.min(n - granted, burst)
+    if need > tokens then
+      retry = math.ceil((need - tokens) * 1000 / rate)
+    end
+  end
+  redis.call('HSET', key, 'tokens', tokens, 'ts', ts)
+  redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)
+  return {granted, tostring(tokens), retry}
+end
 local now = tonumber(ARGV[4])
-local partial = ARGV[5] == '1'
 if now < 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local h = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(h[1])
-local ts = tonumber(h[2])
-if tokens == nil or ts == nil then
-  tokens = burst
-  ts = now
-elseif now > ts then
-  tokens = math.min(burst, tokens + (now - ts) * rate / 1000)
-  ts = now
+local out = {}
+for i, key in ipairs(KEYS) do
+  local a = (i - 1) * 5
+  out[i] = bucket(key, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), now, ARGV[a + 5] == '1')
 end
-local granted = 0
-if n < 0 then
-  tokens = math.min(burst, tokens - n)
-elseif n <= tokens then
-  granted = n
-elseif partial then
-  granted = math.floor(tokens)
-end
-tokens = tokens - granted
-local retry = 0
-if n > 0 and granted < n and (partial or n <= burst) then
-  local need = math.min(n - granted, burst)
-  if need > tokens then
-    retry = math.ceil((need - tokens) * 1000 / rate)
-  end
-end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', ts)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
-return {granted, tostring(tokens), retry}
+return out
 `
 
 var bucketScript = redis.NewScript(script)
@@ -254,10 +261,30 @@ func (l *Limiter) run(ctx context.Context, reqs []Request, refund bool) ([]any, 
 		}
 		return []any{strconv.FormatFloat(r.Rate, 'g', -1, 64), r.Burst, n, now, partial}
 	}
-	cmds := make([]*redis.Cmd, len(reqs))
+	// Calls of up to maxKeysPerCall buckets (one per bucket on a cluster,
+	// whose keys are on many nodes), pipelined in one round trip.
+	per := maxKeysPerCall
+	if _, cluster := l.rdb.(*redis.ClusterClient); cluster {
+		per = 1
+	}
+	type call struct {
+		lo, hi int
+		keys   []string
+		argv   []any
+	}
+	var calls []call
+	for lo := 0; lo < len(reqs); lo += per {
+		c := call{lo: lo, hi: min(lo+per, len(reqs))}
+		for _, r := range reqs[c.lo:c.hi] {
+			c.keys = append(c.keys, Key(r.Scope, r.ID))
+			c.argv = append(c.argv, args(r)...)
+		}
+		calls = append(calls, c)
+	}
+	cmds := make([]*redis.Cmd, len(calls))
 	pipe := l.rdb.Pipeline()
-	for i, r := range reqs {
-		cmds[i] = pipe.EvalSha(ctx, bucketScript.Hash(), []string{Key(r.Scope, r.ID)}, args(r)...)
+	for i, c := range calls {
+		cmds[i] = pipe.EvalSha(ctx, bucketScript.Hash(), c.keys, c.argv...)
 	}
 	_, _ = pipe.Exec(ctx) // the commands carry their errors
 	var retry []int
@@ -273,18 +300,25 @@ func (l *Limiter) run(ctx context.Context, reqs []Request, refund bool) ([]any, 
 	if len(retry) > 0 {
 		pipe := l.rdb.Pipeline()
 		for _, i := range retry {
-			cmds[i] = pipe.Eval(ctx, script, []string{Key(reqs[i].Scope, reqs[i].ID)}, args(reqs[i])...)
+			cmds[i] = pipe.Eval(ctx, script, calls[i].keys, calls[i].argv...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("ratelimit: %w", err)
 		}
 	}
-	res := make([]any, len(cmds))
+	res := make([]any, 0, len(reqs))
 	for i, c := range cmds {
-		res[i] = c.Val()
+		replies, ok := c.Val().([]any)
+		if !ok || len(replies) != calls[i].hi-calls[i].lo {
+			return nil, fmt.Errorf("ratelimit: unexpected script reply %v", c.Val())
+		}
+		res = append(res, replies...)
 	}
 	return res, nil
 }
+
+// maxKeysPerCall bounds the buckets of one script call.
+const maxKeysPerCall = 500
 
 func isNoScript(err error) bool {
 	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
