@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"time"
 
@@ -24,6 +26,10 @@ func Key(regionID string) string { return "features:{" + regionID + "}" }
 type Values struct {
 	Online    Online
 	UpdatedAt time.Time // zero when the region has no features (expired or never written)
+	// Invalid names, sorted, the fields whose value is not a finite number
+	// (NaN, ±Inf, not a number at all): they are left out of Online, so
+	// that they never reach a model, the pricing engine or an audit record.
+	Invalid []string
 }
 
 // Found reports whether the region had features in Redis.
@@ -89,9 +95,12 @@ func parse(m map[string]string) Values {
 			}
 			continue
 		}
-		if f, err := strconv.ParseFloat(s, 64); err == nil {
+		if f, err := strconv.ParseFloat(s, 64); err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) {
 			v.Online[k] = f
+		} else {
+			v.Invalid = append(v.Invalid, k)
 		}
 	}
+	slices.Sort(v.Invalid)
 	return v
 }

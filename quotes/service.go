@@ -9,9 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -335,14 +333,10 @@ func (s *Service) price(r Request, rule pricing.Rule, sn snapshot, fc inference.
 	s.mu.Unlock()
 
 	// Non-finite signals never reach the engine (nor the audit record,
-	// whose JSON could not hold them): they count as unknown.
+	// whose JSON could not hold them): they count as unknown. The feature
+	// store leaves such values out when it reads them.
 	var refused []string
-	if bad := nonFinite(sn.features.Online); len(bad) > 0 {
-		clean := maps.Clone(sn.features.Online)
-		for _, k := range bad {
-			delete(clean, k)
-		}
-		sn.features.Online = clean
+	if bad := sn.features.Invalid; len(bad) > 0 {
 		refused = append(refused, fmt.Sprintf("feature values not a number (%s); priced without them", strings.Join(bad, ", ")))
 	}
 	// The streaming consumer's supply_current includes the minute under way;
@@ -509,15 +503,3 @@ func (s *Service) Forecast(ctx context.Context, regionID string, horizon int) (i
 }
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
-
-// nonFinite lists, sorted, the features that are NaN or infinite.
-func nonFinite(f features.Online) []string {
-	var bad []string
-	for k, v := range f {
-		if !finite(v) {
-			bad = append(bad, k)
-		}
-	}
-	slices.Sort(bad)
-	return bad
-}
