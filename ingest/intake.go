@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -272,8 +273,9 @@ const unavailableRetryAfter = time.Second
 // WriteMessages call.
 //
 // Decisions:
-//   - Rate limits (Redis token buckets shared by all replicas): the API
-//     client's bucket is charged with all of the request's valid events,
+//   - Rate limits (Redis token buckets shared by all replicas), applied
+//     after the dedup claim, so duplicates cost nothing: the API client's
+//     bucket is charged with all of the request's new valid events,
 //     all or nothing (over it: ErrRateLimited, HTTP 429, and the users'
 //     tokens are given back); each user's bucket grants as many of that
 //     user's events as it holds, the others are rejected "rate_limited"
@@ -404,16 +406,28 @@ func (in *Intake) ingest(ctx context.Context, client ClientID, items []item) (Re
 		live = append(live, i)
 	}
 
-	live, err := in.limit(ctx, client, items, live)
-	if err != nil {
-		return Response{}, err
-	}
+	// Dedup first: a resend's duplicates cost no tokens (a client that
+	// resends a whole request after a 429 must not spend its users'
+	// budget on the events already accepted). The claims of events the
+	// limits then refuse are released.
 	token := claimToken(client)
 	owned, err := in.claim(ctx, items, live, token)
 	if err != nil {
 		return Response{}, err
 	}
-	if err := in.produce(ctx, items, owned, token); err != nil {
+	left, err := in.limit(ctx, client, items, owned)
+	if err != nil {
+		in.release(ctx, items, owned, token)
+		return Response{}, err
+	}
+	if len(left) < len(owned) {
+		kept := make(map[int]bool, len(left))
+		for _, i := range left {
+			kept[i] = true
+		}
+		in.release(ctx, items, slices.DeleteFunc(slices.Clone(owned), func(i int) bool { return kept[i] }), token)
+	}
+	if err := in.produce(ctx, items, left, token); err != nil {
 		return Response{}, err
 	}
 	return in.respond(items), nil

@@ -706,8 +706,8 @@ func TestIntakePartialProduceFailure(t *testing.T) {
 }
 
 // TestIntakeRedisDown: without Redis there is no dedup, so the intake
-// refuses (503, nothing on Kafka) rather than risk double counting; the
-// rate limiter fails open and says so in a metric. After Redis is back the
+// refuses (503, nothing on Kafka) rather than risk double counting (the
+// dedup comes first, so the limiter is not asked). After Redis is back the
 // same request is accepted.
 func TestIntakeRedisDown(t *testing.T) {
 	e := newIntakeEnv(t, IntakeOptions{}, true)
@@ -718,9 +718,6 @@ func TestIntakeRedisDown(t *testing.T) {
 	a := e.send("k", evs...)
 	if a.status != http.StatusServiceUnavailable || a.err.Code != "UNAVAILABLE" || a.header.Get("Retry-After") == "" {
 		t.Fatalf("Redis down: %d %s", a.status, a.raw)
-	}
-	if got := testutil.ToFloat64(e.in.m.limitFailOpen); got != 1 {
-		t.Errorf("rate-limit fail-open count = %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(e.in.m.dedupErrors.WithLabelValues("claim")); got != 1 {
 		t.Errorf("dedup claim errors = %v, want 1", got)
@@ -979,4 +976,60 @@ func (p *dropProxy) closeAll() {
 		c.Close()
 	}
 	p.conns = nil
+}
+
+// TestIntakeLimiterDownFailsOpen: when the rate limiter's Redis fails but
+// the dedup works, events are admitted unlimited (limits protect capacity;
+// refusing would lose data), and the metric says so.
+func TestIntakeLimiterDownFailsOpen(t *testing.T) {
+	e := newIntakeEnv(t, IntakeOptions{}, false)
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	t.Cleanup(func() { dead.Close() })
+	in, err := NewIntake(e.rdb, e.writer, ratelimit.NewLimiter(dead, ratelimit.Options{}), IntakeOptions{
+		UserHashKey: []byte("k"), Now: func() time.Time { return e.now }, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := in.Ingest(context.Background(), ClientID{ID: "k"}, e.events("open", 3, "u1"))
+	if err != nil || resp.Accepted != 3 {
+		t.Fatalf("limiter down: %+v, %v; want the 3 events accepted", resp, err)
+	}
+	if got := testutil.ToFloat64(in.m.limitFailOpen); got != 1 {
+		t.Errorf("rate-limit fail-open count = %v, want 1", got)
+	}
+}
+
+// TestResendAfterRateLimitSpendsNoTokens: a client resends a whole request
+// after a 429 for one user's burst; the events accepted the first time come
+// back duplicate and cost the user no tokens, so the ones refused pass as
+// the bucket refills instead of starving behind the duplicates; each event
+// is on Kafka once.
+func TestResendAfterRateLimitSpendsNoTokens(t *testing.T) {
+	e := newIntakeEnv(t, IntakeOptions{UserRate: 1000, UserBurst: 100}, true)
+	evs := e.events("burst", 150, "alice")
+	a := e.send("k", evs...)
+	if a.status != http.StatusTooManyRequests || a.resp.Accepted != 100 || a.resp.Rejected != 50 {
+		t.Fatalf("first send: %d %s", a.status, a.raw)
+	}
+	waitUntil(t, "every event accepted after resends", func() bool {
+		again := e.send("k", evs...)
+		if again.resp.Duplicates < 100 {
+			t.Fatalf("resend: %d duplicates, want at least the 100 accepted first (duplicates must not be rate limited): %s", again.resp.Duplicates, again.raw)
+		}
+		return again.status == http.StatusAccepted && again.resp.Duplicates == len(evs)
+	})
+	e.onceEach(ids(evs)...)
+}
+
+// waitUntil polls cond until it holds; it fails the test after a minute.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
