@@ -1,5 +1,5 @@
 # bench-stack.sh: sourced by the benchmarks that run the whole local stack as
-# separate processes (bench-load.sh, bench-live.sh). It builds bin/surge,
+# separate processes (bench-load.sh, bench-live.sh, bench-ingest.sh). It builds bin/surge,
 # makes a temporary data directory, starts the Kafka broker in a process of
 # its own (so that the RSS measured is the server's alone: kfake keeps every
 # record in memory) and, with start_stack, `surge dev` serving on $addr, started
