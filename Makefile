@@ -1,4 +1,4 @@
-# Entry points for humans and CI. `make test` is all CI runs (.ci/run);
+# Entry points for humans and CI. CI runs `make test`, `make test-faults` and `make fuzz` (.ci/run);
 # every target that needs servers or the ONNX Runtime library depends on
 # `deps`, which installs what is missing and is a fast no-op otherwise.
 
@@ -19,7 +19,7 @@ BENCH_PKGS  ?= ./...
 # with its own rule below) to extend it.
 BENCH_STEPS := bench-go bench-load
 
-.PHONY: deps build run test bench bench-ingest $(BENCH_STEPS) generate lint
+.PHONY: deps build run test fuzz bench bench-ingest $(BENCH_STEPS) generate lint
 
 deps:
 	@ORT_LIB_TARGET="$(CURDIR)/.cache/onnxruntime/libonnxruntime.so.$(ORT_VERSION)" ./scripts/install-deps.sh
@@ -32,6 +32,17 @@ run: deps
 
 test: deps
 	$(GO) test $(TEST_FLAGS) $(TEST_PKGS)
+
+# Every Go fuzz target (each `func Fuzz…` of a _test.go, found by
+# scripts/fuzz.sh), one after the other for FUZZTIME each; CI runs it after
+# make test-faults. It fails when a target finds a failing input, which go
+# test writes to the package's testdata/fuzz/ (commit it with the fix: make
+# test replays it). `make fuzz FUZZ=FuzzReadCSV` runs the matching targets.
+FUZZTIME         ?= 20s
+FUZZMINIMIZETIME ?= 500x
+FUZZ             ?=
+fuzz: deps
+	FUZZTIME=$(FUZZTIME) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME) GO=$(GO) ./scripts/fuzz.sh $(FUZZ)
 
 # The fault-injection suite (faults/, CI runs it after make test): the
 # stack as separate processes under price and event load, each part killed

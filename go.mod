@@ -5,7 +5,9 @@ go 1.26.0
 require (
 	github.com/99designs/gqlgen v0.17.98
 	github.com/ClickHouse/clickhouse-go/v2 v2.51.0
+	github.com/MicahParks/keyfunc/v3 v3.9.2
 	github.com/failsafe-go/failsafe-go v0.9.8
+	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/google/uuid v1.6.0
 	github.com/graph-gophers/dataloader/v7 v7.1.0
 	github.com/hashicorp/golang-lru/v2 v2.0.7
@@ -29,6 +31,7 @@ require (
 )
 
 require (
+	github.com/MicahParks/jwkset v0.11.4 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
 	github.com/klauspost/cpuid/v2 v2.4.0 // indirect
 	github.com/klauspost/crc32 v1.3.0 // indirect

@@ -1,128 +1,330 @@
-package auth
+package auth_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/surgeworks/surge/auth"
+	"github.com/surgeworks/surge/internal/chtest"
+	"github.com/surgeworks/surge/internal/testenv"
 )
 
-func TestRequireAdmin(t *testing.T) {
-	a := New("s3cret")
-	cases := []struct {
-		name    string
-		headers map[string]string
-		want    error
-	}{
-		{"no key", nil, ErrUnauthenticated},
-		{"wrong key", map[string]string{AdminKeyHeader: "nope"}, ErrForbidden},
-		{"right key", map[string]string{AdminKeyHeader: "s3cret"}, nil},
-		{"bearer", map[string]string{"Authorization": "Bearer s3cret"}, nil},
-		{"wrong bearer", map[string]string{"Authorization": "Bearer x"}, ErrForbidden},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			var got error = errors.New("handler not reached")
-			h := a.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				got = RequireAdmin(r.Context())
-			}))
-			r := httptest.NewRequest(http.MethodPost, "/graphql", nil)
-			for k, v := range c.headers {
-				r.Header.Set(k, v)
-			}
-			h.ServeHTTP(httptest.NewRecorder(), r)
-			if !errors.Is(got, c.want) && !(got == nil && c.want == nil) {
-				t.Fatalf("RequireAdmin = %v, want %v", got, c.want)
-			}
-		})
-	}
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
-func TestNoKeyConfiguredRefusesEveryKey(t *testing.T) {
-	a := New("")
-	var got error
-	h := a.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = RequireAdmin(r.Context()) }))
-	r := httptest.NewRequest(http.MethodPost, "/", nil)
-	r.Header.Set(AdminKeyHeader, "")
-	h.ServeHTTP(httptest.NewRecorder(), r)
-	if !errors.Is(got, ErrUnauthenticated) {
-		t.Fatalf("got %v", got)
-	}
-	r.Header.Set(AdminKeyHeader, "anything")
-	h.ServeHTTP(httptest.NewRecorder(), r)
-	if !errors.Is(got, ErrForbidden) {
-		t.Fatalf("got %v", got)
-	}
-}
-
-func TestLoadOrCreateKey(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sub", "admin-api-key")
-	k1, created, err := LoadOrCreateKey(path)
-	if err != nil || !created || len(k1) != 48 {
-		t.Fatalf("first call: key %q created %v err %v", k1, created, err)
-	}
-	st, err := os.Stat(path)
-	if err != nil || st.Mode().Perm() != 0o600 {
-		t.Fatalf("key file mode %v err %v, want 0600", st.Mode().Perm(), err)
-	}
-	k2, created, err := LoadOrCreateKey(path)
-	if err != nil || created || k2 != k1 {
-		t.Fatalf("second call: key %q created %v err %v, want the same key", k2, created, err)
-	}
-}
-
-func TestReadKey(t *testing.T) {
-	dir := t.TempDir()
-	empty := filepath.Join(dir, "empty")
-	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ReadKey(empty); err == nil {
-		t.Fatal("an empty key file was accepted")
-	}
-	if _, err := ReadKey(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("missing file: %v", err)
-	}
-	ok := filepath.Join(dir, "key")
-	if err := os.WriteFile(ok, []byte("s3cret\r\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if k, err := ReadKey(ok); err != nil || k != "s3cret" {
-		t.Fatalf("ReadKey = %q, %v", k, err)
-	}
-}
-
-func TestWithKey(t *testing.T) {
-	a := New("s3cret")
+func TestRoles(t *testing.T) {
 	for _, c := range []struct {
-		key     string
-		wantErr error // of WithKey
-		admin   error // RequireAdmin on the context it returns
+		in      string
+		holds   []auth.Role
+		lacks   []auth.Role
+		wantErr bool
 	}{
-		{"", nil, ErrUnauthenticated},
-		{"s3cret", nil, nil},
-		{"nope", ErrForbidden, ErrUnauthenticated},
+		{in: "client", holds: []auth.Role{auth.RoleClient}, lacks: []auth.Role{auth.RoleAnalyst, auth.RoleIngest}},
+		{in: "analyst", holds: []auth.Role{auth.RoleClient, auth.RoleAnalyst}, lacks: []auth.Role{auth.RoleAdmin, auth.RoleIngest}},
+		{in: "supply", holds: []auth.Role{auth.RoleIngest, auth.RoleSupply}, lacks: []auth.Role{auth.RoleClient}},
+		{in: "ingest", holds: []auth.Role{auth.RoleIngest}, lacks: []auth.Role{auth.RoleSupply}},
+		{in: "admin", holds: []auth.Role{auth.RoleClient, auth.RoleIngest, auth.RoleSupply, auth.RoleAnalyst, auth.RoleAdmin}},
+		{in: " Client , ingest ", holds: []auth.Role{auth.RoleClient, auth.RoleIngest}, lacks: []auth.Role{auth.RoleAnalyst}},
+		{in: "", lacks: []auth.Role{auth.RoleClient}},
+		{in: "root", wantErr: true},
 	} {
-		ctx, err := a.WithKey(context.Background(), c.key)
-		if !errors.Is(err, c.wantErr) && !(err == nil && c.wantErr == nil) {
-			t.Errorf("WithKey(%q) = %v, want %v", c.key, err, c.wantErr)
+		r, err := auth.ParseRoles(c.in)
+		if (err != nil) != c.wantErr {
+			t.Fatalf("ParseRoles(%q): %v", c.in, err)
 		}
-		if got := RequireAdmin(ctx); !errors.Is(got, c.admin) && !(got == nil && c.admin == nil) {
-			t.Errorf("WithKey(%q): RequireAdmin = %v, want %v", c.key, got, c.admin)
+		a := auth.New(auth.Options{Open: r})
+		p, _ := a.Token(context.Background(), "", "10.0.0.1:4000")
+		for _, h := range c.holds {
+			if !p.Has(h) {
+				t.Errorf("%q: lacks %s", c.in, h)
+			}
 		}
-	}
-	if _, err := New("").WithKey(context.Background(), "anything"); !errors.Is(err, ErrForbidden) {
-		t.Errorf("no key configured: %v, want ErrForbidden", err)
+		for _, l := range c.lacks {
+			if p.Has(l) {
+				t.Errorf("%q: holds %s", c.in, l)
+			}
+		}
+		if p.ID != "addr:10.0.0.1" || !p.Anonymous {
+			t.Errorf("anonymous principal %+v", p)
+		}
 	}
 }
 
-func TestBearerToken(t *testing.T) {
-	for in, want := range map[string]string{"Bearer abc": "abc", "bearer abc": "", "Basic abc": "", "": "", "abc": ""} {
-		if got := BearerToken(in); got != want {
-			t.Errorf("BearerToken(%q) = %q, want %q", in, got, want)
+func TestRequire(t *testing.T) {
+	ctx := context.Background()
+	anon := auth.WithPrincipal(ctx, auth.Principal{ID: "addr:x", Anonymous: true})
+	client := auth.WithPrincipal(ctx, auth.Principal{ID: "key:app", Roles: auth.RoleClient})
+	for _, c := range []struct {
+		name string
+		ctx  context.Context
+		role auth.Role
+		want error
+	}{
+		{"no principal", ctx, auth.RoleClient, auth.ErrUnauthenticated},
+		{"anonymous", anon, auth.RoleClient, auth.ErrUnauthenticated},
+		{"holds it", client, auth.RoleClient, nil},
+		{"lacks it", client, auth.RoleAdmin, auth.ErrForbidden},
+	} {
+		if err := auth.Require(c.ctx, c.role); !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
 		}
+	}
+}
+
+// TestMiddleware: a bad credential is 401 before anything runs; none is
+// the anonymous caller; RequireRole answers 401 or 403.
+func TestMiddleware(t *testing.T) {
+	static := auth.Static{}
+	static.Add("app-key", "app", auth.RoleClient)
+	a := auth.New(auth.Options{Verifiers: []auth.Verifier{static}})
+	h := a.Middleware(auth.RequireRole(auth.RoleClient, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(auth.FromContext(r.Context()).Name))
+	})))
+	admin := a.Middleware(auth.RequireRole(auth.RoleAdmin, http.NotFoundHandler()))
+	for _, c := range []struct {
+		name   string
+		h      http.Handler
+		header map[string]string
+		status int
+		code   string
+	}{
+		{"api key header", h, map[string]string{"X-Api-Key": "app-key"}, 200, ""},
+		{"bearer", h, map[string]string{"Authorization": "Bearer app-key"}, 200, ""},
+		{"bearer any case", h, map[string]string{"Authorization": "bearer app-key"}, 200, ""},
+		{"unknown key", h, map[string]string{"X-Api-Key": "nope"}, 401, "UNAUTHENTICATED"},
+		{"no key", h, nil, 401, "UNAUTHENTICATED"},
+		{"without the role", admin, map[string]string{"X-Api-Key": "app-key"}, 403, "FORBIDDEN"},
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		for k, v := range c.header {
+			req.Header.Set(k, v)
+		}
+		rec := httptest.NewRecorder()
+		c.h.ServeHTTP(rec, req)
+		if rec.Code != c.status {
+			t.Errorf("%s: %d %s, want %d", c.name, rec.Code, rec.Body, c.status)
+			continue
+		}
+		if c.code == "" {
+			if rec.Body.String() != "app" {
+				t.Errorf("%s: principal %q", c.name, rec.Body)
+			}
+			continue
+		}
+		var body struct {
+			Errors []struct{ Extensions struct{ Code string } }
+			Error  struct{ Code string }
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || len(body.Errors) != 1 ||
+			body.Errors[0].Extensions.Code != c.code || body.Error.Code != c.code {
+			t.Errorf("%s: body %s, want code %s", c.name, rec.Body, c.code)
+		}
+		if strings.Contains(rec.Body.String(), "app-key") {
+			t.Errorf("%s: the answer repeats the key: %s", c.name, rec.Body)
+		}
+	}
+}
+
+// TestJWT: HS256 and RS256 (JWKS file, by kid) tokens with the right
+// issuer, audience and expiry verify; everything else is refused.
+func TestJWT(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks := map[string]any{"keys": []map[string]any{{
+		"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+		"n": base64.RawURLEncoding.EncodeToString(rsaKey.N.Bytes()),
+		"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(rsaKey.E)).Bytes()),
+	}}}
+	b, _ := json.Marshal(jwks)
+	file := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(file, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewJWT(auth.JWTOptions{HS256Secret: secret, JWKSFile: file, Issuer: "https://id.example", Audience: "surge", Leeway: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := auth.New(auth.Options{Verifiers: []auth.Verifier{v}})
+	now := time.Now()
+	good := func() jwt.MapClaims {
+		return jwt.MapClaims{"iss": "https://id.example", "aud": "surge", "sub": "dash-1", "exp": now.Add(time.Hour).Unix(),
+			"iat": now.Unix(), "roles": []string{"analyst"}}
+	}
+	hs := func(c jwt.MapClaims) string {
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	rs := func(c jwt.MapClaims, kid string) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodRS256, c)
+		tok.Header["kid"] = kid
+		s, err := tok.SignedString(rsaKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	with := func(k string, v any) jwt.MapClaims {
+		c := good()
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+		return c
+	}
+	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, good()).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	for _, c := range []struct {
+		name  string
+		token string
+		roles auth.Role // 0: refused
+	}{
+		{"HS256", hs(good()), auth.RoleAnalyst},
+		{"RS256 by kid", rs(good(), "k1"), auth.RoleAnalyst},
+		{"scope claim", hs(with("roles", nil)), 0},
+		{"scope claim with roles", hs(func() jwt.MapClaims { c := with("roles", nil); c["scope"] = "openid client"; return c }()), auth.RoleClient},
+		{"expired past the leeway", hs(with("exp", now.Add(-2*time.Minute).Unix())), 0},
+		{"expired within the leeway", hs(with("exp", now.Add(-30*time.Second).Unix())), auth.RoleAnalyst},
+		{"no expiry", hs(with("exp", nil)), 0},
+		{"wrong issuer", hs(with("iss", "https://evil.example")), 0},
+		{"wrong audience", hs(with("aud", "other")), 0},
+		{"no subject", hs(with("sub", nil)), 0},
+		{"unknown kid", rs(good(), "k2"), 0},
+		{"alg none", none, 0},
+		{"tampered", hs(good())[:20] + "x" + hs(good())[21:], 0},
+	} {
+		p, err := a.Token(context.Background(), c.token, "")
+		if c.name == "scope claim" {
+			// A token without roles verifies and holds none.
+			if err != nil || p.Roles != 0 {
+				t.Errorf("%s: %+v %v, want no roles", c.name, p, err)
+			}
+			continue
+		}
+		if c.roles == 0 {
+			if !errors.Is(err, auth.ErrInvalidCredentials) {
+				t.Errorf("%s: %+v %v, want refused", c.name, p, err)
+			}
+			continue
+		}
+		if err != nil || !p.Has(c.roles) || p.ID != "jwt:dash-1" || p.Has(auth.RoleAdmin) {
+			t.Errorf("%s: %+v %v, want jwt:dash-1 with %s", c.name, p, err, c.roles)
+		}
+	}
+	for _, bad := range []auth.JWTOptions{
+		{HS256Secret: secret, Audience: "surge"},
+		{HS256Secret: secret, Issuer: "i"},
+		{HS256Secret: []byte("short"), Issuer: "i", Audience: "a"},
+		{JWKSFile: filepath.Join(t.TempDir(), "missing.json"), Issuer: "i", Audience: "a"},
+	} {
+		if _, err := auth.NewJWT(bad); err == nil {
+			t.Errorf("NewJWT(%+v) accepted", bad)
+		}
+	}
+	if v, err := auth.NewJWT(auth.JWTOptions{}); v != nil || err != nil {
+		t.Errorf("NewJWT without keys: %v %v, want nil", v, err)
+	}
+}
+
+// TestKeys: keys created on one replica verify on another at once (the
+// announcement on Redis), revoking them too; only the hash is stored.
+func TestKeys(t *testing.T) {
+	ctx := context.Background()
+	conn, _, db := chtest.Migrated(t)
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t).Addr})
+	t.Cleanup(func() { rdb.Close() })
+	one := auth.NewKeys(conn, rdb, db, auth.KeysOptions{Refresh: time.Hour})
+	two := auth.NewKeys(conn, rdb, db, auth.KeysOptions{Refresh: time.Hour})
+	for _, k := range []*auth.Keys{one, two} {
+		if err := k.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = two.Run(rctx) }()
+	// Run subscribes asynchronously: wait until Redis counts the subscriber.
+	waitFor(t, "replica subscribed", func() bool {
+		n, _ := rdb.PubSubNumSub(ctx, auth.KeysChannel).Result()
+		return n[auth.KeysChannel] == 1
+	})
+
+	secret, key, err := one.Create(ctx, "acme", "acme backend", auth.RoleSupply, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(secret, "sk_"+key.ID+"_") {
+		t.Fatalf("key %q does not start with its id %s", secret, key.ID)
+	}
+	a := auth.New(auth.Options{Verifiers: []auth.Verifier{two}})
+	waitFor(t, "the other replica knows the new key", func() bool {
+		_, err := a.Token(ctx, secret, "")
+		return err == nil
+	})
+	p, _ := a.Token(ctx, secret, "")
+	if p.ID != "key:acme" || p.Name != "acme backend" || !p.Has(auth.RoleSupply) || p.Has(auth.RoleClient) {
+		t.Errorf("principal %+v", p)
+	}
+	if _, err := a.Token(ctx, secret[:len(secret)-1]+"0", ""); !errors.Is(err, auth.ErrInvalidCredentials) {
+		t.Errorf("a wrong secret with the right id: %v", err)
+	}
+	var stored uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".api_keys WHERE position(secret_sha256, ?) > 0 OR position(name, ?) > 0",
+		secret, secret).Scan(&stored); err != nil || stored != 0 {
+		t.Errorf("the secret is stored in clear: %d %v", stored, err)
+	}
+
+	if _, err := one.Revoke(ctx, key.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the other replica refuses the revoked key", func() bool {
+		_, err := a.Token(ctx, secret, "")
+		return errors.Is(err, auth.ErrInvalidCredentials)
+	})
+	list, err := one.List(ctx)
+	if err != nil || len(list) != 1 || list[0].RevokedAt.IsZero() || list[0].Client != "acme" {
+		t.Errorf("list %+v %v", list, err)
+	}
+	for _, c := range []struct {
+		client string
+		roles  auth.Role
+	}{{"", auth.RoleClient}, {"has space", auth.RoleClient}, {"ok", 0}} {
+		if _, _, err := one.Create(ctx, c.client, "", c.roles, "test"); err == nil {
+			t.Errorf("Create(%q, %s) accepted", c.client, c.roles)
+		}
+	}
+	if _, err := one.Revoke(ctx, "nosuch"); err == nil {
+		t.Error("revoking an unknown key succeeded")
+	}
+}
+
+// waitFor polls cond until it holds, failing after a generous deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/quotes"
 )
@@ -54,7 +55,7 @@ func (s *Service) Handler(logger *slog.Logger) http.Handler {
 			}
 			return
 		}
-		b, err := s.Book(r.Context(), ingest.ClientFromRequest(r), in)
+		b, err := s.Book(r.Context(), ingest.ClientOf(auth.FromContext(r.Context())), in)
 		if err != nil {
 			status, code, fields := classify(err)
 			if status == http.StatusServiceUnavailable {

@@ -174,13 +174,22 @@ func (s *system) quote(region string) (string, bool) {
 	return r.Data.Price.QuoteID, r.Data.Price.QuoteID != ""
 }
 
+// faultsKey is the service's ingest key (INGEST_API_KEYS).
+const faultsKey = "faults-ingest-key"
+
 // probe sends one event (region "probe", outside the counted ones) and
 // reports whether the intake acknowledged it (202).
 func (s *system) probe(n int) bool {
 	body, _ := json.Marshal(map[string]any{"events": []map[string]any{{
 		"eventId": "probe-" + strconv.Itoa(n), "type": "search", "regionId": "probe", "timestamp": time.Now().UTC().Format(time.RFC3339Nano),
 	}}})
-	resp, err := s.http.Post(s.api+ingest.EventsPath, "application/json", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, s.api+ingest.EventsPath, bytes.NewReader(body))
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Api-Key", faultsKey)
+	resp, err := s.http.Do(req)
 	if err != nil {
 		return false
 	}
@@ -252,7 +261,7 @@ type sent struct {
 // batch's timestamps taken when it is built.
 func sendEvents(ctx context.Context, api string, n, rate int) sent {
 	c, err := intakeclient.NewClient(intakeclient.ClientOptions{
-		URL: api + ingest.EventsPath, APIKey: "faults", MaxAttempts: 1000, MaxBackoff: 2 * time.Second,
+		URL: api + ingest.EventsPath, APIKey: faultsKey, MaxAttempts: 1000, MaxBackoff: 2 * time.Second,
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
@@ -359,7 +368,7 @@ func TestFaults(t *testing.T) {
 	s.service = &proc{name: "service", log: filepath.Join(dir, "service.log"),
 		args: []string{bin, "dev", "--data-dir", filepath.Join(dir, "service"), "--listen", apiAddr},
 		env: []string{"REDIS_ADDR=" + s.redis.Addr, "CLICKHOUSE_ADDR=" + s.clickhouse.Addr, "KAFKA_BROKERS=" + brokerAddr,
-			"LOG_FORMAT=text", "LIVE_REPRICE_INTERVAL=-1s"}}
+			"LOG_FORMAT=text", "LIVE_REPRICE_INTERVAL=-1s", "INGEST_API_KEYS=" + faultsKey}}
 	s.service.start(t)
 	t.Cleanup(s.service.stop)
 	t.Cleanup(func() {
@@ -513,7 +522,7 @@ func readCounts(ctx context.Context, ch driver.Conn) (c counts, err error) {
 			err = ch.QueryRow(ctx, sql).Scan(dst...)
 		}
 	}
-	q("SELECT count(), uniqExact(event_id) FROM surge.events_raw WHERE event_id LIKE 'fault-%'", &c.rows, &c.ids)
+	q("SELECT count(), uniqExact(event_id) FROM surge.events_raw WHERE event_id LIKE '%:fault-%'", &c.rows, &c.ids)
 	q("SELECT sum(searches), sum(bookings) FROM surge.demand_minute WHERE region_id != 'probe'", &c.searches, &c.bookings)
 	q("SELECT sum(bookings) FROM surge.user_activity_minute", &c.userBookings)
 	q("SELECT sum(exposures), sum(conversions) FROM surge.experiment_metrics_daily WHERE experiment_id = 'fault-exp'", &c.exposures, &c.conversions)

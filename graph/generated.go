@@ -5,6 +5,7 @@ package graph
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -37,6 +38,7 @@ type ResolverRoot interface {
 }
 
 type DirectiveRoot struct {
+	HasRole func(ctx context.Context, obj any, next graphql.Resolver, role model.Role) (res any, err error)
 }
 
 type ComplexityRoot struct {
@@ -2619,26 +2621,50 @@ var sources = []*ast.Source{
 "An RFC 3339 timestamp."
 scalar Time
 
+"""
+Who may call a field: the caller must hold the role, from an API key
+(X-Api-Key or Authorization: Bearer) or a JWT bearer token. ADMIN includes
+every other role, ANALYST includes CLIENT, SUPPLY includes INGEST. Without credentials a
+caller holds the server's open roles (none by default; surge dev opens CLIENT
+and ANALYST). Refused: extensions.code UNAUTHENTICATED (no credentials) or
+FORBIDDEN (a caller without the role).
+"""
+directive @hasRole(role: Role!) on FIELD_DEFINITION
+
+"The roles of callers (see @hasRole)."
+enum Role {
+  "Apps asking prices: price, prices, forecast, factorBreakdown, regions, book, live surge."
+  CLIENT
+  "Servers sending demand events (search, booking, cancel)."
+  INGEST
+  "Servers sending supply updates and external signals too."
+  SUPPLY
+  "Reading history, features, accuracy, audits, rules, models and experiment results."
+  ANALYST
+  "Changing rules, experiments, models and rollouts."
+  ADMIN
+}
+
 type Query {
   "The price of a product in a region now. Never fails because a dependency is down: degraded answers say why."
-  price(input: PriceInput!): PriceQuote!
+  price(input: PriceInput!): PriceQuote! @hasRole(role: CLIENT)
   "Prices for many region/product pairs in one request (at most 100); features and forecasts are fetched in batches."
-  prices(inputs: [PriceInput!]!): [PriceQuote!]!
+  prices(inputs: [PriceInput!]!): [PriceQuote!]! @hasRole(role: CLIENT)
   "The demand forecast for a region over the next horizonMinutes (1 to 240)."
-  forecast(regionId: ID!, horizonMinutes: Int = 15): Forecast!
+  forecast(regionId: ID!, horizonMinutes: Int = 15): Forecast! @hasRole(role: CLIENT)
   "The factors of a quote given earlier, while it is valid."
-  factorBreakdown(quoteId: ID!): [Factor!]!
+  factorBreakdown(quoteId: ID!): [Factor!]! @hasRole(role: CLIENT)
   "The decision record of any quote given, recomputed with this server's engine: from the quote cache while the quote is valid, then from the audit trail in ClickHouse (pricing_decisions), at any age. NOT_FOUND for an unknown quote, or one whose record has not landed yet (seconds)."
-  quoteAudit(quoteId: ID!): QuoteAudit!
+  quoteAudit(quoteId: ID!): QuoteAudit! @hasRole(role: ANALYST)
   "The regions priced by this service."
-  regions: [Region!]!
+  regions: [Region!]! @hasRole(role: CLIENT)
   "The pricing rules of a region: the versions in force, or every version with includeHistory."
-  pricingRules(regionId: ID!, includeHistory: Boolean = false): [PricingRule!]!
+  pricingRules(regionId: ID!, includeHistory: Boolean = false): [PricingRule!]! @hasRole(role: ANALYST)
 }
 
 type Mutation {
   "Adds a new version of a pricing rule (admin: needs the X-Admin-Key header)."
-  setPricingRule(input: PricingRuleInput!): PricingRule!
+  setPricingRule(input: PricingRuleInput!): PricingRule! @hasRole(role: ADMIN)
 }
 
 "A quote's decision record and its recomputation."
@@ -2804,16 +2830,16 @@ input PricingRuleInput {
 
 extend type Query {
   "Per-region demand aggregates from ClickHouse (materialized from the events), oldest first; at most 10,000 points."
-  demandHistory(regionId: ID!, from: Time!, to: Time!, granularity: Granularity = MINUTE): [DemandPoint!]!
+  demandHistory(regionId: ID!, from: Time!, to: Time!, granularity: Granularity = MINUTE): [DemandPoint!]! @hasRole(role: ANALYST)
   "The online feature values of a region as the price path reads them, with their update time and age."
-  features(regionId: ID!): OnlineFeatures!
+  features(regionId: ID!): OnlineFeatures! @hasRole(role: ANALYST)
   "Consumer lag per group and partition, late-event counts and the last sink error."
-  ingestionStatus: IngestionStatus!
+  ingestionStatus: IngestionStatus! @hasRole(role: ANALYST)
 }
 
 extend type Mutation {
   "Sends 1 to 1,000 marketplace events through the same intake as POST /v1/events."
-  ingestEvents(events: [EventInput!]!): IngestResult!
+  ingestEvents(events: [EventInput!]!): IngestResult! @hasRole(role: INGEST)
 }
 
 enum Granularity {
@@ -2913,18 +2939,18 @@ type IngestResult {
 
 extend type Query {
   "The registered versions of the served model, oldest first, with their status and validation metrics."
-  models: [ModelVersion!]!
+  models: [ModelVersion!]! @hasRole(role: ANALYST)
   "The model rollout in progress, or the last one finished since the service started; null when none."
-  rollout: Rollout
+  rollout: Rollout @hasRole(role: ANALYST)
 }
 
 extend type Mutation {
   "Starts the canary rollout of a registered version (admin): 10 %, 50 %, then 100 % of the regions, compared with the stable version and rolled back on a regression. In shadow mode the candidate only predicts alongside, never serves."
-  startRollout(version: String!, shadow: Boolean = false): Rollout!
+  startRollout(version: String!, shadow: Boolean = false): Rollout! @hasRole(role: ADMIN)
   "Makes a version active now (admin): the candidate of the rollout in progress, or any loadable version when none is in progress."
-  promoteModel(version: String!): ModelVersion!
+  promoteModel(version: String!): ModelVersion! @hasRole(role: ADMIN)
   "Ends the rollout in progress (admin): traffic returns to the stable version and the candidate is recorded as rejected."
-  rollbackModel(reason: String): Rollout!
+  rollbackModel(reason: String): Rollout! @hasRole(role: ADMIN)
 }
 
 enum ModelStatus {
@@ -3017,7 +3043,7 @@ type RolloutVersionStats {
 
 extend type Query {
   "Rolling accuracy of the served forecasts (source MODEL) joined with the searches realised over their horizon, per region and model version, over the last windowHours hours (1 to 720), optionally for one region and/or one model version. Forecasts whose horizon is not complete yet are left out."
-  forecastAccuracy(regionId: ID, modelVersion: String, windowHours: Int = 24): [ForecastAccuracy!]!
+  forecastAccuracy(regionId: ID, modelVersion: String, windowHours: Int = 24): [ForecastAccuracy!]! @hasRole(role: ANALYST)
 }
 
 "The accuracy of one model version's forecasts in one region over the window."
@@ -3044,28 +3070,28 @@ type ForecastAccuracy {
 
 extend type Query {
   "Every experiment, newest first, optionally with one status."
-  experiments(status: ExperimentStatus): [Experiment!]!
+  experiments(status: ExperimentStatus): [Experiment!]! @hasRole(role: ANALYST)
   "One experiment; null when unknown."
-  experiment(id: ID!): Experiment
+  experiment(id: ID!): Experiment @hasRole(role: ANALYST)
   """
   The results of an experiment: per-variant figures, comparisons with the control, the daily series and the verdict. They are
   computed from the latest snapshot of the per-variant sums in ClickHouse (computedAt), which the server refreshes in the
   background every few minutes while the experiment runs; refresh: true computes a new snapshot first (seconds on millions of users).
   """
-  experimentResults(experimentId: ID!, refresh: Boolean! = false): ExperimentResults!
+  experimentResults(experimentId: ID!, refresh: Boolean! = false): ExperimentResults! @hasRole(role: ANALYST)
 }
 
 extend type Mutation {
   "Creates an experiment as a DRAFT (admin)."
-  createExperiment(input: CreateExperimentInput!): Experiment!
+  createExperiment(input: CreateExperimentInput!): Experiment! @hasRole(role: ADMIN)
   "Starts a DRAFT (admin): requests with a userId in the targeted regions and products are assigned to variants from now on. Refused when a running experiment of the same layer targets the same traffic."
-  startExperiment(id: ID!): Experiment!
+  startExperiment(id: ID!): Experiment! @hasRole(role: ADMIN)
   "Stops a RUNNING experiment or abandons a DRAFT (admin): every request is priced by the default rules again."
-  stopExperiment(id: ID!, reason: String): Experiment!
+  stopExperiment(id: ID!, reason: String): Experiment! @hasRole(role: ADMIN)
   "Makes a variant's strategy the default for the targeted regions and products as a new pricing-rule version, and ends the experiment as ROLLED_OUT (admin). Without variant, the verdict's winner; refused when there is none."
-  rolloutWinner(experimentId: ID!, variant: String): Experiment!
+  rolloutWinner(experimentId: ID!, variant: String): Experiment! @hasRole(role: ADMIN)
   "Records a booking of a quote given earlier (while it is valid): the conversion of the experiments that priced it and a booking event of the demand features. The same booking sent again is answered with duplicate: true and counted once."
-  book(input: BookingInput!): Booking!
+  book(input: BookingInput!): Booking! @hasRole(role: CLIENT)
 }
 
 enum ExperimentStatus {
@@ -3346,11 +3372,11 @@ type Subscription {
   minChange. A slow subscriber gets the latest value per region and product; one that stays
   behind is disconnected (error SLOW_SUBSCRIBER).
   """
-  surgeUpdated(regionIds: [ID!], productTypes: [String!], minChange: Float = 0): SurgeUpdate!
+  surgeUpdated(regionIds: [ID!], productTypes: [String!], minChange: Float = 0): SurgeUpdate! @hasRole(role: CLIENT)
   "A region's demand forecast, sent at once and then every intervalSeconds (1 to 300) when it changes."
-  forecastUpdated(regionId: ID!, horizonMinutes: Int = 15, intervalSeconds: Int = 5): Forecast!
+  forecastUpdated(regionId: ID!, horizonMinutes: Int = 15, intervalSeconds: Int = 5): Forecast! @hasRole(role: CLIENT)
   "The model rollout, sent at once and whenever its state, phase or figures change; null when there is none."
-  rolloutUpdated: Rollout
+  rolloutUpdated: Rollout @hasRole(role: ANALYST)
 }
 
 "A multiplier of one product in one region, as quoted now."
@@ -4247,6 +4273,20 @@ func (ec *executionContext) childFields___Type(ctx context.Context, field graphq
 // endregion ************************** internal!.gotpl ***************************
 
 // region    ***************************** args.gotpl *****************************
+
+func (ec *executionContext) dir_hasRole_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "role",
+		func(ctx context.Context, v any) (model.Role, error) {
+			return ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["role"] = arg0
+	return args, nil
+}
 
 func (ec *executionContext) field_Mutation_book_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
@@ -7920,7 +7960,25 @@ func (ec *executionContext) _Mutation_setPricingRule(ctx context.Context, field 
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Mutation().SetPricingRule(ctx, fc.Args["input"].(model.PricingRuleInput))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *model.PricingRule
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.PricingRule
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.PricingRule) graphql.Marshaler {
 			return ec.marshalNPricingRule2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐPricingRule(ctx, selections, v)
 		},
@@ -7964,7 +8022,25 @@ func (ec *executionContext) _Mutation_ingestEvents(ctx context.Context, field gr
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Mutation().IngestEvents(ctx, fc.Args["events"].([]*model.EventInput))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "INGEST")
+				if err != nil {
+					var zeroVal *model.IngestResult
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.IngestResult
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.IngestResult) graphql.Marshaler {
 			return ec.marshalNIngestResult2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐIngestResult(ctx, selections, v)
 		},
@@ -8008,7 +8084,25 @@ func (ec *executionContext) _Mutation_startRollout(ctx context.Context, field gr
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Mutation().StartRollout(ctx, fc.Args["version"].(string), fc.Args["shadow"].(*bool))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *model.Rollout
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.Rollout
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Rollout) graphql.Marshaler {
 			return ec.marshalNRollout2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRollout(ctx, selections, v)
 		},
@@ -8052,7 +8146,25 @@ func (ec *executionContext) _Mutation_promoteModel(ctx context.Context, field gr
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Mutation().PromoteModel(ctx, fc.Args["version"].(string))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *model.ModelVersion
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.ModelVersion
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.ModelVersion) graphql.Marshaler {
 			return ec.marshalNModelVersion2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐModelVersion(ctx, selections, v)
 		},
@@ -8096,7 +8208,25 @@ func (ec *executionContext) _Mutation_rollbackModel(ctx context.Context, field g
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Mutation().RollbackModel(ctx, fc.Args["reason"].(*string))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *model.Rollout
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.Rollout
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Rollout) graphql.Marshaler {
 			return ec.marshalNRollout2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRollout(ctx, selections, v)
 		},
@@ -8140,7 +8270,25 @@ func (ec *executionContext) _Mutation_createExperiment(ctx context.Context, fiel
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Mutation().CreateExperiment(ctx, fc.Args["input"].(model.CreateExperimentInput))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *model.Experiment
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.Experiment
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Experiment) graphql.Marshaler {
 			return ec.marshalNExperiment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperiment(ctx, selections, v)
 		},
@@ -8184,7 +8332,25 @@ func (ec *executionContext) _Mutation_startExperiment(ctx context.Context, field
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Mutation().StartExperiment(ctx, fc.Args["id"].(string))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *model.Experiment
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.Experiment
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Experiment) graphql.Marshaler {
 			return ec.marshalNExperiment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperiment(ctx, selections, v)
 		},
@@ -8228,7 +8394,25 @@ func (ec *executionContext) _Mutation_stopExperiment(ctx context.Context, field 
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Mutation().StopExperiment(ctx, fc.Args["id"].(string), fc.Args["reason"].(*string))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *model.Experiment
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.Experiment
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Experiment) graphql.Marshaler {
 			return ec.marshalNExperiment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperiment(ctx, selections, v)
 		},
@@ -8272,7 +8456,25 @@ func (ec *executionContext) _Mutation_rolloutWinner(ctx context.Context, field g
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Mutation().RolloutWinner(ctx, fc.Args["experimentId"].(string), fc.Args["variant"].(*string))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *model.Experiment
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.Experiment
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Experiment) graphql.Marshaler {
 			return ec.marshalNExperiment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperiment(ctx, selections, v)
 		},
@@ -8316,7 +8518,25 @@ func (ec *executionContext) _Mutation_book(ctx context.Context, field graphql.Co
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Mutation().Book(ctx, fc.Args["input"].(model.BookingInput))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "CLIENT")
+				if err != nil {
+					var zeroVal *model.Booking
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.Booking
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Booking) graphql.Marshaler {
 			return ec.marshalNBooking2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐBooking(ctx, selections, v)
 		},
@@ -9592,7 +9812,25 @@ func (ec *executionContext) _Query_price(ctx context.Context, field graphql.Coll
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Query().Price(ctx, fc.Args["input"].(model.PriceInput))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "CLIENT")
+				if err != nil {
+					var zeroVal *model.PriceQuote
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.PriceQuote
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.PriceQuote) graphql.Marshaler {
 			return ec.marshalNPriceQuote2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐPriceQuote(ctx, selections, v)
 		},
@@ -9636,7 +9874,25 @@ func (ec *executionContext) _Query_prices(ctx context.Context, field graphql.Col
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Query().Prices(ctx, fc.Args["inputs"].([]*model.PriceInput))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "CLIENT")
+				if err != nil {
+					var zeroVal []*model.PriceQuote
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal []*model.PriceQuote
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v []*model.PriceQuote) graphql.Marshaler {
 			return ec.marshalNPriceQuote2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐPriceQuoteᚄ(ctx, selections, v)
 		},
@@ -9680,7 +9936,25 @@ func (ec *executionContext) _Query_forecast(ctx context.Context, field graphql.C
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Query().Forecast(ctx, fc.Args["regionId"].(string), fc.Args["horizonMinutes"].(*int))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "CLIENT")
+				if err != nil {
+					var zeroVal *model.Forecast
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.Forecast
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Forecast) graphql.Marshaler {
 			return ec.marshalNForecast2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐForecast(ctx, selections, v)
 		},
@@ -9724,7 +9998,25 @@ func (ec *executionContext) _Query_factorBreakdown(ctx context.Context, field gr
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Query().FactorBreakdown(ctx, fc.Args["quoteId"].(string))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "CLIENT")
+				if err != nil {
+					var zeroVal []*model.Factor
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal []*model.Factor
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v []*model.Factor) graphql.Marshaler {
 			return ec.marshalNFactor2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐFactorᚄ(ctx, selections, v)
 		},
@@ -9768,7 +10060,25 @@ func (ec *executionContext) _Query_quoteAudit(ctx context.Context, field graphql
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Query().QuoteAudit(ctx, fc.Args["quoteId"].(string))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ANALYST")
+				if err != nil {
+					var zeroVal *model.QuoteAudit
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.QuoteAudit
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.QuoteAudit) graphql.Marshaler {
 			return ec.marshalNQuoteAudit2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐQuoteAudit(ctx, selections, v)
 		},
@@ -9811,7 +10121,25 @@ func (ec *executionContext) _Query_regions(ctx context.Context, field graphql.Co
 		func(ctx context.Context) (any, error) {
 			return ec.Resolvers.Query().Regions(ctx)
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "CLIENT")
+				if err != nil {
+					var zeroVal []*model.Region
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal []*model.Region
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v []*model.Region) graphql.Marshaler {
 			return ec.marshalNRegion2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRegionᚄ(ctx, selections, v)
 		},
@@ -9844,7 +10172,25 @@ func (ec *executionContext) _Query_pricingRules(ctx context.Context, field graph
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Query().PricingRules(ctx, fc.Args["regionId"].(string), fc.Args["includeHistory"].(*bool))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ANALYST")
+				if err != nil {
+					var zeroVal []*model.PricingRule
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal []*model.PricingRule
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v []*model.PricingRule) graphql.Marshaler {
 			return ec.marshalNPricingRule2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐPricingRuleᚄ(ctx, selections, v)
 		},
@@ -9888,7 +10234,25 @@ func (ec *executionContext) _Query_demandHistory(ctx context.Context, field grap
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Query().DemandHistory(ctx, fc.Args["regionId"].(string), fc.Args["from"].(time.Time), fc.Args["to"].(time.Time), fc.Args["granularity"].(*model.Granularity))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ANALYST")
+				if err != nil {
+					var zeroVal []*model.DemandPoint
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal []*model.DemandPoint
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v []*model.DemandPoint) graphql.Marshaler {
 			return ec.marshalNDemandPoint2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐDemandPointᚄ(ctx, selections, v)
 		},
@@ -9932,7 +10296,25 @@ func (ec *executionContext) _Query_features(ctx context.Context, field graphql.C
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Query().Features(ctx, fc.Args["regionId"].(string))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ANALYST")
+				if err != nil {
+					var zeroVal *model.OnlineFeatures
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.OnlineFeatures
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.OnlineFeatures) graphql.Marshaler {
 			return ec.marshalNOnlineFeatures2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐOnlineFeatures(ctx, selections, v)
 		},
@@ -9975,7 +10357,25 @@ func (ec *executionContext) _Query_ingestionStatus(ctx context.Context, field gr
 		func(ctx context.Context) (any, error) {
 			return ec.Resolvers.Query().IngestionStatus(ctx)
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ANALYST")
+				if err != nil {
+					var zeroVal *model.IngestionStatus
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.IngestionStatus
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.IngestionStatus) graphql.Marshaler {
 			return ec.marshalNIngestionStatus2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐIngestionStatus(ctx, selections, v)
 		},
@@ -10007,7 +10407,25 @@ func (ec *executionContext) _Query_models(ctx context.Context, field graphql.Col
 		func(ctx context.Context) (any, error) {
 			return ec.Resolvers.Query().Models(ctx)
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ANALYST")
+				if err != nil {
+					var zeroVal []*model.ModelVersion
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal []*model.ModelVersion
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v []*model.ModelVersion) graphql.Marshaler {
 			return ec.marshalNModelVersion2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐModelVersionᚄ(ctx, selections, v)
 		},
@@ -10039,7 +10457,25 @@ func (ec *executionContext) _Query_rollout(ctx context.Context, field graphql.Co
 		func(ctx context.Context) (any, error) {
 			return ec.Resolvers.Query().Rollout(ctx)
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ANALYST")
+				if err != nil {
+					var zeroVal *model.Rollout
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.Rollout
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Rollout) graphql.Marshaler {
 			return ec.marshalORollout2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRollout(ctx, selections, v)
 		},
@@ -10072,7 +10508,25 @@ func (ec *executionContext) _Query_forecastAccuracy(ctx context.Context, field g
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Query().ForecastAccuracy(ctx, fc.Args["regionId"].(*string), fc.Args["modelVersion"].(*string), fc.Args["windowHours"].(*int))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ANALYST")
+				if err != nil {
+					var zeroVal []*model.ForecastAccuracy
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal []*model.ForecastAccuracy
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v []*model.ForecastAccuracy) graphql.Marshaler {
 			return ec.marshalNForecastAccuracy2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐForecastAccuracyᚄ(ctx, selections, v)
 		},
@@ -10116,7 +10570,25 @@ func (ec *executionContext) _Query_experiments(ctx context.Context, field graphq
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Query().Experiments(ctx, fc.Args["status"].(*model.ExperimentStatus))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ANALYST")
+				if err != nil {
+					var zeroVal []*model.Experiment
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal []*model.Experiment
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v []*model.Experiment) graphql.Marshaler {
 			return ec.marshalNExperiment2ᚕᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentᚄ(ctx, selections, v)
 		},
@@ -10160,7 +10632,25 @@ func (ec *executionContext) _Query_experiment(ctx context.Context, field graphql
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Query().Experiment(ctx, fc.Args["id"].(string))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ANALYST")
+				if err != nil {
+					var zeroVal *model.Experiment
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.Experiment
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Experiment) graphql.Marshaler {
 			return ec.marshalOExperiment2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperiment(ctx, selections, v)
 		},
@@ -10204,7 +10694,25 @@ func (ec *executionContext) _Query_experimentResults(ctx context.Context, field 
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Query().ExperimentResults(ctx, fc.Args["experimentId"].(string), fc.Args["refresh"].(bool))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ANALYST")
+				if err != nil {
+					var zeroVal *model.ExperimentResults
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.ExperimentResults
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.ExperimentResults) graphql.Marshaler {
 			return ec.marshalNExperimentResults2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐExperimentResults(ctx, selections, v)
 		},
@@ -11533,7 +12041,25 @@ func (ec *executionContext) _Subscription_surgeUpdated(ctx context.Context, fiel
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Subscription().SurgeUpdated(ctx, fc.Args["regionIds"].([]string), fc.Args["productTypes"].([]string), fc.Args["minChange"].(*float64))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "CLIENT")
+				if err != nil {
+					var zeroVal *live.Update
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *live.Update
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *live.Update) graphql.Marshaler {
 			return ec.marshalNSurgeUpdate2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋliveᚐUpdate(ctx, selections, v)
 		},
@@ -11577,7 +12103,25 @@ func (ec *executionContext) _Subscription_forecastUpdated(ctx context.Context, f
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.Subscription().ForecastUpdated(ctx, fc.Args["regionId"].(string), fc.Args["horizonMinutes"].(*int), fc.Args["intervalSeconds"].(*int))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "CLIENT")
+				if err != nil {
+					var zeroVal *model.Forecast
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.Forecast
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Forecast) graphql.Marshaler {
 			return ec.marshalNForecast2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐForecast(ctx, selections, v)
 		},
@@ -11620,7 +12164,25 @@ func (ec *executionContext) _Subscription_rolloutUpdated(ctx context.Context, fi
 		func(ctx context.Context) (any, error) {
 			return ec.Resolvers.Subscription().RolloutUpdated(ctx)
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx, "ANALYST")
+				if err != nil {
+					var zeroVal *model.Rollout
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.Rollout
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Rollout) graphql.Marshaler {
 			return ec.marshalORollout2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRollout(ctx, selections, v)
 		},
@@ -18143,6 +18705,16 @@ func (ec *executionContext) marshalNRegion2ᚖgithubᚗcomᚋsurgeworksᚋsurge�
 		return graphql.Null
 	}
 	return ec._Region(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx context.Context, v any) (model.Role, error) {
+	var res model.Role
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNRole2githubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRole(ctx context.Context, sel ast.SelectionSet, v model.Role) graphql.Marshaler {
+	return v
 }
 
 func (ec *executionContext) marshalNRollout2ᚖgithubᚗcomᚋsurgeworksᚋsurgeᚋgraphᚋmodelᚐRollout(ctx context.Context, sel ast.SelectionSet, v *model.Rollout) graphql.Marshaler {

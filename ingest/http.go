@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/segmentio/encoding/json"
+
+	"github.com/surgeworks/surge/auth"
 )
 
 // EventsPath is where Handler is meant to be mounted.
@@ -43,7 +45,10 @@ const RetryEventsHeader = "Surge-Retry-Events"
 //   - 400 INVALID_JSON for a body that is not JSON, 400 INVALID_REQUEST
 //     without a non-empty "events" array, 413 PAYLOAD_TOO_LARGE for a body
 //     over MaxBodyBytes, 413 TOO_MANY_EVENTS above MaxEvents events,
-//     405 for another method, 401 when Identify refuses the client.
+//     405 for another method.
+//
+// The caller is the auth.Principal in the request's context: the server
+// mounts the handler behind auth's middleware and the ingest role.
 //
 // Events are decoded one by one: an event with a value of the wrong JSON
 // type is rejected with a field error while the others proceed.
@@ -57,11 +62,7 @@ func (in *Intake) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		in.fail(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "use POST")
 		return
 	}
-	client, err := in.opts.Identify(r)
-	if err != nil {
-		in.fail(w, http.StatusUnauthorized, "UNAUTHENTICATED", err.Error())
-		return
-	}
+	client := ClientOf(auth.FromContext(r.Context()))
 	tooLarge := fmt.Sprintf("request body over %d bytes", in.opts.MaxBodyBytes)
 	if r.ContentLength > in.opts.MaxBodyBytes {
 		in.fail(w, http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", tooLarge)

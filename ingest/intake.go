@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -20,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/ratelimit"
 )
 
@@ -54,39 +53,37 @@ type RetryError struct {
 func (e *RetryError) Error() string { return fmt.Sprintf("%v (retry after %s)", e.Err, e.RetryAfter) }
 func (e *RetryError) Unwrap() error { return e.Err }
 
-// ClientID identifies the API client of a request, for its rate limit.
+// ClientID identifies the API client of a request: its rate-limit bucket,
+// the namespace of its event ids and what it may send.
 type ClientID struct {
-	// ID is stable and not secret: "key:" and a hash of the API key, or
-	// "addr:" and the client's IP address.
+	// ID is stable and not secret: the auth.Principal's ID ("key:<client>",
+	// "jwt:<subject>", "env:<hash>", "addr:<ip>").
 	ID string
-	// Anonymous: identified by address, not by key; the lower
+	// Anonymous: identified by address, not by credentials; the lower
 	// anonymous limit applies.
 	Anonymous bool
+	// Supply: may send supply_update and external_signal events (the
+	// supply role); other clients' are rejected with code forbidden.
+	Supply bool
 }
 
-// APIKeyHeader carries the API key of an ingesting client.
-const APIKeyHeader = "X-Api-Key"
-
-// ClientFromRequest identifies the client of an HTTP request by the hash of
-// its X-Api-Key header, else by its remote IP address (anonymous). It does
-// not authenticate the key: the server, or IntakeOptions.Identify, decides
-// which keys are valid.
-func ClientFromRequest(r *http.Request) ClientID {
-	if key := r.Header.Get(APIKeyHeader); key != "" {
-		return KeyClient(key)
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	return ClientID{ID: "addr:" + host, Anonymous: true}
+// ClientOf is the client of an authenticated caller.
+func ClientOf(p auth.Principal) ClientID {
+	return ClientID{ID: p.ID, Anonymous: p.Anonymous, Supply: p.Has(auth.RoleSupply)}
 }
 
-// KeyClient is the client holding an API key.
-func KeyClient(apiKey string) ClientID {
-	sum := sha256.Sum256([]byte(apiKey))
-	return ClientID{ID: "key:" + hex.EncodeToString(sum[:16])}
+// Namespace prefixes the client's event ids on Kafka and in ClickHouse
+// ("<namespace>:<eventId>"): 12 hex digits of a hash of the client's ID,
+// so two clients' ids never collide and nobody can claim another's ids
+// first. The keys of one client (a rotation) share it.
+func (c ClientID) Namespace() string {
+	sum := sha256.Sum256([]byte(c.ID))
+	return hex.EncodeToString(sum[:6])
 }
+
+// StoredEventID is the id an event of client has on Kafka, in ClickHouse
+// and in the dedup store.
+func StoredEventID(client ClientID, eventID string) string { return client.Namespace() + ":" + eventID }
 
 // IntakeOptions configures an Intake. Zero values take the defaults.
 type IntakeOptions struct {
@@ -138,9 +135,9 @@ type IntakeOptions struct {
 	// a user alike, for the user rate limit and for analyses across
 	// replicas; it is the same hash as quotes' audit records).
 	UserHashKey []byte
-	// Identify names the client of an HTTP request, or refuses it with an
-	// error (401). Default ClientFromRequest.
-	Identify func(*http.Request) (ClientID, error)
+	// SupplyGuard holds back implausible supply updates (a fall to 0 from
+	// one report); nil: none.
+	SupplyGuard *SupplyGuard
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -173,9 +170,6 @@ func (o *IntakeOptions) defaults() error {
 		o.UserHashKey = make([]byte, 32)
 		_, _ = rand.Read(o.UserHashKey)
 		o.Logger.Warn("ingest: no user hash key; using a random one (user hashes differ between processes)")
-	}
-	if o.Identify == nil {
-		o.Identify = func(r *http.Request) (ClientID, error) { return ClientFromRequest(r), nil }
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -304,7 +298,7 @@ type Intake struct {
 	limiter  *ratelimit.Limiter // nil: no rate limits
 	opts     IntakeOptions
 	m        intakeMetrics
-	lastWarn atomic.Int64 // unix ns of the last rate-limit fail-open warning
+	lastWarn atomic.Int64 // unix ns of the last fail-open warning
 }
 
 // NewIntake returns an intake deduplicating in rdb and producing with
@@ -340,6 +334,7 @@ type EventResult struct {
 
 // item is one event on its way through a request.
 type item struct {
+	id     string // the eventId as the client sent it
 	ev     Event
 	errs   []FieldError
 	status Status
@@ -381,15 +376,23 @@ func (in *Intake) ingest(ctx context.Context, client ClientID, items []item) (Re
 	// request follows the first valid one.
 	first := make(map[string]int, len(items))
 	var live []int // valid first occurrences: the candidates for Kafka
+	ns := client.Namespace() + ":"
 	for i := range items {
 		it := &items[i]
 		it.copyOf = -1
+		it.id = it.ev.EventID
 		if it.errs == nil {
 			it.errs = Validate(&it.ev, now, in.opts.MaxClockSkew, in.opts.MaxLateness)
 		}
+		reason := "invalid"
+		if it.errs == nil && !client.Supply && (it.ev.Type == TypeSupplyUpdate || it.ev.Type == TypeExternalSignal) {
+			it.errs = []FieldError{{"type", CodeForbidden, fmt.Sprintf(
+				"this client may not send %s events: its key or token needs the supply role", it.ev.Type)}}
+			reason = "forbidden"
+		}
 		if it.errs != nil {
 			it.status = StatusRejected
-			in.m.rejected.WithLabelValues("invalid").Inc()
+			in.m.rejected.WithLabelValues(reason).Inc()
 			continue
 		}
 		if j, ok := first[it.ev.EventID]; ok {
@@ -397,6 +400,7 @@ func (in *Intake) ingest(ctx context.Context, client ClientID, items []item) (Re
 			continue
 		}
 		first[it.ev.EventID] = i
+		it.ev.EventID = ns + it.ev.EventID
 		in.normalise(&it.ev, now)
 		v, err := it.ev.Marshal()
 		if err != nil {
@@ -427,6 +431,10 @@ func (in *Intake) ingest(ctx context.Context, client ClientID, items []item) (Re
 		}
 		in.release(ctx, items, slices.DeleteFunc(slices.Clone(owned), func(i int) bool { return kept[i] }), token)
 	}
+	if left, err = in.plausible(ctx, items, left, token); err != nil {
+		in.release(ctx, items, left, token)
+		return Response{}, err
+	}
 	if err := in.produce(ctx, items, left, token); err != nil {
 		return Response{}, err
 	}
@@ -445,6 +453,62 @@ func (in *Intake) normalise(e *Event, now time.Time) {
 	}
 	e.Timestamp = e.Timestamp.UTC()
 	e.ReceivedAt = now.UTC()
+}
+
+// warnFailOpen logs a fail-open decision, at most every 10 s.
+func (in *Intake) warnFailOpen(msg string, err error) {
+	if last := in.lastWarn.Load(); time.Since(time.Unix(0, last)) > 10*time.Second && in.lastWarn.CompareAndSwap(last, time.Now().UnixNano()) {
+		in.opts.Logger.Warn(msg, "err", err)
+	}
+}
+
+// plausible holds back the implausible supply updates among left
+// (IntakeOptions.SupplyGuard): they are rejected "implausible" (no
+// automatic retry; a second report confirms a real fall) and their dedup
+// claims released. When the guard fails the updates pass (fail open, as
+// for the rate limits), counted and logged.
+func (in *Intake) plausible(ctx context.Context, items []item, left []int, token string) ([]int, error) {
+	if in.opts.SupplyGuard == nil {
+		return left, nil
+	}
+	var idx []int
+	for _, i := range left {
+		if e := &items[i].ev; e.Type == TypeSupplyUpdate && !e.Backfill {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return left, nil
+	}
+	evs, pos := make([]Event, len(idx)), make([]int, len(idx))
+	for k, i := range idx {
+		evs[k], pos[k] = items[i].ev, k
+	}
+	rctx, cancel := context.WithTimeout(ctx, in.opts.RedisTimeout)
+	refused, err := in.opts.SupplyGuard.Check(rctx, evs, pos)
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("ingest: %w", ctx.Err())
+	}
+	if err != nil {
+		in.m.guardFailOpen.Inc()
+		in.warnFailOpen("ingest: supply guard unavailable; admitting supply updates unchecked (fail open)", err)
+		return left, nil
+	}
+	if len(refused) == 0 {
+		return left, nil
+	}
+	held := make(map[int]bool, len(refused))
+	var heldIdx []int
+	for k, fe := range refused {
+		i := idx[k]
+		items[i].status, items[i].errs = StatusRejected, []FieldError{fe}
+		in.m.rejected.WithLabelValues("implausible").Inc()
+		held[i] = true
+		heldIdx = append(heldIdx, i)
+	}
+	in.release(ctx, items, heldIdx, token)
+	return slices.DeleteFunc(left, func(i int) bool { return held[i] }), nil
 }
 
 // limit applies the client's bucket (all of the request's live events, or
@@ -486,9 +550,7 @@ func (in *Intake) limit(ctx context.Context, client ClientID, items []item, live
 	}
 	if err != nil {
 		in.m.limitFailOpen.Inc()
-		if last := in.lastWarn.Load(); time.Since(time.Unix(0, last)) > 10*time.Second && in.lastWarn.CompareAndSwap(last, time.Now().UnixNano()) {
-			in.opts.Logger.Warn("ingest: rate limiter unavailable; admitting events unlimited (fail open)", "err", err)
-		}
+		in.warnFailOpen("ingest: rate limiter unavailable; admitting events unlimited (fail open)", err)
 		return live, nil
 	}
 	if !ds[0].Allowed {
@@ -703,7 +765,7 @@ func (in *Intake) respond(items []item) Response {
 				in.m.dedupHits.Inc()
 			}
 		}
-		resp.Events[i] = EventResult{Index: i, EventID: it.ev.EventID, Status: it.status, Errors: it.errs}
+		resp.Events[i] = EventResult{Index: i, EventID: it.id, Status: it.status, Errors: it.errs}
 		switch it.status {
 		case StatusAccepted:
 			resp.Accepted++
@@ -728,6 +790,7 @@ type intakeMetrics struct {
 	dedupHits       prometheus.Counter
 	dedupErrors     *prometheus.CounterVec // by op: claim, confirm, release
 	limitFailOpen   prometheus.Counter
+	guardFailOpen   prometheus.Counter
 	batchSize       prometheus.Histogram
 	produceDuration prometheus.Histogram
 	produceFailures prometheus.Counter
@@ -740,7 +803,7 @@ func newIntakeMetrics(reg prometheus.Registerer) intakeMetrics {
 			Name: "surge_intake_events_total", Help: "Events received, by status (accepted, duplicate, rejected).",
 		}, []string{"status"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "surge_intake_rejected_events_total", Help: "Rejected events by reason (invalid, rate_limited, in_flight).",
+			Name: "surge_intake_rejected_events_total", Help: "Rejected events by reason (invalid, forbidden, implausible, rate_limited, in_flight).",
 		}, []string{"reason"}),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "surge_intake_rate_limited_events_total", Help: "Events refused by a rate limit, by scope (user, client).",
@@ -753,6 +816,9 @@ func newIntakeMetrics(reg prometheus.Registerer) intakeMetrics {
 		}, []string{"op"}),
 		limitFailOpen: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "surge_intake_ratelimit_fail_open_total", Help: "Requests admitted without rate limits because the limiter failed.",
+		}),
+		guardFailOpen: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "surge_intake_supply_guard_fail_open_total", Help: "Requests whose supply updates were admitted unchecked because the supply guard failed.",
 		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "surge_intake_batch_size", Help: "Events per ingestion request.",
@@ -770,7 +836,7 @@ func newIntakeMetrics(reg prometheus.Registerer) intakeMetrics {
 		}, []string{"code"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.rejected, m.rateLimited, m.dedupHits, m.dedupErrors, m.limitFailOpen,
+		reg.MustRegister(m.events, m.rejected, m.rateLimited, m.dedupHits, m.dedupErrors, m.limitFailOpen, m.guardFailOpen,
 			m.batchSize, m.produceDuration, m.produceFailures, m.httpRequests)
 	}
 	return m

@@ -28,6 +28,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/devenv"
 	"github.com/surgeworks/surge/internal/testenv"
 	"github.com/surgeworks/surge/ratelimit"
@@ -75,10 +76,25 @@ func newIntakeEnv(t testing.TB, opts IntakeOptions, limits bool) *intakeEnv {
 		t.Fatal(err)
 	}
 	e.in = in
-	e.srv = httptest.NewServer(in.Handler())
+	authn := auth.New(auth.Options{Verifiers: []auth.Verifier{anyKey{}}, Open: auth.RoleSupply})
+	e.srv = httptest.NewServer(authn.Middleware(in.Handler()))
 	t.Cleanup(e.srv.Close)
 	return e
 }
+
+// anyKey takes every key at its word: the client "key:<key>", with the
+// supply role.
+type anyKey struct{}
+
+func (anyKey) Verify(_ context.Context, token string) (auth.Principal, bool, error) {
+	return auth.Principal{ID: "key:" + token, Name: token, Roles: auth.RoleSupply}, true, nil
+}
+
+// keyClient is the client of an API key sent to the test server.
+func keyClient(key string) ClientID { return ClientID{ID: "key:" + key, Supply: true} }
+
+// dedupKey is the dedup key of a client's event id.
+func dedupKey(c ClientID, id string) string { return DedupKey(StoredEventID(c, id)) }
 
 // event is a valid event of the given type, dated a second before now.
 func (e *intakeEnv) event(id, typ, region, user string) Event {
@@ -136,7 +152,7 @@ func (e *intakeEnv) post(apiKey string, r io.Reader) answer {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if apiKey != "" {
-		req.Header.Set(APIKeyHeader, apiKey)
+		req.Header.Set(auth.APIKeyHeader, apiKey)
 	}
 	res, err := e.srv.Client().Do(req)
 	if err != nil {
@@ -203,6 +219,7 @@ type record struct {
 	topic     string
 	partition int
 	key       string
+	ns        string // the event id's client namespace
 	ev        Event
 }
 
@@ -236,7 +253,12 @@ func (e *intakeEnv) records() []record {
 				if err != nil {
 					e.t.Fatalf("record %s/%d@%d: %v", topic, p, m.Offset, err)
 				}
-				out = append(out, record{topic, p, string(m.Key), ev})
+				ns, id, ok := strings.Cut(ev.EventID, ":")
+				if !ok || len(ns) != 12 {
+					e.t.Fatalf("record %s/%d@%d: event id %q without a client namespace", topic, p, m.Offset, ev.EventID)
+				}
+				ev.EventID = id
+				out = append(out, record{topic, p, string(m.Key), ns, ev})
 				if m.Offset >= last-1 {
 					break
 				}
@@ -354,14 +376,14 @@ func TestIntakeBadInput(t *testing.T) {
 	}
 
 	// The Go entry point refuses empty and oversized requests alike.
-	if _, err := e.in.Ingest(context.Background(), KeyClient("k"), nil); !errors.Is(err, ErrNoEvents) {
+	if _, err := e.in.Ingest(context.Background(), keyClient("k"), nil); !errors.Is(err, ErrNoEvents) {
 		t.Errorf("Ingest(no events) = %v", err)
 	}
 	evs := make([]Event, 1001)
 	for i := range evs {
 		evs[i] = e.event("go-"+strconv.Itoa(i), TypeSearch, "berlin", "")
 	}
-	if _, err := e.in.Ingest(context.Background(), KeyClient("k"), evs); !errors.Is(err, ErrTooManyEvents) {
+	if _, err := e.in.Ingest(context.Background(), keyClient("k"), evs); !errors.Is(err, ErrTooManyEvents) {
 		t.Errorf("Ingest(1,001 events) = %v", err)
 	}
 
@@ -467,9 +489,9 @@ func TestIntakeMixedBatch(t *testing.T) {
 		t.Fatalf("dedup keys %v, want the 5 accepted", keys)
 	}
 	for _, id := range []string{"m-0", "m-1", "m-2", "m-3", "m-4"} {
-		ttl := e.rdb.TTL(context.Background(), DedupKey(id)).Val()
-		if keys[DedupKey(id)] != dedupDone || ttl < 4*time.Minute || ttl > 5*time.Minute {
-			t.Errorf("dedup key of %s: %q, TTL %v; want final for 5 min", id, keys[DedupKey(id)], ttl)
+		ttl := e.rdb.TTL(context.Background(), dedupKey(keyClient("client-key"), id)).Val()
+		if keys[dedupKey(keyClient("client-key"), id)] != dedupDone || ttl < 4*time.Minute || ttl > 5*time.Minute {
+			t.Errorf("dedup key of %s: %q, TTL %v; want final for 5 min", id, keys[dedupKey(keyClient("client-key"), id)], ttl)
 		}
 	}
 }
@@ -485,7 +507,7 @@ func TestIntakeSameEventThreeTimes(t *testing.T) {
 			t.Fatalf("send %d: %d %s, want 202 %s", i+1, a.status, a.raw, want)
 		}
 	}
-	resp, err := e.in.Ingest(context.Background(), KeyClient("k"), []Event{ev})
+	resp, err := e.in.Ingest(context.Background(), keyClient("k"), []Event{ev})
 	if err != nil || resp.Duplicates != 1 || resp.Events[0].Status != StatusDuplicate {
 		t.Fatalf("Ingest: %+v, %v", resp, err)
 	}
@@ -556,7 +578,7 @@ func TestIntakeRateLimits(t *testing.T) {
 		t.Fatalf("client over budget: %d Retry-After %q %s", a.status, a.header.Get("Retry-After"), a.raw)
 	}
 	for _, ev := range dave {
-		if n := e.rdb.Exists(context.Background(), DedupKey(ev.EventID)).Val(); n != 0 {
+		if n := e.rdb.Exists(context.Background(), dedupKey(keyClient("key-a"), ev.EventID)).Val(); n != 0 {
 			t.Errorf("refused %s left a dedup key", ev.EventID)
 		}
 	}
@@ -626,7 +648,7 @@ func TestIntakeKafkaRestart(t *testing.T) {
 		t.Fatalf("dedup keys with the broker down: %d, want only the %d accepted before", len(keys), len(before))
 	}
 	for _, ev := range before {
-		if keys[DedupKey(ev.EventID)] != dedupDone {
+		if keys[dedupKey(keyClient("k"), ev.EventID)] != dedupDone {
 			t.Errorf("accepted %s lost its dedup key", ev.EventID)
 		}
 	}
@@ -691,7 +713,7 @@ func TestIntakePartialProduceFailure(t *testing.T) {
 	}
 	keys := e.dedupKeys()
 	for _, ev := range evs {
-		_, kept := keys[DedupKey(ev.EventID)]
+		_, kept := keys[dedupKey(keyClient("k"), ev.EventID)]
 		if written := ev.Type == TypeSearch; kept != written {
 			t.Errorf("%s: dedup key kept %v, want %v", ev.EventID, kept, written)
 		}
@@ -740,7 +762,7 @@ func TestIntakeRedisDown(t *testing.T) {
 func TestIntakeInFlight(t *testing.T) {
 	e := newIntakeEnv(t, IntakeOptions{}, true)
 	ctx := context.Background()
-	if err := e.rdb.Set(ctx, DedupKey("f-0"), dedupPending, time.Minute).Err(); err != nil {
+	if err := e.rdb.Set(ctx, dedupKey(keyClient("k"), "f-0"), dedupPending, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
 	evs := e.events("f", 2, "")
@@ -754,10 +776,10 @@ func TestIntakeInFlight(t *testing.T) {
 		a.header.Get("Retry-After") == "" || a.header.Get(RetryEventsHeader) != "1" {
 		t.Fatalf("in flight with another: %d %s", a.status, a.raw)
 	}
-	if v := e.rdb.Get(ctx, DedupKey("f-0")).Val(); v != dedupPending {
+	if v := e.rdb.Get(ctx, dedupKey(keyClient("k"), "f-0")).Val(); v != dedupPending {
 		t.Fatalf("the other request's claim was changed to %q", v)
 	}
-	e.rdb.Del(ctx, DedupKey("f-0")) // the other request failed and released it
+	e.rdb.Del(ctx, dedupKey(keyClient("k"), "f-0")) // the other request failed and released it
 	if a = e.send("k", evs...); !slices.Equal(a.statuses(), []Status{StatusAccepted, StatusDuplicate}) {
 		t.Fatalf("after release: %d %s", a.status, a.raw)
 	}
@@ -777,7 +799,7 @@ func BenchmarkIngestBatch1000(b *testing.B) {
 	}
 	var seq sync.Mutex
 	next := 0
-	client := KeyClient("bench")
+	client := keyClient("bench")
 	b.SetParallelism(2) // 2 × GOMAXPROCS requests in flight
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -856,7 +878,7 @@ func BenchmarkHTTPIngestBatch1000(b *testing.B) {
 			}
 			buf.WriteString("]}")
 			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+EventsPath, strings.NewReader(buf.String()))
-			req.Header.Set(APIKeyHeader, "bench")
+			req.Header.Set(auth.APIKeyHeader, "bench")
 			res, err := hc.Do(req)
 			if err != nil {
 				b.Fatal(err)
@@ -875,8 +897,8 @@ func BenchmarkHTTPIngestBatch1000(b *testing.B) {
 // the pending keys, but its answer was lost (a timeout under load), and so
 // was the release's. The request fails for a retry, and the client's retry
 // owns its own claims: it is accepted at once instead of finding its
-// events in flight for the pending TTL. Another client still finds them in
-// flight.
+// events in flight for the pending TTL. Another client's same ids are its
+// own events.
 func TestIntakeLostClaimAnswer(t *testing.T) {
 	e := newIntakeEnv(t, IntakeOptions{}, false)
 	p := newDropProxy(t, e.redis.Addr)
@@ -902,12 +924,14 @@ func TestIntakeLostClaimAnswer(t *testing.T) {
 	}
 	p.drop.Store(false)
 	p.closeAll()
-	if _, err := e.rdb.Set(context.Background(), DedupKey("lost-0"), claimToken(ClientID{ID: "k"}), time.Minute).Result(); err != nil {
+	if _, err := e.rdb.Set(context.Background(), dedupKey(ClientID{ID: "k"}, "lost-0"), claimToken(ClientID{ID: "k"}), time.Minute).Result(); err != nil {
 		t.Fatal(err) // as if the release had not run (it may have)
 	}
+	// Another client's eventIds are its own: the same id is another event,
+	// accepted while the first client's claim is pending.
 	other, err := in.Ingest(context.Background(), ClientID{ID: "other"}, evs[:1])
-	if err != nil || other.Rejected != 1 || other.Events[0].Errors[0].Code != CodeInFlight {
-		t.Fatalf("another client: %+v, %v; want in_flight", other, err)
+	if err != nil || other.Accepted != 1 {
+		t.Fatalf("another client: %+v, %v; want its own event accepted", other, err)
 	}
 	resp, err := in.Ingest(context.Background(), ClientID{ID: "k"}, evs)
 	if err != nil {
@@ -1031,5 +1055,60 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestIntakeClientNamespaces: event ids are scoped per client, so a
+// stranger who sends another client's ids first cannot make its events
+// "duplicates"; supply updates and external signals need the supply role.
+func TestIntakeClientNamespaces(t *testing.T) {
+	e := newIntakeEnv(t, IntakeOptions{}, false)
+	ctx := context.Background()
+	squatter := ClientID{ID: "key:squatter", Supply: true}
+	owner := ClientID{ID: "key:owner", Supply: true}
+	evs := e.events("ns", 3, "alice")
+	if r, err := e.in.Ingest(ctx, squatter, evs); err != nil || r.Accepted != 3 {
+		t.Fatalf("squatter: %+v %v", r, err)
+	}
+	r, err := e.in.Ingest(ctx, owner, evs)
+	if err != nil || r.Accepted != 3 || r.Duplicates != 0 {
+		t.Fatalf("owner after the squatter: %+v %v; want its 3 events accepted", r, err)
+	}
+	if r.Events[0].EventID != "ns-0" {
+		t.Errorf("answer names %q, want the id as sent", r.Events[0].EventID)
+	}
+	if r, err := e.in.Ingest(ctx, owner, evs); err != nil || r.Duplicates != 3 {
+		t.Fatalf("owner's resend: %+v %v; want 3 duplicates", r, err)
+	}
+	byNS := map[string]int{}
+	for _, rec := range e.records() {
+		byNS[rec.ns]++
+	}
+	if len(byNS) != 2 || byNS[owner.Namespace()] != 3 || byNS[squatter.Namespace()] != 3 {
+		t.Errorf("records by namespace %v, want 3 of each client", byNS)
+	}
+
+	demandOnly := ClientID{ID: "key:app"}
+	mixed := []Event{e.event("s-0", TypeSupplyUpdate, "berlin", ""), e.event("x-0", TypeExternalSignal, "berlin", ""), e.event("d-0", TypeBooking, "berlin", "bob")}
+	r, err = e.in.Ingest(ctx, demandOnly, mixed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Events; got[0].Status != StatusRejected || got[0].Errors[0].Code != CodeForbidden ||
+		got[1].Status != StatusRejected || got[1].Errors[0].Code != CodeForbidden || got[2].Status != StatusAccepted {
+		t.Errorf("events of a client without the supply role: %+v", got)
+	}
+	// Over HTTP, the caller comes from the authenticator.
+	authn := auth.New(auth.Options{Verifiers: []auth.Verifier{auth.Static{}}})
+	srv := httptest.NewServer(authn.Middleware(e.in.Handler()))
+	t.Cleanup(srv.Close)
+	res, err := http.Post(srv.URL+EventsPath, "application/json", strings.NewReader(body(asAny(mixed[:1])...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(raw), `"forbidden"`) {
+		t.Errorf("anonymous supply update: %d %s; want 400 forbidden", res.StatusCode, raw)
 	}
 }

@@ -25,6 +25,7 @@ const (
 	CodeWrongType   = "wrong_type"   // a JSON value of the wrong type (HTTP only)
 	CodeRateLimited = "rate_limited" // the event's user is over its rate limit; retry later
 	CodeInFlight    = "in_flight"    // the same eventId is being ingested by another request; retry later
+	CodeForbidden   = "forbidden"    // the client may not send this type of event (supply role)
 )
 
 // FieldError is one problem with one field of an event.
@@ -49,6 +50,12 @@ const (
 	MaxIDLen      = 64  // regionId, productType, quoteId, experiment id and variant: [A-Za-z0-9._-]
 	MaxUserIDLen  = 128 // userId: any UTF-8 text
 )
+
+// MinTimestamp is the earliest event time accepted, backfills included: the
+// ClickHouse sink stores event times as DateTime (from the Unix epoch) and
+// drops older events, and a time before year 1 in UTC would not even
+// decode from the Kafka record (RFC 3339 has no negative years).
+var MinTimestamp = time.Unix(0, 0).UTC()
 
 // typeRules holds the rules particular to each event type; a new type needs
 // an entry here and a topic in TopicFor.
@@ -125,6 +132,9 @@ func Validate(e *Event, now time.Time, maxSkew, maxLateness time.Duration) []Fie
 	switch {
 	case e.Timestamp.IsZero():
 		add("timestamp", CodeRequired, "timestamp is required (RFC 3339, e.g. 2026-11-25T21:07:03Z)")
+	case e.Timestamp.Before(MinTimestamp):
+		add("timestamp", CodeInvalid, "timestamp %s is before %s, the earliest time events are stored with",
+			e.Timestamp.UTC().Format(time.RFC3339Nano), MinTimestamp.Format(time.RFC3339))
 	case e.Timestamp.After(now.Add(maxSkew)):
 		add("timestamp", CodeInFuture, "timestamp %s is %s ahead of the server clock; at most %s is allowed",
 			e.Timestamp.UTC().Format(time.RFC3339Nano), e.Timestamp.Sub(now).Round(time.Millisecond), maxSkew)

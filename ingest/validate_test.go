@@ -62,6 +62,10 @@ func TestValidate(t *testing.T) {
 		{"timestamp beyond the skew", TypeSearch, func(e *Event) { e.Timestamp = validateNow.Add(31 * time.Second) }, []fe{{"timestamp", CodeInFuture}}},
 		{"timestamp older than the lateness", TypeSearch, func(e *Event) { e.Timestamp = validateNow.Add(-25 * time.Hour) }, []fe{{"timestamp", CodeTooLate}}},
 		{"old backfill passes", TypeSearch, func(e *Event) { e.Timestamp, e.Backfill = validateNow.AddDate(-1, 0, 0), true }, nil},
+		{"backfill before 1970 does not", TypeSearch, func(e *Event) { e.Timestamp, e.Backfill = time.Unix(-1, 0), true }, []fe{{"timestamp", CodeInvalid}}},
+		{"backfill before year 1 in UTC does not", TypeSearch, func(e *Event) {
+			e.Timestamp, e.Backfill = time.Date(0, 1, 1, 0, 30, 0, 0, time.FixedZone("", 3600)), true
+		}, []fe{{"timestamp", CodeInvalid}}},
 		{"future backfill does not", TypeSearch, func(e *Event) { e.Timestamp, e.Backfill = validateNow.Add(time.Hour), true }, []fe{{"timestamp", CodeInFuture}}},
 		{"long userId", TypeSearch, func(e *Event) { e.UserID = strings.Repeat("u", 129) }, []fe{{"userId", CodeTooLong}}},
 		{"userId not UTF-8", TypeSearch, func(e *Event) { e.UserID = "\xff" }, []fe{{"userId", CodeInvalid}}},

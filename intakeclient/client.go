@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/ingest"
 )
 
@@ -450,7 +451,7 @@ func (c *Client) do(ctx context.Context, body []byte) (int, http.Header, []byte,
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if c.opts.APIKey != "" {
-		req.Header.Set(ingest.APIKeyHeader, c.opts.APIKey)
+		req.Header.Set(auth.APIKeyHeader, c.opts.APIKey)
 	}
 	begin := time.Now()
 	resp, err := c.hc.Do(req)

@@ -14,6 +14,7 @@ import (
 	"github.com/surgeworks/surge/internal/testenv"
 	"github.com/surgeworks/surge/ratelimit"
 
+	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/ingest"
 )
 
@@ -35,7 +36,9 @@ func TestClientAgainstIntake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(in.Handler())
+	keys := auth.Static{}
+	keys.Add("test-client", "test-client", auth.RoleSupply) // every event type
+	srv := httptest.NewServer(auth.New(auth.Options{Verifiers: []auth.Verifier{keys}}).Middleware(in.Handler()))
 	t.Cleanup(srv.Close)
 	c, err := NewClient(ClientOptions{URL: srv.URL, APIKey: "test-client", Senders: 2, BatchSize: 400, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

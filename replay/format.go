@@ -341,17 +341,26 @@ func ParseTimestamp(s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, errors.New("timestamp: empty")
 	}
+	// A time is kept within the years RFC 3339 writes in UTC (0000 to
+	// 9999), so that the event can be written and sent.
+	inRange := func(t time.Time) (time.Time, error) {
+		if y := t.Year(); y < 0 || y > 9999 {
+			return time.Time{}, fmt.Errorf("timestamp: %q is out of range (years 0000 to 9999 in UTC)", s)
+		}
+		return t, nil
+	}
+	const maxMilli = 253402300799999 // 9999-12-31T23:59:59.999Z
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999"} {
 		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), nil
+			return inRange(t.UTC())
 		}
 	}
 	if v, err := strconv.ParseFloat(s, 64); err == nil && !math.IsNaN(v) && !math.IsInf(v, 0) && v > 0 {
 		if v > 1e12 {
-			return time.UnixMilli(int64(v)).UTC(), nil
+			return inRange(time.UnixMilli(int64(min(v, maxMilli+1))).UTC()) // min: no int64 overflow
 		}
 		sec, frac := math.Modf(v)
-		return time.Unix(int64(sec), int64(math.Round(frac*1e9))).UTC(), nil
+		return inRange(time.Unix(int64(sec), int64(math.Round(frac*1e9))).UTC())
 	}
 	return time.Time{}, fmt.Errorf("timestamp: %q is neither RFC 3339 nor Unix seconds", s)
 }

@@ -16,8 +16,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/surgeworks/surge/analytics"
+	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/features"
-	"github.com/surgeworks/surge/graph"
 	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/internal/chtest"
 	"github.com/surgeworks/surge/internal/testenv"
@@ -104,11 +104,12 @@ type gqlResponse struct {
 
 func query(t *testing.T, res *Resolver, q string) gqlResponse {
 	t.Helper()
-	h := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: res}))
+	h := handler.New(NewSchema(res))
 	h.AddTransport(transport.POST{})
 	h.SetErrorPresenter(ErrorPresenter(slog.Default()))
 	body, _ := json.Marshal(map[string]string{"query": q})
-	req := httptest.NewRequest(http.MethodPost, "/graphql", strings.NewReader(string(body))).WithContext(ctxT(t))
+	req := httptest.NewRequest(http.MethodPost, "/graphql", strings.NewReader(string(body))).WithContext(
+		auth.WithPrincipal(ctxT(t), auth.Principal{ID: "test", Name: "test", Roles: auth.RoleAnalyst | auth.RoleClient}))
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)

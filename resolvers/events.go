@@ -1,7 +1,6 @@
 package resolvers
 
 import (
-	"context"
 	"sort"
 	"strings"
 	"time"
@@ -10,16 +9,6 @@ import (
 	"github.com/surgeworks/surge/graph/model"
 	"github.com/surgeworks/surge/ingest"
 )
-
-type clientKey struct{}
-
-// clientFrom is the ingesting client of the request (set by Middleware).
-func clientFrom(ctx context.Context) ingest.ClientID {
-	if c, ok := ctx.Value(clientKey{}).(ingest.ClientID); ok {
-		return c
-	}
-	return ingest.ClientID{ID: "addr:unknown", Anonymous: true}
-}
 
 func fromEventInput(e *model.EventInput) ingest.Event {
 	ev := ingest.Event{

@@ -8,7 +8,6 @@ import (
 	"github.com/graph-gophers/dataloader/v7"
 
 	"github.com/surgeworks/surge/experiments"
-	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/quotes"
 )
 
@@ -53,7 +52,6 @@ func Middleware(res *Resolver, next http.Handler) http.Handler {
 			l.results = resultsLoader(res.ExperimentService)
 		}
 		ctx := context.WithValue(r.Context(), loadersKey{}, l)
-		ctx = context.WithValue(ctx, clientKey{}, ingest.ClientFromRequest(r))
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

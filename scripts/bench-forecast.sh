@@ -35,7 +35,7 @@ ch=$(sed -n 's/.*msg="ClickHouse started" addr=\([^ ]*\).*/\1/p' "$data/dev.log"
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "== replay $file (as fast as the intake takes it)"
-./bin/surge replay --file "$file" --max --url "http://$addr/v1/events" --api-key bench --log-level warn 2>&1 | tail -n 3
+./bin/surge replay --file "$file" --max --url "http://$addr/v1/events" --api-key-file "$data/ingest-api-key" --log-level warn 2>&1 | tail -n 3
 ./bin/surge watch-ingest --url "http://$addr" --duration 2s --drain 300s >/dev/null
 echo "== surge train --from 2001-01-01 --to 2001-07-01 --holdout-days 14 --validation-days 14 --folds -1"
 start=$SECONDS

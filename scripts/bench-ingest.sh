@@ -25,7 +25,7 @@ STACK_ENV="REDIS_ADDR=$redis DEMO_FEATURES=false PPROF_ADDR=${BENCH_PPROF_ADDR:-
 echo "== simulate --rate $rate for $duration, measured by watch-ingest"
 ./bin/surge watch-ingest --url "http://$addr" --duration "$duration" --drain 60s &
 wpid=$!
-./bin/surge simulate --url "http://$addr/v1/events" --api-key bench --rate "$rate" --senders 8 --duration "$duration" --regions 50 --log-level warn | tail -n 6 || echo "simulate did not deliver everything (see above)"
+./bin/surge simulate --url "http://$addr/v1/events" --api-key-file "$data/ingest-api-key" --rate "$rate" --senders 8 --duration "$duration" --regions 50 --log-level warn | tail -n 6 || echo "simulate did not deliver everything (see above)"
 echo "== memory after $duration at $rate events/s"
 echo "service RSS: $(( $(ps -o rss= -p "$pid") / 1024 )) MiB"
 echo "Redis: $(redis-cli -h "${redis%:*}" -p "${redis#*:}" info memory | grep -E '^used_memory_human' | tr -d '\r'), $(redis-cli -h "${redis%:*}" -p "${redis#*:}" dbsize | tr -d '\r') keys"

@@ -16,6 +16,8 @@ type httpMetrics struct {
 	errors      *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	rateLimited prometheus.Counter
+	// rateLimitFailOpen counts requests admitted because the limiter failed.
+	rateLimitFailOpen prometheus.Counter
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -32,10 +34,13 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Buckets: []float64{.0002, .0005, .001, .002, .003, .005, .01, .02, .05, .1, .25, .5, 1},
 		}, []string{"type", "field"}),
 		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "surge_http_rate_limited_total", Help: "Requests refused with 429.",
+			Name: "surge_http_rate_limited_total", Help: "Requests (and websocket operations) refused by the rate limits.",
 		}),
 	}
-	reg.MustRegister(m.requests, m.errors, m.duration, m.rateLimited)
+	m.rateLimitFailOpen = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "surge_http_ratelimit_fail_open_total", Help: "Requests admitted without a rate limit because the limiter (Redis) failed.",
+	})
+	reg.MustRegister(m.requests, m.errors, m.duration, m.rateLimited, m.rateLimitFailOpen)
 	return m
 }
 

@@ -9,12 +9,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -28,10 +29,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/surgeworks/surge/auth"
-	"github.com/surgeworks/surge/graph"
 	"github.com/surgeworks/surge/quotes"
+	"github.com/surgeworks/surge/ratelimit"
 	"github.com/surgeworks/surge/resolvers"
 	"github.com/surgeworks/surge/web"
 )
@@ -44,12 +46,33 @@ type Options struct {
 	MaxBodyBytes int64
 	// MaxDepth bounds the nesting of a query (default 12).
 	MaxDepth int
-	// MaxComplexity bounds a query's field count, with lists counted (default 1000).
+	// MaxComplexity bounds a query's field count, with lists counted (default
+	// 1000); its fields, fragments expanded, are counted first, in time
+	// linear in the document.
 	MaxComplexity int
-	// RatePerClient is the sustained requests/s allowed per client address,
-	// and RateBurst the burst (defaults 5,000/s and 10,000).
-	RatePerClient float64
-	RateBurst     int
+	// MaxAliases bounds the aliased fields of an operation, fragments'
+	// counted as often as they are spread (default 30).
+	MaxAliases int
+	// MaxOperations bounds the operations a query document defines (default
+	// 10), and MaxQueryBytes its size (default 64 KiB, as much as a GET's
+	// request line can carry: http.Server.MaxHeaderBytes).
+	MaxOperations int
+	MaxQueryBytes int
+	// RequestTimeout bounds the execution of a query or mutation, over any
+	// transport; fields failing past it answer TIMEOUT. Subscriptions are not
+	// bounded (default 10 s).
+	RequestTimeout time.Duration
+	// Limiter holds the request rate limits in Redis, shared by every
+	// replica; nil: no rate limits. RatePerClient is the sustained
+	// requests/s allowed per key or token subject, RateBurst its burst
+	// (defaults 5,000/s and 10,000); AnonymousRate and AnonymousBurst the
+	// same per address for callers without credentials (defaults 1,000 per
+	// minute and 100).
+	Limiter        *ratelimit.Limiter
+	RatePerClient  float64
+	RateBurst      int
+	AnonymousRate  float64
+	AnonymousBurst int
 	// DisableIntrospection refuses __schema and __type queries, and
 	// DisablePlayground serves no /playground (for production, where the
 	// schema need not be browsable).
@@ -62,7 +85,10 @@ type Options struct {
 	// within twice the interval is disconnected (default 10 s).
 	WSWriteTimeout time.Duration
 	WSPingInterval time.Duration
-	Logger         *slog.Logger
+	// MetricsAddr serves /metrics on a listener of its own (for a scraper
+	// on another network than the clients); empty: on Addr.
+	MetricsAddr string
+	Logger      *slog.Logger
 	// Registry is where /metrics reads from and request metrics register.
 	Registry *prometheus.Registry
 }
@@ -80,11 +106,29 @@ func (o *Options) defaults() {
 	if o.MaxComplexity <= 0 {
 		o.MaxComplexity = 1000
 	}
-	if o.RatePerClient <= 0 {
+	if o.MaxAliases <= 0 {
+		o.MaxAliases = 30
+	}
+	if o.MaxOperations <= 0 {
+		o.MaxOperations = 10
+	}
+	if o.MaxQueryBytes <= 0 {
+		o.MaxQueryBytes = 64 << 10
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 10 * time.Second
+	}
+	if !(o.RatePerClient > 0) || math.IsInf(o.RatePerClient, 0) {
 		o.RatePerClient = 5000
 	}
 	if o.RateBurst <= 0 {
 		o.RateBurst = 10000
+	}
+	if !(o.AnonymousRate > 0) || math.IsInf(o.AnonymousRate, 0) {
+		o.AnonymousRate = 1000.0 / 60
+	}
+	if o.AnonymousBurst <= 0 {
+		o.AnonymousBurst = 100
 	}
 	if o.WSWriteTimeout <= 0 {
 		o.WSWriteTimeout = 10 * time.Second
@@ -109,6 +153,9 @@ type Server struct {
 	handler http.Handler
 	mux     *http.ServeMux
 	checks  map[string]Check
+	authn   *auth.Authenticator
+	metrics *http.ServeMux // nil: /metrics is on the main listener
+	aux     *Aux
 
 	mu       sync.Mutex
 	listener net.Listener
@@ -118,10 +165,10 @@ type Server struct {
 // by name.
 func New(res *resolvers.Resolver, authn *auth.Authenticator, checks map[string]Check, opts Options) *Server {
 	opts.defaults()
-	s := &Server{opts: opts, checks: checks}
+	s := &Server{opts: opts, checks: checks, authn: authn}
 	m := newHTTPMetrics(opts.Registry)
 
-	gql := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: res}))
+	gql := handler.New(resolvers.NewSchema(res))
 	wsLimit := opts.MaxBodyBytes
 	gql.AddTransport(transport.Websocket{
 		Implementation:        wsImplementation{writeTimeout: opts.WSWriteTimeout},
@@ -135,24 +182,37 @@ func New(res *resolvers.Resolver, authn *auth.Authenticator, checks map[string]C
 	gql.AddTransport(transport.GET{})
 	gql.AddTransport(transport.POST{})
 	gql.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	// Before AutomaticPersistedQuery, which caches queries unparsed, and
+	// before the extensions that walk an operation's fragments.
+	gql.Use(operationLimit{maxBytes: opts.MaxQueryBytes, maxOps: opts.MaxOperations, maxFields: opts.MaxComplexity})
+	// Per replica: a client whose hash is not known here resends the query.
+	gql.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](1000)})
 	if opts.DisableIntrospection {
 		gql.Use(noIntrospection{})
 	} else {
 		gql.Use(extension.Introspection{})
+		gql.Use(introspectionNeedsRole{})
 	}
 	gql.Use(extension.FixedComplexityLimit(opts.MaxComplexity))
 	gql.Use(depthLimit{max: opts.MaxDepth})
+	gql.Use(aliasLimit{max: opts.MaxAliases})
+	gql.Use(requestTimeout{d: opts.RequestTimeout})
 	gql.Use(m)
 	gql.SetErrorPresenter(resolvers.ErrorPresenter(opts.Logger))
-	gql.SetRecoverFunc(func(ctx context.Context, err any) error {
-		opts.Logger.ErrorContext(ctx, "panic in resolver", "panic", fmt.Sprint(err), "trace_id", resolvers.TraceID(ctx))
-		return errors.New("internal error")
+	gql.SetRecoverFunc(func(ctx context.Context, v any) error {
+		id := resolvers.TraceID(ctx)
+		opts.Logger.ErrorContext(ctx, "panic in resolver", "panic", fmt.Sprint(v), "trace_id", id, "stack", string(debug.Stack()))
+		return &gqlerror.Error{Message: "internal error (trace id " + id + ")",
+			Extensions: map[string]any{"code": resolvers.CodeInternal, "traceId": id}}
 	})
 
-	limiter := newRateLimiter(opts.RatePerClient, opts.RateBurst, m.rateLimited)
 	var api http.Handler = resolvers.Middleware(res, gql)
+	if opts.Limiter != nil {
+		rl := newRequestLimits(opts.Limiter, opts, m)
+		gql.Use(operationRate{rl})
+		api = rl.middleware(api)
+	}
 	api = authn.Middleware(api)
-	api = limiter.middleware(api)
 	api = limitBody(opts.MaxBodyBytes, api)
 
 	mux := http.NewServeMux()
@@ -165,17 +225,26 @@ func New(res *resolvers.Resolver, authn *auth.Authenticator, checks map[string]C
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	mux.HandleFunc("/ready", s.ready)
-	mux.Handle("/metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry}))
+	metrics := promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry})
+	if opts.MetricsAddr == "" {
+		mux.Handle("/metrics", metrics)
+	} else {
+		s.metrics = http.NewServeMux()
+		s.metrics.Handle("/metrics", metrics)
+	}
 	mux.Handle("/", web.Handler()) // the dashboard and the pages' assets
 	s.mux = mux
-	s.handler = withTrace(mux)
+	s.handler = withTrace(recoverPanics(opts.Logger, mux))
 	return s
 }
 
-// Mount serves another API on the same port (the event intake). The handler
-// brings its own limits: the GraphQL body limit and rate limiter do not apply.
+// Mount serves another API on the same port (the event intake, bookings),
+// for callers holding role: authenticated as /graphql is. The handler
+// brings its own body limit; the GraphQL rate limiter does not apply.
 // Call it before Run.
-func (s *Server) Mount(path string, h http.Handler) { s.mux.Handle(path, h) }
+func (s *Server) Mount(path string, role auth.Role, h http.Handler) {
+	s.mux.Handle(path, s.authn.Middleware(auth.RequireRole(role, h)))
+}
 
 // Handler is the server's root handler (tests serve it with httptest).
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -195,6 +264,12 @@ func (s *Server) Listen() error {
 	ln, err := net.Listen("tcp", s.opts.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.opts.Addr, err)
+	}
+	if s.metrics != nil {
+		if s.aux, err = newAux("metrics", s.opts.MetricsAddr, s.metrics, s.opts.Logger); err != nil {
+			ln.Close()
+			return err
+		}
 	}
 	s.mu.Lock()
 	s.listener = ln
@@ -217,8 +292,11 @@ func (s *Server) Run(ctx context.Context) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(s.listener) }()
+	if s.aux != nil {
+		go func() { errc <- s.aux.Run(ctx) }()
+	}
 	s.opts.Logger.Info("serving HTTP", "addr", s.Addr())
 	select {
 	case err := <-errc:

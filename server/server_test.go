@@ -35,8 +35,16 @@ func post(t *testing.T, h http.Handler, query string) (int, gqlResponse) {
 	return rec.Code, out
 }
 
+// testAuth knows the admin key "k" and opens the client and analyst roles,
+// as surge dev does.
+func testAuth() *auth.Authenticator {
+	keys := auth.Static{}
+	keys.Add("k", "admin", auth.RoleAdmin)
+	return auth.New(auth.Options{Verifiers: []auth.Verifier{keys}, Open: auth.RoleAnalyst})
+}
+
 func newTestServer(opts Options) http.Handler {
-	return New(&resolvers.Resolver{}, auth.New("k"), nil, opts).Handler()
+	return New(&resolvers.Resolver{}, testAuth(), nil, opts).Handler()
 }
 
 // TestIntrospectionQueries: the exact queries graphql-js 16's

@@ -152,33 +152,37 @@ func (c *wsConn) stopDeadline() {
 	}
 }
 
-// wsInit authenticates a connection_init with the keys HTTP accepts: an
-// X-Admin-Key or Authorization entry of the payload, or of its "headers"
-// object (as GraphiQL sends them). A key that is not valid closes the
-// connection with 4403; no key leaves the caller as the upgrade request's
-// headers made it. The connection's subscriptions count against its limit.
+// wsInit authenticates a connection_init: a key or token in its payload
+// (X-Api-Key, X-Admin-Key or Authorization: Bearer, names matched without
+// case, at the top level or under "headers") replaces the caller of the
+// upgrade request; an invalid one closes the socket with 4403. Without one
+// the caller stays the upgrade request's (its headers, else anonymous).
 func wsInit(authn *auth.Authenticator) transport.WebsocketInitFunc {
 	return func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 		key := payloadKey(p)
 		if h, ok := p["headers"].(map[string]any); ok && key == "" {
 			key = payloadKey(h)
 		}
-		ctx, err := authn.WithKey(ctx, key)
-		if err != nil {
-			return transport.WithWebsocketCloseCode(ctx, closeForbidden), nil, err
+		if key != "" {
+			caller, err := authn.Token(ctx, key, "")
+			if err != nil {
+				return transport.WithWebsocketCloseCode(ctx, closeForbidden), nil, err
+			}
+			ctx = auth.WithPrincipal(ctx, caller)
 		}
-		return live.WithConnection(ctx), nil, nil
+		return live.WithConnection(context.WithValue(ctx, wsKey{}, true)), nil, nil
 	}
 }
 
-// payloadKey finds the key in a payload, its entry names matched without
-// case: X-Admin-Key, else a bearer token in Authorization.
+// payloadKey finds the credential in a payload, its entry names matched
+// without case: X-Api-Key or X-Admin-Key, else a bearer token in
+// Authorization.
 func payloadKey(p map[string]any) string {
 	var bearer string
 	for k, v := range p {
 		s, _ := v.(string)
 		switch {
-		case strings.EqualFold(k, auth.AdminKeyHeader):
+		case strings.EqualFold(k, auth.APIKeyHeader), strings.EqualFold(k, auth.AdminKeyHeader):
 			return s
 		case strings.EqualFold(k, "Authorization"):
 			bearer = auth.BearerToken(s)

@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/internal/testenv"
 	"github.com/surgeworks/surge/live"
 	"github.com/surgeworks/surge/quotes"
@@ -101,7 +100,7 @@ func TestSlowSubscriber(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = hub.Run(ctx) }()
-	hs := httptest.NewUnstartedServer(New(&resolvers.Resolver{Live: hub}, auth.New(""), nil, Options{WSWriteTimeout: 2 * time.Second}).Handler())
+	hs := httptest.NewUnstartedServer(New(&resolvers.Resolver{Live: hub}, testAuth(), nil, Options{WSWriteTimeout: 2 * time.Second}).Handler())
 	hs.Listener = smallSendBuffers{hs.Listener}
 	hs.Start()
 	defer hs.Close()

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/surgeworks/surge/auth"
 )
 
 // config is everything the service reads at start: flags, with defaults from
@@ -27,6 +29,17 @@ type config struct {
 	AdminKey           string
 	UserHashKey        []byte
 	IngestAPIKeys      []string
+	JWTSecret          []byte
+	UserHashKeyFile    string
+	JWTSecretFile      string
+	JWTJWKSFile        string
+	JWTIssuer          string
+	JWTAudience        string
+	JWTLeeway          time.Duration
+	OpenRoles          string // auth.ParseRoles syntax
+	MetricsAddr        string
+	PprofAllowRemote   bool
+	SupplyMaxDrop      float64
 	ModelName          string
 	ModelRuntime       string
 	ModelDir           string
@@ -37,6 +50,7 @@ type config struct {
 	QuoteValidity      time.Duration
 	HorizonMinutes     int
 	RatePerClient      float64
+	RateAnonymous      float64
 	Introspection      bool
 	Playground         bool
 	LiveReprice        time.Duration
@@ -104,6 +118,60 @@ func (c *config) readSecrets() {
 	c.AdminKey = os.Getenv("ADMIN_API_KEY")
 	c.UserHashKey = []byte(os.Getenv("USER_HASH_KEY"))
 	c.IngestAPIKeys = splitList(os.Getenv("INGEST_API_KEYS"))
+	c.JWTSecret = []byte(os.Getenv("JWT_HS256_SECRET"))
+}
+
+// readSecretFiles reads the secrets given as files (flags name the file,
+// never the secret) that the environment did not set.
+func (c *config) readSecretFiles() error {
+	for _, f := range []struct {
+		path string
+		dst  func(string)
+		set  bool
+	}{
+		{c.AdminKeyFile, func(v string) { c.AdminKey = v }, c.AdminKey != ""},
+		{c.UserHashKeyFile, func(v string) { c.UserHashKey = []byte(v) }, len(c.UserHashKey) > 0},
+		{c.JWTSecretFile, func(v string) { c.JWTSecret = []byte(v) }, len(c.JWTSecret) > 0},
+	} {
+		if f.path == "" || f.set {
+			continue
+		}
+		v, err := auth.ReadKey(f.path)
+		if err != nil {
+			return err
+		}
+		f.dst(v)
+	}
+	return nil
+}
+
+// authenticator builds who-may-do-what from the configured credentials:
+// the stored keys, the admin key (admin), the ingest keys (supply: every
+// event type), JWTs, and the open roles.
+func (c *config) authenticator(keys *auth.Keys) (*auth.Authenticator, error) {
+	open, err := auth.ParseRoles(c.OpenRoles)
+	if err != nil {
+		return nil, fmt.Errorf("--open-roles: %w", err)
+	}
+	static := auth.Static{}
+	if c.AdminKey != "" {
+		static.Add(c.AdminKey, "admin", auth.RoleAdmin)
+	}
+	for i, k := range c.IngestAPIKeys {
+		static.Add(k, fmt.Sprintf("ingest-key-%d", i+1), auth.RoleSupply)
+	}
+	verifiers := []auth.Verifier{static}
+	if keys != nil {
+		verifiers = append(verifiers, keys)
+	}
+	jwt, err := auth.NewJWT(auth.JWTOptions{HS256Secret: c.JWTSecret, JWKSFile: c.JWTJWKSFile, Issuer: c.JWTIssuer, Audience: c.JWTAudience, Leeway: c.JWTLeeway})
+	if err != nil {
+		return nil, err
+	}
+	if jwt != nil {
+		verifiers = append(verifiers, jwt)
+	}
+	return auth.New(auth.Options{Verifiers: verifiers, Open: open}), nil
 }
 
 // help appends the environment variable to a flag's usage.
@@ -131,6 +199,16 @@ func (c *config) addServeFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ModelRuntime, "model-runtime", "onnxruntime", help("model runtime: onnxruntime or go", "MODEL_RUNTIME"))
 	fs.DurationVar(&c.ModelPoll, "model-poll", 30*time.Second, help("how often the registry is checked for a new active model", "MODEL_POLL_INTERVAL"))
 	fs.StringVar(&c.AdminKeyFile, "admin-key-file", "", help("file holding the admin API key (ADMIN_API_KEY, when set, wins)", "ADMIN_API_KEY_FILE"))
+	fs.StringVar(&c.UserHashKeyFile, "user-hash-key-file", "", help("file holding the key user ids are hashed with (USER_HASH_KEY, when set, wins); required: every replica must use the same", "USER_HASH_KEY_FILE"))
+	fs.StringVar(&c.OpenRoles, "open-roles", "", help("roles callers without a key or token hold, comma-separated (client, ingest, supply, analyst, admin); empty: none, everything but /health, /ready and /metrics needs a key or token", "AUTH_OPEN_ROLES"))
+	fs.StringVar(&c.JWTSecretFile, "jwt-secret-file", "", help("file holding the HS256 secret of bearer tokens (JWT_HS256_SECRET, when set, wins; at least 32 bytes)", "JWT_HS256_SECRET_FILE"))
+	fs.StringVar(&c.JWTJWKSFile, "jwt-jwks-file", "", help("JSON Web Key Set file whose public keys verify RS256 bearer tokens", "JWT_JWKS_FILE"))
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", help("issuer (iss) bearer tokens must name", "JWT_ISSUER"))
+	fs.StringVar(&c.JWTAudience, "jwt-audience", "", help("audience (aud) bearer tokens must name", "JWT_AUDIENCE"))
+	fs.DurationVar(&c.JWTLeeway, "jwt-leeway", 30*time.Second, help("clock skew allowed on a token's exp, nbf and iat", "JWT_LEEWAY"))
+	fs.StringVar(&c.MetricsAddr, "metrics-listen", "", help("serve /metrics on this address instead of the API's listener; empty: on the API's", "METRICS_LISTEN_ADDR"))
+	fs.BoolVar(&c.PprofAllowRemote, "pprof-allow-remote", false, help("allow --pprof-addr on a non-loopback address", "PPROF_ALLOW_REMOTE"))
+	fs.Float64Var(&c.SupplyMaxDrop, "supply-max-drop", 0.5, help("largest fall of a region's supply one supply_update may make (0.5: to half); a larger one is held until a second report confirms it; 1: no check", "INGEST_SUPPLY_MAX_DROP"))
 	fs.DurationVar(&c.InferenceTimeout, "inference-timeout", 50*time.Millisecond, help("timeout of one model inference", "INFERENCE_TIMEOUT"))
 	fs.DurationVar(&c.QuoteValidity, "quote-validity", 60*time.Second, help("how long a quote is valid and kept for factorBreakdown", "QUOTE_VALIDITY"))
 	fs.IntVar(&c.HorizonMinutes, "price-horizon", 15, help("forecast horizon, in minutes, that prices are based on", "PRICE_HORIZON_MINUTES"))
@@ -150,7 +228,8 @@ func (c *config) addServeFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", help("serve net/http/pprof on this (loopback) address; empty: off", "PPROF_ADDR"))
 	fs.DurationVar(&c.ExperimentDay, "experiment-day", 24*time.Hour, help("length of an experiment day given to new experiments (surge dev: 1m, so a week passes in minutes)", "EXPERIMENT_DAY_LENGTH"))
 	fs.DurationVar(&c.ExperimentResults, "experiment-results-interval", 5*time.Minute, help("age at which a running experiment's results snapshot is recomputed (surge dev: 10s)", "EXPERIMENT_RESULTS_INTERVAL"))
-	fs.Float64Var(&c.RatePerClient, "rate-limit", 5000, help("GraphQL requests per second allowed per client address", "RATE_LIMIT_RPS"))
+	fs.Float64Var(&c.RatePerClient, "rate-limit", 5000, help("GraphQL requests per second allowed per API key or token subject (burst: twice that), shared by the replicas", "RATE_LIMIT_RPS"))
+	fs.Float64Var(&c.RateAnonymous, "anonymous-rate-limit", 1000.0/60, help("GraphQL requests per second allowed per address to callers without credentials (default 1,000 a minute, burst 100; surge dev: as --rate-limit)", "RATE_LIMIT_ANONYMOUS_RPS"))
 	fs.BoolVar(&c.Introspection, "introspection", true, help("answer GraphQL introspection (schema docs and completion in tools); false refuses __schema and __type", "GRAPHQL_INTROSPECTION"))
 	fs.BoolVar(&c.Playground, "playground", true, help("serve the GraphiQL playground at /playground", "PLAYGROUND"))
 	fs.DurationVar(&c.LiveReprice, "live-reprice", time.Second, help("how often the pairs watched by surgeUpdated subscribers are repriced, so their multipliers move without price requests; negative: never", "LIVE_REPRICE_INTERVAL"))

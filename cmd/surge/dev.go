@@ -52,6 +52,20 @@ stops the service and every child process.`,
 			if !cmd.Flags().Changed("experiment-results-interval") {
 				cfg.ExperimentResults = 10 * time.Second
 			}
+			// The local demo on loopback: apps and analysts need no key,
+			// the schema is browsable.
+			if !cmd.Flags().Changed("open-roles") {
+				cfg.OpenRoles = "client,analyst"
+			}
+			if !cmd.Flags().Changed("anonymous-rate-limit") {
+				cfg.RateAnonymous = cfg.RatePerClient
+			}
+			if !cmd.Flags().Changed("introspection") {
+				cfg.Introspection = true
+			}
+			if !cmd.Flags().Changed("playground") {
+				cfg.Playground = true
+			}
 			logger, err := cfg.logger()
 			if err != nil {
 				return err
@@ -157,26 +171,34 @@ func runDev(ctx context.Context, cfg config, dataDir string, demoFeatures bool, 
 	}
 	ch.Close()
 
-	keyPath := filepath.Join(dataDir, "admin-api-key")
-	adminKey, created, err := auth.LoadOrCreateKey(keyPath)
-	if err != nil {
+	if err := cfg.readSecretFiles(); err != nil {
 		return err
 	}
-	if created {
-		logger.Info("admin API key created: send it in the X-Admin-Key header", "file", keyPath)
-	} else {
-		logger.Info("admin API key", "file", keyPath)
-	}
-
-	if len(cfg.UserHashKey) == 0 {
-		k, _, err := auth.LoadOrCreateKey(filepath.Join(dataDir, "user-hash-key"))
+	// The demo's keys live in the data directory, created the first time.
+	for _, k := range []struct {
+		file, what string
+		set        bool
+		use        func(string)
+	}{
+		{"admin-api-key", "admin API key (X-Api-Key or X-Admin-Key)", cfg.AdminKey != "", func(v string) { cfg.AdminKey = v }},
+		{"ingest-api-key", "ingest API key, every event type (X-Api-Key; surge replay and simulate read it)", len(cfg.IngestAPIKeys) > 0, func(v string) { cfg.IngestAPIKeys = []string{v} }},
+		{"user-hash-key", "user id hash key", len(cfg.UserHashKey) > 0, func(v string) { cfg.UserHashKey = []byte(v) }},
+	} {
+		if k.set {
+			continue
+		}
+		path := filepath.Join(dataDir, k.file)
+		v, created, err := auth.LoadOrCreateKey(path)
 		if err != nil {
 			return err
 		}
-		cfg.UserHashKey = []byte(k)
+		k.use(v)
+		if k.file != "user-hash-key" {
+			logger.Info(k.what, "file", path, "created", created)
+		}
 	}
 
-	a, err := newApp(ctx, cfg, adminKey, logger)
+	a, err := newApp(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}

@@ -64,7 +64,7 @@ func TestE2EEventsIn(t *testing.T) {
 			}
 		}
 	}
-	s.mustData(t, `mutation($ts: Time!) { ingestEvents(events: [
+	s.mustDataAs(t, ingestHeader, `mutation($ts: Time!) { ingestEvents(events: [
 		{eventId: "gql-1", type: "cancel", regionId: "paris", timestamp: $ts},
 		{eventId: "s-0", type: "search", regionId: "paris", timestamp: $ts},
 		{eventId: "gql-2", type: "booking", regionId: "paris", timestamp: $ts, price: -3}]) {

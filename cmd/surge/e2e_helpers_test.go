@@ -53,6 +53,9 @@ func TestMain(m *testing.M) {
 // testAdminKey is the admin API key of every test stack.
 const testAdminKey = "e2e-admin-key-0123456789"
 
+// testIngestKey is the ingest key (every event type) of every test stack.
+const testIngestKey = "e2e"
+
 // demoRegions are the regions rules.SeedDefaults installs, sorted.
 var demoRegions = []string{"berlin", "london", "nyc", "paris", "sf"}
 
@@ -164,10 +167,16 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 		QuoteValidity:    60 * time.Second,
 		HorizonMinutes:   15,
 		RatePerClient:    1e6,
+		RateAnonymous:    1e6,
 		Introspection:    true,
 		Playground:       true,
 		LogFormat:        "text",
 		LogLevel:         "info",
+		// As surge dev: apps and analysts need no key.
+		OpenRoles:     "client,analyst",
+		AdminKey:      testAdminKey,
+		IngestAPIKeys: []string{testIngestKey},
+		UserHashKey:   []byte("e2e-user-hash-key-0123456789"),
 	}
 	if opts.quoteValidity > 0 {
 		s.cfg.QuoteValidity = opts.quoteValidity
@@ -212,7 +221,7 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 		t.Fatalf("registered %s %s, want v1 active", e.Version, e.Status)
 	}
 
-	s.a, err = newApp(context.Background(), s.cfg, testAdminKey, s.logger)
+	s.a, err = newApp(context.Background(), s.cfg, s.logger)
 	if err != nil {
 		t.Fatalf("newApp: %v", err)
 	}
@@ -393,7 +402,16 @@ func (s *stack) gql(t *testing.T, query string, vars map[string]any, header map[
 // mustData runs an operation that must succeed and decodes its data.
 func (s *stack) mustData(t *testing.T, query string, vars map[string]any, out any) {
 	t.Helper()
-	r := s.gql(t, query, vars, nil)
+	s.mustDataAs(t, nil, query, vars, out)
+}
+
+// ingestHeader carries the stack's ingest key.
+var ingestHeader = map[string]string{"X-Api-Key": testIngestKey}
+
+// mustDataAs is mustData with headers (a key).
+func (s *stack) mustDataAs(t *testing.T, header map[string]string, query string, vars map[string]any, out any) {
+	t.Helper()
+	r := s.gql(t, query, vars, header)
 	if r.Status != http.StatusOK || len(r.Errors) > 0 {
 		t.Fatalf("operation failed (%d): %s\nquery: %s", r.Status, r.Body, query)
 	}

@@ -16,7 +16,7 @@ func TestE2ELive(t *testing.T) {
 	s := newStack(t, stackOptions{consumers: true, maxPerConnection: 4})
 	r := s.replica(t)
 	runNode(t, map[string]string{
-		"SURGE_URL": s.base, "SURGE_URL_2": r.base, "SURGE_ADMIN_KEY": testAdminKey,
+		"SURGE_URL": s.base, "SURGE_URL_2": r.base, "SURGE_ADMIN_KEY": testAdminKey, "SURGE_INGEST_KEY": testIngestKey,
 		"SURGE_MAX_PER_CONNECTION": strconv.Itoa(s.cfg.LiveMaxPerConn),
 	}, "protocol/live.test.mjs")
 }
@@ -29,7 +29,7 @@ func (s *stack) replica(t *testing.T) replica {
 	t.Helper()
 	cfg := s.cfg
 	cfg.Consumers = false
-	a, err := newApp(context.Background(), cfg, testAdminKey, s.logger.With("replica", 2))
+	a, err := newApp(context.Background(), cfg, s.logger.With("replica", 2))
 	if err != nil {
 		t.Fatalf("replica: %v", err)
 	}

@@ -175,7 +175,8 @@ func TestE2ERollout(t *testing.T) {
 			msg         string
 		}{
 			{"no key", start, map[string]any{"v": v2.Version}, nil, "UNAUTHENTICATED", "", ""},
-			{"wrong key", start, map[string]any{"v": v2.Version}, map[string]string{"X-Admin-Key": "nope"}, "FORBIDDEN", "", ""},
+			{"wrong key", start, map[string]any{"v": v2.Version}, map[string]string{"X-Admin-Key": "nope"}, "UNAUTHENTICATED", "", ""},
+			{"a key without the admin role", start, map[string]any{"v": v2.Version}, ingestHeader, "FORBIDDEN", "", ""},
 			{"promote without key", `mutation { promoteModel(version: "v2") { version } }`, nil, nil, "UNAUTHENTICATED", "", ""},
 			{"rollback without key", `mutation { rollbackModel { state } }`, nil, nil, "UNAUTHENTICATED", "", ""},
 			{"unknown version", start, map[string]any{"v": "v99"}, adminHeader, "NOT_FOUND", "version", "v99"},

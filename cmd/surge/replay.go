@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/intakeclient"
 	"github.com/surgeworks/surge/replay"
 )
@@ -65,7 +67,7 @@ stops at the first). On a terminal a progress bar shows the rate and ETA; otherw
 log line every 10 s. The summary counts accepted, duplicate and rejected events.`,
 		Example: `  surge simulate --history --days 14 --out history.csv
   surge replay --file history.csv --max
-  surge replay --file events.jsonl --speed 60 --api-key "$INGEST_API_KEY"`,
+  INGEST_API_KEY=sk_… surge replay --file events.jsonl --speed 60`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := cfg.logger()
@@ -150,7 +152,7 @@ log line every 10 s. The summary counts accepted, duplicate and rejected events.
 
 // senderFlags are the intake client settings shared by replay and simulate.
 type senderFlags struct {
-	url, apiKey    string
+	url, keyFile   string
 	senders, batch int
 	attempts       int
 	requestTimeout time.Duration
@@ -158,7 +160,7 @@ type senderFlags struct {
 
 func (s *senderFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&s.url, "url", intakeclient.DefaultIntakeURL, help("event intake endpoint", "INGEST_URL"))
-	f.StringVar(&s.apiKey, "api-key", "", help("API key sent in X-Api-Key (clients without one get the lower anonymous rate limit)", "INGEST_API_KEY"))
+	f.StringVar(&s.keyFile, "api-key-file", "data/ingest-api-key", help("file holding the API key sent in X-Api-Key, used when it exists and INGEST_API_KEY is not set (the key needs the ingest role; supply for supply and signal events); surge dev writes data/ingest-api-key", "INGEST_API_KEY_FILE"))
 	f.IntVar(&s.senders, "senders", 4, "concurrent requests")
 	f.IntVar(&s.batch, "batch", 1000, "events per request (at most 1,000)")
 	f.IntVar(&s.attempts, "attempts", 30, "attempts per batch before giving up (429, 503, 5xx, connection errors); enough to outlast an attempt still in flight at the intake")
@@ -172,10 +174,30 @@ func (s *senderFlags) client(logger *slog.Logger) (*intakeclient.Client, error) 
 	if s.senders < 1 {
 		return nil, fmt.Errorf("--senders %d: want at least 1", s.senders)
 	}
+	key, err := s.apiKey()
+	if err != nil {
+		return nil, err
+	}
 	return intakeclient.NewClient(intakeclient.ClientOptions{
-		URL: s.url, APIKey: s.apiKey, Senders: s.senders, BatchSize: s.batch,
+		URL: s.url, APIKey: key, Senders: s.senders, BatchSize: s.batch,
 		MaxAttempts: s.attempts, RequestTimeout: s.requestTimeout, Logger: logger,
 	})
+}
+
+// apiKey is INGEST_API_KEY, else the key in --api-key-file when that file
+// exists (a secret never travels in a flag, which shows in ps).
+func (s *senderFlags) apiKey() (string, error) {
+	if k := os.Getenv("INGEST_API_KEY"); k != "" {
+		return k, nil
+	}
+	if s.keyFile == "" {
+		return "", nil
+	}
+	k, err := auth.ReadKey(s.keyFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	return k, err
 }
 
 // addToolLogFlags registers the log flags of the client tools (replay,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/ingest"
 )
 
@@ -39,7 +40,7 @@ func (f *recordingIntake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.keys[r.Header.Get(ingest.APIKeyHeader)] = true
+	f.keys[r.Header.Get(auth.APIKeyHeader)] = true
 	var resp ingest.Response
 	now := time.Now()
 	for i, ev := range body.Events {
@@ -107,7 +108,7 @@ func TestHistoryReplayTwice(t *testing.T) {
 	}
 	written, _ := strconv.Atoi(m[1])
 
-	out, err = run(t, newReplayCmd(), "--file", path, "--max", "--url", srv.URL, "--api-key", "replay-key", "--lateness", "1h")
+	out, err = run(t, newReplayCmd(), "--file", path, "--max", "--url", srv.URL, "--api-key-file", replayKeyFile(t), "--lateness", "1h")
 	if err != nil {
 		t.Fatalf("replay: %v\n%s", err, out)
 	}
@@ -194,4 +195,15 @@ func TestSimulateLive(t *testing.T) {
 	if _, err := run(t, newSimulateCmd(), "--history", "--rate", "5", "--out", "x.csv"); err == nil {
 		t.Error("--history with --rate accepted")
 	}
+}
+
+// replayKeyFile writes the replay's API key to a file (keys never travel
+// in flags).
+func replayKeyFile(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ingest-api-key")
+	if err := os.WriteFile(path, []byte("replay-key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

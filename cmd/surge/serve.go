@@ -3,12 +3,9 @@ package main
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	_ "net/http/pprof" // served only on --pprof-addr
 	"sync"
 	"time"
 
@@ -59,16 +56,10 @@ loads the active model from the registry and serves /graphql, /playground, /heal
 			if err != nil {
 				return err
 			}
-			adminKey := cfg.AdminKey
-			if adminKey == "" && cfg.AdminKeyFile != "" {
-				if adminKey, err = auth.ReadKey(cfg.AdminKeyFile); err != nil {
-					return fmt.Errorf("admin key: %w", err)
-				}
+			if err := cfg.readSecretFiles(); err != nil {
+				return err
 			}
-			if adminKey == "" {
-				logger.Warn("no admin API key configured (ADMIN_API_KEY or --admin-key-file): admin operations are refused")
-			}
-			a, err := newApp(cmd.Context(), cfg, adminKey, logger)
+			a, err := newApp(cmd.Context(), cfg, logger)
 			if err != nil {
 				return err
 			}
@@ -96,12 +87,14 @@ type app struct {
 	live        *live.Hub
 	experiments *experiments.Service
 	publisher   *ingest.Publisher
+	keys        *auth.Keys
 	events      *kafka.Writer
 	intake      *ingest.Intake
 	stream      *streaming.Consumer // nil unless cfg.Consumers
 	sink        *sink.Sink          // nil unless cfg.Consumers
 	retrain     *schedule.Scheduler // nil unless cfg.RetrainSchedule
 	server      *server.Server
+	pprof       *server.Aux // nil unless cfg.PprofAddr
 }
 
 // openClickHouse connects and applies the migrations.
@@ -136,7 +129,7 @@ func newRedis(cfg config) redis.UniversalClient {
 	})
 }
 
-func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logger) (*app, error) {
+func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rt, err := inference.ParseRuntime(cfg.ModelRuntime)
@@ -144,12 +137,10 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 		return nil, err
 	}
 	a := &app{logger: logger}
-	if len(cfg.UserHashKey) == 0 {
-		// One key for the whole process: quotes, exposures and the
-		// intake must hash a user alike.
-		cfg.UserHashKey = make([]byte, 32)
-		_, _ = rand.Read(cfg.UserHashKey)
-		logger.Warn("USER_HASH_KEY not set: user ids are hashed with a key of this process only; set the same key on every replica")
+	if len(cfg.UserHashKey) < 16 {
+		// Quotes, exposures and the intake of every replica must hash a
+		// user alike, with a key that is not guessable.
+		return nil, errors.New("USER_HASH_KEY (or --user-hash-key-file) must hold a key of at least 16 bytes: user ids are stored and logged only as its keyed hash, the same on every replica")
 	}
 	if a.ch, err = openClickHouse(ctx, cfg, logger); err != nil {
 		return nil, err
@@ -239,9 +230,13 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 		UserHashKey: cfg.UserHashKey, Experiments: a.experiments, Decisions: analytics.NewDecisions(a.ch),
 	})
 	a.events = ingest.NewEventWriter(cfg.brokers())
+	guard, err := ingest.NewSupplyGuard(a.bulk, ingest.SupplyGuardOptions{MaxDrop: cfg.SupplyMaxDrop, Disabled: cfg.SupplyMaxDrop >= 1, Logger: logger, Registerer: reg})
+	if err != nil {
+		return nil, fmt.Errorf("--supply-max-drop: %w", err)
+	}
 	if a.intake, err = ingest.NewIntake(a.bulk, a.events, ratelimit.NewLimiter(a.bulk, ratelimit.Options{Registerer: reg}), ingest.IntakeOptions{
 		UserHashKey: cfg.UserHashKey, Logger: logger, Registerer: reg,
-		Identify: ingest.APIKeys(cfg.IngestAPIKeys), DedupTTL: cfg.IngestDedupTTL,
+		DedupTTL: cfg.IngestDedupTTL, SupplyGuard: guard,
 	}); err != nil {
 		return nil, err
 	}
@@ -264,22 +259,31 @@ func newApp(ctx context.Context, cfg config, adminKey string, logger *slog.Logge
 		Rollouts: a.rollouts, Accuracy: a.accuracy, ExperimentService: a.experiments, Bookings: books,
 		Live: a.live,
 	}
-	a.server = server.New(res, auth.New(adminKey), a.readiness(), server.Options{
-		Addr: cfg.ListenAddr, RatePerClient: cfg.RatePerClient, Logger: logger, Registry: reg,
+	a.keys = auth.NewKeys(a.ch, a.rdb, cfg.ClickHouseDatabase, auth.KeysOptions{Logger: logger, Registerer: reg})
+	if err := a.keys.Load(ctx); err != nil {
+		return nil, err
+	}
+	authn, err := cfg.authenticator(a.keys)
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("authentication", "open_roles", authn.Open().String(), "admin_key", cfg.AdminKey != "",
+		"ingest_keys", len(cfg.IngestAPIKeys), "jwt", len(cfg.JWTSecret) > 0 || cfg.JWTJWKSFile != "")
+	a.server = server.New(res, authn, a.readiness(), server.Options{
+		Addr: cfg.ListenAddr, MetricsAddr: cfg.MetricsAddr, Logger: logger, Registry: reg,
+		Limiter: ratelimit.NewLimiter(a.rdb, ratelimit.Options{}), RatePerClient: cfg.RatePerClient, RateBurst: int(2 * cfg.RatePerClient),
+		AnonymousRate: cfg.RateAnonymous, AnonymousBurst: max(100, int(2*cfg.RateAnonymous)),
 		DisableIntrospection: !cfg.Introspection, DisablePlayground: !cfg.Playground, WSPingInterval: cfg.WSPing,
 	})
-	a.server.Mount(ingest.EventsPath, a.intake.Handler())
-	a.server.Mount(bookings.Path, books.Handler(logger))
+	a.server.Mount(ingest.EventsPath, auth.RoleIngest, a.intake.Handler())
+	a.server.Mount(bookings.Path, auth.RoleClient, books.Handler(logger))
 	if err := a.server.Listen(); err != nil {
 		return nil, err
 	}
 	if cfg.PprofAddr != "" {
-		go func() {
-			logger.Info("serving pprof", "addr", cfg.PprofAddr)
-			if err := http.ListenAndServe(cfg.PprofAddr, nil); err != nil {
-				logger.Error("pprof server", "err", err)
-			}
-		}()
+		if a.pprof, err = server.Pprof(cfg.PprofAddr, cfg.PprofAllowRemote, logger); err != nil {
+			return nil, err
+		}
 	}
 	return a, nil
 }
@@ -337,7 +341,10 @@ func (a *app) readiness() map[string]server.Check {
 // commit, and the clients are closed last.
 func (a *app) run(ctx context.Context) error {
 	serving := []runner{a.server, a.live}
-	behind := []runner{a.rules, a.averages, a.forecaster, a.watcher, a.rollouts, a.accuracy, a.experiments, a.quotes, a.publisher}
+	if a.pprof != nil {
+		serving = append(serving, a.pprof)
+	}
+	behind := []runner{a.keys, a.rules, a.averages, a.forecaster, a.watcher, a.rollouts, a.accuracy, a.experiments, a.quotes, a.publisher}
 	var consuming []runner
 	if a.stream != nil {
 		consuming = append(consuming, a.stream, a.sink)

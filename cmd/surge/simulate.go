@@ -60,7 +60,7 @@ prices.
 3-12 events/s together depending on the hour, the scale the bootstrap model learned, so
 prices react to the traffic. --rate R holds the total at R events/s (seasonality, episodes
 and bursts then decide how it is shared among regions): for benchmarks, e.g.
---rate 50000 --senders 8 --api-key bench. Regions are berlin, paris, london, nyc, sf, then
+--rate 50000 --senders 8. Regions are berlin, paris, london, nyc, sf, then
 region-6, region-7, … for --regions above 5.
 
 With --history, simulate writes --days of history ending at the current hour to --out
@@ -75,9 +75,10 @@ enrol them, and books it through POST /v1/book with a probability that depends o
 shopper (a propensity that stays with them), on the price against the market's recent
 mean (--elasticity) and on the variant that priced it (--lift cheaper=0.15: that variant's
 shoppers book 15 % more, the ground truth the experiment results should find); a few
-bookings are cancelled (--cancel-rate). The API is the --url without /v1/events.`,
+bookings are cancelled (--cancel-rate). The API is the --url without /v1/events; the
+shoppers send the key in CLIENT_API_KEY (the client role; none needed on surge dev).`,
 		Example: `  surge simulate                               # demo traffic until Ctrl-C
-  surge simulate --rate 50000 --senders 8 --duration 60s --api-key bench
+  surge simulate --rate 50000 --senders 8 --duration 60s
   surge simulate --history --days 14 --out history.csv.gz
   surge simulate --shoppers --shop-rate 50 --lift cheaper=0.15 --duration 10m`,
 		Args: cobra.NoArgs,
@@ -229,7 +230,7 @@ bookings are cancelled (--cancel-rate). The API is the --url without /v1/events.
 	sender.add(f)
 	cfg.addToolLogFlags(f)
 	cmd.MarkFlagsRequiredTogether("history", "out")
-	for _, live := range []string{"rate", "duration", "supply-every", "signal-every", "burst-every", "url", "api-key", "senders", "batch"} {
+	for _, live := range []string{"rate", "duration", "supply-every", "signal-every", "burst-every", "url", "api-key-file", "senders", "batch"} {
 		cmd.MarkFlagsMutuallyExclusive("history", live)
 	}
 	for _, events := range []string{"history", "rate", "supply-every", "signal-every", "burst-every", "experiment"} {
@@ -274,7 +275,7 @@ func (s *shopperFlags) run(ctx context.Context, out io.Writer, logger *slog.Logg
 	}
 	api := strings.TrimSuffix(strings.TrimRight(sender.url, "/"), "/v1/events")
 	sh, err := simulate.NewShoppers(simulate.ShopperOptions{
-		APIURL: api, APIKey: sender.apiKey, Events: events, Regions: regions, Users: users, Rate: s.rate,
+		APIURL: api, APIKey: os.Getenv("CLIENT_API_KEY"), Events: events, Regions: regions, Users: users, Rate: s.rate,
 		Conversion: s.conversion, Elasticity: s.elasticity, Lift: lift, CancelRate: s.canc, Seed: seed, Logger: logger,
 	})
 	if err != nil {

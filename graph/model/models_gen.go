@@ -974,6 +974,73 @@ func (e ModelStatus) MarshalJSON() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// The roles of callers (see @hasRole).
+type Role string
+
+const (
+	// Apps asking prices: price, prices, forecast, factorBreakdown, regions, book, live surge.
+	RoleClient Role = "CLIENT"
+	// Servers sending demand events (search, booking, cancel).
+	RoleIngest Role = "INGEST"
+	// Servers sending supply updates and external signals too.
+	RoleSupply Role = "SUPPLY"
+	// Reading history, features, accuracy, audits, rules, models and experiment results.
+	RoleAnalyst Role = "ANALYST"
+	// Changing rules, experiments, models and rollouts.
+	RoleAdmin Role = "ADMIN"
+)
+
+var AllRole = []Role{
+	RoleClient,
+	RoleIngest,
+	RoleSupply,
+	RoleAnalyst,
+	RoleAdmin,
+}
+
+func (e Role) IsValid() bool {
+	switch e {
+	case RoleClient, RoleIngest, RoleSupply, RoleAnalyst, RoleAdmin:
+		return true
+	}
+	return false
+}
+
+func (e Role) String() string {
+	return string(e)
+}
+
+func (e *Role) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = Role(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid Role", str)
+	}
+	return nil
+}
+
+func (e Role) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *Role) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e Role) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
 type RolloutState string
 
 const (

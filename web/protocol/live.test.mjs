@@ -4,7 +4,7 @@
 // subprotocol, and the refusals (4400, 4403, limits, unknown regions).
 //
 // Run by TestE2ELive (cmd/surge) against a whole stack:
-//   SURGE_URL, SURGE_URL_2 (a second replica), SURGE_ADMIN_KEY,
+//   SURGE_URL, SURGE_URL_2 (a second replica), SURGE_ADMIN_KEY, SURGE_INGEST_KEY,
 //   SURGE_MAX_PER_CONNECTION (the stack's limit).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +15,7 @@ import WebSocket from 'ws';
 const base = process.env.SURGE_URL ?? 'http://127.0.0.1:8000';
 const base2 = process.env.SURGE_URL_2 ?? base;
 const adminKey = process.env.SURGE_ADMIN_KEY ?? '';
+const ingestKey = process.env.SURGE_INGEST_KEY ?? '';
 const maxPerConnection = Number(process.env.SURGE_MAX_PER_CONNECTION ?? 50);
 const wsURL = (b) => b.replace(/^http/, 'ws') + '/graphql';
 
@@ -58,7 +59,7 @@ async function failed(s) {
 
 async function postEvents(events) {
   const res = await fetch(base + '/v1/events', {
-    method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': 'protocol-test' },
+    method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': ingestKey },
     body: JSON.stringify({ events }),
   });
   assert.equal(res.status, 202, await res.text());
