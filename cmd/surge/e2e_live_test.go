@@ -77,3 +77,11 @@ func TestE2EBrowser(t *testing.T) {
 	s := newStack(t, stackOptions{consumers: true})
 	runNode(t, map[string]string{"SURGE_URL": s.base, "SURGE_ADMIN_KEY": testAdminKey}, "test/", "e2e/")
 }
+
+// TestE2EBrowserWithKeys: the dashboard against a server that opens no
+// role, as surge serve runs: refused without a key, live with one
+// (web/e2e/keyed-dashboard.mjs).
+func TestE2EBrowserWithKeys(t *testing.T) {
+	s := newStack(t, stackOptions{consumers: true, config: func(c *config) { c.OpenRoles = "" }})
+	runNode(t, map[string]string{"SURGE_URL": s.base, "SURGE_API_KEY": testAdminKey}, "e2e/keyed-dashboard.mjs")
+}

@@ -21,12 +21,26 @@ export class APIError extends Error {
   }
 }
 
+const KEY = 'surge.apiKey';
+
+/** The API key every request sends (X-Api-Key, and connection_init), kept for the tab's session. */
+export function apiKey(): string {
+  return sessionStorage.getItem(KEY) ?? '';
+}
+
+/** Sets the key; the page reloads to reconnect with it. */
+export function setAPIKey(key: string): void {
+  if (key) sessionStorage.setItem(KEY, key);
+  else sessionStorage.removeItem(KEY);
+}
+
 export async function gql<T>(query: string, variables: Record<string, unknown> = {}, headers: Record<string, string> = {}): Promise<T> {
   let res: Response;
+  const key = apiKey();
   try {
     res = await fetch('/graphql', {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json', ...headers },
+      headers: { 'content-type': 'application/json', accept: 'application/json', ...(key ? { 'X-Api-Key': key } : {}), ...headers },
       body: JSON.stringify({ query, variables }),
     });
   } catch (err) {
@@ -62,6 +76,7 @@ function client(): Client {
     const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/graphql`;
     wsClient = createClient({
       url,
+      connectionParams: () => (apiKey() ? { 'X-Api-Key': apiKey() } : {}),
       lazy: false,
       retryAttempts: Infinity,
       shouldRetry: () => true,

@@ -1,5 +1,5 @@
 // The dashboard: wires the views to the region selection and the live status.
-import { connect, errorText, gql, onLinkState, type LinkState } from './api';
+import { apiKey, connect, errorText, gql, onLinkState, setAPIKey, type LinkState } from './api';
 import { mountExperiments } from './experiments';
 import { mountGrid, type Region } from './grid';
 import { mountModels } from './models';
@@ -24,6 +24,14 @@ onLinkState((state, detail) => {
   status.title = detail ?? '';
 });
 connect();
+
+// A server without open roles needs a key (client and analyst roles for the dashboard).
+const keyInput = $('api-key') as HTMLInputElement;
+keyInput.value = apiKey();
+keyInput.addEventListener('change', () => {
+  setAPIKey(keyInput.value.trim());
+  location.reload();
+});
 
 async function start(): Promise<void> {
   let regions: Region[];
