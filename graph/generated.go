@@ -2663,7 +2663,7 @@ type Query {
 }
 
 type Mutation {
-  "Adds a new version of a pricing rule (admin: needs the X-Admin-Key header)."
+  "Adds a new version of a pricing rule."
   setPricingRule(input: PricingRuleInput!): PricingRule! @hasRole(role: ADMIN)
 }
 
