@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -239,4 +240,32 @@ func introspects(set ast.SelectionSet) bool {
 		}
 	}
 	return false
+}
+
+type getKey struct{}
+
+// markGET marks GET requests (not websocket upgrades) in their context,
+// for getQueriesOnly.
+func markGET(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.Header.Get("Upgrade") == "" { // not a websocket
+			r = r.WithContext(context.WithValue(r.Context(), getKey{}, true))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// getQueriesOnly refuses a mutation or subscription sent by GET with a
+// coded error (gqlgen's GET transport would answer 406 with an uncoded one).
+type getQueriesOnly struct{}
+
+func (getQueriesOnly) ExtensionName() string                   { return "GETQueriesOnly" }
+func (getQueriesOnly) Validate(graphql.ExecutableSchema) error { return nil }
+func (getQueriesOnly) MutateOperationContext(ctx context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+	if oc.Operation == nil || oc.Operation.Operation == ast.Query || ctx.Value(getKey{}) == nil {
+		return nil
+	}
+	err := gqlerror.Errorf("GET requests only allow query operations; send a %s by POST (or a subscription over the websocket)", oc.Operation.Operation)
+	errcode.Set(err, errcode.ValidationFailed)
+	return err
 }

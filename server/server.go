@@ -197,6 +197,7 @@ func New(res *resolvers.Resolver, authn *auth.Authenticator, checks map[string]C
 	gql.Use(depthLimit{max: opts.MaxDepth})
 	gql.Use(aliasLimit{max: opts.MaxAliases})
 	gql.Use(requestTimeout{d: opts.RequestTimeout})
+	gql.Use(getQueriesOnly{})
 	gql.Use(m)
 	gql.SetErrorPresenter(resolvers.ErrorPresenter(opts.Logger))
 	gql.SetRecoverFunc(func(ctx context.Context, v any) error {
@@ -213,7 +214,7 @@ func New(res *resolvers.Resolver, authn *auth.Authenticator, checks map[string]C
 		api = rl.middleware(api)
 	}
 	api = authn.Middleware(api)
-	api = limitBody(opts.MaxBodyBytes, api)
+	api = limitBody(opts.MaxBodyBytes, markGET(api))
 
 	mux := http.NewServeMux()
 	mux.Handle("/graphql", api)
