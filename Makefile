@@ -17,7 +17,7 @@ BENCH_FLAGS ?= -run '^$$' -bench . -benchmem -timeout 30m
 BENCH_PKGS  ?= ./...
 # Steps of `make bench`: append a target (e.g. BENCH_STEPS += bench-load
 # with its own rule below) to extend it.
-BENCH_STEPS := bench-go bench-load
+BENCH_STEPS := bench-go bench-load bench-cost
 
 .PHONY: deps build run test fuzz bench bench-ingest $(BENCH_STEPS) generate lint
 
@@ -63,6 +63,11 @@ bench-ingest: deps
 # GraphQL price query over HTTP against the whole local stack.
 bench-load: deps
 	./scripts/bench-load.sh
+
+# Cost of the price path: server CPU per quote, throughput against
+# { __typename }, p99 at 1,000/s, RSS, audit records counted (README).
+bench-cost: deps
+	./scripts/bench-cost.sh
 
 # Experiments: assignment cost, experimentResults over 10 M exposures, and
 # the price query with an experiment running (see README).

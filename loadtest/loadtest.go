@@ -31,6 +31,7 @@ type Options struct {
 type Result struct {
 	Rate          float64 // offered
 	Sent, Errors  int
+	OK            int     // completed without error
 	Achieved      float64 // completed requests per second
 	P50, P90, P99 time.Duration
 	Max           time.Duration
@@ -117,7 +118,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	slices.Sort(lat)
-	res := Result{Rate: opts.Rate, Sent: sent, Errors: errs, FirstError: firstErr, Achieved: float64(len(lat)) / elapsed.Seconds()}
+	res := Result{Rate: opts.Rate, Sent: sent, Errors: errs, OK: len(lat) - errs, FirstError: firstErr, Achieved: float64(len(lat)) / elapsed.Seconds()}
 	if len(lat) > 0 {
 		q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 		res.P50, res.P90, res.P99, res.Max = q(0.50), q(0.90), q(0.99), lat[len(lat)-1]

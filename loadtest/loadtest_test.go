@@ -3,8 +3,10 @@ package loadtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,5 +57,43 @@ func TestFindMaxStopsAtTheBound(t *testing.T) {
 	results, best, err := FindMax(context.Background(), Options{URL: srv.URL, Duration: 200 * time.Millisecond, Check: check}, []float64{50, 100}, time.Second)
 	if err != nil || best != 100 || len(results) != 2 {
 		t.Fatalf("best %v after %d steps err %v, want 100 after 2", best, len(results), err)
+	}
+}
+
+// TestClosedAndCost: the closed loop keeps its connections busy for the
+// duration; the CPU time of a process grows with the work it does.
+func TestClosedAndCost(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		_, _ = w.Write([]byte(`{"data":{}}`))
+	}))
+	defer srv.Close()
+	res, err := Closed(context.Background(), Options{URL: srv.URL, Body: []byte(`{}`), Concurrency: 4, Duration: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK == 0 || res.Errors != 0 || res.Achieved <= 0 || int64(res.OK) > hits.Load() {
+		t.Fatalf("closed loop: %+v, server saw %d", res, hits.Load())
+	}
+	pid := os.Getpid()
+	before, err := ProcessCPU(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := before
+	for round := 0; after-before < 30*time.Millisecond; round++ {
+		if round == 1000 {
+			t.Fatalf("CPU time stuck at %s after 1,000 rounds of work", after)
+		}
+		for i := range 100_000 {
+			_ = fmt.Sprint(i)
+		}
+		if after, err = ProcessCPU(pid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ProcessCPU(-1); err == nil {
+		t.Error("ProcessCPU of no process succeeded")
 	}
 }

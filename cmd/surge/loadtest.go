@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +30,8 @@ func newLoadtestCmd() *cobra.Command {
 		bound           time.Duration
 		rates           []float64
 		live, hold      int
+		cost            bool
+		runs, conns     int
 		liveRate        float64
 		redisAddr       string
 	)
@@ -58,6 +63,16 @@ only holds them for --duration.`,
 				}
 				fmt.Fprintf(out, "server RSS %s %s, peak %s\n", when, rss[0], rss[1])
 				return nil
+			}
+			if cost {
+				n, err := strconv.Atoi(pid)
+				if err != nil {
+					return fmt.Errorf("--cost needs the server's --pid: %w", err)
+				}
+				if err := runCost(cmd.Context(), out, opts, n, runs, conns); err != nil {
+					return err
+				}
+				return printRSS("after")
 			}
 			if live > 0 {
 				rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
@@ -126,6 +141,9 @@ only holds them for --duration.`,
 	f.Float64Var(&liveRate, "live-rate", 20, "surge changes published per second with --live")
 	f.StringVar(&redisAddr, "redis-addr", "127.0.0.1:6379", "Redis the server reads surge changes from (--live)")
 	f.IntVar(&hold, "hold-subscriptions", 0, "surgeUpdated subscriptions to open and hold during the price load")
+	f.BoolVar(&cost, "cost", false, "measure the cost of the query (needs --pid): closed-loop throughput against { __typename }, then --runs open-loop runs at --rate with the server's CPU time per request")
+	f.IntVar(&runs, "runs", 3, "open-loop runs of --cost (medians are reported)")
+	f.IntVar(&conns, "connections", 32, "connections of the closed-loop runs of --cost")
 	return cmd
 }
 
@@ -169,4 +187,61 @@ func peakRSS(pid string) ([2]string, error) {
 		return out, errors.New("VmHWM not found")
 	}
 	return out, nil
+}
+
+// runCost prints what the query costs the server (issue targets: ≤ 100 µs
+// of CPU per quote, ≥ 0.6 × the { __typename } throughput, p99 ≤ 5 ms at
+// 1,000/s as the median of the runs).
+func runCost(ctx context.Context, out io.Writer, opts loadtest.Options, pid, runs, conns int) error {
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "MISSED"
+	}
+	closed := opts
+	closed.Concurrency, closed.Duration = conns, min(opts.Duration, 5*time.Second)
+	typename := closed
+	typename.Body = []byte(`{"query":"{ __typename }"}`)
+	fmt.Fprintf(out, "== closed loop, %d connections, %s each\n", conns, closed.Duration)
+	tn, err := loadtest.Closed(ctx, typename)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "{ __typename }  %s\n", tn)
+	pr, err := loadtest.Closed(ctx, closed)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "price           %s\n", pr)
+	answered := pr.OK
+	ratio := pr.Achieved / tn.Achieved
+	fmt.Fprintf(out, "== open loop at %.0f/s, %d runs of %s\n", opts.Rate, runs, opts.Duration)
+	var costs []loadtest.Cost
+	for i := range runs {
+		c, err := loadtest.MeasureCost(ctx, opts, pid)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "run %d  %s\n", i+1, c)
+		answered += c.OK
+		costs = append(costs, c)
+	}
+	median := func(f func(loadtest.Cost) time.Duration) time.Duration {
+		v := make([]time.Duration, len(costs))
+		for i, c := range costs {
+			v[i] = f(c)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	per := median(func(c loadtest.Cost) time.Duration { return c.PerRequest })
+	p50 := median(func(c loadtest.Cost) time.Duration { return c.P50 })
+	p99 := median(func(c loadtest.Cost) time.Duration { return c.P99 })
+	fmt.Fprintf(out, "== cost (medians of %d runs)\n", runs)
+	fmt.Fprintf(out, "server CPU per request  %s  (target ≤ 100µs: %s)\n", per.Round(time.Microsecond), verdict(per <= 100*time.Microsecond))
+	fmt.Fprintf(out, "price / { __typename }  %.2f  (%.0f/s against %.0f/s; target ≥ 0.6: %s)\n", ratio, pr.Achieved, tn.Achieved, verdict(ratio >= 0.6))
+	fmt.Fprintf(out, "latency at %.0f/s        p50 %s  p99 %s  (target p99 ≤ 5ms: %s)\n", opts.Rate, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), verdict(p99 <= 5*time.Millisecond))
+	fmt.Fprintf(out, "answered without error  %d\n", answered)
+	return nil
 }
