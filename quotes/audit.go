@@ -2,13 +2,13 @@ package quotes
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/encoding/json"
 
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/pricing"

@@ -110,6 +110,10 @@ type Options struct {
 	// again (default 250 ms; negative: read on every request). Features
 	// change at most once a second, so this bounds staleness, not accuracy.
 	SnapshotTTL time.Duration
+	// WriteDelay is how long the background Redis writes (quote cache,
+	// smoothing state, surge changes) wait to share a round trip (default
+	// 5 ms; negative: none). A quote is in the local cache at once.
+	WriteDelay time.Duration
 	// LocalQuotes is how many recent quotes are kept in process for
 	// factorBreakdown when Redis is unreachable (default 20,000).
 	LocalQuotes int
@@ -139,6 +143,9 @@ func (o *Options) defaults() {
 	}
 	if o.SnapshotTTL == 0 {
 		o.SnapshotTTL = 250 * time.Millisecond
+	}
+	if o.WriteDelay == 0 {
+		o.WriteDelay = 5 * time.Millisecond
 	}
 	if o.LocalQuotes <= 0 {
 		o.LocalQuotes = 20_000

@@ -2,7 +2,6 @@ package quotes
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/encoding/json"
 
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/inference"
@@ -242,24 +242,42 @@ func (s *Service) enqueue(w write) {
 }
 
 // Run performs the background Redis writes until ctx ends: quotes are cached
-// for their validity and smoothing states persisted, many per round trip.
+// for their validity and smoothing states persisted, many per round trip
+// (those of WriteDelay, up to 256).
 func (s *Service) Run(ctx context.Context) error {
 	batch := make([]write, 0, 256)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case w := <-s.writes:
 			batch = append(batch[:0], w)
-		drain:
+			if s.opts.WriteDelay > 0 {
+				linger.Reset(s.opts.WriteDelay)
+			}
+		collect:
 			for len(batch) < cap(batch) {
+				if s.opts.WriteDelay <= 0 {
+					select {
+					case w := <-s.writes:
+						batch = append(batch, w)
+						continue
+					default:
+						break collect
+					}
+				}
 				select {
 				case w := <-s.writes:
 					batch = append(batch, w)
-				default:
-					break drain
+				case <-linger.C:
+					break collect
+				case <-ctx.Done():
+					break collect
 				}
 			}
+			linger.Stop()
 			s.flush(ctx, batch)
 		}
 	}

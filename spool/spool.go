@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // ErrFull is returned by Append when the spool holds Options.MaxBytes.
@@ -44,6 +45,11 @@ type Options struct {
 	SegmentBytes int64
 	// Sync fsyncs every append (survives a machine crash; much slower).
 	Sync bool
+	// CheckpointEvery bounds how often Ack writes the checkpoint file
+	// (default 100 ms; it is always written when Ack frees a segment, and
+	// at Close). After a crash the records acknowledged since the last
+	// checkpoint are sent again: at most that much more at least once.
+	CheckpointEvery time.Duration
 }
 
 // Record is one Kafka record.
@@ -75,7 +81,9 @@ type Spool struct {
 	mu      sync.Mutex
 	w       *os.File // the last segment, open for appending
 	wPos    Position // end of the last segment
-	acked   Position // checkpoint: everything before it is delivered
+	acked   Position // everything before it is delivered
+	saved   Position // what the checkpoint file says
+	savedAt time.Time
 	size    int64    // bytes of the segments on disk
 	closed  bool
 	notify  chan struct{} // closed and replaced at every append
@@ -91,6 +99,9 @@ type Spool struct {
 func Open(dir string, opts Options) (*Spool, error) {
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = 1 << 30
+	}
+	if opts.CheckpointEvery <= 0 {
+		opts.CheckpointEvery = 100 * time.Millisecond
 	}
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = 64 << 20
@@ -137,6 +148,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 	s.wPos = Position{last, end}
 	s.segSize[last] = end
 	s.rPos = s.acked
+	s.saved = s.acked
 	return s, nil
 }
 
@@ -294,6 +306,20 @@ func (s *Spool) Ack(pos Position) error {
 		return nil
 	}
 	s.acked = pos
+	frees := false
+	for seg := range s.segSize {
+		frees = frees || seg < pos.Segment
+	}
+	if !frees && time.Since(s.savedAt) < s.opts.CheckpointEvery {
+		return nil
+	}
+	return s.checkpoint()
+}
+
+// checkpoint writes the acknowledged position and deletes the segments
+// wholly before it. s.mu is held.
+func (s *Spool) checkpoint() error {
+	pos := s.acked
 	tmp := filepath.Join(s.dir, "checkpoint.tmp")
 	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d %d\n", pos.Segment, pos.Offset)), 0o644); err != nil {
 		return fmt.Errorf("spool: checkpoint: %w", err)
@@ -301,6 +327,7 @@ func (s *Spool) Ack(pos Position) error {
 	if err := os.Rename(tmp, filepath.Join(s.dir, "checkpoint")); err != nil {
 		return fmt.Errorf("spool: checkpoint: %w", err)
 	}
+	s.saved, s.savedAt = pos, time.Now()
 	for seg, size := range s.segSize {
 		if seg < pos.Segment {
 			if err := os.Remove(s.segPath(seg)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -332,7 +359,11 @@ func (s *Spool) Close() error {
 	if s.r != nil {
 		s.r.Close()
 	}
-	return s.w.Close()
+	var err error
+	if s.saved.before(s.acked) {
+		err = s.checkpoint()
+	}
+	return errors.Join(err, s.w.Close())
 }
 
 func (s *Spool) segPath(seg uint64) string {
