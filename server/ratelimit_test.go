@@ -55,8 +55,11 @@ func TestRateLimits(t *testing.T) {
 		}
 		return ok, limited, last
 	}
-	if ok, limited, last := count("", 12); ok != 5 || limited != 7 {
-		t.Errorf("anonymous over two replicas: %d ok, %d limited; want the burst of 5", ok, limited)
+	// Leases make the limits stricter, never looser: a replica may hold
+	// tokens it does not use before they expire, so at most the burst
+	// passes (all of it when both replicas use their leases in time).
+	if ok, limited, last := count("", 12); ok > 5 || ok < 3 || ok+limited != 12 {
+		t.Errorf("anonymous over two replicas: %d ok, %d limited; want at most the burst of 5", ok, limited)
 	} else {
 		if ra, _ := strconv.Atoi(last.Header().Get("Retry-After")); ra < 1 || !strings.Contains(last.Body.String(), `"RATE_LIMITED"`) {
 			t.Errorf("429 without Retry-After or code: %v %s", last.Header(), last.Body)
@@ -67,8 +70,8 @@ func TestRateLimits(t *testing.T) {
 	if rec.Code != http.StatusOK || rec.Header().Get("RateLimit-Limit") != "20" || rec.Header().Get("RateLimit-Remaining") == "" || rec.Header().Get("RateLimit-Reset") == "" {
 		t.Fatalf("keyed request: %d %v", rec.Code, rec.Header())
 	}
-	if ok, limited, _ := count("k", 30); ok != 19 || limited != 11 {
-		t.Errorf("key over two replicas: %d ok, %d limited; want 19 more of its burst of 20", ok, limited)
+	if ok, limited, _ := count("k", 30); ok > 19 || ok < 10 || ok+limited != 30 {
+		t.Errorf("key over two replicas: %d ok, %d limited; want at most 19 more of its burst of 20", ok, limited)
 	}
 
 	// Over a websocket, each operation takes a token of the connection's caller.
@@ -96,7 +99,7 @@ func TestRateLimits(t *testing.T) {
 			}
 		}
 	}
-	if codes["ok"] != 2 || codes["RATE_LIMITED"] != 2 {
-		t.Errorf("websocket operations: %v, want 2 ok then RATE_LIMITED", codes)
+	if codes["ok"] > 2 || codes["ok"] < 1 || codes["ok"]+codes["RATE_LIMITED"] != 4 {
+		t.Errorf("websocket operations: %v, want at most 2 ok (the burst of 3 less the upgrade's), then RATE_LIMITED", codes)
 	}
 }
