@@ -36,5 +36,5 @@ func HasRole(ctx context.Context, _ any, next graphql.Resolver, role model.Role)
 
 // NewSchema is the executable schema over res, with its directives.
 func NewSchema(res *Resolver) graphql.ExecutableSchema {
-	return graph.NewExecutableSchema(graph.Config{Resolvers: res, Directives: graph.DirectiveRoot{HasRole: HasRole}})
+	return graph.NewExecutableSchema(graph.Config{Resolvers: res, Directives: graph.DirectiveRoot{HasRole: HasRole}, Complexity: complexity()})
 }

@@ -374,3 +374,32 @@ func TestRequestTimeoutSparesSubscriptions(t *testing.T) {
 		t.Fatalf("after the timeout: %v %v, want the change", m, err)
 	}
 }
+
+// TestListCosts: a list field costs its selection once per item, so one
+// prices call of 100 inputs passes while four of them aliased in one
+// operation are refused, though their field count is small.
+func TestListCosts(t *testing.T) {
+	h := newTestServer(Options{})
+	inputs := strings.TrimSuffix(strings.Repeat(`{regionId: "berlin", productType: "ride"}, `, 100), ", ")
+	sel := `{ quoteId price currency basePrice surgeMultiplier demandForecast supply degraded warnings validUntil factors { name contribution description } }`
+	one := `{ prices(inputs: [` + inputs + `]) ` + sel + ` }`
+	call := `prices(inputs: [` + inputs + `]) ` + sel
+	four := `{ a: ` + call + ` b: ` + call + ` c: ` + call + ` d: ` + call + ` }`
+	for _, c := range []struct {
+		name, query string
+		refused     bool
+	}{
+		{"one call of 100 inputs", one, false},
+		{"four calls of 100 inputs", four, true},
+		{"regions with their current prices", `{ regions { id name currency products currentPrices { productType price surgeMultiplier forecastSource } } }`, false},
+		{"a week of minutes", `{ demandHistory(regionId: "berlin", from: "2026-01-01T00:00:00Z", to: "2026-01-08T00:00:00Z") { bucket searches bookings cancels supply } }`, true},
+		{"a month of hours", `{ demandHistory(regionId: "berlin", from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z", granularity: HOUR) { bucket searches bookings cancels supply } }`, false},
+		{"a day of minutes", `{ demandHistory(regionId: "berlin", from: "2026-01-01T00:00:00Z", to: "2026-01-02T00:00:00Z") { bucket searches bookings cancels supply } }`, false},
+	} {
+		_, res := post(t, h, c.query)
+		limited := len(res.Errors) > 0 && res.Errors[0].Extensions["code"] == codeComplexity
+		if limited != c.refused {
+			t.Errorf("%s: refused %v, want %v: %+v", c.name, limited, c.refused, res.Errors)
+		}
+	}
+}

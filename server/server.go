@@ -46,9 +46,10 @@ type Options struct {
 	MaxBodyBytes int64
 	// MaxDepth bounds the nesting of a query (default 12).
 	MaxDepth int
-	// MaxComplexity bounds a query's field count, with lists counted (default
-	// 1000); its fields, fragments expanded, are counted first, in time
-	// linear in the document.
+	// MaxComplexity bounds a query's cost (default 5,000): each field costs
+	// 1, and a list field its selection once per expected item (prices: per
+	// input; regions: 10; see resolvers' complexity). Its fields, fragments
+	// expanded, are counted first, in time linear in the document.
 	MaxComplexity int
 	// MaxAliases bounds the aliased fields of an operation, fragments'
 	// counted as often as they are spread (default 30).
@@ -104,7 +105,7 @@ func (o *Options) defaults() {
 		o.MaxDepth = 12
 	}
 	if o.MaxComplexity <= 0 {
-		o.MaxComplexity = 1000
+		o.MaxComplexity = 5000
 	}
 	if o.MaxAliases <= 0 {
 		o.MaxAliases = 30
