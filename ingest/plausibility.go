@@ -15,13 +15,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// CodeImplausible marks a value that feeds prices and is not believable
-// on its own: a supply fall larger than SupplyGuardOptions.MaxDrop in one
-// report (held until a second report confirms it) or a supply above
-// MaxSupply. Retrying the same event does not help; a second, independent
-// report does.
-const CodeImplausible = "implausible"
-
 // SupplyGuardOptions configures a SupplyGuard. Zero values take the
 // defaults.
 type SupplyGuardOptions struct {

@@ -26,6 +26,7 @@ const (
 	CodeRateLimited = "rate_limited" // the event's user is over its rate limit; retry later
 	CodeInFlight    = "in_flight"    // the same eventId is being ingested by another request; retry later
 	CodeForbidden   = "forbidden"    // the client may not send this type of event (supply role)
+	CodeImplausible = "implausible"  // a supply fall too large for one report, held until a second report confirms it (SupplyGuard)
 )
 
 // FieldError is one problem with one field of an event.
