@@ -8,11 +8,12 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/surgeworks/surge/redislua"
 )
 
 // SupplyGuardOptions configures a SupplyGuard. Zero values take the
@@ -226,8 +227,8 @@ func NewSupplyGuard(rdb redis.UniversalClient, opts SupplyGuardOptions) (*Supply
 		}, []string{"field"}),
 		perCall: maxRegionsPerCall,
 	}
-	if _, cluster := rdb.(*redis.ClusterClient); cluster {
-		g.perCall = 1
+	if rdb != nil {
+		g.perCall = redislua.PerCall(rdb, maxRegionsPerCall)
 	}
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(g.implausible)
@@ -334,9 +335,8 @@ func (g *SupplyGuard) Check(ctx context.Context, events []Event, idx []int) (ref
 	return refused, nil
 }
 
-// run evaluates the script for the regions in one pipeline (EVALSHA, then
-// EVAL for the calls Redis answered NOSCRIPT: those did not run, so no
-// report is applied twice) and returns one reply per region.
+// run evaluates the script for the regions in one pipelined round trip
+// (redislua: no report is applied twice) and returns one reply per region.
 func (g *SupplyGuard) run(ctx context.Context, events []Event, regions []string, byRegion map[string][]supplyReport) ([]any, error) {
 	header := []any{
 		strconv.FormatFloat(g.opts.MaxDrop, 'g', -1, 64),
@@ -344,57 +344,23 @@ func (g *SupplyGuard) run(ctx context.Context, events []Event, regions []string,
 		supplyLastTTL.Milliseconds(),
 		strconv.FormatFloat(confirmTolerance, 'g', -1, 64),
 	}
-	type call struct {
-		n    int // regions
-		keys []string
-		argv []any
-	}
-	var calls []call
+	var calls []redislua.Call
 	for lo := 0; lo < len(regions); lo += g.perCall {
-		c := call{argv: slices.Clone(header)}
+		c := redislua.Call{Args: slices.Clone(header)}
 		for _, region := range regions[lo:min(lo+g.perCall, len(regions))] {
 			reps := byRegion[region]
-			c.n++
-			c.keys = append(c.keys, SupplyGuardKey(region), supplyPendingKey(region))
-			c.argv = append(c.argv, len(reps))
+			c.Replies++
+			c.Keys = append(c.Keys, SupplyGuardKey(region), supplyPendingKey(region))
+			c.Args = append(c.Args, len(reps))
 			for _, r := range reps {
-				c.argv = append(c.argv, strconv.FormatFloat(r.v, 'g', -1, 64), r.at.UnixMicro(), r.now.UnixMilli(), events[r.i].EventID)
+				c.Args = append(c.Args, strconv.FormatFloat(r.v, 'g', -1, 64), r.at.UnixMicro(), r.now.UnixMilli(), events[r.i].EventID)
 			}
 		}
 		calls = append(calls, c)
 	}
-	cmds := make([]*redis.Cmd, len(calls))
-	pipe := g.rdb.Pipeline()
-	for k, c := range calls {
-		cmds[k] = pipe.EvalSha(ctx, supplyGuardScript.Hash(), c.keys, c.argv...)
-	}
-	_, _ = pipe.Exec(ctx) // the commands carry their errors
-	var retry []int
-	for k, c := range cmds {
-		switch err := c.Err(); {
-		case err == nil:
-		case strings.HasPrefix(err.Error(), "NOSCRIPT"):
-			retry = append(retry, k)
-		default:
-			return nil, fmt.Errorf("ingest: supply guard: %w", err)
-		}
-	}
-	if len(retry) > 0 {
-		pipe := g.rdb.Pipeline()
-		for _, k := range retry {
-			cmds[k] = pipe.Eval(ctx, supplyScript, calls[k].keys, calls[k].argv...)
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, fmt.Errorf("ingest: supply guard: %w", err)
-		}
-	}
-	out := make([]any, 0, len(regions))
-	for k, c := range cmds {
-		res, ok := c.Val().([]any)
-		if !ok || len(res) != calls[k].n {
-			return nil, fmt.Errorf("ingest: supply guard: unexpected script reply %v", c.Val())
-		}
-		out = append(out, res...)
+	out, err := redislua.Run(ctx, g.rdb, supplyGuardScript, calls)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: supply guard: %w", err)
 	}
 	return out, nil
 }

@@ -24,11 +24,12 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/surgeworks/surge/redislua"
 )
 
 // script updates the token buckets KEYS[i] with ARGV[5i-4 .. 5i]: rate
@@ -239,10 +240,9 @@ func validScope(s string) bool {
 	return true
 }
 
-// run evaluates the script once per request in one pipeline: EVALSHA, then
-// EVAL for the requests that Redis answered NOSCRIPT (a restarted server, or
-// another node of a cluster). Only those were not executed, so running them
-// again charges no bucket twice.
+// run evaluates the script for every request, pipelined in one round trip
+// (redislua: a request answered NOSCRIPT is run again, and only those, so no
+// bucket is charged twice).
 func (l *Limiter) run(ctx context.Context, reqs []Request, refund bool) ([]any, error) {
 	if len(reqs) == 0 {
 		return nil, nil
@@ -261,68 +261,27 @@ func (l *Limiter) run(ctx context.Context, reqs []Request, refund bool) ([]any, 
 		}
 		return []any{strconv.FormatFloat(r.Rate, 'g', -1, 64), r.Burst, n, now, partial}
 	}
-	// Calls of up to maxKeysPerCall buckets (one per bucket on a cluster,
-	// whose keys are on many nodes), pipelined in one round trip.
-	per := maxKeysPerCall
-	if _, cluster := l.rdb.(*redis.ClusterClient); cluster {
-		per = 1
-	}
-	type call struct {
-		lo, hi int
-		keys   []string
-		argv   []any
-	}
-	var calls []call
+	// Calls of up to maxKeysPerCall buckets (one per bucket on a cluster),
+	// pipelined in one round trip.
+	per := redislua.PerCall(l.rdb, maxKeysPerCall)
+	var calls []redislua.Call
 	for lo := 0; lo < len(reqs); lo += per {
-		c := call{lo: lo, hi: min(lo+per, len(reqs))}
-		for _, r := range reqs[c.lo:c.hi] {
-			c.keys = append(c.keys, Key(r.Scope, r.ID))
-			c.argv = append(c.argv, args(r)...)
+		c := redislua.Call{Replies: min(per, len(reqs)-lo)}
+		for _, r := range reqs[lo : lo+c.Replies] {
+			c.Keys = append(c.Keys, Key(r.Scope, r.ID))
+			c.Args = append(c.Args, args(r)...)
 		}
 		calls = append(calls, c)
 	}
-	cmds := make([]*redis.Cmd, len(calls))
-	pipe := l.rdb.Pipeline()
-	for i, c := range calls {
-		cmds[i] = pipe.EvalSha(ctx, bucketScript.Hash(), c.keys, c.argv...)
-	}
-	_, _ = pipe.Exec(ctx) // the commands carry their errors
-	var retry []int
-	for i, c := range cmds {
-		switch err := c.Err(); {
-		case err == nil:
-		case isNoScript(err):
-			retry = append(retry, i)
-		default:
-			return nil, fmt.Errorf("ratelimit: %w", err)
-		}
-	}
-	if len(retry) > 0 {
-		pipe := l.rdb.Pipeline()
-		for _, i := range retry {
-			cmds[i] = pipe.Eval(ctx, script, calls[i].keys, calls[i].argv...)
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, fmt.Errorf("ratelimit: %w", err)
-		}
-	}
-	res := make([]any, 0, len(reqs))
-	for i, c := range cmds {
-		replies, ok := c.Val().([]any)
-		if !ok || len(replies) != calls[i].hi-calls[i].lo {
-			return nil, fmt.Errorf("ratelimit: unexpected script reply %v", c.Val())
-		}
-		res = append(res, replies...)
+	res, err := redislua.Run(ctx, l.rdb, bucketScript, calls)
+	if err != nil {
+		return nil, fmt.Errorf("ratelimit: %w", err)
 	}
 	return res, nil
 }
 
 // maxKeysPerCall bounds the buckets of one script call.
 const maxKeysPerCall = 500
-
-func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
-}
 
 func decode(v any) (Decision, error) {
 	arr, ok := v.([]any)
