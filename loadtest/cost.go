@@ -3,9 +3,7 @@ package loadtest
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,10 +21,7 @@ func Closed(ctx context.Context, opts Options) (Result, error) {
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 32
 	}
-	client := &http.Client{
-		Timeout:   10 * time.Second,
-		Transport: &http.Transport{MaxIdleConns: opts.Concurrency, MaxIdleConnsPerHost: opts.Concurrency, IdleConnTimeout: time.Minute},
-	}
+	client := newClient(opts.Concurrency)
 	ctx, cancel := context.WithTimeout(ctx, opts.Duration)
 	defer cancel()
 	var (
@@ -64,13 +59,8 @@ func Closed(ctx context.Context, opts Options) (Result, error) {
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	slices.Sort(lat)
-	res := Result{Sent: int(sent.Load()), Errors: errs, OK: len(lat) - errs, FirstError: firstErr, Achieved: float64(len(lat)) / elapsed.Seconds()}
-	if len(lat) > 0 {
-		q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-		res.P50, res.P90, res.P99, res.Max = q(0.50), q(0.90), q(0.99), lat[len(lat)-1]
-	}
+	res := summarize(lat, time.Since(start), errs, firstErr)
+	res.Sent = int(sent.Load())
 	return res, nil
 }
 

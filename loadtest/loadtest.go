@@ -68,10 +68,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 256
 	}
-	client := &http.Client{
-		Timeout:   10 * time.Second,
-		Transport: &http.Transport{MaxIdleConns: opts.Concurrency, MaxIdleConnsPerHost: opts.Concurrency, IdleConnTimeout: time.Minute},
-	}
+	client := newClient(opts.Concurrency)
 	n := int(opts.Rate * opts.Duration.Seconds())
 	interval := time.Duration(float64(time.Second) / opts.Rate)
 	type job struct{ scheduled time.Time }
@@ -117,13 +114,28 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	close(jobs)
 	wg.Wait()
 	elapsed := time.Since(start)
+	res := summarize(lat, elapsed, errs, firstErr)
+	res.Rate, res.Sent = opts.Rate, sent
+	return res, ctx.Err()
+}
+
+func newClient(conns int) *http.Client {
+	return &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: time.Minute},
+	}
+}
+
+// summarize makes the Result of the latencies of the completed requests
+// (sorted in place) over elapsed.
+func summarize(lat []time.Duration, elapsed time.Duration, errs int, firstErr string) Result {
 	slices.Sort(lat)
-	res := Result{Rate: opts.Rate, Sent: sent, Errors: errs, OK: len(lat) - errs, FirstError: firstErr, Achieved: float64(len(lat)) / elapsed.Seconds()}
+	res := Result{Errors: errs, OK: len(lat) - errs, FirstError: firstErr, Achieved: float64(len(lat)) / elapsed.Seconds()}
 	if len(lat) > 0 {
 		q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 		res.P50, res.P90, res.P99, res.Max = q(0.50), q(0.90), q(0.99), lat[len(lat)-1]
 	}
-	return res, ctx.Err()
+	return res
 }
 
 func do(ctx context.Context, client *http.Client, opts Options) error {
