@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+	lru "github.com/hashicorp/golang-lru/v2/expirable"
 )
 
 // JWTOptions configures bearer-token verification. Issuer and Audience are
@@ -31,9 +33,19 @@ type JWTOptions struct {
 // roles come from the "roles" claim (an array of role names) or, without
 // it, from the space-separated "scope" claim; names it does not know are
 // ignored.
+//
+// A verified token is remembered (by its SHA-256, until it expires, at
+// most a minute), so a client sending the same token on every request
+// costs one signature check a minute, not one per request.
 type JWT struct {
-	parser  *jwt.Parser
-	keyfunc jwt.Keyfunc
+	parser   *jwt.Parser
+	keyfunc  jwt.Keyfunc
+	verified *lru.LRU[[32]byte, verifiedToken]
+}
+
+type verifiedToken struct {
+	p       Principal
+	expires time.Time
 }
 
 // NewJWT returns a verifier, or nil when neither a secret nor a JWKS file
@@ -68,6 +80,7 @@ func NewJWT(opts JWTOptions) (*JWT, error) {
 	}
 	secret := opts.HS256Secret
 	return &JWT{
+		verified: lru.NewLRU[[32]byte, verifiedToken](10_000, nil, time.Minute),
 		parser: jwt.NewParser(jwt.WithValidMethods(methods), jwt.WithIssuer(opts.Issuer), jwt.WithAudience(opts.Audience),
 			jwt.WithLeeway(opts.Leeway), jwt.WithExpirationRequired(), jwt.WithIssuedAt()),
 		keyfunc: func(t *jwt.Token) (any, error) {
@@ -91,6 +104,10 @@ func (j *JWT) Verify(_ context.Context, token string) (Principal, bool, error) {
 	if strings.Count(token, ".") != 2 {
 		return Principal{}, false, nil
 	}
+	sum := sha256.Sum256([]byte(token))
+	if v, ok := j.verified.Get(sum); ok && time.Now().Before(v.expires) {
+		return v.p, true, nil
+	}
 	var c claims
 	if _, err := j.parser.ParseWithClaims(token, &c, j.keyfunc); err != nil {
 		return Principal{}, false, fmt.Errorf("bearer token: %w", err)
@@ -108,5 +125,7 @@ func (j *JWT) Verify(_ context.Context, token string) (Principal, bool, error) {
 			roles |= r
 		}
 	}
-	return Principal{ID: "jwt:" + c.Subject, Name: c.Subject, Roles: roles}, true, nil
+	p := Principal{ID: "jwt:" + c.Subject, Name: c.Subject, Roles: roles}
+	j.verified.Add(sum, verifiedToken{p: p, expires: c.ExpiresAt.Time}) // exp is required
+	return p, true, nil
 }

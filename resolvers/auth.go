@@ -7,7 +7,6 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 
 	"github.com/surgeworks/surge/auth"
-	"github.com/surgeworks/surge/graph"
 	"github.com/surgeworks/surge/graph/model"
 )
 
@@ -32,9 +31,4 @@ func HasRole(ctx context.Context, _ any, next graphql.Resolver, role model.Role)
 		return nil, err
 	}
 	return next(ctx)
-}
-
-// NewSchema is the executable schema over res, with its directives.
-func NewSchema(res *Resolver) graphql.ExecutableSchema {
-	return graph.NewExecutableSchema(graph.Config{Resolvers: res, Directives: graph.DirectiveRoot{HasRole: HasRole}, Complexity: complexity()})
 }

@@ -3,9 +3,17 @@ package resolvers
 import (
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
+
 	"github.com/surgeworks/surge/graph"
 	"github.com/surgeworks/surge/graph/model"
 )
+
+// NewSchema is the executable schema over res, with its directives
+// (@hasRole) and the costs of its list fields.
+func NewSchema(res *Resolver) graphql.ExecutableSchema {
+	return graph.NewExecutableSchema(graph.Config{Resolvers: res, Directives: graph.DirectiveRoot{HasRole: HasRole}, Complexity: complexity()})
+}
 
 // Expected sizes of the lists whose length no argument gives.
 const (
