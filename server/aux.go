@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Aux is an auxiliary listener (pprof, or /metrics on its own port), with
@@ -33,6 +36,17 @@ func Pprof(addr string, allowRemote bool, logger *slog.Logger) (*Aux, error) {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return newAux("pprof", addr, mux, logger)
+}
+
+// Ops serves only the operational endpoints, /health, /ready (running
+// checks) and /metrics (reg), on addr: the listener of a process without
+// an API, such as `surge consume`.
+func Ops(addr string, reg *prometheus.Registry, checks map[string]Check, logger *slog.Logger) (*Aux, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/health", health)
+	mux.Handle("/ready", ready(checks))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return newAux("operational endpoints", addr, mux, logger)
 }
 
 func newAux(name, addr string, h http.Handler, logger *slog.Logger) (*Aux, error) {

@@ -222,11 +222,8 @@ func New(res *resolvers.Resolver, authn *auth.Authenticator, checks map[string]C
 	if !opts.DisablePlayground {
 		mux.Handle("/playground", web.Playground())
 	}
-	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
-	})
-	mux.HandleFunc("/ready", s.ready)
+	mux.HandleFunc("/health", health)
+	mux.Handle("/ready", ready(checks))
 	metrics := promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry})
 	if opts.MetricsAddr == "" {
 		mux.Handle("/metrics", metrics)
@@ -314,37 +311,47 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // ready answers 200 when every check passes, else 503 naming the failing parts.
-func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	type result struct {
-		name string
-		err  error
-	}
-	results := make(chan result, len(s.checks))
-	for name, c := range s.checks {
-		go func() { results <- result{name, c(ctx)} }()
-	}
-	status := map[string]string{}
-	var failing []string
-	for range s.checks {
-		res := <-results
-		if res.err != nil {
-			status[res.name] = res.err.Error()
-			failing = append(failing, res.name)
-		} else {
-			status[res.name] = "ok"
-		}
-	}
-	sort.Strings(failing)
+// health answers /health: the process is up.
+func health(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	body := map[string]any{"status": "ready", "checks": status}
-	if len(failing) > 0 {
-		body["status"] = "unavailable"
-		body["failing"] = failing
-		w.WriteHeader(http.StatusServiceUnavailable)
-	}
-	_ = json.NewEncoder(w).Encode(body)
+	_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+}
+
+// ready answers /ready: 200 when every check passes, 503 naming the
+// failing ones otherwise.
+func ready(checks map[string]Check) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		type result struct {
+			name string
+			err  error
+		}
+		results := make(chan result, len(checks))
+		for name, c := range checks {
+			go func() { results <- result{name, c(ctx)} }()
+		}
+		status := map[string]string{}
+		var failing []string
+		for range checks {
+			res := <-results
+			if res.err != nil {
+				status[res.name] = res.err.Error()
+				failing = append(failing, res.name)
+			} else {
+				status[res.name] = "ok"
+			}
+		}
+		sort.Strings(failing)
+		w.Header().Set("Content-Type", "application/json")
+		body := map[string]any{"status": "ready", "checks": status}
+		if len(failing) > 0 {
+			body["status"] = "unavailable"
+			body["failing"] = failing
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(body)
+	})
 }
 
 // limitBody refuses bodies over max bytes with 413: up front when
