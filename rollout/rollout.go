@@ -116,7 +116,13 @@ type Options struct {
 	// Load turns an artifact into a servable model (default
 	// inference.LoadModel on Runtime with features.V1, which refuses another
 	// schema hash).
-	Load       func(data []byte) (*inference.Model, error)
+	Load func(data []byte) (*inference.Model, error)
+	// Store shares the rollout with the other replicas of the service; nil
+	// keeps it in this process (one replica). Each replica compares the
+	// versions on the inference calls it made itself: the first one to see
+	// a regression rolls the rollout back for all, and a phase ends once
+	// one replica has seen MinSamples of the candidate's forecasts.
+	Store      Store
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -237,6 +243,7 @@ type Controller struct {
 
 	mu        sync.Mutex // serialises state changes
 	cur       *Status    // nil before the first rollout
+	gen       uint64     // generation of cur in opts.Store
 	candModel *inference.Model
 	phaseAt   time.Time // when the current phase began
 
@@ -298,6 +305,9 @@ func (c *Controller) Serving() (stable, candidate string) {
 func (c *Controller) Start(ctx context.Context, version string, shadow bool) (Status, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.syncLocked(ctx); err != nil {
+		return Status{}, err
+	}
 	if c.cur != nil && c.cur.State == StateRunning {
 		return Status{}, fmt.Errorf("%w: the rollout of %s is in progress; promote or roll it back first", ErrConflict, c.cur.Candidate)
 	}
@@ -324,11 +334,14 @@ func (c *Controller) Start(ctx context.Context, version string, shadow bool) (St
 	}
 	now := time.Now().UTC()
 	first := c.opts.Phases[0]
-	c.cur = &Status{
+	if err := c.publishLocked(ctx, Status{
 		Candidate: e.Version, Stable: stable.Version, State: StateRunning, Shadow: shadow,
 		Phase: 1, Phases: len(c.opts.Phases), Percent: first.Percent, StartedAt: now,
 		PhaseEndsAt: c.phaseEnd(1, now, shadow),
 		History:     []PhaseRecord{{Phase: 1, Percent: first.Percent, StartedAt: now}},
+	}); err != nil {
+		_ = m.Close()
+		return Status{}, err
 	}
 	c.phaseAt = now
 	c.candModel = m
@@ -337,7 +350,6 @@ func (c *Controller) Start(ctx context.Context, version string, shadow bool) (St
 		closeLater(old)
 	}
 	c.m.started.Inc()
-	c.exportPhase()
 	c.opts.Logger.Info("rollout started", "candidate", e.Version, "stable", stable.Version, "shadow", shadow,
 		"percent", first.Percent, "phases", len(c.opts.Phases))
 	return c.statusLocked(), nil
@@ -371,6 +383,9 @@ func (c *Controller) load(ctx context.Context, e registry.Entry) (*inference.Mod
 func (c *Controller) Promote(ctx context.Context, version string) (registry.Entry, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.syncLocked(ctx); err != nil {
+		return registry.Entry{}, err
+	}
 	if c.cur != nil && c.cur.State == StateRunning {
 		if c.cur.Candidate != version {
 			return registry.Entry{}, fmt.Errorf("%w: the rollout of %s is in progress; promote it or roll it back first", ErrConflict, c.cur.Candidate)
@@ -408,6 +423,9 @@ func (c *Controller) Promote(ctx context.Context, version string) (registry.Entr
 func (c *Controller) Rollback(ctx context.Context, reason string) (Status, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.syncLocked(ctx); err != nil {
+		return Status{}, err
+	}
 	if c.cur == nil || c.cur.State != StateRunning {
 		return Status{}, fmt.Errorf("%w: no rollout in progress", ErrConflict)
 	}
@@ -426,16 +444,14 @@ func (c *Controller) rollbackLocked(ctx context.Context, reason string) error {
 	}
 	c.candModel = nil
 	c.freezeStats()
-	now := time.Now().UTC()
-	c.cur.State, c.cur.Reason, c.cur.FinishedAt, c.cur.PhaseEndsAt = StateRolledBack, reason, now, time.Time{}
+	shareErr := c.finishLocked(ctx, StateRolledBack, reason)
 	c.m.finished.WithLabelValues(string(StateRolledBack)).Inc()
-	c.exportPhase()
 	c.opts.Logger.Warn("rollout rolled back", "candidate", c.cur.Candidate, "stable", c.cur.Stable,
 		"phase", c.cur.Phase, "percent", c.cur.Percent, "reason", reason)
 	if err := c.reg.SetStatus(ctx, c.opts.Name, c.cur.Candidate, registry.StatusRejected); err != nil {
 		return fmt.Errorf("rollback of %s: traffic is back on %s but the rejection was not recorded: %w", c.cur.Candidate, c.cur.Stable, err)
 	}
-	return nil
+	return shareErr
 }
 
 // promoteLocked records the candidate as active (retiring the stable one)
@@ -450,26 +466,57 @@ func (c *Controller) promoteLocked(ctx context.Context, reason string) error {
 	c.fc.ClearCandidate()
 	c.candModel = nil
 	c.freezeStats()
-	now := time.Now().UTC()
-	c.cur.State, c.cur.Reason, c.cur.FinishedAt, c.cur.PhaseEndsAt = StatePromoted, reason, now, time.Time{}
+	err := c.finishLocked(ctx, StatePromoted, reason)
 	c.m.finished.WithLabelValues(string(StatePromoted)).Inc()
-	c.exportPhase()
 	c.opts.Logger.Info("rollout promoted", "version", c.cur.Candidate, "retired", c.cur.Stable, "reason", reason)
+	return err
+}
+
+// finishLocked ends the running rollout, already taken out of service
+// here, with state: for every replica when it can be stored (a phase
+// change another replica stored meanwhile does not stop it; a promotion or
+// rollback it stored first wins), here in any case, so this replica never
+// serves the candidate again on its own.
+func (c *Controller) finishLocked(ctx context.Context, state State, reason string) error {
+	next := c.statusLocked()
+	next.State, next.Reason, next.FinishedAt, next.PhaseEndsAt, next.Waiting = state, reason, time.Now().UTC(), time.Time{}, ""
+	err := c.publishLocked(ctx, next)
+	if errors.Is(err, ErrConflict) {
+		if err = c.syncLocked(ctx); err == nil && c.cur.State == StateRunning && c.cur.Candidate == next.Candidate {
+			if old := c.fc.ClearCandidate(); old != nil {
+				closeLater(old)
+			}
+			c.candModel = nil
+			err = c.publishLocked(ctx, next)
+		}
+		if err == nil && c.cur.State != StateRunning {
+			return nil
+		}
+	}
+	if err != nil {
+		c.cur = &next
+		c.exportPhase()
+		return fmt.Errorf("rollout %s here, but not shared with the other replicas: %w", state, err)
+	}
 	return nil
 }
 
-// Run checks the rollout every CheckInterval until ctx ends.
+// Run applies the shared rollout (Sync) and checks it every CheckInterval
+// until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
 	t := time.NewTicker(c.opts.CheckInterval)
 	defer t.Stop()
 	for {
+		if err := c.Sync(ctx); err != nil && ctx.Err() == nil {
+			c.opts.Logger.Error("rollout: applying the shared state", "err", err)
+		}
+		if err := c.Check(ctx); err != nil && ctx.Err() == nil {
+			c.opts.Logger.Error("rollout check", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := c.Check(ctx); err != nil && ctx.Err() == nil {
-				c.opts.Logger.Error("rollout check", "err", err)
-			}
 		}
 	}
 }
@@ -532,14 +579,20 @@ func (c *Controller) Check(ctx context.Context) error {
 		return c.promoteLocked(ctx, fmt.Sprintf("passed %d phases", len(c.opts.Phases)))
 	}
 	now := time.Now().UTC()
-	c.cur.Phase++
-	p := c.opts.Phases[c.cur.Phase-1]
-	c.cur.Percent, c.cur.PhaseEndsAt = p.Percent, c.phaseEnd(c.cur.Phase, now, c.cur.Shadow)
-	c.cur.History = append(c.cur.History, PhaseRecord{Phase: c.cur.Phase, Percent: p.Percent, StartedAt: now})
+	next := c.statusLocked()
+	next.Phase++
+	p := c.opts.Phases[next.Phase-1]
+	next.Percent, next.PhaseEndsAt = p.Percent, c.phaseEnd(next.Phase, now, next.Shadow)
+	next.History = append(next.History, PhaseRecord{Phase: next.Phase, Percent: p.Percent, StartedAt: now})
+	if err := c.publishLocked(ctx, next); err != nil {
+		if errors.Is(err, ErrConflict) {
+			return c.syncLocked(ctx) // another replica ended the phase first
+		}
+		return err
+	}
 	c.phaseAt = now
 	c.resetStats(c.cur.Candidate, c.cur.Stable, false)
 	c.fc.SetCandidate(c.candModel, p.Percent, c.cur.Shadow)
-	c.exportPhase()
 	c.opts.Logger.Info("rollout phase", "candidate", c.cur.Candidate, "phase", c.cur.Phase, "percent", p.Percent, "shadow", c.cur.Shadow)
 	return nil
 }

@@ -36,6 +36,6 @@ Every flag can also be set by the environment variable named in its help.`,
 			return applyEnv(cmd.Flags())
 		},
 	}
-	root.AddCommand(newServeCmd(), newDevCmd(), newMigrateCmd(), newTrainCmd(), newLoadtestCmd(), newBrokerCmd(), newReplayCmd(), newSimulateCmd(), newWatchIngestCmd(), newRepriceCmd(), newKeysCmd())
+	root.AddCommand(newServeCmd(), newDevCmd(), newMigrateCmd(), newTrainCmd(), newLoadtestCmd(), newBrokerCmd(), newReplayCmd(), newSimulateCmd(), newWatchIngestCmd(), newRepriceCmd(), newKeysCmd(), newConsumeCmd())
 	return root
 }

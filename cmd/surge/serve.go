@@ -196,6 +196,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		Phases:        []rollout.Phase{{Percent: 10, Duration: phase}, {Percent: 50, Duration: phase}, {Percent: 100, Duration: phase}},
 		CheckInterval: cfg.RolloutCheck,
 		Accuracy:      a.accuracy,
+		Store:         rollout.NewRedisStore(a.rdb, cfg.ModelName), // every replica serves the same rollout
 		MinSamples:    cfg.RolloutMinServed, MinAccuracySamples: cfg.RolloutMinScored, LatencySlack: cfg.RolloutSlack,
 	})
 	if cfg.RetrainSchedule != "" {
