@@ -21,15 +21,16 @@ func TestE2ELive(t *testing.T) {
 	}, "protocol/live.test.mjs")
 }
 
-// replica starts a second serving process of the stack (API only, no
-// consumers) on its own port.
-type replica struct{ base string }
-
-func (s *stack) replica(t *testing.T) replica {
+// replica starts another serving process of the stack (API only, no
+// consumers) on its own port and audit spool; the stack's helpers (gql,
+// price, ...) work on it.
+func (s *stack) replica(t *testing.T) *stack {
 	t.Helper()
 	cfg := s.cfg
 	cfg.Consumers = false
-	a, err := newApp(context.Background(), cfg, s.logger.With("replica", 2))
+	cfg.AuditSpoolDir = t.TempDir()
+	logger := s.logger.With("replica", 2)
+	a, err := newApp(context.Background(), cfg, logger)
 	if err != nil {
 		t.Fatalf("replica: %v", err)
 	}
@@ -42,7 +43,7 @@ func (s *stack) replica(t *testing.T) replica {
 			t.Errorf("replica run: %v", err)
 		}
 	})
-	return replica{base: "http://" + a.server.Addr()}
+	return &stack{cfg: cfg, redis: s.redis, kafka: s.kafka, a: a, base: "http://" + a.server.Addr(), client: s.client, logs: s.logs, logger: logger}
 }
 
 // runNode runs node's test runner on files under web/ with env added; the
