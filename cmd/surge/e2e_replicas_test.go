@@ -191,7 +191,7 @@ func TestE2EReplicas(t *testing.T) {
 	var created struct{ CreateExperiment struct{ ID string } }
 	s.admin(t, create, map[string]any{"in": map[string]any{"id": "split", "hypothesis": "replicas agree",
 		"variants": []map[string]any{{"name": "control", "weight": 50}, {"name": "cheaper", "weight": 50, "strategy": map[string]any{"basePriceAdjustmentPercent": -10}}},
-		"regions": []string{"berlin"}, "products": []string{"ride"}, "minDays": 1}}, &created)
+		"regions":  []string{"berlin"}, "products": []string{"ride"}, "minDays": 1}}, &created)
 	var startedExp struct{ StartExperiment struct{ Status string } }
 	s.admin(t, `mutation { startExperiment(id: "split") { status } }`, nil, &startedExp)
 	variant := func(api *stack, user string) string {
