@@ -153,7 +153,6 @@ type Server struct {
 	opts    Options
 	handler http.Handler
 	mux     *http.ServeMux
-	checks  map[string]Check
 	authn   *auth.Authenticator
 	metrics *http.ServeMux // nil: /metrics is on the main listener
 	aux     *Aux
@@ -166,7 +165,7 @@ type Server struct {
 // by name.
 func New(res *resolvers.Resolver, authn *auth.Authenticator, checks map[string]Check, opts Options) *Server {
 	opts.defaults()
-	s := &Server{opts: opts, checks: checks, authn: authn}
+	s := &Server{opts: opts, authn: authn}
 	m := newHTTPMetrics(opts.Registry)
 
 	gql := handler.New(resolvers.NewSchema(res))
