@@ -2833,7 +2833,7 @@ extend type Query {
   demandHistory(regionId: ID!, from: Time!, to: Time!, granularity: Granularity = MINUTE): [DemandPoint!]! @hasRole(role: ANALYST)
   "The online feature values of a region as the price path reads them, with their update time and age."
   features(regionId: ID!): OnlineFeatures! @hasRole(role: ANALYST)
-  "Consumer lag per group and partition, late-event counts and the last sink error."
+  "Consumer lag per group and partition, late-event counts and the last sink error. On an API whose consumers run in ` + "`" + `surge consume` + "`" + ` processes (RUN_CONSUMERS=false), the partitions are read from Kafka (each group's committed offsets and the high watermarks) and the counters are 0: those processes export them as metrics."
   ingestionStatus: IngestionStatus! @hasRole(role: ANALYST)
 }
 

@@ -74,8 +74,8 @@ type Resolver struct {
 	Intake       Ingester
 	Demand       DemandReader
 	FeatureStore FeatureReader
-	// Ingestion reports the consumers' status; nil when this process runs none.
-	Ingestion func() IngestionStatus
+	// Ingestion reports the consumers' status; nil shows none.
+	Ingestion func(ctx context.Context) (IngestionStatus, error)
 	// MaxFeatureAge is the age past which online features are reported stale
 	// (default 5 minutes, the forecaster's limit).
 	MaxFeatureAge time.Duration

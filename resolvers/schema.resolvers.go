@@ -349,7 +349,11 @@ func (r *queryResolver) IngestionStatus(ctx context.Context) (*model.IngestionSt
 	if r.Ingestion == nil {
 		return &model.IngestionStatus{Partitions: []*model.PartitionLag{}}, nil
 	}
-	return toIngestionStatus(r.Ingestion()), nil
+	st, err := r.Ingestion(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return toIngestionStatus(st), nil
 }
 
 func (r *queryResolver) Models(ctx context.Context) ([]*model.ModelVersion, error) {

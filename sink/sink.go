@@ -68,6 +68,13 @@ type Options struct {
 	Registerer prometheus.Registerer
 }
 
+// Group returns the consumer group and the topics of a Sink with these
+// options.
+func (o Options) Group() (id string, topics []string) {
+	o = o.withDefaults()
+	return o.GroupID, slices.Concat(o.EventTopics, o.DecisionTopics, o.ExposureTopics)
+}
+
 func (o Options) withDefaults() Options {
 	o.GroupID = cmp.Or(o.GroupID, "clickhouse-sink")
 	if o.EventTopics == nil {

@@ -79,6 +79,7 @@
 package streaming
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -194,6 +195,16 @@ type counts struct {
 
 // NewConsumer returns a consumer of brokers writing features to rdb.
 // seasonality may be nil (index 1); pass an untyped nil, not a nil pointer.
+// Group returns the consumer group and the topics of a Consumer with these
+// options.
+func (o Options) Group() (id string, topics []string) {
+	id, topics = cmp.Or(o.GroupID, "features"), o.Topics
+	if len(topics) == 0 {
+		topics = ingest.EventTopics
+	}
+	return id, topics
+}
+
 func NewConsumer(brokers []string, rdb redis.UniversalClient, seasonality SeasonalityLookup, opts Options) *Consumer {
 	if opts.GroupID == "" {
 		opts.GroupID = "features"

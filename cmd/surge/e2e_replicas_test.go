@@ -167,6 +167,28 @@ func TestE2EReplicas(t *testing.T) {
 		return len(p2["features"]) == total["features"] && len(p2["clickhouse-sink"]) == total["clickhouse-sink"]
 	})
 	waitCounted(100)
+	// B runs no consumer: its ingestionStatus reads the groups' positions
+	// from Kafka, caught up.
+	waitCond(t, "B's ingestionStatus shows both groups caught up", func() bool {
+		var st struct {
+			IngestionStatus struct {
+				Partitions []struct {
+					Group      string
+					NextOffset int
+					Lag        int
+				}
+			}
+		}
+		b.mustData(t, `{ ingestionStatus { partitions { group nextOffset lag } } }`, nil, &st)
+		n := map[string]int{}
+		for _, p := range st.IngestionStatus.Partitions {
+			if p.Lag != 0 {
+				return false
+			}
+			n[p.Group]++
+		}
+		return n["features"] == total["features"] && n["clickhouse-sink"] == total["clickhouse-sink"]
+	})
 
 	// A rollout started on A is the rollout of B.
 	v2 := registerConstant(t, s, 20, features.V1.Hash())

@@ -20,6 +20,7 @@ import (
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/bookings"
+	"github.com/surgeworks/surge/consumer"
 	"github.com/surgeworks/surge/experiments"
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/inference"
@@ -74,6 +75,7 @@ loads the active model from the registry and serves /graphql, /playground, /heal
 // app is the serving process: its components and their lifecycles.
 type app struct {
 	logger      *slog.Logger
+	brokers     []string
 	rdb         redis.UniversalClient // the price path's: millisecond timeouts
 	bulk        redis.UniversalClient // the intake's and the consumers': pipelines of up to 1,000 commands
 	ch          driver.Conn
@@ -136,7 +138,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	if err != nil {
 		return nil, err
 	}
-	a := &app{logger: logger}
+	a := &app{logger: logger, brokers: cfg.brokers()}
 	if len(cfg.UserHashKey) < 16 {
 		// Quotes, exposures and the intake of every replica must hash a
 		// user alike, with a key that is not guessable.
@@ -289,30 +291,42 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	return a, nil
 }
 
-// ingestionStatus assembles ingestionStatus from the consumers this process runs.
-func (a *app) ingestionStatus() resolvers.IngestionStatus {
+// ingestionStatus assembles ingestionStatus from the consumers this
+// process runs or, when they run in `surge consume` processes, from the
+// groups' offsets in Kafka.
+func (a *app) ingestionStatus(ctx context.Context) (resolvers.IngestionStatus, error) {
 	var out resolvers.IngestionStatus
-	if a.stream != nil {
-		st := a.stream.Status()
-		out.LateEvents, out.BackfillEvents = st.LateEvents, st.BackfillSkipped
-		for _, p := range st.Partitions {
-			next := p.Committed
-			if next < 0 {
-				next = p.Position
+	if a.stream == nil {
+		for _, opts := range []interface{ Group() (string, []string) }{streaming.Options{}, sink.Options{}} {
+			group, topics := opts.Group()
+			lags, err := consumer.Lag(ctx, a.brokers, group, topics)
+			if err != nil {
+				return out, err
 			}
-			out.Partitions = append(out.Partitions, resolvers.PartitionLag{Group: st.GroupID, Topic: p.Topic, Partition: p.Partition,
-				NextOffset: next, HighWatermark: p.HighWatermark, Lag: p.Lag})
+			for _, l := range lags {
+				out.Partitions = append(out.Partitions, resolvers.PartitionLag{Group: group, Topic: l.Topic, Partition: l.Partition,
+					NextOffset: l.Committed, HighWatermark: l.HighWatermark, Lag: l.Lag})
+			}
 		}
+		return out, nil
 	}
-	if a.sink != nil {
-		st := a.sink.Status()
-		out.LastSinkError, out.LastSinkErrorAt, out.SinkRowsInserted = st.LastError, st.LastErrorAt, st.RowsInserted
-		for _, p := range st.Partitions {
-			out.Partitions = append(out.Partitions, resolvers.PartitionLag{Group: st.Group, Topic: p.Topic, Partition: p.Partition,
-				NextOffset: p.NextOffset, HighWatermark: p.HighWatermark, Lag: p.Lag})
+	st := a.stream.Status()
+	out.LateEvents, out.BackfillEvents = st.LateEvents, st.BackfillSkipped
+	for _, p := range st.Partitions {
+		next := p.Committed
+		if next < 0 {
+			next = p.Position
 		}
+		out.Partitions = append(out.Partitions, resolvers.PartitionLag{Group: st.GroupID, Topic: p.Topic, Partition: p.Partition,
+			NextOffset: next, HighWatermark: p.HighWatermark, Lag: p.Lag})
 	}
-	return out
+	sk := a.sink.Status()
+	out.LastSinkError, out.LastSinkErrorAt, out.SinkRowsInserted = sk.LastError, sk.LastErrorAt, sk.RowsInserted
+	for _, p := range sk.Partitions {
+		out.Partitions = append(out.Partitions, resolvers.PartitionLag{Group: sk.Group, Topic: p.Topic, Partition: p.Partition,
+			NextOffset: p.NextOffset, HighWatermark: p.HighWatermark, Lag: p.Lag})
+	}
+	return out, nil
 }
 
 // readiness lists what /ready checks.
