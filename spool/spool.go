@@ -84,7 +84,7 @@ type Spool struct {
 	acked   Position // everything before it is delivered
 	saved   Position // what the checkpoint file says
 	savedAt time.Time
-	size    int64    // bytes of the segments on disk
+	size    int64 // bytes of the segments on disk
 	closed  bool
 	notify  chan struct{} // closed and replaced at every append
 	segSize map[uint64]int64
