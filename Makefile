@@ -69,6 +69,13 @@ bench-load: deps
 bench-cost: deps
 	./scripts/bench-cost.sh
 
+# The capacity model's inputs (docs/scaling.md): CPU µs per quote and per
+# event of each process of the production layout (API without consumers,
+# surge consume, Redis, ClickHouse), each a process of its own.
+.PHONY: bench-scaling
+bench-scaling: deps
+	./scripts/bench-scaling.sh
+
 # Experiments: assignment cost, experimentResults over 10 M exposures, and
 # the price query with an experiment running (see README).
 .PHONY: bench-experiments
