@@ -7,9 +7,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/failsafe-go/failsafe-go"
-	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/surgeworks/surge/retry"
 )
 
 // AveragesOptions configures HistoricalAverages. The zero value is ready to
@@ -95,17 +95,13 @@ func NewHistoricalAverages(h *History, opts AveragesOptions) (*HistoricalAverage
 // failure it retries with backoff, serving the previous data meanwhile. It
 // returns nil when ctx ends.
 func (a *HistoricalAverages) Run(ctx context.Context) error {
-	policy := retrypolicy.NewBuilder[any]().
-		WithMaxRetries(-1).
-		WithBackoff(a.opts.MinBackoff, a.opts.MaxBackoff).
-		WithJitterFactor(0.5).
-		AbortIf(func(any, error) bool { return ctx.Err() != nil }).
-		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[any]) {
+	refresh := retry.Forever[any](ctx, retry.Options{
+		MinBackoff: a.opts.MinBackoff, MaxBackoff: a.opts.MaxBackoff, Jitter: 0.5,
+		OnRetry: func(err error, delay time.Duration) {
 			a.opts.Logger.Warn("historical averages refresh failed; serving the last good data",
-				"err", e.LastError(), "retry_in", e.Delay, "loaded", a.Loaded())
-		}).
-		Build()
-	refresh := failsafe.With[any](policy).WithContext(ctx)
+				"err", err, "retry_in", delay, "loaded", a.Loaded())
+		},
+	})
 	for {
 		if err := refresh.Run(func() error { return a.Refresh(ctx) }); err != nil {
 			return nil // ctx ended

@@ -22,9 +22,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/failsafe-go/failsafe-go"
-	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/surgeworks/surge/retry"
 )
 
 // Options configures a group member. Zero values take the defaults.
@@ -260,14 +260,10 @@ func ReadPartition(ctx context.Context, opts ReaderOptions, topic string, partit
 		_ = r.Close()
 		r = open(next)
 	}
-	policy := retrypolicy.NewBuilder[kafka.Message]().
-		WithMaxRetries(-1).
-		WithBackoff(cmp.Or(opts.MinBackoff, 100*time.Millisecond), cmp.Or(opts.MaxBackoff, 10*time.Second)).
-		WithJitterFactor(0.2).
-		AbortIf(func(kafka.Message, error) bool { return ctx.Err() != nil }).
-		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[kafka.Message]) { fail(e.LastError()) }).
-		Build()
-	fetch := failsafe.With[kafka.Message](policy).WithContext(ctx)
+	fetch := retry.Forever[kafka.Message](ctx, retry.Options{
+		MinBackoff: opts.MinBackoff, MaxBackoff: opts.MaxBackoff,
+		OnRetry: func(err error, _ time.Duration) { fail(err) },
+	})
 	for {
 		m, err := r.FetchMessage(ctx)
 		if err != nil && ctx.Err() == nil {

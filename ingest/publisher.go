@@ -7,11 +7,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/failsafe-go/failsafe-go"
-	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/surgeworks/surge/retry"
 	"github.com/surgeworks/surge/spool"
 )
 
@@ -156,17 +155,13 @@ func (p *Publisher) Run(ctx context.Context) error {
 // produce writes a batch, retrying with backoff (100 ms to 5 s, ±20 %)
 // until Kafka takes it or ctx ends (the error is then ctx's).
 func (p *Publisher) produce(ctx context.Context, batch []kafka.Message) error {
-	policy := retrypolicy.NewBuilder[any]().
-		WithMaxRetries(-1).
-		WithBackoff(100*time.Millisecond, 5*time.Second).
-		WithJitterFactor(0.2).
-		AbortIf(func(any, error) bool { return ctx.Err() != nil }).
-		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[any]) {
+	err := retry.Forever[any](ctx, retry.Options{
+		MaxBackoff: 5 * time.Second,
+		OnRetry: func(err error, delay time.Duration) {
 			p.failures.WithLabelValues(batch[0].Topic).Inc()
-			p.opts.Logger.Warn("kafka publish failed; retrying", "records", len(batch), "backoff", e.Delay, "err", e.LastError())
-		}).
-		Build()
-	err := failsafe.With[any](policy).WithContext(ctx).Run(func() error { return p.w.WriteMessages(ctx, batch...) })
+			p.opts.Logger.Warn("kafka publish failed; retrying", "records", len(batch), "backoff", delay, "err", err)
+		},
+	}).Run(func() error { return p.w.WriteMessages(ctx, batch...) })
 	if err == nil {
 		p.count(batch)
 	}

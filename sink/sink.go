@@ -14,12 +14,12 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/failsafe-go/failsafe-go"
-	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/surgeworks/surge/consumer"
 	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/retry"
 )
 
 // Options configures a Sink. Zero values take the defaults.
@@ -355,19 +355,15 @@ func (s *Sink) startOffsets(ctx context.Context, assigned []tp, genStart time.Ti
 // do not retry in step, until ctx ends. Each failure is recorded for Status
 // and logged as what failed, and passed to onFailure (may be nil).
 func retrying[R any](ctx context.Context, s *Sink, what string, onFailure func(error)) failsafe.Executor[R] {
-	p := retrypolicy.NewBuilder[R]().
-		WithMaxRetries(-1).
-		WithBackoff(s.opts.MinBackoff, s.opts.MaxBackoff).
-		WithJitterFactor(0.2).
-		AbortIf(func(R, error) bool { return ctx.Err() != nil }).
-		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[R]) {
-			s.fail(what, e.LastError())
+	return retry.Forever[R](ctx, retry.Options{
+		MinBackoff: s.opts.MinBackoff, MaxBackoff: s.opts.MaxBackoff,
+		OnRetry: func(err error, _ time.Duration) {
+			s.fail(what, err)
 			if onFailure != nil {
-				onFailure(e.LastError())
+				onFailure(err)
 			}
-		}).
-		Build()
-	return failsafe.With[R](p).WithContext(ctx)
+		},
+	})
 }
 
 func (s *Sink) tryStartOffsets(ctx context.Context, assigned []tp, genStart time.Time) (map[tp]int64, error) {

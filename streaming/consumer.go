@@ -88,8 +88,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/failsafe-go/failsafe-go"
-	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
@@ -97,6 +95,7 @@ import (
 	"github.com/surgeworks/surge/consumer"
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/retry"
 )
 
 // SeasonalityLookup gives a region's hour-of-week demand index at a time
@@ -563,17 +562,13 @@ func (c *Consumer) offsets(ctx context.Context, genDone <-chan struct{}, parts [
 		case <-gctx.Done():
 		}
 	}()
-	policy := retrypolicy.NewBuilder[any]().
-		WithMaxRetries(-1).
-		WithBackoff(c.opts.MinBackoff, c.opts.MaxBackoff).
-		WithJitterFactor(0.2).
-		AbortIf(func(any, error) bool { return gctx.Err() != nil }).
-		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[any]) {
-			c.setError(fmt.Errorf("list offsets: %w", e.LastError()))
-			c.opts.Logger.Warn("streaming: listing offsets failed; retrying", "err", e.LastError(), "backoff", e.Delay)
-		}).
-		Build()
-	err = failsafe.With[any](policy).WithContext(gctx).Run(func() error {
+	err = retry.Forever[any](gctx, retry.Options{
+		MinBackoff: c.opts.MinBackoff, MaxBackoff: c.opts.MaxBackoff,
+		OnRetry: func(err error, delay time.Duration) {
+			c.setError(fmt.Errorf("list offsets: %w", err))
+			c.opts.Logger.Warn("streaming: listing offsets failed; retrying", "err", err, "backoff", delay)
+		},
+	}).Run(func() error {
 		since := time.Now().Add(-c.opts.Rebuild)
 		resFirst, err := list(func(p *part) kafka.OffsetRequest { return kafka.FirstOffsetOf(p.partition) })
 		if err != nil {
