@@ -1,7 +1,9 @@
 // Package loadtest owns the service's HTTP load generator: an open-loop
 // constant-rate load (latency measured from each request's scheduled send
 // time, so a slow server cannot hide queueing) against one endpoint, and a
-// step search for the highest rate that keeps p99 under a bound.
+// step search for the highest rate that keeps p99 under a bound; the cost
+// of a query (cost.go), websocket subscribers (live.go), and a watcher of a
+// running server's ingestion metrics (watchingest.go).
 package loadtest
 
 import (

@@ -91,3 +91,8 @@ read -r -a before <<<"$(snapshot)"
 n=$(($(accepted) - a0))
 wait_rows events_raw $((e0 + n))
 report events "$n" "${before[@]}"
+
+echo "== ClickHouse storage per row (active parts, compressed, as merged so far)"
+ch_http=$(sed -n 's:.*<http_port>\([0-9]*\)</http_port>.*:\1:p' "$data/clickhouse/config.xml")
+curl -fsS "http://127.0.0.1:$ch_http/" --data-binary "SELECT table, sum(rows) AS rows, round(sum(bytes_on_disk) / sum(rows), 1) AS bytes_per_row
+  FROM system.parts WHERE active AND database = 'surge' AND rows > 0 GROUP BY table ORDER BY table FORMAT PrettyCompactMonoBlock"

@@ -7,6 +7,8 @@
 // of a pool, bookings and cancellations converting from them, supply
 // updates and external signals per region — and adds short random bursts of
 // demand that supply cannot follow, which is what makes prices surge.
+// DemoFeatures keeps the demo regions' online features fresh from the same
+// generator, for `surge dev`.
 package simulate
 
 import (

@@ -18,6 +18,8 @@ import (
 	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/registry"
 	"github.com/surgeworks/surge/rules"
+	"github.com/surgeworks/surge/simulate"
+	"github.com/surgeworks/surge/training"
 )
 
 func newDevCmd() *cobra.Command {
@@ -159,7 +161,7 @@ func runDev(ctx context.Context, cfg config, dataDir string, demoFeatures bool, 
 	reg := registry.New(ch, artifacts)
 	if _, err := reg.Active(ctx, cfg.ModelName); errors.Is(err, registry.ErrNotFound) {
 		logger.Info("no model registered yet: training a bootstrap model on a generated history")
-		e, err := bootstrapModel(ctx, ch, reg, cfg.ModelName, logger)
+		e, _, err := training.RegisterBootstrap(ctx, ch, reg, training.BootstrapJob{Name: cfg.ModelName, Days: 14, Status: registry.StatusActive, LoadHistory: true}, logger)
 		if err != nil {
 			ch.Close()
 			return fmt.Errorf("bootstrap model: %w", err)
@@ -203,7 +205,7 @@ func runDev(ctx context.Context, cfg config, dataDir string, demoFeatures bool, 
 		return err
 	}
 	if demoFeatures {
-		go runDemoFeatures(ctx, features.NewStore(a.rdb, 0), a.rules.Regions, logger)
+		go simulate.DemoFeatures(ctx, features.NewStore(a.rdb, 0), a.rules.Regions, logger)
 	}
 	logger.Info("ready: open the playground", "url", "http://"+a.server.Addr()+"/playground",
 		"graphql", "http://"+a.server.Addr()+"/graphql", "startup", time.Since(start).Round(time.Millisecond))

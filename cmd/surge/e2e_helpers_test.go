@@ -212,10 +212,10 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 		ch.Close()
 		t.Fatal(err)
 	}
-	e, _, err := trainAndRegister(ctx, ch, registry.New(ch, artifacts), s.cfg.ModelName, opts.days, registry.StatusActive, opts.loadHistory, s.logger)
+	e, _, err := training.RegisterBootstrap(ctx, ch, registry.New(ch, artifacts), training.BootstrapJob{Name: s.cfg.ModelName, Days: opts.days, Status: registry.StatusActive, LoadHistory: opts.loadHistory}, s.logger)
 	ch.Close()
 	if err != nil {
-		t.Fatalf("trainAndRegister: %v", err)
+		t.Fatalf("RegisterBootstrap: %v", err)
 	}
 	if e.Version != "v1" || e.Status != registry.StatusActive {
 		t.Fatalf("registered %s %s, want v1 active", e.Version, e.Status)
@@ -260,7 +260,7 @@ func (s *stack) stop() (time.Duration, error) {
 }
 
 // history is the generated activity the online features are computed from,
-// exactly as runDemoFeatures does.
+// exactly as simulate.DemoFeatures does.
 var history struct {
 	once   sync.Once
 	start  time.Time
@@ -273,7 +273,7 @@ type historySeries struct {
 }
 
 // onlineFeatures returns the demo generator's online features of a region
-// at now, as runDemoFeatures computes them.
+// at now, as simulate.DemoFeatures computes them.
 func onlineFeatures(region string, now time.Time) (features.Online, error) {
 	history.once.Do(func() {
 		history.start = now.UTC().Truncate(24*time.Hour).AddDate(0, 0, -14)

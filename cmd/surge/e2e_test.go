@@ -714,7 +714,7 @@ func testModelRefused(t *testing.T, s *stack) {
 	reg := registry.New(s.a.ch, artifacts)
 
 	t.Run("corrupt artifact", func(t *testing.T) {
-		e, _, err := trainAndRegister(ctx, s.a.ch, reg, s.cfg.ModelName, 3, registry.StatusActive, false, s.logger)
+		e, _, err := training.RegisterBootstrap(ctx, s.a.ch, reg, training.BootstrapJob{Name: s.cfg.ModelName, Days: 3, Status: registry.StatusActive}, s.logger)
 		if err != nil {
 			t.Fatal(err)
 		}

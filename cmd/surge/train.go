@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,90 +16,13 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
-	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/features"
-	"github.com/surgeworks/surge/model"
 	"github.com/surgeworks/surge/registry"
 	"github.com/surgeworks/surge/retrain"
 	"github.com/surgeworks/surge/rollout"
 	"github.com/surgeworks/surge/training"
 	"github.com/surgeworks/surge/validation"
 )
-
-// Training sources of `surge train --source`.
-const (
-	sourceClickHouse = "clickhouse"
-	sourceSynthetic  = "synthetic"
-)
-
-// pipelineConfig is what `surge train` (and, later, the scheduled retrain)
-// passes to trainPipeline.
-type pipelineConfig struct {
-	Name   string
-	Source string        // sourceClickHouse (default) or sourceSynthetic
-	Window time.Duration // clickhouse: how far back from To (or From); default training.DefaultWindow
-	// From and To bound the clickhouse history explicitly, [From, To):
-	// zero From means To − Window, zero To means now.
-	From, To time.Time
-	Regions  []string // clickhouse: default every region with data
-	Days     int      // synthetic: days of generated history; default 14
-	LoadHist bool     // synthetic: also write the history into demand_minute
-	Activate bool     // make the model active when the gate passes (default: candidate)
-	Pipeline training.PipelineOptions
-}
-
-// trainPipeline reads the history (ClickHouse demand_minute over the window,
-// or a generated one), runs training.RunPipeline (backtest, holdout,
-// baselines, gate) and records the model: candidate when the gate passes
-// (active with Activate), rejected with its reasons otherwise.
-func trainPipeline(ctx context.Context, ch driver.Conn, reg *registry.Registry, pc pipelineConfig, logger *slog.Logger) (registry.Entry, *training.PipelineResult, error) {
-	var hist []training.RegionHistory
-	switch pc.Source {
-	case sourceClickHouse, "":
-		var err error
-		hist, err = training.LoadHistory(ctx, ch, training.LoadOptions{Regions: pc.Regions, Window: pc.Window, From: pc.From, End: pc.To})
-		if err != nil {
-			return registry.Entry{}, nil, fmt.Errorf("%w (or train on generated data with --source synthetic)", err)
-		}
-	case sourceSynthetic:
-		days := pc.Days
-		if days <= 0 {
-			days = 14
-		}
-		end := time.Now().UTC().Truncate(time.Hour)
-		hist = training.GenerateHistory(training.HistoryOptions{Days: days, Start: end.AddDate(0, 0, -days)})
-		if pc.LoadHist {
-			h := analytics.NewHistory(ch, analytics.HistoryOptions{})
-			for _, rh := range hist {
-				if err := h.InsertDemandMinutes(ctx, rh.Region.ID, rh.Minutes); err != nil {
-					return registry.Entry{}, nil, fmt.Errorf("load history of %s: %w", rh.Region.ID, err)
-				}
-			}
-			logger.Info("generated history loaded into ClickHouse", "days", days, "regions", len(hist))
-		}
-	default:
-		return registry.Entry{}, nil, fmt.Errorf("unknown --source %q: want %s or %s", pc.Source, sourceClickHouse, sourceSynthetic)
-	}
-	res, err := training.RunPipeline(ctx, hist, pc.Pipeline)
-	if err != nil {
-		return registry.Entry{}, nil, err
-	}
-	res.Model.Meta.Params[model.ParamDataSource] = model.DataReal
-	if pc.Source == sourceSynthetic {
-		res.Model.Meta.Params[model.ParamDataSource] = model.DataGenerated
-	}
-	e, err := training.RegisterResult(ctx, reg, pc.Name, res)
-	if err != nil {
-		return registry.Entry{}, res, err
-	}
-	if res.Passed && pc.Activate {
-		if err := reg.SetStatus(ctx, e.Name, e.Version, registry.StatusActive); err != nil {
-			return e, res, fmt.Errorf("activate %s %s: %w", e.Name, e.Version, err)
-		}
-		e.Status = registry.StatusActive
-	}
-	return e, res, nil
-}
 
 // retrainJob wires the scheduled retrain: the configured range, real
 // history only, the v2 pipeline with the configured calendar, and the
@@ -119,10 +41,10 @@ func (c *config) retrainJob(ch driver.Conn, models *registry.Registry, rollouts 
 		return nil, fmt.Errorf("HOLIDAYS: %w", err)
 	}
 	train := func(ctx context.Context, from, to time.Time) (registry.Entry, *training.PipelineResult, error) {
-		pc := pipelineConfig{Name: c.ModelName, From: from, To: to}
+		pc := training.Job{Name: c.ModelName, From: from, To: to}
 		pc.Pipeline.Holidays = holidays
 		pc.Pipeline.Train.NumTrees = training.DefaultPipelineTrees
-		return trainPipeline(ctx, ch, models, pc, logger)
+		return training.RunJob(ctx, ch, models, pc, logger)
 	}
 	start := func(ctx context.Context, version string) error {
 		_, err := rollouts.Start(ctx, version, false)
@@ -140,7 +62,7 @@ var errRejected = errors.New("model rejected by the validation gate")
 func newTrainCmd() *cobra.Command {
 	var (
 		cfg        config
-		pc         pipelineConfig
+		pc         training.Job
 		window     string
 		from, to   string
 		regions    string
@@ -191,7 +113,7 @@ horizon); otherwise it is recorded as rejected with its reasons (and train exits
 			if t := pc.Pipeline.MAPEThreshold; !(t >= 0 && t < 10) {
 				return fmt.Errorf("--mape-threshold %v: want a fraction > 0 (0.15 = 15 %%)", t)
 			}
-			if err := pc.objectives(objectives); err != nil {
+			if err := parseObjectives(&pc, objectives); err != nil {
 				return err
 			}
 			for _, h := range splitList(horizons) {
@@ -227,7 +149,7 @@ horizon); otherwise it is recorded as rejected with its reasons (and train exits
 			if cfg.LogLevel == "debug" {
 				pc.Pipeline.Logger = logger
 			}
-			e, res, err := trainPipeline(ctx, ch, registry.New(ch, artifacts), pc, logger)
+			e, res, err := training.RunJob(ctx, ch, registry.New(ch, artifacts), pc, logger)
 			if err != nil {
 				return err
 			}
@@ -241,7 +163,7 @@ horizon); otherwise it is recorded as rejected with its reasons (and train exits
 	}
 	f := cmd.Flags()
 	f.StringVar(&pc.Name, "name", "demand", "model name")
-	f.StringVar(&pc.Source, "source", sourceClickHouse, "training data: clickhouse (demand_minute over --window) or synthetic (generated --days)")
+	f.StringVar(&pc.Source, "source", training.SourceClickHouse, "training data: clickhouse (demand_minute over --window) or synthetic (generated --days)")
 	f.StringVar(&window, "window", "28d", "clickhouse source: history window ending at --to or now (e.g. 28d, 336h); ignored with --from")
 	f.StringVar(&from, "from", "", "clickhouse source: start of the history, RFC 3339 or a date (2001-01-01); default --window before --to")
 	f.StringVar(&to, "to", "", "clickhouse source: end of the history (exclusive), RFC 3339 or a date; default now")
@@ -264,8 +186,8 @@ horizon); otherwise it is recorded as rejected with its reasons (and train exits
 	return cmd
 }
 
-// objectives sets the pipeline's objectives from --objective.
-func (pc *pipelineConfig) objectives(s string) error {
+// parseObjectives sets the pipeline's objectives from --objective.
+func parseObjectives(pc *training.Job, s string) error {
 	list := splitList(s)
 	for _, o := range list {
 		switch o {
@@ -428,62 +350,6 @@ func printPipelineReport(w io.Writer, e registry.Entry, res *training.PipelineRe
 			fmt.Fprintf(w, "  - %s\n", r)
 		}
 	}
-}
-
-// bootstrapModel is the first start's model: a generated history ending now
-// is loaded into ClickHouse (so historical averages exist too), trained on
-// and registered as the active model.
-func bootstrapModel(ctx context.Context, ch driver.Conn, reg *registry.Registry, name string, logger *slog.Logger) (registry.Entry, error) {
-	e, _, err := trainAndRegister(ctx, ch, reg, name, 14, registry.StatusActive, true, logger)
-	return e, err
-}
-
-func trainAndRegister(ctx context.Context, ch driver.Conn, reg *registry.Registry, name string, days int, status registry.Status,
-	loadHistory bool, logger *slog.Logger) (registry.Entry, training.Report, error) {
-	end := time.Now().UTC().Truncate(time.Hour)
-	hopts := training.HistoryOptions{Days: days, Start: end.AddDate(0, 0, -days)}
-	if loadHistory {
-		h := analytics.NewHistory(ch, analytics.HistoryOptions{})
-		for _, rh := range training.GenerateHistory(hopts) {
-			if err := h.InsertDemandMinutes(ctx, rh.Region.ID, rh.Minutes); err != nil {
-				return registry.Entry{}, training.Report{}, fmt.Errorf("load history of %s: %w", rh.Region.ID, err)
-			}
-		}
-		logger.Info("generated history loaded into ClickHouse", "days", days, "regions", len(training.DefaultRegions))
-	}
-	existing, err := reg.List(ctx, name)
-	if err != nil {
-		return registry.Entry{}, training.Report{}, err
-	}
-	version := fmt.Sprintf("v%d", len(existing)+1)
-	ens, rep, err := training.Bootstrap(ctx, training.BootstrapOptions{Version: version, History: hopts, Logger: logger})
-	if err != nil {
-		return registry.Entry{}, training.Report{}, err
-	}
-	ens.Meta.Name = name
-	artifact, err := ens.MarshalONNX()
-	if err != nil {
-		return registry.Entry{}, training.Report{}, err
-	}
-	params, _ := json.Marshal(ens.Meta.Params)
-	e, err := reg.Register(ctx, registry.Entry{
-		Name:       name,
-		SchemaHash: features.V1.Hash(),
-		Metrics: map[string]float64{
-			"holdout_rmse": rep.RMSE, "holdout_wape": rep.WAPE,
-			"baseline_mean_wape": rep.BaselineWAPE, "baseline_persistence_wape": rep.NaiveWAPE,
-			"train_rows": float64(rep.TrainRows), "holdout_rows": float64(rep.HoldoutRows),
-		},
-		Params:            params,
-		FeatureImportance: ens.Meta.ImportanceGain(),
-		TrainFrom:         hopts.Start,
-		TrainTo:           end,
-		Status:            status,
-	}, artifact)
-	if err != nil {
-		return registry.Entry{}, training.Report{}, fmt.Errorf("register model: %w", err)
-	}
-	return e, rep, nil
 }
 
 func printReport(w io.Writer, e registry.Entry, rep training.Report) {

@@ -1,4 +1,4 @@
-package main
+package simulate
 
 import (
 	"context"
@@ -10,13 +10,13 @@ import (
 	"github.com/surgeworks/surge/training"
 )
 
-// runDemoFeatures keeps the online features of the demo regions fresh from
+// DemoFeatures keeps the online features of the demo regions fresh from
 // the same synthetic generator the bootstrap model learned from, so that a
 // fresh `make run` prices from the model before any real event arrives. It
 // writes every 5 seconds until ctx ends, and leaves alone a region whose
 // features the streaming consumer wrote in the last two minutes (real events
 // win over demo ones).
-func runDemoFeatures(ctx context.Context, store *features.Store, regions func() []rules.Region, logger *slog.Logger) {
+func DemoFeatures(ctx context.Context, store *features.Store, regions func() []rules.Region, logger *slog.Logger) {
 	type series struct {
 		minutes []features.Minute
 		season  [168]float64
