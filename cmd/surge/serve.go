@@ -108,7 +108,7 @@ func openClickHouse(ctx context.Context, cfg config, logger *slog.Logger) (drive
 	if err != nil {
 		return nil, fmt.Errorf("connect to ClickHouse at %s: %w", cfg.ClickHouseAddr, err)
 	}
-	applied, err := migrations.Apply(ctx, ch, cfg.ClickHouseDatabase)
+	applied, err := migrations.ApplyWith(ctx, ch, cfg.ClickHouseDatabase, migrations.Options{Cluster: cfg.ClickHouseCluster})
 	if err != nil {
 		ch.Close()
 		return nil, fmt.Errorf("apply migrations: %w", err)
