@@ -104,6 +104,7 @@ func openClickHouse(ctx context.Context, cfg config, logger *slog.Logger) (drive
 	ch, err := analytics.Open(ctx, analytics.Options{
 		Addr: cfg.ClickHouseAddr, Database: cfg.ClickHouseDatabase,
 		Username: cfg.ClickHouseUser, Password: cfg.ClickHousePassword,
+		Cluster: cfg.ClickHouseCluster != "",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to ClickHouse at %s: %w", cfg.ClickHouseAddr, err)

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -256,4 +257,54 @@ func execSQL(ctx context.Context, addr, query string) error {
 		return fmt.Errorf("clickhouse %s: %s: %w", addr, query, err)
 	}
 	return nil
+}
+
+// ClickHouseCluster starts a ZooKeeper and replicas ClickHouse servers,
+// the replicas of one shard of the cluster named name (see
+// devenv.ClickHouseCluster: macros shard 1, replica r1, r2, ...), each on
+// a free loopback port with its data under t.TempDir(); all are stopped at
+// cleanup. It returns the servers in replica order.
+func ClickHouseCluster(t testing.TB, name string, replicas int) []*devenv.Process {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	zk, err := devenv.StartZooKeeper(ctx, devenv.ZooKeeperOptions{Dir: t.TempDir(), Logger: logger()})
+	if err != nil {
+		fatal(t, err)
+	}
+	stopAtCleanup(t, zk)
+	// Every replica's address is in every config: pick them all first,
+	// holding each port until all are picked so that no two are the same.
+	addrs := make([]string, replicas)
+	var held []net.Listener
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		held = append(held, ln)
+		addrs[i] = ln.Addr().String()
+	}
+	for _, ln := range held {
+		ln.Close()
+	}
+	cluster := &devenv.ClickHouseCluster{Name: name, ZooKeeper: zk.Addr, Shards: [][]string{addrs}}
+	var out []*devenv.Process
+	for _, addr := range addrs {
+		p, err := devenv.StartClickHouse(ctx, devenv.ClickHouseOptions{Dir: t.TempDir(), TCPAddr: addr, Cluster: cluster, Logger: logger()})
+		if err != nil {
+			fatal(t, err)
+		}
+		stopAtCleanup(t, p)
+		out = append(out, p)
+	}
+	return out
+}
+
+func stopAtCleanup(t testing.TB, p *devenv.Process) {
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Errorf("testenv: %v", err)
+		}
+	})
 }
