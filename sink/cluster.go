@@ -1,0 +1,40 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+)
+
+// The sink on a ClickHouse cluster (migrations.Options.Cluster; see
+// docs/clickhouse-cluster.md): every table it writes is a Distributed
+// table over <table>_local, a replicated table; the connection inserts
+// synchronously and without block deduplication (analytics.Options.Cluster).
+// Reads of one shard prefer the server's own replica, which holds this
+// sink's acknowledged inserts; syncReplicas makes it also hold those of
+// the members that inserted through other servers before.
+
+// clusterTables are the replicated tables whose content the sink reads
+// back: its resume points and the tables its lookups search.
+var clusterTables = []string{"sink_offsets_local", "events_raw_local", "pricing_decisions_local", "experiment_exposures_local"}
+
+// syncReplicas, on a cluster, waits until this server's replicas of
+// clusterTables have every part that any replica acknowledged (SYSTEM SYNC
+// REPLICA fetches the replication log from ZooKeeper first). A part only
+// a dead server holds keeps it waiting (until ctx or the read timeout
+// ends) rather than reading a position that server is ahead of. On a lone
+// server it does nothing.
+func (s *Sink) syncReplicas(ctx context.Context) error {
+	var engine string
+	if err := s.conn.QueryRow(ctx, "SELECT engine FROM system.tables WHERE database = ? AND name = 'sink_offsets'", s.db).Scan(&engine); err != nil {
+		return fmt.Errorf("look up sink_offsets: %w", err)
+	}
+	if engine != "Distributed" {
+		return nil
+	}
+	for _, t := range clusterTables {
+		if err := s.conn.Exec(ctx, "SYSTEM SYNC REPLICA "+s.db+"."+t); err != nil {
+			return fmt.Errorf("sync replica %s: %w", t, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,106 @@
+//go:build chcluster
+
+// This test needs ZooKeeper beside two ClickHouse servers; `make
+// test-chcluster` runs it.
+
+package sink
+
+import (
+	"context"
+	"testing"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/surgeworks/surge/analytics"
+	"github.com/surgeworks/surge/internal/testenv"
+	"github.com/surgeworks/surge/migrations"
+)
+
+// TestClusterExactlyOnce runs the sink on a cluster of one shard and two
+// replicas: a first sink writes through replica 1 while three views are
+// detached there (what a server killed in the middle of an INSERT leaves:
+// events_raw has the block, those views and sink_offsets do not); a
+// second sink, on replica 2, reads the block again, finds the events that
+// replication brought, inserts nothing twice and repairs the views; then
+// every event is sent again (resends at new offsets) with new ones. Both
+// replicas end up holding each event once and views that agree with it.
+func TestClusterExactlyOnce(t *testing.T) {
+	ctx := ctxT(t)
+	const db = "surge"
+	servers := testenv.ClickHouseCluster(t, "surge", 2)
+	var conns []driver.Conn
+	for _, s := range servers {
+		conn, err := analytics.Open(ctx, analytics.Options{Addr: s.Addr, Database: db, Cluster: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conns = append(conns, conn)
+	}
+	if _, err := migrations.ApplyWith(ctx, conns[0], db, migrations.Options{Cluster: "surge"}); err != nil {
+		t.Fatal(err)
+	}
+	k := testenv.KafkaWith(t, kafkaOpts())
+	evs := genEvents(3000, 31)
+	produceEvents(t, k.Brokers, evs)
+
+	missing := []string{"experiment_metrics_daily_mv", "user_activity_minute_mv", "zz_events_raw_offsets_mv"}
+	for _, v := range missing {
+		if err := conns[0].Exec(ctx, "DETACH TABLE "+db+"."+v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, stop := runSink(t, k.Brokers, conns[0], db, Options{GroupID: "cluster"})
+	waitFor(t, "events_raw without some views", func() bool { return rawCount(t, ctx, conns[0]) == uint64(len(evs)) })
+	stop()
+	for _, v := range missing {
+		if err := conns[0].Exec(ctx, "ATTACH TABLE "+db+"."+v); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	s, stop := runSink(t, k.Brokers, conns[1], db, Options{GroupID: "cluster"})
+	waitFor(t, "the block read again on replica 2", func() bool { return caughtUp(s.Status(), allPartitions) })
+	for i, conn := range conns {
+		syncAll(t, ctx, conn, db)
+		checkExact(t, ctx, conn, evs)
+		checkViewsAgree(t, ctx, conn, db)
+		t.Logf("replica %d: %d events once, views agree", i+1, len(evs))
+	}
+
+	more := genEvents(1000, 32)
+	produceEvents(t, k.Brokers, append(evs, more...))
+	waitFor(t, "resends and new events", func() bool {
+		return rawCount(t, ctx, conns[1]) == uint64(len(evs)+len(more)) && caughtUp(s.Status(), allPartitions)
+	})
+	stop()
+	for _, conn := range conns {
+		syncAll(t, ctx, conn, db)
+		checkExact(t, ctx, conn, append(evs, more...))
+		checkViewsAgree(t, ctx, conn, db)
+	}
+}
+
+// syncAll waits until conn's server holds every part of every replicated
+// table of db that any replica acknowledged.
+func syncAll(t *testing.T, ctx context.Context, conn driver.Conn, db string) {
+	t.Helper()
+	rows, err := conn.Query(ctx, "SELECT table FROM system.replicas WHERE database = ?", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		tables = append(tables, name)
+	}
+	rows.Close()
+	for _, name := range tables {
+		if err := conn.Exec(ctx, "SYSTEM SYNC REPLICA "+db+"."+name); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
