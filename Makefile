@@ -51,14 +51,15 @@ fuzz: deps
 test-faults: deps
 	$(GO) test -tags faults -count=1 -timeout 30m -v -run TestFaults ./faults/ -args -report $(CURDIR)/docs/reliability.md
 
-# The ClickHouse cluster test (migrations/cluster_replicas_test.go, build tag
-# chcluster): a ZooKeeper (apt zookeeper, on Java) and two ClickHouse 18.16
-# replicas of one shard, the migrations ON CLUSTER and replicated inserts;
-# about 15 s. Not part of make test: nothing else needs ZooKeeper.
+# The ClickHouse cluster tests (build tag chcluster: migrations/cluster_replicas_test.go,
+# sink/cluster_test.go): a ZooKeeper (apt zookeeper, on Java) and two ClickHouse
+# 18.16 replicas of one shard; the migrations ON CLUSTER, replicated inserts, the
+# sink exactly once across a failover. About 1 min. Not part of make test: nothing
+# else needs ZooKeeper (docs/clickhouse-cluster.md).
 .PHONY: test-chcluster
 test-chcluster:
 	@DEPS_ZOOKEEPER=1 ORT_LIB_TARGET="$(CURDIR)/.cache/onnxruntime/libonnxruntime.so.$(ORT_VERSION)" ./scripts/install-deps.sh
-	$(GO) test -tags chcluster -count=1 -timeout 10m -v -run TestCluster ./migrations/
+	$(GO) test -tags chcluster -count=1 -timeout 10m -v -run TestCluster ./migrations/ ./sink/
 
 bench: deps $(BENCH_STEPS)
 
