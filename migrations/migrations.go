@@ -12,6 +12,12 @@
 // a file that fails half-way is re-run from its first statement. A
 // non-idempotent statement (ALTER TABLE ... ADD COLUMN) goes alone in its
 // own file.
+//
+// On a cluster (Options.Cluster) the same files are applied rewritten by
+// ForCluster (replicated local tables under Distributed ones, ON CLUSTER):
+// a statement ForCluster has no rule for is refused, and each file's
+// rewrite is pinned by its golden file in testdata/cluster (see
+// docs/clickhouse-cluster.md).
 package migrations
 
 import (
