@@ -34,9 +34,9 @@ type Options struct {
 	// connection then inserts into Distributed tables synchronously
 	// (insert_distributed_sync=1: an INSERT returns once every shard wrote
 	// its part, as the sink's exactly-once rules need) and without block
-	// deduplication (insert_deduplicate=0: replicated tables would drop a
-	// materialized view's block equal to an earlier one, such as two
-	// batches that each add one search to the same region and minute).
+	// deduplication (insert_deduplicate=0: a replicated table would drop a
+	// block equal to one of its last 100, such as two view repairs of the
+	// sink that each add one search to the same region and minute).
 	// Default false: a lone server, default settings.
 	Cluster bool
 }
