@@ -24,12 +24,18 @@ import (
 
 const clusterDB = "surge"
 
-// replicaConns starts a cluster of one shard and two replicas and opens a
-// connection to each as the service does (analytics.Open with Cluster).
-func replicaConns(t *testing.T, ctx context.Context) ([]*devenv.Process, []driver.Conn) {
+// clusterLayouts are the clusters the tests run on: shards x replicas.
+var clusterLayouts = []struct {
+	name             string
+	shards, replicas int
+}{{"1x2", 1, 2}, {"2x1", 2, 1}}
+
+// clusterConns starts a cluster of two servers and opens a connection to
+// each as the service does (analytics.Open with Cluster).
+func clusterConns(t *testing.T, ctx context.Context, shards, replicas int) ([]*devenv.Process, []driver.Conn) {
 	start := time.Now()
-	servers := testenv.ClickHouseCluster(t, goldenCluster, 2)
-	t.Logf("ZooKeeper and 2 ClickHouse replicas started in %v", time.Since(start).Round(time.Millisecond))
+	servers := testenv.ClickHouseCluster(t, goldenCluster, shards, replicas)
+	t.Logf("ZooKeeper and %d x %d ClickHouse servers started in %v", shards, replicas, time.Since(start).Round(time.Millisecond))
 	var conns []driver.Conn
 	for _, s := range servers {
 		conn, err := analytics.Open(ctx, analytics.Options{Addr: s.Addr, Database: clusterDB, Cluster: true})
@@ -42,15 +48,24 @@ func replicaConns(t *testing.T, ctx context.Context) ([]*devenv.Process, []drive
 	return servers, conns
 }
 
+// TestClusterMigrationsAndReplicatedInserts applies the migrations ON
+// CLUSTER from both servers at once, on one shard of two replicas and on
+// two shards of one, and inserts through the Distributed tables.
 func TestClusterMigrationsAndReplicatedInserts(t *testing.T) {
+	for _, l := range clusterLayouts {
+		t.Run(l.name, func(t *testing.T) { testClusterMigrations(t, l.shards, l.replicas) })
+	}
+}
+
+func testClusterMigrations(t *testing.T, shards, replicas int) {
 	ctx := ctxT(t)
-	servers, conns := replicaConns(t, ctx)
+	servers, conns := clusterConns(t, ctx, shards, replicas)
 	all, err := All()
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	// Both replicas migrate at once: the ON CLUSTER lock lets one apply
+	// Both servers migrate at once: the ON CLUSTER lock lets one apply
 	// everything, the other then finds it recorded.
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -67,7 +82,7 @@ func TestClusterMigrationsAndReplicatedInserts(t *testing.T) {
 				b, _ := os.ReadFile(s.Dir + "/log/clickhouse-server.err.log")
 				t.Logf("%s:\n%s", s.Dir, b)
 			}
-			t.Fatalf("replica %d: %v", i+1, err)
+			t.Fatalf("server %d: %v", i+1, err)
 		}
 	}
 	applied := slices.Concat(results...)
@@ -77,11 +92,11 @@ func TestClusterMigrationsAndReplicatedInserts(t *testing.T) {
 	}
 	for i, conn := range conns {
 		if got, err := ApplyWith(ctx, conn, clusterDB, Options{Cluster: goldenCluster}); err != nil || len(got) != 0 {
-			t.Fatalf("replica %d, second run: applied %v, %v; want nothing", i+1, got, err)
+			t.Fatalf("server %d, second run: applied %v, %v; want nothing", i+1, got, err)
 		}
 	}
 
-	// Every replica has the whole schema: local replicated tables, a
+	// Every server has the whole schema: local replicated tables, a
 	// Distributed table over each, the views, one record per migration.
 	wantEngines := map[string]string{
 		"schema_migrations":        "ReplicatedMergeTree",
@@ -111,14 +126,14 @@ func TestClusterMigrationsAndReplicatedInserts(t *testing.T) {
 		rows.Close()
 		for name, want := range wantEngines {
 			if engines[name] != want {
-				t.Errorf("replica %d: %s has engine %q, want %s", i+1, name, engines[name], want)
+				t.Errorf("server %d: %s has engine %q, want %s", i+1, name, engines[name], want)
 			}
 		}
 		if _, ok := engines["events_raw_offsets_mv"]; ok {
-			t.Errorf("replica %d: events_raw_offsets_mv survived 0008's DROP ON CLUSTER", i+1)
+			t.Errorf("server %d: events_raw_offsets_mv survived 0008's DROP ON CLUSTER", i+1)
 		}
 		if n := len(engines); n != 39 {
-			t.Errorf("replica %d: %d tables, want 39 (schema_migrations, 15 tables x 2, 8 views): %v", i+1, n, engines)
+			t.Errorf("server %d: %d tables, want 39 (schema_migrations, 15 tables x 2, 8 views): %v", i+1, n, engines)
 		}
 		if err := conn.Exec(ctx, "SYSTEM SYNC REPLICA "+clusterDB+".schema_migrations"); err != nil {
 			t.Fatal(err)
@@ -128,27 +143,27 @@ func TestClusterMigrationsAndReplicatedInserts(t *testing.T) {
 			t.Fatal(err)
 		}
 		if recorded != uint64(len(all)) {
-			t.Errorf("replica %d: schema_migrations holds %d rows, want %d", i+1, recorded, len(all))
+			t.Errorf("server %d: schema_migrations holds %d rows, want %d", i+1, recorded, len(all))
 		}
 	}
 
-	// Two blocks inserted through replica 1's Distributed events_raw, one
-	// search each in the same region and minute: both count on replica 2,
-	// in events_raw, in demand_minute (the view ran on replica 1, its part
-	// was replicated) and in sink_offsets.
+	// Two blocks inserted through server 1's Distributed events_raw, one
+	// search each in the same region and minute: both count when read
+	// from server 2, in events_raw, in demand_minute (the view ran where
+	// the block landed) and in sink_offsets.
 	minute := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	for off := uint64(1); off <= 2; off++ {
 		insertSearch(t, ctx, conns[0], "r-sync", minute, off)
 	}
 	syncReplica(t, ctx, conns[1], "events_raw_local", "demand_minute_local", "sink_offsets_local")
 	if n := count(t, ctx, conns[1], "SELECT count() FROM events_raw WHERE region_id = 'r-sync'"); n != 2 {
-		t.Errorf("replica 2 events_raw: %d rows, want 2", n)
+		t.Errorf("server 2 events_raw: %d rows, want 2", n)
 	}
 	if n := count(t, ctx, conns[1], "SELECT sum(searches) FROM demand_minute WHERE region_id = 'r-sync'"); n != 2 {
-		t.Errorf("replica 2 demand_minute: %d searches, want 2", n)
+		t.Errorf("server 2 demand_minute: %d searches, want 2", n)
 	}
 	if n := count(t, ctx, conns[1], "SELECT max(max_offset) FROM sink_offsets WHERE kafka_topic = 'r-sync'"); n != 2 {
-		t.Errorf("replica 2 sink_offsets: max offset %d, want 2", n)
+		t.Errorf("server 2 sink_offsets: max offset %d, want 2", n)
 	}
 
 	// Why analytics.Options.Cluster turns insert_deduplicate off: by
@@ -156,13 +171,22 @@ func TestClusterMigrationsAndReplicatedInserts(t *testing.T) {
 	// last 100, and blocks can be equal without being the same data: two
 	// view repairs (package sink) that each add one search to the same
 	// region and minute. The sink's own rules already keep its inserts
-	// exactly once. (18.16 does not deduplicate the blocks a materialized
-	// view writes: the r-sync searches above counted twice either way.)
+	// exactly once. 18.16 does not deduplicate the blocks a materialized
+	// view writes, though: two different events whose demand_minute blocks
+	// are equal count twice with the default settings too.
 	plain, err := clickhouse.Open(&clickhouse.Options{Addr: []string{servers[0].Addr}, Auth: clickhouse.Auth{Database: clusterDB}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer plain.Close()
+	syncCtx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
+	for off := uint64(1); off <= 2; off++ {
+		insertSearch(t, syncCtx, plain, "r-views", minute, off)
+	}
+	syncReplica(t, ctx, conns[1], "events_raw_local", "demand_minute_local")
+	if n := count(t, ctx, conns[1], "SELECT sum(searches) FROM demand_minute WHERE region_id = 'r-views'"); n != 2 {
+		t.Errorf("default settings: two events in equal view blocks add %d searches to demand_minute, want 2", n)
+	}
 	for _, c := range []struct {
 		conn   driver.Conn
 		region string

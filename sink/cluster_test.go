@@ -16,18 +16,28 @@ import (
 	"github.com/surgeworks/surge/migrations"
 )
 
-// TestClusterExactlyOnce runs the sink on a cluster of one shard and two
-// replicas: a first sink writes through replica 1 while three views are
-// detached there (what a server killed in the middle of an INSERT leaves:
-// events_raw has the block, those views and sink_offsets do not); a
-// second sink, on replica 2, reads the block again, finds the events that
-// replication brought, inserts nothing twice and repairs the views; then
-// every event is sent again (resends at new offsets) with new ones. Both
-// replicas end up holding each event once and views that agree with it.
+// TestClusterExactlyOnce runs the sink on a cluster of two servers, one
+// shard of two replicas or two shards of one: a first sink writes through
+// server 1 while three views are detached there (what a server killed in
+// the middle of an INSERT leaves: events_raw has the block, those views
+// and sink_offsets do not); a second sink, on server 2, reads the block
+// again, finds the events (replicated, or on their shard), inserts nothing
+// twice and repairs the views; then every event is sent again (resends at
+// new offsets) with new ones. Read from either server, the cluster holds
+// each event once and views that agree with it.
 func TestClusterExactlyOnce(t *testing.T) {
+	for _, l := range []struct {
+		name             string
+		shards, replicas int
+	}{{"1x2", 1, 2}, {"2x1", 2, 1}} {
+		t.Run(l.name, func(t *testing.T) { testClusterExactlyOnce(t, l.shards, l.replicas) })
+	}
+}
+
+func testClusterExactlyOnce(t *testing.T, shards, replicas int) {
 	ctx := ctxT(t)
 	const db = "surge"
-	servers := testenv.ClickHouseCluster(t, "surge", 2)
+	servers := testenv.ClickHouseCluster(t, "surge", shards, replicas)
 	var conns []driver.Conn
 	for _, s := range servers {
 		conn, err := analytics.Open(ctx, analytics.Options{Addr: s.Addr, Database: db, Cluster: true})
@@ -60,12 +70,12 @@ func TestClusterExactlyOnce(t *testing.T) {
 	}
 
 	s, stop := runSink(t, k.Brokers, conns[1], db, Options{GroupID: "cluster"})
-	waitFor(t, "the block read again on replica 2", func() bool { return caughtUp(s.Status(), allPartitions) })
+	waitFor(t, "the block read again on server 2", func() bool { return caughtUp(s.Status(), allPartitions) })
 	for i, conn := range conns {
 		syncAll(t, ctx, conn, db)
 		checkExact(t, ctx, conn, evs)
 		checkViewsAgree(t, ctx, conn, db)
-		t.Logf("replica %d: %d events once, views agree", i+1, len(evs))
+		t.Logf("server %d: %d events once, views agree", i+1, len(evs))
 	}
 
 	more := genEvents(1000, 32)

@@ -259,12 +259,12 @@ func execSQL(ctx context.Context, addr, query string) error {
 	return nil
 }
 
-// ClickHouseCluster starts a ZooKeeper and replicas ClickHouse servers,
-// the replicas of one shard of the cluster named name (see
-// devenv.ClickHouseCluster: macros shard 1, replica r1, r2, ...), each on
-// a free loopback port with its data under t.TempDir(); all are stopped at
-// cleanup. It returns the servers in replica order.
-func ClickHouseCluster(t testing.TB, name string, replicas int) []*devenv.Process {
+// ClickHouseCluster starts a ZooKeeper and shards x replicas ClickHouse
+// servers forming the cluster named name (see devenv.ClickHouseCluster:
+// macros shard 1, 2, ... and replica r1, r2, ...), each on a free loopback
+// port with its data under t.TempDir(); all are stopped at cleanup. It
+// returns the servers shard by shard, in replica order.
+func ClickHouseCluster(t testing.TB, name string, shards, replicas int) []*devenv.Process {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
@@ -273,30 +273,33 @@ func ClickHouseCluster(t testing.TB, name string, replicas int) []*devenv.Proces
 		fatal(t, err)
 	}
 	stopAtCleanup(t, zk)
-	// Every replica's address is in every config: pick them all first,
+	// Every server's address is in every config: pick them all first,
 	// holding each port until all are picked so that no two are the same.
-	addrs := make([]string, replicas)
+	cluster := &devenv.ClickHouseCluster{Name: name, ZooKeeper: zk.Addr, Shards: make([][]string, shards)}
 	var held []net.Listener
-	for i := range addrs {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("testenv: %v", err)
+	for i := range cluster.Shards {
+		for range replicas {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatalf("testenv: %v", err)
+			}
+			held = append(held, ln)
+			cluster.Shards[i] = append(cluster.Shards[i], ln.Addr().String())
 		}
-		held = append(held, ln)
-		addrs[i] = ln.Addr().String()
 	}
 	for _, ln := range held {
 		ln.Close()
 	}
-	cluster := &devenv.ClickHouseCluster{Name: name, ZooKeeper: zk.Addr, Shards: [][]string{addrs}}
 	var out []*devenv.Process
-	for _, addr := range addrs {
-		p, err := devenv.StartClickHouse(ctx, devenv.ClickHouseOptions{Dir: t.TempDir(), TCPAddr: addr, Cluster: cluster, Logger: logger()})
-		if err != nil {
-			fatal(t, err)
+	for _, shard := range cluster.Shards {
+		for _, addr := range shard {
+			p, err := devenv.StartClickHouse(ctx, devenv.ClickHouseOptions{Dir: t.TempDir(), TCPAddr: addr, Cluster: cluster, Logger: logger()})
+			if err != nil {
+				fatal(t, err)
+			}
+			stopAtCleanup(t, p)
+			out = append(out, p)
 		}
-		stopAtCleanup(t, p)
-		out = append(out, p)
 	}
 	return out
 }
