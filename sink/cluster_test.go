@@ -75,7 +75,15 @@ func testClusterExactlyOnce(t *testing.T, shards, replicas int) {
 		syncAll(t, ctx, conn, db)
 		checkExact(t, ctx, conn, evs)
 		checkViewsAgree(t, ctx, conn, db)
-		t.Logf("server %d: %d events once, views agree", i+1, len(evs))
+		var local uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".events_raw_local").Scan(&local); err != nil {
+			t.Fatal(err)
+		}
+		// Replicas hold every row; shards a share (partitions 0, 2 | 1).
+		if (shards == 1 && local != uint64(len(evs))) || (shards > 1 && (local == 0 || local == uint64(len(evs)))) {
+			t.Errorf("server %d holds %d of the %d rows itself", i+1, local, len(evs))
+		}
+		t.Logf("server %d: %d events once (%d on the server itself), views agree", i+1, len(evs), local)
 	}
 
 	more := genEvents(1000, 32)
