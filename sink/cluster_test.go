@@ -7,7 +7,9 @@ package sink
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
@@ -120,5 +122,68 @@ func syncAll(t *testing.T, ctx context.Context, conn driver.Conn, db string) {
 		if err := conn.Exec(ctx, "SYSTEM SYNC REPLICA "+db+"."+name); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestClusterLaggingReplica: replica 2 fetches nothing (SYSTEM STOP
+// FETCHES) while a sink writes through replica 1; a sink that then takes
+// over on replica 2 must not read replica 2's stale positions (it would
+// insert every event again): it waits in SYSTEM SYNC REPLICA, and once
+// fetches resume it finds everything and inserts nothing twice.
+func TestClusterLaggingReplica(t *testing.T) {
+	ctx := ctxT(t)
+	const db = "surge"
+	servers := testenv.ClickHouseCluster(t, "surge", 1, 2)
+	var conns []driver.Conn
+	for _, s := range servers {
+		// A short read timeout: the sync that waits for replica 1's parts
+		// ends every 2 s, and the sink tries again.
+		conn, err := analytics.Open(ctx, analytics.Options{Addr: s.Addr, Database: db, Cluster: true, ReadTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conns = append(conns, conn)
+	}
+	if _, err := migrations.ApplyWith(ctx, conns[0], db, migrations.Options{Cluster: "surge"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := conns[1].Exec(ctx, "SYSTEM STOP FETCHES"); err != nil {
+		t.Fatal(err)
+	}
+	k := testenv.KafkaWith(t, kafkaOpts())
+	evs := genEvents(2000, 41)
+	produceEvents(t, k.Brokers, evs)
+	s, stop := runSink(t, k.Brokers, conns[0], db, Options{GroupID: "lagging"})
+	waitFor(t, "the events on replica 1", func() bool {
+		return rawCount(t, ctx, conns[0]) == uint64(len(evs)) && caughtUp(s.Status(), allPartitions)
+	})
+	stop()
+	localRows := func() uint64 {
+		var n uint64
+		if err := conns[1].QueryRow(ctx, "SELECT count() FROM "+db+".events_raw_local").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := localRows(); n != 0 {
+		t.Fatalf("replica 2 fetched %d rows with fetches stopped", n)
+	}
+
+	s, stop = runSink(t, k.Brokers, conns[1], db, Options{GroupID: "lagging"})
+	waitFor(t, "the sink on replica 2 waiting for its replicas", func() bool {
+		return strings.Contains(s.Status().LastError, "sync replica")
+	})
+	if n := localRows(); n != 0 {
+		t.Fatalf("replica 2 holds %d rows while its sink waits", n)
+	}
+	if err := conns[1].Exec(ctx, "SYSTEM START FETCHES"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the sink on replica 2 caught up", func() bool { return caughtUp(s.Status(), allPartitions) })
+	stop()
+	for _, conn := range conns {
+		syncAll(t, ctx, conn, db)
+		checkExact(t, ctx, conn, evs)
 	}
 }
