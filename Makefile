@@ -54,7 +54,7 @@ test-faults: deps
 # The ClickHouse cluster tests (build tag chcluster: migrations/cluster_replicas_test.go,
 # sink/cluster_test.go): a ZooKeeper (apt zookeeper, on Java) and two ClickHouse
 # 18.16 replicas of one shard; the migrations ON CLUSTER, replicated inserts, the
-# sink exactly once across a failover. About 1 min. Not part of make test: nothing
+# sink exactly once across a failover and a lagging replica. About 75 s. Not part of make test: nothing
 # else needs ZooKeeper (docs/clickhouse-cluster.md).
 .PHONY: test-chcluster
 test-chcluster:
