@@ -38,7 +38,7 @@ var (
 	alterRE        = regexp.MustCompile(`^ALTER TABLE \$\{database\}\.(\w+)(\s+)`)
 	columnAlterRE  = regexp.MustCompile(`^(?i)(ADD|DROP|MODIFY)\s+COLUMN\b`)
 	tableRefRE     = regexp.MustCompile(`\$\{database\}\.(\w+)\b`)
-	partitionColRE = regexp.MustCompile(`(?m)^\s*kafka_partition\s`)
+	partitionColRE = regexp.MustCompile(`[(,]\s*kafka_partition\s`)
 )
 
 // ForCluster returns all rewritten for the cluster named cluster (see the

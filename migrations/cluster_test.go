@@ -117,6 +117,15 @@ func TestForClusterRules(t *testing.T) {
 				"CREATE TABLE IF NOT EXISTS ${database}.o ON CLUSTER c AS ${database}.o_local\nENGINE = Distributed(c, ${database}, o_local, rand())",
 			},
 		},
+		{
+			name:   "a kafka_partition column is the sharding key",
+			script: base + "CREATE TABLE IF NOT EXISTS ${database}.p (k String, kafka_partition UInt32) ENGINE = MergeTree ORDER BY k",
+			want: []string{
+				"CREATE TABLE IF NOT EXISTS ${database}.p_local ON CLUSTER c (k String, kafka_partition UInt32) ENGINE = " +
+					"ReplicatedMergeTree('/clickhouse/tables/{shard}/${database}.p_local', '{replica}') ORDER BY k",
+				"CREATE TABLE IF NOT EXISTS ${database}.p ON CLUSTER c AS ${database}.p_local\nENGINE = Distributed(c, ${database}, p_local, kafka_partition)",
+			},
+		},
 		{name: "alter of an unknown table", script: "ALTER TABLE ${database}.nope ADD COLUMN x UInt8", err: "not a table of these migrations"},
 		{name: "view into an unknown table", script: "CREATE MATERIALIZED VIEW IF NOT EXISTS ${database}.v TO ${database}.nope AS SELECT 1", err: "target nope"},
 		{name: "engine without a rule", script: "CREATE TABLE IF NOT EXISTS ${database}.m (x UInt8) ENGINE = Memory", err: "only MergeTree-family"},
