@@ -78,6 +78,7 @@ func testClusterMigrations(t *testing.T, shards, replicas int) {
 	t.Logf("migrations applied ON CLUSTER in %v", time.Since(start).Round(time.Millisecond))
 	for i, err := range errs {
 		if err != nil {
+			// A server that died (see StartZooKeeper) says why in its error log.
 			for _, s := range servers {
 				b, _ := os.ReadFile(s.Dir + "/log/clickhouse-server.err.log")
 				t.Logf("%s:\n%s", s.Dir, b)
