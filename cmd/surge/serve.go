@@ -101,6 +101,9 @@ type app struct {
 
 // openClickHouse connects and applies the migrations.
 func openClickHouse(ctx context.Context, cfg config, logger *slog.Logger) (driver.Conn, error) {
+	if c := cfg.ClickHouseCluster; c != "" && !analytics.ValidIdentifier(c) {
+		return nil, fmt.Errorf("--clickhouse-cluster %q: want a cluster name of letters, digits and _", c)
+	}
 	ch, err := analytics.Open(ctx, analytics.Options{
 		Addr: cfg.ClickHouseAddr, Database: cfg.ClickHouseDatabase,
 		Username: cfg.ClickHouseUser, Password: cfg.ClickHousePassword,
