@@ -5,16 +5,9 @@ import (
 	"fmt"
 )
 
-// The sink on a ClickHouse cluster (migrations.Options.Cluster; see
-// docs/clickhouse-cluster.md): every table it writes is a Distributed
-// table over <table>_local, a replicated table; the connection inserts
-// synchronously and without block deduplication (analytics.Options.Cluster).
-// Reads of one shard prefer the server's own replica, which holds this
-// sink's acknowledged inserts; syncReplicas makes it also hold those of
-// the members that inserted through other servers before.
-
 // clusterTables are the replicated tables whose content the sink reads
-// back: its resume points and the tables its lookups search.
+// back on a cluster ("On a cluster" in the package doc): its resume points
+// and the tables its lookups search.
 var clusterTables = []string{"sink_offsets_local", "events_raw_local", "pricing_decisions_local", "experiment_exposures_local"}
 
 // syncReplicas, on a cluster, waits until this server's replicas of
