@@ -29,6 +29,16 @@ type Options struct {
 	DialTimeout time.Duration
 	// ReadTimeout bounds each read from the server. Default 60 s.
 	ReadTimeout time.Duration
+	// Cluster says that Database was created on a cluster (see
+	// migrations.Options.Cluster and docs/clickhouse-cluster.md): the
+	// connection then inserts into Distributed tables synchronously
+	// (insert_distributed_sync=1: an INSERT returns once every shard wrote
+	// its part, as the sink's exactly-once rules need) and without block
+	// deduplication (insert_deduplicate=0: a replicated table would drop a
+	// block equal to one of its last 100, such as two view repairs of the
+	// sink that each add one search to the same region and minute).
+	// Default false: a lone server, default settings.
+	Cluster bool
 }
 
 func (o Options) withDefaults() Options {
@@ -49,6 +59,9 @@ func (o Options) withDefaults() Options {
 	}
 	return o
 }
+
+// clusterSettings are the connection settings of Options.Cluster.
+var clusterSettings = clickhouse.Settings{"insert_distributed_sync": 1, "insert_deduplicate": 0}
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
@@ -79,6 +92,10 @@ func Open(ctx context.Context, opts Options) (driver.Conn, error) {
 }
 
 func dial(ctx context.Context, opts Options, database string) (driver.Conn, error) {
+	var settings clickhouse.Settings
+	if opts.Cluster {
+		settings = clusterSettings
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Protocol: clickhouse.Native,
 		Addr:     []string{opts.Addr},
@@ -89,6 +106,7 @@ func dial(ctx context.Context, opts Options, database string) (driver.Conn, erro
 		},
 		DialTimeout: opts.DialTimeout,
 		ReadTimeout: opts.ReadTimeout,
+		Settings:    settings,
 		Compression: &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
 		ClientInfo: clickhouse.ClientInfo{
 			Products: []struct{ Name, Version string }{{Name: "surge", Version: "1"}},

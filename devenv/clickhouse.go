@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"text/template"
 	"time"
@@ -43,6 +44,40 @@ type ClickHouseOptions struct {
 	StartTimeout time.Duration
 	// Logger receives start/stop events. Default: discard.
 	Logger *slog.Logger
+	// Cluster, when set, makes this server one replica of a cluster.
+	// Default nil: a lone server without ZooKeeper.
+	Cluster *ClickHouseCluster
+}
+
+// ClickHouseCluster is the part of the config that makes a server a member
+// of a replicated cluster: the remote_servers entry, the ZooKeeper, the
+// {shard} and {replica} macros and the interserver port replicas fetch
+// parts from.
+type ClickHouseCluster struct {
+	// Name is the remote_servers entry (what ON CLUSTER names). Required.
+	Name string
+	// ZooKeeper is the host:port of the ZooKeeper. Required.
+	ZooKeeper string
+	// Shards lists the native addresses of every shard's replicas. The
+	// server's own TCPAddr, which must then be given, must be one of them:
+	// its position sets the macros, shard "<i>" and replica "r<j>" (from 1).
+	// Shards use internal_replication: a Distributed insert writes one
+	// replica, and replication copies the part.
+	Shards [][]string
+}
+
+var clusterNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// macros returns the shard and replica of addr.
+func (c *ClickHouseCluster) macros(addr string) (shard, replica string, err error) {
+	for i, s := range c.Shards {
+		for j, a := range s {
+			if a == addr {
+				return fmt.Sprint(i + 1), fmt.Sprintf("r%d", j+1), nil
+			}
+		}
+	}
+	return "", "", fmt.Errorf("devenv: clickhouse %s is in no shard of cluster %s", addr, c.Name)
 }
 
 // StartClickHouse writes a self-contained config into opts.Dir, starts
@@ -83,6 +118,19 @@ func StartClickHouse(ctx context.Context, opts ClickHouseOptions) (*Process, err
 	if hostOf(tcpAddr) != hostOf(httpAddr) {
 		return nil, fmt.Errorf("devenv: clickhouse: TCPAddr %s and HTTPAddr %s must share a host (one listen_host)", tcpAddr, httpAddr)
 	}
+	var cluster *clusterConfig
+	if c := opts.Cluster; c != nil {
+		if tcpPicked || !clusterNameRE.MatchString(c.Name) || c.ZooKeeper == "" {
+			return nil, errors.New("devenv: ClickHouseOptions.Cluster needs a Name (an identifier), ZooKeeper and an explicit TCPAddr")
+		}
+		cluster = &clusterConfig{ClickHouseCluster: c}
+		if cluster.Shard, cluster.Replica, err = c.macros(tcpAddr); err != nil {
+			return nil, err
+		}
+		if cluster.ZKHost, cluster.ZKPort, err = net.SplitHostPort(c.ZooKeeper); err != nil {
+			return nil, fmt.Errorf("devenv: clickhouse zookeeper: %w", err)
+		}
+	}
 	timeout := orDefault(opts.StartTimeout, 60*time.Second)
 	logLevel := orDefault(opts.LogLevel, "information")
 	p := &Process{
@@ -100,7 +148,15 @@ func StartClickHouse(ctx context.Context, opts ClickHouseOptions) (*Process, err
 		if err := checkFree(p.Addr, p.HTTPAddr); err != nil {
 			return nil, fmt.Errorf("devenv: start clickhouse: %w", err)
 		}
-		if err := writeClickHouseConfig(dir, p.Addr, p.HTTPAddr, logLevel); err != nil {
+		if cluster != nil {
+			// Only this server's own address in ZooKeeper: pick anew each start.
+			port, err := freePort(hostOf(p.Addr))
+			if err != nil {
+				return nil, fmt.Errorf("devenv: clickhouse interserver: %w", err)
+			}
+			cluster.InterserverPort = port
+		}
+		if err := writeClickHouseConfig(dir, p.Addr, p.HTTPAddr, logLevel, cluster); err != nil {
 			return nil, err
 		}
 		offs := p.logOffsets()
@@ -209,7 +265,9 @@ func clickHouseReady(ctx context.Context, tcpAddr, httpAddr string) error {
 //     "Address already in use" in the error log) instead of a server
 //     silently running without that port, so the start can retry.
 //   - no interserver_http_port: the stock config opens 9009 for
-//     replication, which we neither need nor want on a shared box.
+//     replication, which we neither need nor want on a shared box. With
+//     ClickHouseOptions.Cluster, a free loopback port, with zookeeper,
+//     macros, remote_servers and distributed_ddl.
 //   - every path (path, tmp_path, user_files_path, format_schema_path,
 //     logs) points into Dir; defaults would land in /var/lib/clickhouse.
 //   - timezone UTC, so DateTime text is the same on every machine.
@@ -223,7 +281,11 @@ func clickHouseReady(ctx context.Context, tcpAddr, httpAddr string) error {
 //   - poll_interval=1 (default 10): a connection handler notices a
 //     shutdown only between polls, so with the default an idle client
 //     connection (every pool keeps some) holds SIGTERM up for 10 s.
-var clickHouseConfig = template.Must(template.New("config").Funcs(template.FuncMap{"x": xmlEscape}).Parse(`<?xml version="1.0"?>
+var clickHouseConfig = template.Must(template.New("config").Funcs(template.FuncMap{
+	"x":    xmlEscape,
+	"host": hostOf,
+	"port": func(addr string) string { _, p, _ := net.SplitHostPort(addr); return p },
+}).Parse(`<?xml version="1.0"?>
 <!-- Written by devenv.StartClickHouse at every start: edits are overwritten. -->
 <yandex>
     <logger>
@@ -257,6 +319,28 @@ var clickHouseConfig = template.Must(template.New("config").Funcs(template.FuncM
     <builtin_dictionaries_reload_interval>3600</builtin_dictionaries_reload_interval>
     <max_session_timeout>3600</max_session_timeout>
     <default_session_timeout>60</default_session_timeout>
+{{- with .Cluster}}
+    <interserver_http_host>{{x $.Host}}</interserver_http_host>
+    <interserver_http_port>{{.InterserverPort}}</interserver_http_port>
+    <zookeeper>
+        <node><host>{{x .ZKHost}}</host><port>{{.ZKPort}}</port></node>
+        <session_timeout_ms>10000</session_timeout_ms>
+    </zookeeper>
+    <macros><shard>{{.Shard}}</shard><replica>{{.Replica}}</replica></macros>
+    <remote_servers>
+        <{{.Name}}>
+{{- range .Shards}}
+            <shard>
+                <internal_replication>true</internal_replication>
+{{- range .}}
+                <replica><host>{{x (host .)}}</host><port>{{port .}}</port></replica>
+{{- end}}
+            </shard>
+{{- end}}
+        </{{.Name}}>
+    </remote_servers>
+    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+{{- end}}
 </yandex>
 `))
 
@@ -297,7 +381,15 @@ var clickHouseUsers = `<?xml version="1.0"?>
 </yandex>
 `
 
-func writeClickHouseConfig(dir, tcpAddr, httpAddr, logLevel string) error {
+// clusterConfig is what the config template needs of a cluster member.
+type clusterConfig struct {
+	*ClickHouseCluster
+	Shard, Replica  string
+	ZKHost, ZKPort  string
+	InterserverPort int
+}
+
+func writeClickHouseConfig(dir, tcpAddr, httpAddr, logLevel string, cluster *clusterConfig) error {
 	host, tcpPort, err := net.SplitHostPort(tcpAddr)
 	if err != nil {
 		return fmt.Errorf("devenv: clickhouse config: %w", err)
@@ -307,8 +399,8 @@ func writeClickHouseConfig(dir, tcpAddr, httpAddr, logLevel string) error {
 		return fmt.Errorf("devenv: clickhouse config: %w", err)
 	}
 	var buf bytes.Buffer
-	if err := clickHouseConfig.Execute(&buf, map[string]string{
-		"Dir": dir, "Host": host, "TCPPort": tcpPort, "HTTPPort": httpPort, "LogLevel": logLevel,
+	if err := clickHouseConfig.Execute(&buf, map[string]any{
+		"Dir": dir, "Host": host, "TCPPort": tcpPort, "HTTPPort": httpPort, "LogLevel": logLevel, "Cluster": cluster,
 	}); err != nil {
 		return fmt.Errorf("devenv: clickhouse config: %w", err)
 	}

@@ -12,6 +12,12 @@
 // a file that fails half-way is re-run from its first statement. A
 // non-idempotent statement (ALTER TABLE ... ADD COLUMN) goes alone in its
 // own file.
+//
+// On a cluster (Options.Cluster) the same files are applied rewritten by
+// ForCluster (replicated local tables under Distributed ones, ON CLUSTER):
+// a statement ForCluster has no rule for is refused, and each file's
+// rewrite is pinned by its golden file in testdata/cluster (see
+// docs/clickhouse-cluster.md).
 package migrations
 
 import (
@@ -117,10 +123,27 @@ func load(fsys fs.FS) ([]Migration, error) {
 // the migrations recorded. A lock older than LockStaleAfter, left by a
 // crashed runner, is broken.
 func Apply(ctx context.Context, conn driver.Conn, database string) (applied []string, err error) {
-	return apply(ctx, conn, database, files)
+	return apply(ctx, conn, database, Options{}, files)
 }
 
-func apply(ctx context.Context, conn driver.Conn, database string, fsys fs.FS) (applied []string, err error) {
+// Options configures ApplyWith.
+type Options struct {
+	// Cluster names the cluster (a remote_servers entry of the servers'
+	// config, whose servers define the {shard} and {replica} macros and
+	// share a ZooKeeper) to create the schema on: every statement runs ON
+	// CLUSTER, rewritten by ForCluster; schema_migrations is one
+	// ReplicatedMergeTree that every server of the cluster holds a replica
+	// of; the lock is taken ON CLUSTER. Default "": one server, the files
+	// as written.
+	Cluster string
+}
+
+// ApplyWith is Apply with options.
+func ApplyWith(ctx context.Context, conn driver.Conn, database string, opts Options) (applied []string, err error) {
+	return apply(ctx, conn, database, opts, files)
+}
+
+func apply(ctx context.Context, conn driver.Conn, database string, opts Options, fsys fs.FS) (applied []string, err error) {
 	if !identRE.MatchString(database) {
 		return nil, fmt.Errorf("migrations: invalid database name %q", database)
 	}
@@ -128,18 +151,27 @@ func apply(ctx context.Context, conn driver.Conn, database string, fsys fs.FS) (
 	if err != nil {
 		return nil, err
 	}
-	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+database); err != nil {
+	if all, err = ForCluster(all, opts.Cluster); err != nil {
+		return nil, err
+	}
+	onCluster, engine := "", "MergeTree"
+	if opts.Cluster != "" {
+		onCluster = " ON CLUSTER " + opts.Cluster
+		// One replica set over the whole cluster (no {shard} in the path).
+		engine = "ReplicatedMergeTree('/clickhouse/tables/all/" + database + ".schema_migrations', '{shard}-{replica}')"
+	}
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+database+onCluster); err != nil {
 		return nil, fmt.Errorf("migrations: create database %s: %w", database, err)
 	}
-	if err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+database+`.schema_migrations (
+	if err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+database+`.schema_migrations`+onCluster+` (
 		version    UInt32,
 		name       String,
 		checksum   String,
 		applied_at DateTime('UTC')
-	) ENGINE = MergeTree ORDER BY version`); err != nil {
+	) ENGINE = `+engine+` ORDER BY version`); err != nil {
 		return nil, fmt.Errorf("migrations: create schema_migrations: %w", err)
 	}
-	release, err := lock(ctx, conn, database)
+	release, err := lock(ctx, conn, database, onCluster)
 	if err != nil {
 		return nil, err
 	}
@@ -148,6 +180,13 @@ func apply(ctx context.Context, conn driver.Conn, database string, fsys fs.FS) (
 			err = rerr
 		}
 	}()
+	if opts.Cluster != "" {
+		// The runner before us may have recorded its migrations on another
+		// server: wait until this replica has them.
+		if err := conn.Exec(ctx, "SYSTEM SYNC REPLICA "+database+".schema_migrations"); err != nil {
+			return nil, fmt.Errorf("migrations: sync schema_migrations: %w", err)
+		}
+	}
 
 	done, err := recorded(ctx, conn, database)
 	if err != nil {
@@ -227,11 +266,15 @@ func recorded(ctx context.Context, conn driver.Conn, database string) (map[uint3
 // lock takes the migration lock: a view whose creation is atomic and whose
 // body names the owner and the time it was taken. ClickHouse has no
 // transactions; CREATE of an existing table fails for all but one caller.
-func lock(ctx context.Context, conn driver.Conn, database string) (release func() error, err error) {
+//
+// On a cluster (onCluster is " ON CLUSTER name", else empty) the view is
+// created and dropped ON CLUSTER: ZooKeeper's DDL queue orders the
+// runners' CREATEs, so all but the first fail on every server.
+func lock(ctx context.Context, conn driver.Conn, database, onCluster string) (release func() error, err error) {
 	owner := lockOwner()
 	table := database + "." + lockTable
-	create := fmt.Sprintf(`CREATE VIEW %s AS SELECT '%s' AS owner, toDateTime(%d) AS acquired_at`,
-		table, owner, time.Now().Unix())
+	create := fmt.Sprintf(`CREATE VIEW %s%s AS SELECT '%s' AS owner, toDateTime(%d) AS acquired_at`,
+		table, onCluster, owner, time.Now().Unix())
 	logged := false
 	for {
 		err := conn.Exec(ctx, create)
@@ -247,7 +290,7 @@ func lock(ctx context.Context, conn driver.Conn, database string) (release func(
 		if qerr := conn.QueryRow(ctx, `SELECT owner, acquired_at FROM `+table).Scan(&holder, &since); qerr == nil {
 			if time.Since(since) > LockStaleAfter {
 				slog.Default().Warn("breaking stale migration lock", "table", table, "owner", holder, "since", since)
-				if derr := conn.Exec(ctx, `DROP TABLE IF EXISTS `+table); derr != nil {
+				if derr := conn.Exec(ctx, `DROP TABLE IF EXISTS `+table+onCluster); derr != nil {
 					return nil, fmt.Errorf("migrations: break stale lock %s: %w", table, derr)
 				}
 				continue
@@ -269,7 +312,7 @@ func lock(ctx context.Context, conn driver.Conn, database string) (release func(
 		// Release even when ctx was cancelled meanwhile.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if err := conn.Exec(rctx, `DROP TABLE IF EXISTS `+table); err != nil {
+		if err := conn.Exec(rctx, `DROP TABLE IF EXISTS `+table+onCluster); err != nil {
 			return fmt.Errorf("migrations: release lock %s: %w", table, err)
 		}
 		return nil

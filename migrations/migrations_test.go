@@ -132,14 +132,14 @@ func TestChecksumMismatch(t *testing.T) {
 	ctx := ctxT(t)
 	conn, db := connect(t)
 	v1 := fstest.MapFS{"0001_t.sql": {Data: []byte("CREATE TABLE IF NOT EXISTS ${database}.t (a UInt8) ENGINE = MergeTree ORDER BY a")}}
-	if got, err := apply(ctx, conn, db, v1); err != nil || !slices.Equal(got, []string{"0001_t"}) {
+	if got, err := apply(ctx, conn, db, Options{}, v1); err != nil || !slices.Equal(got, []string{"0001_t"}) {
 		t.Fatalf("apply = %v, %v", got, err)
 	}
 	edited := fstest.MapFS{
 		"0001_t.sql": {Data: []byte("CREATE TABLE IF NOT EXISTS ${database}.t (a UInt16) ENGINE = MergeTree ORDER BY a")},
 		"0002_u.sql": {Data: []byte("CREATE TABLE IF NOT EXISTS ${database}.u (a UInt8) ENGINE = MergeTree ORDER BY a")},
 	}
-	got, err := apply(ctx, conn, db, edited)
+	got, err := apply(ctx, conn, db, Options{}, edited)
 	if !errors.Is(err, ErrChecksumMismatch) {
 		t.Fatalf("apply of an edited migration = %v, %v; want ErrChecksumMismatch", got, err)
 	}
@@ -159,7 +159,7 @@ func TestFailedMigrationIsNotRecorded(t *testing.T) {
 		"0001_ok.sql":  {Data: []byte("CREATE TABLE IF NOT EXISTS ${database}.ok (a UInt8) ENGINE = MergeTree ORDER BY a")},
 		"0002_bad.sql": {Data: []byte("CREATE TABLE IF NOT EXISTS ${database}.b (a UInt8) ENGINE = MergeTree ORDER BY a; SELEKT 1")},
 	}
-	got, err := apply(ctx, conn, db, bad)
+	got, err := apply(ctx, conn, db, Options{}, bad)
 	if err == nil || !slices.Equal(got, []string{"0001_ok"}) {
 		t.Fatalf("apply = %v, %v; want [0001_ok] and an error", got, err)
 	}
@@ -167,7 +167,7 @@ func TestFailedMigrationIsNotRecorded(t *testing.T) {
 		"0001_ok.sql":  bad["0001_ok.sql"],
 		"0002_bad.sql": {Data: []byte("CREATE TABLE IF NOT EXISTS ${database}.b (a UInt8) ENGINE = MergeTree ORDER BY a; SELECT 1")},
 	}
-	got, err = apply(ctx, conn, db, fixed)
+	got, err = apply(ctx, conn, db, Options{}, fixed)
 	if err != nil || !slices.Equal(got, []string{"0002_bad"}) {
 		t.Fatalf("re-apply = %v, %v; want [0002_bad]", got, err)
 	}

@@ -4,7 +4,8 @@
 # when everything is present.
 #
 #   apt:  redis-server, clickhouse-server, clickhouse-client (18.16), tzdata,
-#         gcc (cgo for ONNX Runtime), npm (and node), chromium (browser tests)
+#         gcc (cgo for ONNX Runtime), npm (and node), chromium (browser tests);
+#         with DEPS_ZOOKEEPER=1 also zookeeper (and Java: make test-chcluster)
 #   npm:  web/node_modules from web/package-lock.json (npm ci, again when the
 #         lock file is newer than the install)
 #   ORT:  libonnxruntime.so.1 from npm onnxruntime-node@1.24.1, checked by sha256,
@@ -59,6 +60,9 @@ missing=()
 for pkg in redis-server clickhouse-server clickhouse-client tzdata; do
 	pkg_installed "$pkg" || missing+=("$pkg")
 done
+if [ "${DEPS_ZOOKEEPER:-0}" = 1 ]; then
+	pkg_installed zookeeper || missing+=(zookeeper)
+fi
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x /usr/bin/chromium ] || missing+=(chromium)

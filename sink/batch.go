@@ -345,8 +345,11 @@ func (s *Sink) awaitOlderInserts(ctx context.Context, genStart time.Time) error 
 
 // positions returns the highest offset ClickHouse holds per partition,
 // from sink_offsets (kept by materialized views in the same INSERT as the
-// rows).
+// rows). On a cluster it first syncs this server's replicas.
 func (s *Sink) positions(ctx context.Context) (map[tp]int64, error) {
+	if err := s.syncReplicas(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := s.conn.Query(ctx, "SELECT kafka_topic, kafka_partition, max(max_offset) FROM "+s.db+".sink_offsets GROUP BY kafka_topic, kafka_partition")
 	if err != nil {
 		return nil, fmt.Errorf("read sink_offsets: %w", err)

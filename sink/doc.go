@@ -78,6 +78,17 @@
 // sink_offsets must not be truncated without events_raw: the sink would
 // read everything again (and drop it all as duplicates).
 //
+// # On a cluster
+//
+// With the schema on a ClickHouse cluster (docs/clickhouse-cluster.md) the
+// tables are Distributed over replicated <table>_local tables sharded by
+// kafka_partition, inserts are synchronous and not deduplicated by block
+// hash (analytics.Options.Cluster), the views fire on the local tables of
+// the server that receives a block. The rules above hold per shard; the
+// sink syncs its server's replicas (SYSTEM SYNC REPLICA) before it reads
+// its positions, so that it sees what members on other servers inserted,
+// and repairs the local views as views of the Distributed tables.
+//
 // Records that are not valid JSON events or decisions (they cannot come
 // from the intake, which validates) are skipped, counted in
 // surge_sink_invalid_records_total and logged; their offsets still count

@@ -12,13 +12,14 @@ import (
 // A view of events_raw that the sink can repair: a materialized view into a
 // SummingMergeTree whose sorting key is plain columns.
 type summingView struct {
-	name    string   // the materialized view
-	target  string   // its table
-	sel     string   // its SELECT, as ClickHouse stores it
-	keys    []string // the target's sorting key columns
-	timeKey string   // the key column of type Date or DateTime ("" if none)
-	counts  []string // UInt value columns: a difference in one means the view lacks rows
-	sums    []string // other numeric value columns
+	name     string   // the materialized view
+	target   string   // its table (on a cluster the Distributed one)
+	keyTable string   // the table whose engine and key describe target
+	sel      string   // its SELECT, as ClickHouse stores it
+	keys     []string // the target's sorting key columns
+	timeKey  string   // the key column of type Date or DateTime ("" if none)
+	counts   []string // UInt value columns: a difference in one means the view lacks rows
+	sums     []string // other numeric value columns
 }
 
 // sourceColumns are the events_raw columns a view key may carry unchanged,
@@ -198,7 +199,11 @@ func (s *Sink) summingViews(ctx context.Context) ([]summingView, error) {
 
 // parseView extracts a view's target and SELECT from its CREATE statement;
 // ok is false for views that do not read events_raw or that feed
-// sink_offsets (which the insert after a repair advances).
+// sink_offsets (which the insert after a repair advances). On a cluster a
+// view reads events_raw_local into t_local, the shard's parts: it is
+// repaired as a view of the Distributed tables (events_raw into t), which
+// compares the whole cluster's sums; the difference may land on any shard,
+// since readers sum over all of them.
 func parseView(db, name, create string) (summingView, bool) {
 	v := summingView{name: name}
 	_, rest, ok := strings.Cut(create, " TO "+db+".")
@@ -206,11 +211,16 @@ func parseView(db, name, create string) (summingView, bool) {
 		return v, false
 	}
 	v.target, _, _ = strings.Cut(rest, " ")
+	v.keyTable = v.target
 	_, sel, ok := strings.Cut(create, " AS SELECT ")
 	if !ok {
 		return v, false
 	}
 	v.sel = "SELECT " + sel
+	if local := "FROM " + db + ".events_raw_local"; strings.HasSuffix(v.target, "_local") && strings.Contains(v.sel, local) {
+		v.sel = strings.Replace(v.sel, local, "FROM "+db+".events_raw", 1)
+		v.target = strings.TrimSuffix(v.target, "_local")
+	}
 	from := "FROM " + db + ".events_raw"
 	i := strings.Index(v.sel, from)
 	if i < 0 || (i+len(from) < len(v.sel) && v.sel[i+len(from)] != ' ') || v.target == "sink_offsets" {
@@ -221,11 +231,11 @@ func parseView(db, name, create string) (summingView, bool) {
 
 func (s *Sink) describeTarget(ctx context.Context, v *summingView) error {
 	var engine, key string
-	if err := s.conn.QueryRow(ctx, "SELECT engine, sorting_key FROM system.tables WHERE database = ? AND name = ?", s.db, v.target).
+	if err := s.conn.QueryRow(ctx, "SELECT engine, sorting_key FROM system.tables WHERE database = ? AND name = ?", s.db, v.keyTable).
 		Scan(&engine, &key); err != nil {
-		return fmt.Errorf("describe %s: %w", v.target, err)
+		return fmt.Errorf("describe %s: %w", v.keyTable, err)
 	}
-	if engine != "SummingMergeTree" {
+	if engine != "SummingMergeTree" && engine != "ReplicatedSummingMergeTree" {
 		return fmt.Errorf("view %s feeds %s, a %s: only SummingMergeTree targets can be repaired", v.name, v.target, engine)
 	}
 	v.keys = strings.Split(key, ", ")

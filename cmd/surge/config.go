@@ -22,6 +22,7 @@ type config struct {
 	ClickHouseAddr     string
 	ClickHouseDatabase string
 	ClickHouseUser     string
+	ClickHouseCluster  string // empty: one server
 	KafkaBrokers       string
 	KafkaPartitions    int
 	// Secrets, from the environment only (readSecrets).
@@ -184,6 +185,7 @@ func (c *config) addConnFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ClickHouseAddr, "clickhouse-addr", "127.0.0.1:9000", help("ClickHouse native-protocol address", "CLICKHOUSE_ADDR"))
 	fs.StringVar(&c.ClickHouseDatabase, "clickhouse-database", "surge", help("ClickHouse database (created if missing)", "CLICKHOUSE_DATABASE"))
 	fs.StringVar(&c.ClickHouseUser, "clickhouse-user", "default", help("ClickHouse user", "CLICKHOUSE_USER"))
+	fs.StringVar(&c.ClickHouseCluster, "clickhouse-cluster", "", help("ClickHouse cluster (a remote_servers name; see docs/clickhouse-cluster.md) the migrations create the schema on: replicated local tables under Distributed ones, every DDL ON CLUSTER; empty: one server", "CLICKHOUSE_CLUSTER"))
 	fs.StringVar(&c.KafkaBrokers, "kafka-brokers", "127.0.0.1:9092", help("Kafka bootstrap brokers, comma-separated", "KAFKA_BROKERS"))
 	fs.IntVar(&c.KafkaPartitions, "kafka-partitions", 6, help("partitions of topics created at start", "KAFKA_PARTITIONS"))
 	fs.StringVar(&c.ModelDir, "model-dir", "data/models", help("directory of the model artifact store", "MODEL_DIR"))

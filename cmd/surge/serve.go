@@ -101,14 +101,18 @@ type app struct {
 
 // openClickHouse connects and applies the migrations.
 func openClickHouse(ctx context.Context, cfg config, logger *slog.Logger) (driver.Conn, error) {
+	if c := cfg.ClickHouseCluster; c != "" && !analytics.ValidIdentifier(c) {
+		return nil, fmt.Errorf("--clickhouse-cluster %q: want a cluster name of letters, digits and _", c)
+	}
 	ch, err := analytics.Open(ctx, analytics.Options{
 		Addr: cfg.ClickHouseAddr, Database: cfg.ClickHouseDatabase,
 		Username: cfg.ClickHouseUser, Password: cfg.ClickHousePassword,
+		Cluster: cfg.ClickHouseCluster != "",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to ClickHouse at %s: %w", cfg.ClickHouseAddr, err)
 	}
-	applied, err := migrations.Apply(ctx, ch, cfg.ClickHouseDatabase)
+	applied, err := migrations.ApplyWith(ctx, ch, cfg.ClickHouseDatabase, migrations.Options{Cluster: cfg.ClickHouseCluster})
 	if err != nil {
 		ch.Close()
 		return nil, fmt.Errorf("apply migrations: %w", err)

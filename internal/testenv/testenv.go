@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -256,4 +257,57 @@ func execSQL(ctx context.Context, addr, query string) error {
 		return fmt.Errorf("clickhouse %s: %s: %w", addr, query, err)
 	}
 	return nil
+}
+
+// ClickHouseCluster starts a ZooKeeper and shards x replicas ClickHouse
+// servers forming the cluster named name (see devenv.ClickHouseCluster:
+// macros shard 1, 2, ... and replica r1, r2, ...), each on a free loopback
+// port with its data under t.TempDir(); all are stopped at cleanup. It
+// returns the servers shard by shard, in replica order.
+func ClickHouseCluster(t testing.TB, name string, shards, replicas int) []*devenv.Process {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	zk, err := devenv.StartZooKeeper(ctx, devenv.ZooKeeperOptions{Dir: t.TempDir(), Logger: logger()})
+	if err != nil {
+		fatal(t, err)
+	}
+	stopAtCleanup(t, zk)
+	// Every server's address is in every config: pick them all first,
+	// holding each port until all are picked so that no two are the same.
+	cluster := &devenv.ClickHouseCluster{Name: name, ZooKeeper: zk.Addr, Shards: make([][]string, shards)}
+	var held []net.Listener
+	for i := range cluster.Shards {
+		for range replicas {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatalf("testenv: %v", err)
+			}
+			held = append(held, ln)
+			cluster.Shards[i] = append(cluster.Shards[i], ln.Addr().String())
+		}
+	}
+	for _, ln := range held {
+		ln.Close()
+	}
+	var out []*devenv.Process
+	for _, shard := range cluster.Shards {
+		for _, addr := range shard {
+			p, err := devenv.StartClickHouse(ctx, devenv.ClickHouseOptions{Dir: t.TempDir(), TCPAddr: addr, Cluster: cluster, Logger: logger()})
+			if err != nil {
+				fatal(t, err)
+			}
+			stopAtCleanup(t, p)
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func stopAtCleanup(t testing.TB, p *devenv.Process) {
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Errorf("testenv: %v", err)
+		}
+	})
 }
