@@ -93,6 +93,18 @@ bench-forecast: deps
 bench-train:
 	$(GO) test -run '^$$' -bench 'TrainLarge|Accuracy' -benchtime 1x -timeout 30m ./training/
 
+# Every migration and analytics query of the project on a current ClickHouse
+# (chDB 26.7 embedded, libchdb.so from npm into .cache/chdb): the compat/
+# module, its own Go module so the main one does not depend on chdb-go
+# (docs/compat.md). CI runs it after make test.
+CHDB_LIB_PATH ?= $(CURDIR)/.cache/chdb/libchdb.so
+.PHONY: compat chdb
+chdb:
+	@CHDB_LIB_TARGET="$(CURDIR)/.cache/chdb/libchdb.so" ./scripts/install-chdb.sh
+
+compat: chdb
+	cd compat && CHDB_LIB_PATH="$(CHDB_LIB_PATH)" $(GO) test -count=1 -timeout 10m ./...
+
 generate:
 	$(GO) generate ./...
 

@@ -1,0 +1,73 @@
+package compat
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/surgeworks/surge/migrations"
+)
+
+// session is the one chDB session of the test binary (chDB allows one per
+// process), opened by TestMain.
+var session *Session
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "compat-chdb-")
+	if err != nil {
+		panic(err)
+	}
+	session, err = Open(dir)
+	if err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	session.Close()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// migrated returns a connection to a fresh database named for the test,
+// brought up to date by the project's migrations.Apply.
+func migrated(t *testing.T) (driver.Conn, string) {
+	t.Helper()
+	db := "t_" + strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "_"))
+	// As analytics.Open and internal/testenv do it: through database default.
+	boot := session.Conn("default")
+	if err := boot.Exec(t.Context(), "DROP DATABASE IF EXISTS "+db); err != nil {
+		t.Fatal(err)
+	}
+	if err := boot.Exec(t.Context(), "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+		t.Fatal(err)
+	}
+	conn := session.Conn(db)
+	applied, err := migrations.Apply(t.Context(), conn, db)
+	if err != nil {
+		t.Fatalf("migrations.Apply: %v", err)
+	}
+	all, err := migrations.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(applied) != len(all) {
+		t.Fatalf("applied %d migrations, want %d: %v", len(applied), len(all), applied)
+	}
+	return conn, db
+}
+
+func TestMigrations(t *testing.T) {
+	conn, db := migrated(t)
+	// A second run finds everything applied.
+	applied, err := migrations.Apply(t.Context(), conn, db)
+	if err != nil || len(applied) != 0 {
+		t.Fatalf("second Apply: applied %v, err %v", applied, err)
+	}
+	v, err := session.Version()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ClickHouse %s: %d migrations applied to %s", v, len(applied), db)
+}
