@@ -36,12 +36,12 @@ import (
 	"time"
 	"unsafe"
 
+	chproto "github.com/ClickHouse/ch-go/proto"
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
-	chproto "github.com/ClickHouse/ch-go/proto"
 	"github.com/chdb-io/chdb-go/chdb"
 )
 
