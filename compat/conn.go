@@ -65,6 +65,7 @@ func queryOptions(ctx context.Context) clickhouse.QueryOptions
 // its connections, before parameter binding, for the coverage check.
 type Session struct {
 	mu      sync.Mutex // chDB runs one statement at a time
+	extMu   sync.Mutex // held by a statement with external tables
 	s       *chdb.Session
 	dir     string
 	current string // the session's current database (USE)
@@ -150,6 +151,13 @@ func (s *Session) query(query, format string) ([]byte, error) {
 // as temporary tables for the length of fn: chDB takes no external data.
 func (s *Session) withTables(ctx context.Context, database string, fn func() error) error {
 	tables := externalTables(ctx)
+	if len(tables) == 0 {
+		return fn()
+	}
+	// Temporary tables are the session's: one statement with external
+	// tables at a time (other statements do not name them).
+	s.extMu.Lock()
+	defer s.extMu.Unlock()
 	for _, t := range tables {
 		if _, err := s.run(database, "CREATE TEMPORARY TABLE "+t.Name()+" ("+t.Structure()+")", "CSV"); err != nil {
 			return fmt.Errorf("compat: external table %s: %w", t.Name(), err)
