@@ -3,10 +3,13 @@ package compat
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,7 +89,13 @@ func TestSink(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runSink(t, k.Brokers, conn, db, func() bool { return count(t, conn, "SELECT count() FROM events_raw") == 2000 })
+	// The first insert into pricing_decisions succeeds but its answer is
+	// lost: the sink reconciles with what ClickHouse holds.
+	lost := &lostAck{Conn: conn, query: "INSERT INTO " + db + ".pricing_decisions"}
+	runSink(t, k.Brokers, lost, db, func() bool { return count(t, conn, "SELECT count() FROM events_raw") == 2000 })
+	if !lost.done.Load() {
+		t.Fatal("no insert into pricing_decisions lost its answer")
+	}
 	for _, v := range missing {
 		if err := conn.Exec(ctx, "ATTACH TABLE "+db+"."+v); err != nil {
 			t.Fatal(err)
@@ -162,4 +171,20 @@ func runSink(t *testing.T, brokers []string, conn driver.Conn, db string, done f
 		t.Fatalf("sink Run: %v", err)
 	}
 	return s
+}
+
+// lostAck runs the first Exec starting with query, then fails it as a
+// connection lost before the answer would.
+type lostAck struct {
+	driver.Conn
+	query string
+	done  atomic.Bool
+}
+
+func (c *lostAck) Exec(ctx context.Context, query string, args ...any) error {
+	err := c.Conn.Exec(ctx, query, args...)
+	if err == nil && strings.HasPrefix(query, c.query) && c.done.CompareAndSwap(false, true) {
+		return errors.New("compat: connection lost before the answer (injected)")
+	}
+	return err
 }
