@@ -1,4 +1,4 @@
-# Entry points for humans and CI. CI runs `make test`, `make test-faults` and `make fuzz` (.ci/run);
+# Entry points for humans and CI. CI runs `make test`, `make compat`, `make test-faults` and `make fuzz` (.ci/run);
 # every target that needs servers or the ONNX Runtime library depends on
 # `deps`, which installs what is missing and is a fast no-op otherwise.
 

@@ -11,8 +11,9 @@
 // Native block codec (query results are read in the Native format, batch
 // rows are encoded as a Native block) and its row scanner. They are
 // unexported, so they are linked by name (go:linkname) against the pinned
-// clickhouse-go version; a clickhouse-go upgrade that renames them fails
-// the build of this module, not silently.
+// clickhouse-go version. External tables (clickhouse.WithExternalTable)
+// become temporary tables for the statement. ctx is checked before each
+// statement; chDB then runs it to its end.
 //
 // This is a separate Go module so that the main module does not depend on
 // chdb-go; importing it needs CHDB_LIB_PATH (chdb-go loads the library in
@@ -46,7 +47,8 @@ import (
 )
 
 // The real driver's binder, insert-statement parser, scanner and query
-// options (pinned clickhouse-go v2.51.0).
+// options (clickhouse-go v2.51.0, pinned in go.mod: a rename fails the
+// link; check these signatures when upgrading it).
 
 //go:linkname bind github.com/ClickHouse/clickhouse-go/v2.bind
 func bind(tz *time.Location, query string, args ...any) (string, error)
@@ -334,7 +336,6 @@ type rows struct {
 	blocks []*proto.Block
 	block  int // index into blocks
 	row    int // 1-based row of blocks[block]; 0 before the first Next
-	err    error
 }
 
 func (r *rows) Next() bool {
@@ -371,7 +372,7 @@ func (r *rows) Columns() []string {
 }
 
 func (r *rows) Close() error  { return nil }
-func (r *rows) Err() error    { return r.err }
+func (r *rows) Err() error    { return nil }
 func (r *rows) HasData() bool { return len(r.blocks) > 0 }
 
 type row struct {
