@@ -144,8 +144,7 @@ func TestRealHistory(t *testing.T) {
 func TestKeys(t *testing.T) {
 	conn, db := migrated(t)
 	ctx := t.Context()
-	keys := auth.NewKeys(session.Conn("default"), nil, db, auth.KeysOptions{})
-	_ = conn
+	keys := auth.NewKeys(conn, nil, db, auth.KeysOptions{})
 	secret, key, err := keys.Create(ctx, "acme", "ci", auth.RoleClient|auth.RoleAdmin, "compat")
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +155,7 @@ func TestKeys(t *testing.T) {
 	if _, err := keys.Revoke(ctx, key.ID); err != nil {
 		t.Fatal(err)
 	}
-	again := auth.NewKeys(session.Conn("default"), nil, db, auth.KeysOptions{})
+	again := auth.NewKeys(conn, nil, db, auth.KeysOptions{})
 	list, err := again.List(ctx)
 	if err != nil || len(list) != 1 || list[0].RevokedAt.IsZero() || list[0].Client != "acme" {
 		t.Fatalf("List = %+v, %v; want the revoked key", list, err)
