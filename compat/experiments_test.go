@@ -1,7 +1,6 @@
 package compat
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"testing"
@@ -146,7 +145,7 @@ func TestExperiments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := again.Refresh(context.WithoutCancel(ctx)); err != nil {
+	if err := again.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got, ok := again.Get(e.ID); !ok || got.Winner != "cheaper" {
