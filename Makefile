@@ -1,4 +1,5 @@
-# Entry points for humans and CI. CI runs `make test`, `make test-faults` and `make fuzz` (.ci/run);
+# Entry points for humans and CI. CI runs `make test`, `make compat`, `make test-chcluster`,
+# `make test-faults` and `make fuzz` (.ci/run);
 # every target that needs servers or the ONNX Runtime library depends on
 # `deps`, which installs what is missing and is a fast no-op otherwise.
 
@@ -110,6 +111,18 @@ bench-forecast: deps
 .PHONY: bench-train
 bench-train:
 	$(GO) test -run '^$$' -bench 'TrainLarge|Accuracy' -benchtime 1x -timeout 30m ./training/
+
+# Every migration and analytics query of the project on a current ClickHouse
+# (chDB 26.7 embedded, libchdb.so from npm into .cache/chdb): the compat/
+# module, its own Go module so the main one does not depend on chdb-go
+# (docs/compat.md). CI runs it after make test.
+CHDB_LIB_PATH ?= $(CURDIR)/.cache/chdb/libchdb.so
+.PHONY: compat chdb
+chdb:
+	@CHDB_LIB_TARGET="$(CURDIR)/.cache/chdb/libchdb.so" ./scripts/install-chdb.sh
+
+compat: chdb
+	cd compat && CHDB_LIB_PATH="$(CHDB_LIB_PATH)" $(GO) test -count=1 -timeout 10m ./...
 
 generate:
 	$(GO) generate ./...

@@ -155,16 +155,19 @@ type variantRow struct {
 // their activity from the start (y…) and in the pre-period (x…, the CUPED
 // covariate), one pass over user_activity_minute. Placeholders: id, pre,
 // from, from, from, from, from, to.
+//
+// Every joined subquery has an alias: current ClickHouse refuses a JOIN of
+// one without (joined_subquery_requires_alias); 18.16 accepts both.
 const usersActivity = `
     SELECT variant, user_key, yb, yk, yr, xb, xr FROM
-      (SELECT variant, user_key FROM experiment_users WHERE experiment_id = ? GROUP BY variant, user_key)
+      (SELECT variant, user_key FROM experiment_users WHERE experiment_id = ? GROUP BY variant, user_key) AS exposed
     ANY LEFT JOIN
       (SELECT user_key,
          sumIf(bookings, minute < toDateTime(?2)) AS xb, sumIf(revenue, minute < toDateTime(?2)) AS xr,
          sumIf(bookings, minute >= toDateTime(?2)) AS yb, sumIf(cancels, minute >= toDateTime(?2)) AS yk,
          sumIf(revenue, minute >= toDateTime(?2)) AS yr
        FROM user_activity_minute WHERE minute >= toDateTime(?1) AND minute < toDateTime(?3)
-       GROUP BY user_key) USING user_key`
+       GROUP BY user_key) AS activity USING user_key`
 
 // capQuery: the winsorization cap of one experiment ({percentile} is a
 // literal: aggregate parameters must be).
@@ -198,7 +201,7 @@ SELECT {id} AS experiment_id, toDateTime(?) AS computed_at, toDateTime(?) AS win
   any(cap) AS revenue_cap
 FROM (SELECT *, toFloat64(?) AS cap FROM (` + usersActivity + `))
 GROUP BY variant
-) ANY LEFT JOIN (
+) AS totals ANY LEFT JOIN (
 SELECT variant, groupArray(day) AS days, groupArray(e) AS day_exposures, groupArray(cv) AS day_conversions,
   groupArray(ca) AS day_cancels, groupArray(rv) AS day_revenue
 FROM (
@@ -211,12 +214,12 @@ FROM (
     SELECT variant, intDiv(toInt64(toUInt32(minute)) - ?, ?) AS day,
       toUInt64(0) AS e, bookings AS cv, cancels AS ca, revenue AS rv
     FROM user_activity_minute ANY INNER JOIN
-      (SELECT variant, user_key FROM experiment_users WHERE experiment_id = ? GROUP BY variant, user_key) USING user_key
+      (SELECT variant, user_key FROM experiment_users WHERE experiment_id = ? GROUP BY variant, user_key) AS exposed USING user_key
     WHERE minute >= toDateTime(?) AND minute < toDateTime(?)
   )
   GROUP BY variant, day ORDER BY variant, day
 ) GROUP BY variant
-) USING variant`
+) AS daily USING variant`
 
 // window is the activity an experiment's results count at now: from the
 // minute of the start to the end (the stop, or now), the pre-period before.

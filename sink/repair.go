@@ -115,7 +115,8 @@ type viewFilter struct {
 // viewDiff is a SELECT of the keys of view v (within f) whose sums differ
 // from what the view's own SELECT gives over events_raw, with the
 // differences (true minus current) as the value columns, in the order
-// keys, counts, sums.
+// keys, counts, sums. Both sides of the JOIN have an alias: current ClickHouse
+// refuses a joined subquery without (joined_subquery_requires_alias).
 func (s *Sink) viewDiff(v summingView, f viewFilter) (string, []any, error) {
 	var srcWhere, tgtWhere []string
 	var srcArgs, tgtArgs []any
@@ -160,8 +161,8 @@ func (s *Sink) viewDiff(v summingView, f viewFilter) (string, []any, error) {
 		tgt += " WHERE " + strings.Join(tgtWhere, " AND ")
 	}
 	q := "SELECT " + keyList + ", " + strings.Join(delta, ", ") +
-		" FROM (SELECT " + keyList + ", " + strings.Join(truth, ", ") + " FROM (" + sel + ") GROUP BY " + keyList + ")" +
-		" ALL LEFT JOIN (" + tgt + " GROUP BY " + keyList + ") USING (" + keyList + ")" +
+		" FROM (SELECT " + keyList + ", " + strings.Join(truth, ", ") + " FROM (" + sel + ") GROUP BY " + keyList + ") AS truth" +
+		" ALL LEFT JOIN (" + tgt + " GROUP BY " + keyList + ") AS current USING (" + keyList + ")" +
 		" WHERE " + strings.Join(differs, " OR ")
 	return q, slices.Concat(srcArgs, tgtArgs), nil
 }
