@@ -56,7 +56,8 @@ test-faults: deps
 # sink/cluster_test.go): a ZooKeeper (apt zookeeper, on Java) and two ClickHouse 18.16
 # servers, as 1 shard x 2 replicas and as 2 shards x 1; the migrations ON CLUSTER,
 # inserts through Distributed tables, the sink exactly once across a failover and a
-# lagging replica. About 75 s. Not part of make test: nothing else needs ZooKeeper
+# lagging replica. About 75 s. Not part of make test (nothing else needs ZooKeeper);
+# CI runs it after make compat
 # (docs/clickhouse-cluster.md).
 .PHONY: test-chcluster
 test-chcluster:
