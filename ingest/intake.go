@@ -194,7 +194,9 @@ type Producer interface {
 // from all in-sync replicas, Murmur2 partitioning by key (as Java clients
 // do), batches of up to 1,000 records (and kafka-go's 1 MiB) per partition
 // with a 2 ms linger (kafka-go's default of 1 s would delay every request),
-// 3 attempts with 5 s timeouts, its own connection pool. Messages carry their topic. Close it after the Intake's
+// 5 attempts with 5 s timeouts over at least 2.4 s (the metadata that routes
+// around a lost broker is at most 1 s old, see newTransport), its own
+// connection pool. Messages carry their topic. Close it after the Intake's
 // last use.
 func NewEventWriter(brokers []string) *kafka.Writer {
 	return &kafka.Writer{
@@ -203,13 +205,24 @@ func NewEventWriter(brokers []string) *kafka.Writer {
 		RequiredAcks:    kafka.RequireAll,
 		BatchSize:       1000,
 		BatchTimeout:    2 * time.Millisecond,
-		MaxAttempts:     3,
-		WriteBackoffMin: 50 * time.Millisecond,
-		WriteBackoffMax: 500 * time.Millisecond,
+		MaxAttempts:     5, // kafka-go waits attempt² × WriteBackoffMin, capped: 0.1 + 0.4 + 0.9 + 1 s
+		WriteBackoffMin: 100 * time.Millisecond,
+		WriteBackoffMax: time.Second,
 		WriteTimeout:    5 * time.Second,
 		ReadTimeout:     5 * time.Second,
-		Transport:       &kafka.Transport{DialTimeout: 3 * time.Second},
+		Transport:       newTransport(),
 	}
+}
+
+// newTransport is the connection pool of a producer. kafka-go routes a
+// produce by its cached metadata and refreshes that only on a timer (its
+// default: every 6 s at most), never on an error: with a broker gone, every
+// produce to the partitions it led fails until the refresh. A 1 s TTL over
+// our topics only (not the whole cluster's) and retries spanning more than
+// that keep produces succeeding through a broker's loss
+// (TestThreeBrokersOneStopped in package sink).
+func newTransport() *kafka.Transport {
+	return &kafka.Transport{DialTimeout: 3 * time.Second, MetadataTTL: time.Second, MetadataTopics: Topics}
 }
 
 // Dedup keys. While a request produces its events their keys hold

@@ -69,8 +69,9 @@ func NewPublisher(brokers []string, opts PublisherOptions) *Publisher {
 			RequiredAcks: kafka.RequireAll,
 			BatchSize:    opts.BatchSize,
 			BatchTimeout: opts.BatchTimeout,
-			MaxAttempts:  3,
+			MaxAttempts:  5, // over 2.4 s, past newTransport's metadata TTL
 			WriteTimeout: 5 * time.Second,
+			Transport:    newTransport(),
 		},
 		opts:  opts,
 		queue: make(chan kafka.Message, opts.Buffer),

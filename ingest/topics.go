@@ -216,7 +216,9 @@ func EnsureTopics(ctx context.Context, brokers []string, specs []TopicSpec) erro
 	if len(brokers) == 0 {
 		return errors.New("ensure topics: no brokers")
 	}
-	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	tr := &kafka.Transport{DialTimeout: 5 * time.Second} // its own: the shared one's metadata may be 6 s old
+	defer tr.CloseIdleConnections()
+	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
 	specs = slices.Clone(specs)
 	names := make([]string, len(specs))
 	for i := range specs {
