@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -540,5 +541,74 @@ func TestStartRetriesPickedPortsOnlyOnBindFailure(t *testing.T) {
 				t.Fatalf("running = %v after err %v", p.PID() != 0, err)
 			}
 		})
+	}
+}
+
+// TestKafkaStopBroker: a stopped broker refuses connections, cuts the ones
+// it had and leaves the metadata, its partitions led by the others; the
+// controller and unknown nodes are refused; Restart brings every broker
+// back on its address.
+func TestKafkaStopBroker(t *testing.T) {
+	ctx := testContext(t)
+	k, err := StartKafka(ctx, KafkaOptions{Dir: t.TempDir(), NumBrokers: 3, Partitions: 4, Topics: []string{"t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	if len(k.Brokers) != 3 {
+		t.Fatalf("brokers %v, want 3", k.Brokers)
+	}
+	conn, err := kafka.DialContext(ctx, "tcp", k.Brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, node := range []int{2, 3, -1} {
+		if err := k.StopBroker(node); err == nil {
+			t.Errorf("StopBroker(%d) succeeded", node)
+		}
+	}
+	if err := k.StopBroker(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ReadPartitions("t"); err == nil {
+		t.Error("a connection to the stopped broker still answers")
+	}
+	if c, err := net.DialTimeout("tcp", k.Brokers[0], time.Second); err == nil {
+		c.Close()
+		t.Error("the stopped broker accepts connections")
+	}
+	leaders := func() (brokers int, led map[int]bool) {
+		c, err := kafka.DialContext(ctx, "tcp", k.Brokers[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		bs, err := c.Brokers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps, err := c.ReadPartitions("t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		led = map[int]bool{}
+		for _, p := range ps {
+			led[p.Leader.ID] = true
+		}
+		return len(bs), led
+	}
+	if n, led := leaders(); n != 2 || led[0] {
+		t.Errorf("after the stop: %d brokers in the metadata, leaders %v; want 2, none on node 0", n, led)
+	}
+	addrs := slices.Clone(k.Brokers)
+	if err := k.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(k.Brokers, addrs) {
+		t.Errorf("Restart moved the brokers from %v to %v", addrs, k.Brokers)
+	}
+	if n, _ := leaders(); n != 3 {
+		t.Errorf("after Restart: %d brokers, want 3", n)
 	}
 }
