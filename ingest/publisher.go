@@ -64,14 +64,16 @@ func NewPublisher(brokers []string, opts PublisherOptions) *Publisher {
 	}
 	p := &Publisher{
 		w: &kafka.Writer{
-			Addr:         kafka.TCP(brokers...),
-			Balancer:     &kafka.Murmur2Balancer{},
-			RequiredAcks: kafka.RequireAll,
-			BatchSize:    opts.BatchSize,
-			BatchTimeout: opts.BatchTimeout,
-			MaxAttempts:  5, // over 2.4 s, past newTransport's metadata TTL
-			WriteTimeout: 5 * time.Second,
-			Transport:    newTransport(),
+			Addr:            kafka.TCP(brokers...),
+			Balancer:        &kafka.Murmur2Balancer{},
+			RequiredAcks:    kafka.RequireAll,
+			BatchSize:       opts.BatchSize,
+			BatchTimeout:    opts.BatchTimeout,
+			MaxAttempts:     3,
+			WriteBackoffMin: writeBackoffMin,
+			WriteBackoffMax: writeBackoffMax,
+			WriteTimeout:    5 * time.Second,
+			Transport:       newTransport(),
 		},
 		opts:  opts,
 		queue: make(chan kafka.Message, opts.Buffer),
@@ -130,7 +132,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			p.drain()
-			return p.w.Close()
+			return closeWriter(p.w)
 		case m := <-p.queue:
 			batch = append(batch[:0], m)
 		}
@@ -149,7 +151,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		if err != nil { // ctx ended
 			p.requeue(batch)
 			p.drain()
-			return p.w.Close()
+			return closeWriter(p.w)
 		}
 	}
 }
@@ -238,5 +240,5 @@ func (p *Publisher) runSpool(ctx context.Context) error {
 			break
 		}
 	}
-	return p.w.Close()
+	return closeWriter(p.w)
 }

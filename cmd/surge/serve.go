@@ -15,8 +15,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/bookings"
@@ -90,7 +88,7 @@ type app struct {
 	experiments *experiments.Service
 	publisher   *ingest.Publisher
 	keys        *auth.Keys
-	events      *kafka.Writer
+	events      *ingest.EventWriter
 	intake      *ingest.Intake
 	stream      *streaming.Consumer // nil unless cfg.Consumers
 	sink        *sink.Sink          // nil unless cfg.Consumers
