@@ -8,10 +8,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -66,6 +68,7 @@ type Kafka struct {
 	mu        sync.Mutex
 	cluster   *kfake.Cluster    // nil when stopped
 	listeners []*brokerListener // by node ID, of the running cluster
+	stopped   int               // brokers of the running cluster stopped by StopBroker
 }
 
 // StartKafka starts kfake in this process with persistence in opts.Dir and
@@ -102,7 +105,7 @@ func StartKafka(ctx context.Context, opts KafkaOptions) (*Kafka, error) {
 // startLocked starts the cluster, broker i listening on addrs[i].
 func (k *Kafka) startLocked(ctx context.Context, addrs []string) error {
 	begin := time.Now()
-	k.listeners = nil
+	k.listeners, k.stopped = nil, 0
 	listen := func(network, _ string) (net.Listener, error) { // kfake calls it for node 0, 1, …
 		if len(k.listeners) == len(addrs) {
 			return nil, fmt.Errorf("devenv: kafka: more listeners asked for than the %d brokers", len(addrs))
@@ -163,10 +166,13 @@ func (k *Kafka) Cluster() *kfake.Cluster {
 // closes its listener and every client connection to it, and kfake moves
 // the leadership of its partitions and its groups to the others (the data
 // stays: kfake keeps one copy for all brokers, where Kafka would have the
-// replicas on the survivors). The cluster's controller, the last node,
+// replicas on the survivors). From then on, acks=all produces to the
+// topics existing now whose min.insync.replicas exceeds the brokers left
+// are refused with NOT_ENOUGH_REPLICAS, as Kafka would (kfake itself does
+// not enforce the setting). The cluster's controller, the last node,
 // cannot be stopped (kfake never moves it). Restart brings every broker
 // back.
-func (k *Kafka) StopBroker(node int) error {
+func (k *Kafka) StopBroker(ctx context.Context, node int) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	switch {
@@ -181,7 +187,34 @@ func (k *Kafka) StopBroker(node int) error {
 		return fmt.Errorf("devenv: kafka: stop broker %d: %w", node, err)
 	}
 	k.listeners[node].closeConns()
-	k.logger.Info("devenv: stopped broker", "name", "kafka", "node", node, "addr", k.Brokers[node])
+	k.stopped++
+	live := len(k.listeners) - k.stopped
+	k.logger.Info("devenv: stopped broker", "name", "kafka", "node", node, "addr", k.Brokers[node], "live", live)
+	return k.refuseUnderReplicated(ctx, live)
+}
+
+// refuseUnderReplicated makes the cluster refuse acks=all produces to the
+// topics whose min.insync.replicas exceeds live.
+func (k *Kafka) refuseUnderReplicated(ctx context.Context, live int) error {
+	md, err := (&kafka.Client{Addr: kafka.TCP(k.Brokers[len(k.Brokers)-1]), Transport: &kafka.Transport{}}).Metadata(ctx, &kafka.MetadataRequest{})
+	if err != nil {
+		return fmt.Errorf("devenv: kafka: list topics: %w", err)
+	}
+	for _, t := range md.Topics {
+		info := k.cluster.TopicInfo(t.Name)
+		if info == nil || info.Configs["min.insync.replicas"] == nil {
+			continue
+		}
+		n, err := strconv.Atoi(*info.Configs["min.insync.replicas"])
+		if err != nil || n <= live {
+			continue
+		}
+		k.cluster.Fault(kfake.Fault{
+			Keys: []kmsg.Key{kmsg.Produce}, Topic: t.Name, Err: kerr.NotEnoughReplicas, Count: -1,
+			When: func(req kmsg.Request) bool { return req.(*kmsg.ProduceRequest).Acks == -1 },
+		})
+		k.logger.Info("devenv: kafka: refusing acks=all produces", "topic", t.Name, "min.insync.replicas", n, "live", live)
+	}
 	return nil
 }
 

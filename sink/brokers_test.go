@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -20,7 +21,8 @@ import (
 // the partitions; the intake's writer (acks=all) produces while the broker
 // that coordinates the group, and leads some partitions, is stopped;
 // traffic goes on through the two others, and ClickHouse ends with every
-// event exactly once.
+// event exactly once. With a second broker stopped, below min ISR, the
+// writer is refused.
 func TestThreeBrokersOneStopped(t *testing.T) {
 	ctx := ctxT(t)
 	k := testenv.KafkaWith(t, devenv.KafkaOptions{NumBrokers: 3})
@@ -87,7 +89,7 @@ func TestThreeBrokersOneStopped(t *testing.T) {
 		t.Fatalf("broker %d leads no partition: stopping it would prove nothing", stopped)
 	}
 	begin := time.Now()
-	if err := k.StopBroker(stopped); err != nil {
+	if err := k.StopBroker(ctx, stopped); err != nil {
 		t.Fatal(err)
 	}
 	for lo := 2000; lo < len(evs); lo += batch {
@@ -107,6 +109,18 @@ func TestThreeBrokersOneStopped(t *testing.T) {
 	stop1()
 	stop2()
 	checkExact(t, ctx, conn, evs)
+
+	// With the other broker that can be stopped gone too, one broker is
+	// left, below min.insync.replicas=2: the writer's acks=all produce is
+	// refused rather than acknowledged on one copy.
+	if err := k.StopBroker(ctx, 1-stopped); err != nil {
+		t.Fatal(err)
+	}
+	var we kafka.WriteErrors
+	msg := kafka.Message{Topic: ingest.TopicUserEvents, Key: []byte("r1"), Value: []byte(`{}`)}
+	if err := w.WriteMessages(ctx, msg); !errors.As(err, &we) || !errors.Is(we[0], kafka.NotEnoughReplicas) {
+		t.Fatalf("produce with one broker left: %v, want NOT_ENOUGH_REPLICAS", err)
+	}
 }
 
 // checkReplicas fails unless the metadata lists the brokers, and every
