@@ -89,7 +89,7 @@ func (s TopicSpec) configEntries() []kafka.ConfigEntry {
 // each (≤ 0: DefaultPartitions), replication 1 and the broker's defaults
 // for the rest, changed by config, a list of sections separated by ";":
 //
-//	user-events:partitions=24,replication=3,min.insync.replicas=2;pricing-decisions:retention=30d
+//	*:partitions=24,replication=3,min.insync.replicas=2;pricing-decisions:partitions=6,retention=30d
 //
 // A section names a topic (or "*": every topic; a topic's own section wins
 // whatever the order) and sets, comma-separated: partitions (≥ 1),
@@ -218,7 +218,7 @@ func EnsureTopics(ctx context.Context, brokers []string, specs []TopicSpec) erro
 	}
 	tr := &kafka.Transport{DialTimeout: 5 * time.Second} // its own: the shared one's metadata may be 6 s old
 	defer tr.CloseIdleConnections()
-	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
+	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second, Transport: tr}
 	specs = slices.Clone(specs)
 	names := make([]string, len(specs))
 	for i := range specs {
