@@ -250,8 +250,9 @@ func (k *Kafka) Restart(ctx context.Context) error {
 // accepted, so that StopBroker can cut them.
 type brokerListener struct {
 	net.Listener
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	killed bool // by closeConns: a connection accepted meanwhile is cut too
 }
 
 func (l *brokerListener) Accept() (net.Conn, error) {
@@ -261,6 +262,10 @@ func (l *brokerListener) Accept() (net.Conn, error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.killed {
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
 	l.conns[c] = struct{}{}
 	return &trackedConn{Conn: c, l: l}, nil
 }
@@ -268,6 +273,7 @@ func (l *brokerListener) Accept() (net.Conn, error) {
 func (l *brokerListener) closeConns() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.killed = true
 	for c := range l.conns {
 		_ = c.Close()
 	}
