@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -540,5 +541,108 @@ func TestStartRetriesPickedPortsOnlyOnBindFailure(t *testing.T) {
 				t.Fatalf("running = %v after err %v", p.PID() != 0, err)
 			}
 		})
+	}
+}
+
+// TestKafkaStopBroker: a stopped broker refuses connections, cuts the ones
+// it had and leaves the metadata, its partitions led by the others; the
+// controller and unknown nodes are refused; with fewer brokers left than a
+// topic's min.insync.replicas, acks=all produces to it are refused (acks=1
+// ones and other topics' are not); Restart brings every broker back on its
+// address.
+func TestKafkaStopBroker(t *testing.T) {
+	ctx := testContext(t)
+	k, err := StartKafka(ctx, KafkaOptions{Dir: t.TempDir(), NumBrokers: 3, Partitions: 4, Topics: []string{"t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	if len(k.Brokers) != 3 {
+		t.Fatalf("brokers %v, want 3", k.Brokers)
+	}
+	cl := &kafka.Client{Addr: kafka.TCP(k.Brokers...)}
+	if _, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: "isr2", NumPartitions: 2, ReplicationFactor: 3,
+		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "min.insync.replicas", ConfigValue: "2"}},
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	produce := func(topic string, acks kafka.RequiredAcks) error {
+		w := &kafka.Writer{Addr: kafka.TCP(k.Brokers[2]), Topic: topic, RequiredAcks: acks, MaxAttempts: 1, BatchTimeout: time.Millisecond,
+			Transport: &kafka.Transport{}} // fresh metadata
+		defer w.Close()
+		return w.WriteMessages(ctx, kafka.Message{Value: []byte("x")})
+	}
+	conn, err := kafka.DialContext(ctx, "tcp", k.Brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, node := range []int{2, 3, -1} {
+		if err := k.StopBroker(ctx, node); err == nil {
+			t.Errorf("StopBroker(%d) succeeded", node)
+		}
+	}
+	if err := k.StopBroker(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ReadPartitions("t"); err == nil {
+		t.Error("a connection to the stopped broker still answers")
+	}
+	if c, err := net.DialTimeout("tcp", k.Brokers[0], time.Second); err == nil {
+		c.Close()
+		t.Error("the stopped broker accepts connections")
+	}
+	leaders := func() (brokers int, led map[int]bool) {
+		c, err := kafka.DialContext(ctx, "tcp", k.Brokers[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		bs, err := c.Brokers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps, err := c.ReadPartitions("t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		led = map[int]bool{}
+		for _, p := range ps {
+			led[p.Leader.ID] = true
+		}
+		return len(bs), led
+	}
+	if n, led := leaders(); n != 2 || led[0] {
+		t.Errorf("after the stop: %d brokers in the metadata, leaders %v; want 2, none on node 0", n, led)
+	}
+	if err := produce("isr2", kafka.RequireAll); err != nil {
+		t.Errorf("acks=all with 2 brokers left and min.insync.replicas=2: %v", err)
+	}
+	if err := k.StopBroker(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	var we kafka.WriteErrors
+	if err := produce("isr2", kafka.RequireAll); !errors.As(err, &we) || !errors.Is(we[0], kafka.NotEnoughReplicas) {
+		t.Errorf("acks=all with 1 broker left and min.insync.replicas=2: %v, want NOT_ENOUGH_REPLICAS", err)
+	}
+	if err := produce("isr2", kafka.RequireOne); err != nil {
+		t.Errorf("acks=1 with 1 broker left: %v", err)
+	}
+	if err := produce("t", kafka.RequireAll); err != nil {
+		t.Errorf("acks=all to a topic without min.insync.replicas: %v", err)
+	}
+	addrs := slices.Clone(k.Brokers)
+	if err := k.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(k.Brokers, addrs) {
+		t.Errorf("Restart moved the brokers from %v to %v", addrs, k.Brokers)
+	}
+	if n, _ := leaders(); n != 3 {
+		t.Errorf("after Restart: %d brokers, want 3", n)
+	}
+	if err := produce("isr2", kafka.RequireAll); err != nil {
+		t.Errorf("acks=all after Restart: %v", err)
 	}
 }

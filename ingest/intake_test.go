@@ -43,7 +43,7 @@ type intakeEnv struct {
 	redis  *devenv.Process
 	rdb    *redis.Client
 	kafka  *devenv.Kafka
-	writer *kafka.Writer
+	writer *EventWriter
 	in     *Intake
 	srv    *httptest.Server
 	now    time.Time

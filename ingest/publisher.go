@@ -63,13 +63,16 @@ func NewPublisher(brokers []string, opts PublisherOptions) *Publisher {
 	}
 	p := &Publisher{
 		w: &kafka.Writer{
-			Addr:         kafka.TCP(brokers...),
-			Balancer:     &kafka.Murmur2Balancer{},
-			RequiredAcks: kafka.RequireAll,
-			BatchSize:    opts.BatchSize,
-			BatchTimeout: opts.BatchTimeout,
-			MaxAttempts:  3,
-			WriteTimeout: 5 * time.Second,
+			Addr:            kafka.TCP(brokers...),
+			Balancer:        &kafka.Murmur2Balancer{},
+			RequiredAcks:    kafka.RequireAll,
+			BatchSize:       opts.BatchSize,
+			BatchTimeout:    opts.BatchTimeout,
+			MaxAttempts:     3,
+			WriteBackoffMin: writeBackoffMin,
+			WriteBackoffMax: writeBackoffMax,
+			WriteTimeout:    5 * time.Second,
+			Transport:       newTransport(),
 		},
 		opts:  opts,
 		queue: make(chan kafka.Message, opts.Buffer),
@@ -128,7 +131,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			p.drain()
-			return p.w.Close()
+			return closeWriter(p.w)
 		case m := <-p.queue:
 			batch = append(batch[:0], m)
 		}
@@ -147,7 +150,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		if err != nil { // ctx ended
 			p.requeue(batch)
 			p.drain()
-			return p.w.Close()
+			return closeWriter(p.w)
 		}
 	}
 }
@@ -232,5 +235,5 @@ func (p *Publisher) runSpool(ctx context.Context) error {
 			break
 		}
 	}
-	return p.w.Close()
+	return closeWriter(p.w)
 }

@@ -172,12 +172,12 @@ func TestPublisherDeliversKeyedRecords(t *testing.T) {
 	k := testenv.Kafka(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := EnsureTopics(ctx, k.Brokers, Topics, 6, 1); err != nil {
+	specs, err := ParseTopicConfig("", 6)
+	if err != nil {
 		t.Fatal(err)
 	}
-	// Twice is fine: existing topics are left alone.
-	if err := EnsureTopics(ctx, k.Brokers, Topics, 6, 1); err != nil {
-		t.Fatalf("second EnsureTopics: %v", err)
+	if err := EnsureTopics(ctx, k.Brokers, specs); err != nil {
+		t.Fatal(err)
 	}
 	p := NewPublisher(k.Brokers, PublisherOptions{})
 	done := make(chan error, 1)

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/surgeworks/surge/auth"
+	"github.com/surgeworks/surge/ingest"
 )
 
 // config is everything the service reads at start: flags, with defaults from
@@ -25,6 +26,7 @@ type config struct {
 	ClickHouseCluster  string // empty: one server
 	KafkaBrokers       string
 	KafkaPartitions    int
+	KafkaTopicConfig   string // ingest.ParseTopicConfig syntax
 	// Secrets, from the environment only (readSecrets).
 	ClickHousePassword string
 	AdminKey           string
@@ -187,7 +189,7 @@ func (c *config) addConnFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ClickHouseUser, "clickhouse-user", "default", help("ClickHouse user", "CLICKHOUSE_USER"))
 	fs.StringVar(&c.ClickHouseCluster, "clickhouse-cluster", "", help("ClickHouse cluster (a remote_servers name; see docs/clickhouse-cluster.md) the migrations create the schema on: replicated local tables under Distributed ones, every DDL ON CLUSTER; empty: one server", "CLICKHOUSE_CLUSTER"))
 	fs.StringVar(&c.KafkaBrokers, "kafka-brokers", "127.0.0.1:9092", help("Kafka bootstrap brokers, comma-separated", "KAFKA_BROKERS"))
-	fs.IntVar(&c.KafkaPartitions, "kafka-partitions", 6, help("partitions of topics created at start", "KAFKA_PARTITIONS"))
+	c.addTopicFlags(fs)
 	fs.StringVar(&c.ModelDir, "model-dir", "data/models", help("directory of the model artifact store", "MODEL_DIR"))
 	fs.StringVar(&c.ModelStoreURL, "model-store", "", help("S3-compatible model artifact store, s3://bucket[/prefix] (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; endpoint from MODEL_STORE_ENDPOINT); empty: the --model-dir directory", "MODEL_STORE_URL"))
 	fs.StringVar(&c.LogFormat, "log-format", "json", help("log format: json or text", "LOG_FORMAT"))
@@ -240,6 +242,25 @@ func (c *config) addServeFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.AuditSpoolDir, "audit-spool-dir", "data/audit-spool", help("where the audit and exposure records wait for Kafka (one directory per replica; up to 1 GiB, then quotes are refused)", "AUDIT_SPOOL_DIR"))
 	fs.DurationVar(&c.IngestDedupTTL, "ingest-dedup-ttl", 5*time.Minute, help("how long the intake remembers an accepted eventId in Redis (the first filter: about 110 bytes per event; the ClickHouse sink drops resends at any age)", "INGEST_DEDUP_TTL"))
 	fs.IntVar(&c.LiveMaxPerConn, "live-max-per-connection", 50, help("live subscriptions allowed on one websocket connection", "LIVE_MAX_PER_CONNECTION"))
+}
+
+// addTopicFlags registers how the Kafka topics are created.
+func (c *config) addTopicFlags(fs *pflag.FlagSet) {
+	fs.IntVar(&c.KafkaPartitions, "kafka-partitions", ingest.DefaultPartitions, help("partitions of each topic created at start, unless --kafka-topic-config says otherwise", "KAFKA_PARTITIONS"))
+	fs.StringVar(&c.KafkaTopicConfig, "kafka-topic-config", "", help(`per-topic settings of the topics created at start, "topic:key=value,…;…" with keys partitions, replication, min.insync.replicas, retention (30d, 36h, forever) and topic "*" for every topic, e.g. "*:replication=3,min.insync.replicas=2;pricing-decisions:retention=90d"; empty: --kafka-partitions partitions, replication 1, the broker's defaults (docs/kafka.md)`, "KAFKA_TOPIC_CONFIG"))
+}
+
+// topicSpecs is how every topic is created, refusing a bad
+// --kafka-topic-config.
+func (c *config) topicSpecs() ([]ingest.TopicSpec, error) {
+	if c.KafkaPartitions < 1 {
+		return nil, fmt.Errorf("--kafka-partitions=%d: want at least 1", c.KafkaPartitions)
+	}
+	specs, err := ingest.ParseTopicConfig(c.KafkaTopicConfig, c.KafkaPartitions)
+	if err != nil {
+		return nil, fmt.Errorf("--kafka-topic-config (env KAFKA_TOPIC_CONFIG): %w", err)
+	}
+	return specs, nil
 }
 
 func (c *config) brokers() []string { return splitList(c.KafkaBrokers) }

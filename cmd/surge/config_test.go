@@ -76,3 +76,45 @@ func TestEverySettingHasItsVariable(t *testing.T) {
 		}
 	})
 }
+
+// TestTopicSpecs: KAFKA_TOPIC_CONFIG and KAFKA_PARTITIONS reach the topic
+// specs; a bad value stops the start with an error naming the setting.
+func TestTopicSpecs(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		env     map[string]string
+		want    string // the user-events spec
+		wantErr string
+	}{
+		{name: "defaults", want: "user-events:partitions=6,replication=1"},
+		{name: "from the environment", env: map[string]string{"KAFKA_PARTITIONS": "12", "KAFKA_TOPIC_CONFIG": "*:replication=3,min.insync.replicas=2"},
+			want: "user-events:partitions=12,replication=3,min.insync.replicas=2"},
+		{name: "unknown topic", env: map[string]string{"KAFKA_TOPIC_CONFIG": "events:partitions=3"}, wantErr: `--kafka-topic-config (env KAFKA_TOPIC_CONFIG): unknown topic "events"`},
+		{name: "no partitions", env: map[string]string{"KAFKA_PARTITIONS": "0"}, wantErr: "--kafka-partitions=0: want at least 1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
+			var cfg config
+			fs := pflag.NewFlagSet("consume", pflag.ContinueOnError)
+			cfg.addConnFlags(fs)
+			if err := applyEnv(fs); err != nil {
+				t.Fatal(err)
+			}
+			specs, err := cfg.topicSpecs()
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("topicSpecs: %v, want an error containing %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := specs[0].String(); got != c.want {
+				t.Errorf("%s, want %s", got, c.want)
+			}
+		})
+	}
+}

@@ -68,6 +68,10 @@ func newConsumers(ctx context.Context, cfg config, logger *slog.Logger) (c *cons
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	c = &consumers{logger: logger}
+	topics, err := cfg.topicSpecs()
+	if err != nil {
+		return nil, err
+	}
 	if c.ch, err = openClickHouse(ctx, cfg, logger); err != nil {
 		return nil, err
 	}
@@ -80,7 +84,7 @@ func newConsumers(ctx context.Context, cfg config, logger *slog.Logger) (c *cons
 	if err := c.bulk.Ping(ctx).Err(); err != nil {
 		logger.Warn("Redis not reachable at start; features wait until it is", "addr", cfg.RedisAddr, "err", err)
 	}
-	if err := ingest.EnsureTopics(ctx, cfg.brokers(), ingest.Topics, cfg.KafkaPartitions, 1); err != nil {
+	if err := ingest.LogTopicMismatch(logger, ingest.EnsureTopics(ctx, cfg.brokers(), topics)); err != nil {
 		return nil, fmt.Errorf("kafka topics: %w", err)
 	}
 	if c.averages, err = analytics.NewHistoricalAverages(analytics.NewHistory(c.ch, analytics.HistoryOptions{}), analytics.AveragesOptions{Logger: logger, Registerer: reg}); err != nil {

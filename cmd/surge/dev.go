@@ -15,7 +15,6 @@ import (
 	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/devenv"
 	"github.com/surgeworks/surge/features"
-	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/registry"
 	"github.com/surgeworks/surge/rules"
 	"github.com/surgeworks/surge/simulate"
@@ -131,12 +130,15 @@ func runDev(ctx context.Context, cfg config, dataDir string, demoFeatures bool, 
 	}
 	if own.kafka {
 		k, err := devenv.StartKafka(ctx, devenv.KafkaOptions{
-			Dir: filepath.Join(dataDir, "kafka"), Addr: preferAddr("127.0.0.1:19092"), Partitions: cfg.KafkaPartitions, Topics: ingest.Topics, Logger: logger,
+			Dir: filepath.Join(dataDir, "kafka"), Addr: preferAddr("127.0.0.1:19092"), Partitions: cfg.KafkaPartitions, Logger: logger,
 		})
 		if err != nil {
 			return fmt.Errorf("start the embedded Kafka broker: %w", err)
 		}
 		defer k.Stop()
+		if err := ensureTopics(ctx, cfg, k.Brokers, logger); err != nil {
+			return err
+		}
 		cfg.KafkaBrokers = k.Brokers[0]
 		logger.Info("embedded Kafka broker started", "brokers", k.Brokers, "dir", filepath.Join(dataDir, "kafka"))
 	}

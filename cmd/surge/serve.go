@@ -15,8 +15,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/surgeworks/surge/analytics"
 	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/bookings"
@@ -90,7 +88,7 @@ type app struct {
 	experiments *experiments.Service
 	publisher   *ingest.Publisher
 	keys        *auth.Keys
-	events      *kafka.Writer
+	events      *ingest.EventWriter
 	intake      *ingest.Intake
 	stream      *streaming.Consumer // nil unless cfg.Consumers
 	sink        *sink.Sink          // nil unless cfg.Consumers
@@ -143,6 +141,10 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		return nil, err
 	}
 	a := &app{logger: logger, brokers: cfg.brokers()}
+	topics, err := cfg.topicSpecs()
+	if err != nil {
+		return nil, err
+	}
 	if len(cfg.UserHashKey) < 16 {
 		// Quotes, exposures and the intake of every replica must hash a
 		// user alike, with a key that is not guessable.
@@ -156,7 +158,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	if err := a.rdb.Ping(ctx).Err(); err != nil {
 		logger.Warn("Redis not reachable at start; prices are served degraded until it is", "addr", cfg.RedisAddr, "err", err)
 	}
-	if err := ingest.EnsureTopics(ctx, cfg.brokers(), ingest.Topics, cfg.KafkaPartitions, 1); err != nil {
+	if err := ingest.LogTopicMismatch(logger, ingest.EnsureTopics(ctx, cfg.brokers(), topics)); err != nil {
 		logger.Warn("Kafka topics not ensured; audit records wait in memory until Kafka answers", "err", err)
 	}
 

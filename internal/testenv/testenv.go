@@ -107,7 +107,7 @@ func Kafka(t testing.TB) *devenv.Kafka {
 	return KafkaWith(t, devenv.KafkaOptions{})
 }
 
-// KafkaWith is Kafka with options (Topics, Partitions); Dir defaults to
+// KafkaWith is Kafka with options (Topics, Partitions, NumBrokers); Dir defaults to
 // t.TempDir().
 func KafkaWith(t testing.TB, opts devenv.KafkaOptions) *devenv.Kafka {
 	t.Helper()
