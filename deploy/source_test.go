@@ -211,6 +211,7 @@ func mustSource(t *testing.T) *source {
 // the alerts and manifests rely on, with their labels.
 func TestSourceScan(t *testing.T) {
 	src := mustSource(t)
+	t.Logf("%d metrics, %d environment variables", len(src.metrics), len(src.env))
 	if len(src.metrics) < 50 {
 		t.Errorf("found %d metric definitions, want the 50 or more the code has", len(src.metrics))
 	}
