@@ -48,10 +48,8 @@ RUN apt-get update -qq \
 	&& useradd --system --uid 65532 --gid 65532 --home-dir /var/lib/surge --create-home --shell /usr/sbin/nologin surge
 COPY --from=ort /ort/libonnxruntime.so.${ORT_VERSION} /usr/local/lib/onnxruntime/libonnxruntime.so.${ORT_VERSION}
 COPY --from=build /out/surge /usr/local/bin/surge
-ENV ORT_LIB_PATH=/usr/local/lib/onnxruntime/libonnxruntime.so.${ORT_VERSION} \
-	MODEL_DIR=/var/lib/surge/models \
-	AUDIT_SPOOL_DIR=/var/lib/surge/audit-spool \
-	LOG_FORMAT=json
+ENV ORT_LIB_PATH=/usr/local/lib/onnxruntime/libonnxruntime.so.${ORT_VERSION}
+# The relative defaults (data/models, data/audit-spool) land in the user's home.
 WORKDIR /var/lib/surge
 USER 65532:65532
 EXPOSE 8000 8001

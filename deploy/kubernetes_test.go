@@ -210,7 +210,11 @@ func TestOverlays(t *testing.T) {
 					checkProbe(t, d.Name+" readiness", c, c.ReadinessProbe, readinessPath, readinessPeriod, readinessFails)
 					// The startup probe holds liveness back while the process
 					// starts, on the same endpoint.
-					checkProbe(t, d.Name+" startup", c, c.StartupProbe, livenessPath, c.StartupProbe.PeriodSeconds, c.StartupProbe.FailureThreshold)
+					if s := c.StartupProbe; s == nil || s.PeriodSeconds*s.FailureThreshold < 60 {
+						t.Errorf("%s: want a startup probe that allows a minute or more", d.Name)
+					} else {
+						checkProbe(t, d.Name+" startup", c, s, livenessPath, s.PeriodSeconds, s.FailureThreshold)
+					}
 					if r := c.ReadinessProbe; r != nil && r.TimeoutSeconds <= 2 {
 						t.Errorf("%s: readiness timeout %d s: the /ready checks themselves take up to 2 s", d.Name, r.TimeoutSeconds)
 					}
