@@ -226,7 +226,7 @@ func TestOverlays(t *testing.T) {
 				// all addresses, on its declared port.
 				for _, d := range []*appsv1.Deployment{api, consumer} {
 					c := d.Spec.Template.Spec.Containers[0]
-					addr := envValue(c, "LISTEN_ADDR")
+					addr := envFrom(t, m, c, "LISTEN_ADDR")
 					host, port, err := net.SplitHostPort(addr)
 					if err != nil || host != "0.0.0.0" {
 						t.Errorf("%s: LISTEN_ADDR %q, want 0.0.0.0:<port>", d.Name, addr)
@@ -496,15 +496,6 @@ func envFrom(t *testing.T, m *manifests, c corev1.Container, name string) string
 		}
 	}
 	return v
-}
-
-func envValue(c corev1.Container, name string) string {
-	for _, e := range c.Env {
-		if e.Name == name {
-			return e.Value
-		}
-	}
-	return ""
 }
 
 func hasArg(c corev1.Container, arg string) bool {

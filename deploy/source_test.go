@@ -40,8 +40,7 @@ var scanSource = sync.OnceValues(func() (*source, error) {
 			return err
 		}
 		if d.IsDir() {
-			switch name := d.Name(); {
-			case p != repoRoot && (strings.HasPrefix(name, ".") || name == "node_modules" || name == "testdata" || name == "deploy"):
+			if name := d.Name(); p != repoRoot && (strings.HasPrefix(name, ".") || name == "node_modules" || name == "testdata" || name == "deploy") {
 				return filepath.SkipDir
 			}
 			return nil
