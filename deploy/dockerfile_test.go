@@ -259,6 +259,14 @@ func TestDockerignore(t *testing.T) {
 	if packages < 10 {
 		t.Fatalf("go list found %d packages of the main module under cmd/surge", packages)
 	}
+	// Secrets and local state stay out of the context (and so out of
+	// every layer and the builder's cache).
+	for _, p := range []string{".git", "data/admin-api-key", "data/user-hash-key", ".cache/onnxruntime/libonnxruntime.so.1.24.1",
+		"deploy/kubernetes/overlays/production/secrets.env", "web/node_modules/esbuild/package.json"} {
+		if ex, err := pm.MatchesOrParentMatches(p); err != nil || !ex {
+			t.Errorf(".dockerignore lets %s into the build context", p)
+		}
+	}
 	for _, p := range need {
 		if _, err := os.Stat(filepath.Join(repoRoot, p)); err != nil {
 			t.Errorf("%s: %v", p, err)
