@@ -240,6 +240,9 @@ func TestAlertsFire(t *testing.T) {
 		{"SurgeConsumerLag", "20,000 behind", `
 			surge_stream_consumer_lag{topic="ride-events",partition="0"} 15000x10
 			surge_stream_consumer_lag{topic="ride-events",partition="1"} 5000x10`, true},
+		{"SurgeConsumerLag", "9,000 reported by two pods during a rebalance", `
+			surge_stream_consumer_lag{topic="ride-events",partition="0",pod="surge-consumer-1"} 9000x10
+			surge_stream_consumer_lag{topic="ride-events",partition="0",pod="surge-consumer-2"} 9000x10`, false},
 		{"SurgeConsumerLag", "100 behind", `surge_stream_consumer_lag{topic="ride-events",partition="0"} 100x10`, false},
 		{"SurgeSinkLag", "60,000 behind", `surge_sink_lag{topic="ride-events",partition="0"} 60000x10`, true},
 		{"SurgeSinkLag", "100 behind", `surge_sink_lag{topic="ride-events",partition="0"} 100x10`, false},
