@@ -31,8 +31,16 @@ build:
 run: deps
 	$(GO) run ./cmd/surge dev
 
-test: deps
+test: deps test-deploy
 	$(GO) test $(TEST_FLAGS) $(TEST_PKGS)
+
+# The deployment artifacts (deploy/, a module of its own): the kustomize
+# overlays rendered and strictly decoded, the Dockerfile, the alert rules
+# parsed, evaluated and compared with the metrics the code defines (see
+# docs/kubernetes.md). Needs no server.
+.PHONY: test-deploy
+test-deploy:
+	cd deploy && $(GO) vet . && $(GO) test -count=1 -timeout 5m .
 
 # Every Go fuzz target (each `func Fuzz…` of a _test.go, found by
 # scripts/fuzz.sh), one after the other for FUZZTIME each; CI runs it after
