@@ -20,6 +20,7 @@ import (
 
 	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/ratelimit"
+	"github.com/surgeworks/surge/redisconn"
 )
 
 // Status of one event in a Response.
@@ -237,7 +238,7 @@ var releaseScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] th
 // timeouts are those of the intake's calls (timeout, e.g.
 // IntakeOptions.RedisTimeout), not the price path's millisecond lookups.
 func NewIntakeRedis(addrs []string, timeout time.Duration) redis.UniversalClient {
-	return redis.NewUniversalClient(&redis.UniversalOptions{
+	return redisconn.New(redis.UniversalOptions{
 		Addrs:        addrs,
 		DialTimeout:  time.Second,
 		ReadTimeout:  timeout,

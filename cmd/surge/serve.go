@@ -31,6 +31,7 @@ import (
 	"github.com/surgeworks/surge/monitoring"
 	"github.com/surgeworks/surge/quotes"
 	"github.com/surgeworks/surge/ratelimit"
+	"github.com/surgeworks/surge/redisconn"
 	"github.com/surgeworks/surge/registry"
 	"github.com/surgeworks/surge/resolvers"
 	"github.com/surgeworks/surge/retrain"
@@ -120,7 +121,7 @@ func openClickHouse(ctx context.Context, cfg config, logger *slog.Logger) (drive
 }
 
 func newRedis(cfg config) redis.UniversalClient {
-	return redis.NewUniversalClient(&redis.UniversalOptions{
+	return redisconn.New(redis.UniversalOptions{
 		Addrs:        splitList(cfg.RedisAddr),
 		DialTimeout:  200 * time.Millisecond,
 		ReadTimeout:  100 * time.Millisecond,
