@@ -1,0 +1,294 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/surgeworks/surge/features"
+)
+
+// TestE2ERedisClusterFailover runs the whole service on a Redis Cluster of
+// 3 masters and 3 replicas and kills (SIGKILL) the master of berlin's slot
+// while prices are asked and event batches posted without pause. Prices
+// stay served throughout (degraded answers allowed while the slot has no
+// master); event batches may be refused with 503 meanwhile, and a client
+// that resends them as the intake's contract says (on 503 and 429, after
+// Retry-After) gets every event counted exactly once in ClickHouse. Once a
+// replica has taken over, prices and events recover by themselves.
+func TestE2ERedisClusterFailover(t *testing.T) {
+	s := newStack(t, stackOptions{redisCluster: true, consumers: true})
+	begin := time.Now()
+
+	type priceObs struct {
+		at, end       time.Time
+		region        string
+		status        int
+		ok, degraded  bool
+		source, error string
+	}
+	type batchObs struct {
+		first, end time.Time // first attempt sent, 202 received
+		attempts   int
+		refused    []int // statuses before the 202
+		accepted   int   // over all attempts
+		region     map[string]int
+	}
+	var (
+		mu      sync.Mutex
+		prices  []priceObs
+		batches []batchObs
+		failure error // a request the contract does not allow
+	)
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if failure == nil {
+			failure = err
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+
+	priceBody := func(region string) []byte {
+		b, _ := json.Marshal(map[string]any{"query": priceQuery, "variables": map[string]any{"in": map[string]any{"regionId": region, "productType": "ride"}}})
+		return b
+	}
+	for w := range 2 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				region := []string{"berlin", demoRegions[i%len(demoRegions)]}[w]
+				o := priceObs{at: time.Now(), region: region}
+				resp, err := s.client.Post(s.base+"/graphql", "application/json", bytes.NewReader(priceBody(region)))
+				if err != nil {
+					fail(fmt.Errorf("price %s: %w", region, err))
+					return
+				}
+				var r struct {
+					Data struct{ Price *quoteJSON } `json:"data"`
+					Errors []gqlError `json:"errors"`
+				}
+				o.status = resp.StatusCode
+				err = json.NewDecoder(resp.Body).Decode(&r)
+				resp.Body.Close()
+				o.end = time.Now()
+				if err == nil && r.Data.Price != nil && r.Data.Price.Price > 0 && len(r.Errors) == 0 {
+					o.ok, o.degraded, o.source = true, r.Data.Price.Degraded, r.Data.Price.ForecastSource
+				} else {
+					o.error = fmt.Sprintf("decode %v, errors %v", err, r.Errors)
+				}
+				mu.Lock()
+				prices = append(prices, o)
+				mu.Unlock()
+			}
+		})
+	}
+
+	// Batches of 20 searches over the demo regions, each from its own user
+	// (so that the rate-limit buckets spread over every slot).
+	wg.Go(func() {
+		for b := 0; ; b++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			now := time.Now().UTC()
+			o := batchObs{first: now, region: map[string]int{}}
+			var events []map[string]any
+			for j := range 20 {
+				region := demoRegions[j%len(demoRegions)]
+				events = append(events, map[string]any{"eventId": fmt.Sprintf("c-%d-%d", b, j), "type": "search",
+					"regionId": region, "timestamp": now.Format(time.RFC3339Nano), "userId": fmt.Sprintf("u-%d-%d", b, j)})
+				o.region[region]++
+			}
+			body, _ := json.Marshal(map[string]any{"events": events})
+			for {
+				o.attempts++
+				req, _ := http.NewRequest(http.MethodPost, s.base+"/v1/events", bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("X-Api-Key", testIngestKey)
+				resp, err := s.client.Do(req)
+				if err != nil {
+					fail(fmt.Errorf("batch %d: %w", b, err))
+					return
+				}
+				raw, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				var r struct{ Accepted, Duplicates, Rejected int }
+				_ = json.Unmarshal(raw, &r)
+				o.accepted += r.Accepted
+				if resp.StatusCode == http.StatusAccepted {
+					if r.Rejected != 0 || r.Accepted+r.Duplicates != len(events) {
+						fail(fmt.Errorf("batch %d: 202 with %s", b, raw))
+						return
+					}
+					break
+				}
+				if resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusTooManyRequests {
+					fail(fmt.Errorf("batch %d: %d %s", b, resp.StatusCode, raw))
+					return
+				}
+				o.refused = append(o.refused, resp.StatusCode)
+				// The contract: send the whole request again after Retry-After.
+				wait, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+				if err != nil || wait < 1 {
+					fail(fmt.Errorf("batch %d: %d without Retry-After", b, resp.StatusCode))
+					return
+				}
+				select {
+				case <-stop: // the batch is finished even so
+				case <-time.After(time.Duration(wait) * time.Second):
+				}
+			}
+			o.end = time.Now()
+			mu.Lock()
+			batches = append(batches, o)
+			mu.Unlock()
+		}
+	})
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		wg.Wait()
+	}()
+
+	snapshot := func() ([]priceObs, []batchObs, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(prices), slices.Clone(batches), failure
+	}
+	check := func() bool {
+		_, _, err := snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return true
+	}
+	waitCond(t, "traffic before the failover", func() bool {
+		p, b, _ := snapshot()
+		return check() && len(p) >= 40 && len(b) >= 5
+	})
+
+	killAt := time.Now()
+	killed, promoted, err := s.cluster.FailMaster(t.Context(), features.Key("berlin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failedOver := time.Now()
+	t.Logf("killed master %s of berlin's slot; replica %s took over after %s", killed.Addr, promoted.Addr, failedOver.Sub(killAt).Round(time.Millisecond))
+
+	// Recovered: 20 berlin prices in a row from the model, not degraded,
+	// and a batch accepted at its first attempt, all started after the
+	// failover.
+	waitCond(t, "prices and events to recover after the failover", func() bool {
+		p, b, _ := snapshot()
+		check()
+		run := 0
+		for _, o := range p {
+			switch {
+			case o.region != "berlin" || o.at.Before(failedOver):
+			case o.ok && !o.degraded:
+				run++
+			default:
+				run = 0
+			}
+		}
+		firstTry := slices.ContainsFunc(b, func(o batchObs) bool { return o.first.After(failedOver) && o.attempts == 1 })
+		return run >= 20 && firstTry
+	})
+	recovered := time.Now()
+	close(stop)
+	wg.Wait()
+	p, b, err := snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Prices: always served; degraded (or slow) only around the failover.
+	var degraded, failed int
+	var firstBad, lastBad time.Time
+	var slowest time.Duration
+	for _, o := range p {
+		slowest = max(slowest, o.end.Sub(o.at))
+		if o.ok && !o.degraded {
+			continue
+		}
+		if !o.ok {
+			failed++
+			t.Errorf("price %s at +%s: HTTP %d %s", o.region, o.at.Sub(killAt).Round(time.Millisecond), o.status, o.error)
+		} else {
+			degraded++
+		}
+		if firstBad.IsZero() {
+			firstBad = o.at
+		}
+		lastBad = o.end
+	}
+	window := func(from, to time.Time) string {
+		if from.IsZero() {
+			return "none"
+		}
+		return fmt.Sprintf("from %+.2fs to %+.2fs after the kill", from.Sub(killAt).Seconds(), to.Sub(killAt).Seconds())
+	}
+	t.Logf("prices: %d answered (%d not served, %d degraded, %s), slowest %s", len(p), failed, degraded,
+		window(firstBad, lastBad), slowest.Round(time.Millisecond))
+	if !firstBad.IsZero() && firstBad.Before(killAt) {
+		t.Errorf("prices degraded before the kill, at %s", firstBad.Sub(killAt))
+	}
+
+	// Events: refused (503/429) only around the failover, then resent; each
+	// counted exactly once in ClickHouse.
+	sent := map[string]int{}
+	var refused, resent, reaccepted int
+	firstBad, lastBad = time.Time{}, time.Time{}
+	for _, o := range b {
+		for r, n := range o.region {
+			sent[r] += n
+		}
+		refused += len(o.refused)
+		if len(o.refused) > 0 {
+			resent++
+			if firstBad.IsZero() {
+				firstBad = o.first
+			}
+			lastBad = o.end
+		}
+		reaccepted += o.accepted - 20 // an event accepted twice: its dedup key died unreplicated with the master
+	}
+	t.Logf("events: %d batches of 20 (%d refused attempts in %d batches, %s; %d events re-accepted after lost dedup keys); recovered %s after the kill",
+		len(b), refused, resent, window(firstBad, lastBad), reaccepted, recovered.Sub(killAt).Round(time.Millisecond))
+
+	vars := map[string]any{"from": begin.Add(-time.Hour).Format(time.RFC3339), "to": time.Now().Add(time.Hour).Format(time.RFC3339)}
+	for _, region := range demoRegions {
+		want := sent[region]
+		waitCond(t, fmt.Sprintf("%d searches of %s in ClickHouse", want, region), func() bool {
+			var h struct{ DemandHistory []struct{ Searches int } }
+			s.mustData(t, `query($region: ID!, $from: Time!, $to: Time!) { demandHistory(regionId: $region, from: $from, to: $to, granularity: HOUR) { searches } }`,
+				map[string]any{"region": region, "from": vars["from"], "to": vars["to"]}, &h)
+			n := 0
+			for _, p := range h.DemandHistory {
+				n += p.Searches
+			}
+			if n > want {
+				t.Fatalf("ClickHouse counts %d searches of %s, want %d: an event was counted twice", n, region, want)
+			}
+			return n == want
+		})
+	}
+}
