@@ -93,6 +93,10 @@ func StartRedisCluster(ctx context.Context, opts RedisClusterOptions) (*RedisClu
 				"--cluster-node-timeout", strconv.FormatInt(nodeTimeout.Milliseconds(), 10),
 				// A replica may take over however long its link was down.
 				"--cluster-replica-validity-factor", "0",
+				// The other masters keep serving their slots while one has
+				// none (default: every node answers CLUSTERDOWN until a
+				// replica took over).
+				"--cluster-require-full-coverage", "no",
 				// Replicas sync at once (default: the master waits 5 s for
 				// more replicas to share the transfer).
 				"--repl-diskless-sync-delay", "0",
