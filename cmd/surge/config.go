@@ -180,7 +180,7 @@ func help(usage, envName string) string { return usage + " (env " + envName + ")
 // addConnFlags registers the addresses of the dependencies.
 func (c *config) addConnFlags(fs *pflag.FlagSet) {
 	c.readSecrets()
-	fs.StringVar(&c.RedisAddr, "redis-addr", "127.0.0.1:6379", help("Redis address; several comma-separated for a cluster", "REDIS_ADDR"))
+	fs.StringVar(&c.RedisAddr, "redis-addr", "127.0.0.1:6379", help("Redis address; two or more comma-separated seeds for a Redis Cluster", "REDIS_ADDR"))
 	fs.StringVar(&c.ClickHouseAddr, "clickhouse-addr", "127.0.0.1:9000", help("ClickHouse native-protocol address", "CLICKHOUSE_ADDR"))
 	fs.StringVar(&c.ClickHouseDatabase, "clickhouse-database", "surge", help("ClickHouse database (created if missing)", "CLICKHOUSE_DATABASE"))
 	fs.StringVar(&c.ClickHouseUser, "clickhouse-user", "default", help("ClickHouse user", "CLICKHOUSE_USER"))
