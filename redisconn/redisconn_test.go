@@ -56,3 +56,58 @@ func TestNew(t *testing.T) {
 		})
 	}
 }
+
+// TestPatternSubscriptionAcrossFailover: a PSUBSCRIBE (as the live hub's
+// surge:*) on a cluster client hears PUBLISH to channels of every slot, and
+// hears them again after the master it was subscribed on is killed.
+func TestPatternSubscriptionAcrossFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := testenv.RedisCluster(t)
+	rdb := New(redis.UniversalOptions{Addrs: c.Addrs()})
+	defer rdb.Close()
+	ps := rdb.PSubscribe(ctx, "surge:*")
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil { // the subscription's confirmation
+		t.Fatal(err)
+	}
+	msgs := ps.Channel()
+	// hears publishes on channel until one arrives, or fails after 15 s.
+	hears := func(channel string) {
+		t.Helper()
+		deadline := time.After(15 * time.Second)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			_ = rdb.Publish(ctx, channel, "x").Err() // fails while the node is down
+			select {
+			case m := <-msgs:
+				if m.Channel == channel {
+					return
+				}
+			case <-tick.C:
+			case <-deadline:
+				t.Fatalf("no message on %s within 15 s", channel)
+			}
+		}
+	}
+	for _, r := range []string{"berlin", "paris", "london", "nyc", "sf"} {
+		hears("surge:{" + r + "}")
+	}
+	// go-redis subscribes on the master of the pattern's own slot.
+	m, err := c.Master(ctx, "surge:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := redis.NewClient(&redis.Options{Addr: m.Addr})
+	defer node.Close()
+	if n, err := node.PubSubNumPat(ctx).Result(); err != nil || n != 1 {
+		t.Fatalf("PUBSUB NUMPAT on %s: %d %v, want the subscription there", m.Addr, n, err)
+	}
+	if _, _, err := c.FailMaster(ctx, "surge:*"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"berlin", "paris", "london", "nyc", "sf"} {
+		hears("surge:{" + r + "}")
+	}
+}
