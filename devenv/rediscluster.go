@@ -28,7 +28,8 @@ type RedisClusterOptions struct {
 	Replicas int
 	// NodeTimeout is cluster-node-timeout: how long a master may not
 	// answer before it is failed and one of its replicas is promoted.
-	// Default 1 s (a failover then takes about 2 s); Redis's own default is 15 s.
+	// Default 1 s (a failover then takes 2.5–3 s on a 2-core VM); Redis's
+	// own default is 15 s.
 	NodeTimeout time.Duration
 	// Binary is the redis-server to run, CLI the redis-cli that creates the
 	// cluster. Default: found as for RedisOptions.Binary.

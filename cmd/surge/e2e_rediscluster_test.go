@@ -26,7 +26,9 @@ import (
 // Retry-After) gets every event counted exactly once in ClickHouse. Once a
 // replica has taken over, prices and events recover by themselves.
 func TestE2ERedisClusterFailover(t *testing.T) {
-	s := newStack(t, stackOptions{redisCluster: true, consumers: true})
+	s := newStack(t, stackOptions{redisCluster: true, consumers: true,
+		// Inference timeouts on a busy machine are another fallback.
+		config: func(c *config) { c.InferenceTimeout = time.Second }})
 	begin := time.Now()
 
 	type priceObs struct {
@@ -176,21 +178,19 @@ func TestE2ERedisClusterFailover(t *testing.T) {
 		wg.Wait()
 	}()
 
-	snapshot := func() ([]priceObs, []batchObs, error) {
+	// snapshot copies the observations; it fails the test on a request
+	// the contract does not allow.
+	snapshot := func() ([]priceObs, []batchObs) {
 		mu.Lock()
 		defer mu.Unlock()
-		return slices.Clone(prices), slices.Clone(batches), failure
-	}
-	check := func() bool {
-		_, _, err := snapshot()
-		if err != nil {
-			t.Fatal(err)
+		if failure != nil {
+			t.Fatal(failure)
 		}
-		return true
+		return slices.Clone(prices), slices.Clone(batches)
 	}
 	waitCond(t, "traffic before the failover", func() bool {
-		p, b, _ := snapshot()
-		return check() && len(p) >= 40 && len(b) >= 5
+		p, b := snapshot()
+		return len(p) >= 40 && len(b) >= 5
 	})
 
 	masterOf := map[string]*devenv.Process{} // region → master of its slot
@@ -206,21 +206,20 @@ func TestE2ERedisClusterFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	failedOver := time.Now()
 	var hit []string // the regions on the killed master
 	for _, r := range demoRegions {
 		if masterOf[r] == killed {
 			hit = append(hit, r)
 		}
 	}
-	failedOver := time.Now()
 	t.Logf("killed master %s of berlin's slot (regions %v); replica %s took over after %s", killed.Addr, hit, promoted.Addr, failedOver.Sub(killAt).Round(time.Millisecond))
 
-	// Recovered: 20 berlin prices in a row from the model, not degraded,
+	// Recovered: 20 berlin prices in a row not degraded,
 	// and a batch accepted at its first attempt, all started after the
 	// failover.
 	waitCond(t, "prices and events to recover after the failover", func() bool {
-		p, b, _ := snapshot()
-		check()
+		p, b := snapshot()
 		run := 0
 		for _, o := range p {
 			switch {
@@ -237,32 +236,34 @@ func TestE2ERedisClusterFailover(t *testing.T) {
 	recovered := time.Now()
 	close(stop)
 	wg.Wait()
-	p, b, err := snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, b := snapshot()
 
-	// Prices: always served; degraded (or slow) only around the failover.
-	var failed int
-	degraded := map[string]int{} // by region
+	// Prices: always served; degraded for want of Redis only after the
+	// kill and only in the regions of the killed master. (Other fallbacks,
+	// such as an inference timeout on a busy machine, are counted apart.)
+	var failed, otherwise int
+	degraded := map[string]int{} // by region/forecast source
 	var firstBad, lastBad time.Time
 	var slowest time.Duration
 	for _, o := range p {
 		slowest = max(slowest, o.end.Sub(o.at))
-		if o.ok && !o.degraded {
+		switch {
+		case !o.ok:
+			failed++
+			t.Errorf("price %s at %+.2fs: HTTP %d %s", o.region, o.at.Sub(killAt).Seconds(), o.status, o.error)
+			continue
+		case !o.degraded:
+			continue
+		case !strings.Contains(o.error, "online store unavailable"):
+			otherwise++
 			continue
 		}
-		if !o.ok {
-			failed++
-			t.Errorf("price %s at +%s: HTTP %d %s", o.region, o.at.Sub(killAt).Round(time.Millisecond), o.status, o.error)
-		} else {
-			degraded[o.region+"/"+o.source]++
-		}
+		degraded[o.region+"/"+o.source]++
 		if o.end.Before(killAt) {
-			t.Errorf("price %s degraded before the kill, at %s: %s", o.region, o.at.Sub(killAt), o.error)
+			t.Errorf("price %s without Redis before the kill, at %+.2fs: %s", o.region, o.at.Sub(killAt).Seconds(), o.error)
 		}
 		if !slices.Contains(hit, o.region) {
-			t.Errorf("price %s degraded at %s though its slot's master lives: %s", o.region, o.at.Sub(killAt), o.error)
+			t.Errorf("price %s without Redis at %+.2fs though its slot's master lives: %s", o.region, o.at.Sub(killAt).Seconds(), o.error)
 		}
 		if firstBad.IsZero() {
 			firstBad = o.at
@@ -275,8 +276,8 @@ func TestE2ERedisClusterFailover(t *testing.T) {
 		}
 		return fmt.Sprintf("from %+.2fs to %+.2fs after the kill", from.Sub(killAt).Seconds(), to.Sub(killAt).Seconds())
 	}
-	t.Logf("prices: %d answered (%d not served; degraded, by region/forecast source: %v, %s), slowest %s", len(p), failed, degraded,
-		window(firstBad, lastBad), slowest.Round(time.Millisecond))
+	t.Logf("prices: %d answered (%d not served; degraded without Redis, by region/forecast source: %v, %s; %d degraded otherwise), slowest %s",
+		len(p), failed, degraded, window(firstBad, lastBad), otherwise, slowest.Round(time.Millisecond))
 
 	// Events: refused (503/429) only around the failover, then resent; each
 	// counted exactly once in ClickHouse.

@@ -101,8 +101,9 @@ func RedisWith(t testing.TB, opts devenv.RedisOptions) *devenv.Process {
 // RedisCluster starts a fresh Redis Cluster of 3 masters and 3 replicas
 // (devenv.StartRedisCluster: non-persistent, 1 s node timeout) on free
 // loopback ports with its data under t.TempDir(); it is stopped at
-// cleanup. Connect with redis.NewClusterClient(&redis.ClusterOptions{Addrs:
-// c.Addrs()}); fail a master with FailMaster.
+// cleanup. Connect with redisconn.New(redis.UniversalOptions{Addrs:
+// c.Addrs()}), which follows a failover within a second; fail a master
+// with FailMaster.
 func RedisCluster(t testing.TB) *devenv.RedisCluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
