@@ -238,37 +238,44 @@ func TestE2ERedisClusterFailover(t *testing.T) {
 	wg.Wait()
 	p, b := snapshot()
 
-	// Prices: always served; degraded for want of Redis only after the
-	// kill and only in the regions of the killed master. (Other fallbacks,
-	// such as an inference timeout on a busy machine, are counted apart.)
+	// Prices: always served. Degraded for want of Redis — connection
+	// refused by the dead master, or the price path's 25 ms Redis budget
+	// spent in the client's retries — only after the kill and only in the
+	// regions of the killed master. A timeout elsewhere is the busy
+	// machine (it happens without a kill too) and is counted apart, as are
+	// other fallbacks.
 	var failed, otherwise int
 	degraded := map[string]int{} // by region/forecast source
 	var firstBad, lastBad time.Time
 	var slowest time.Duration
 	for _, o := range p {
 		slowest = max(slowest, o.end.Sub(o.at))
-		switch {
-		case !o.ok:
+		if !o.ok {
 			failed++
 			t.Errorf("price %s at %+.2fs: HTTP %d %s", o.region, o.at.Sub(killAt).Seconds(), o.status, o.error)
 			continue
-		case !o.degraded:
+		}
+		if !o.degraded {
 			continue
-		case !strings.Contains(o.error, "online store unavailable"):
+		}
+		noRedis := strings.Contains(o.error, "online store unavailable")
+		timeout := strings.Contains(o.error, "context deadline exceeded")
+		byKill := slices.Contains(hit, o.region) && !o.end.Before(killAt)
+		switch {
+		case noRedis && !timeout && !byKill:
+			t.Errorf("price %s without Redis at %+.2fs, its slot's master alive: %s", o.region, o.at.Sub(killAt).Seconds(), o.error)
+		case noRedis && byKill:
+			degraded[o.region+"/"+o.source]++
+			if firstBad.IsZero() {
+				firstBad = o.at
+			}
+			lastBad = o.end
+		default:
 			otherwise++
-			continue
 		}
-		degraded[o.region+"/"+o.source]++
-		if o.end.Before(killAt) {
-			t.Errorf("price %s without Redis before the kill, at %+.2fs: %s", o.region, o.at.Sub(killAt).Seconds(), o.error)
-		}
-		if !slices.Contains(hit, o.region) {
-			t.Errorf("price %s without Redis at %+.2fs though its slot's master lives: %s", o.region, o.at.Sub(killAt).Seconds(), o.error)
-		}
-		if firstBad.IsZero() {
-			firstBad = o.at
-		}
-		lastBad = o.end
+	}
+	if len(degraded) == 0 {
+		t.Error("no price was degraded by the kill: the test missed the failover window")
 	}
 	window := func(from, to time.Time) string {
 		if from.IsZero() {
@@ -276,7 +283,7 @@ func TestE2ERedisClusterFailover(t *testing.T) {
 		}
 		return fmt.Sprintf("from %+.2fs to %+.2fs after the kill", from.Sub(killAt).Seconds(), to.Sub(killAt).Seconds())
 	}
-	t.Logf("prices: %d answered (%d not served; degraded without Redis, by region/forecast source: %v, %s; %d degraded otherwise), slowest %s",
+	t.Logf("prices: %d answered (%d not served; degraded by the kill, by region/forecast source: %v, %s; %d degraded otherwise), slowest %s",
 		len(p), failed, degraded, window(firstBad, lastBad), otherwise, slowest.Round(time.Millisecond))
 
 	// Events: refused (503/429) only around the failover, then resent; each
