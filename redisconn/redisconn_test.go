@@ -13,6 +13,28 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
+func TestSlot(t *testing.T) {
+	tests := []struct {
+		key  string
+		want int
+	}{
+		{"123456789", 0x31C3}, // the check value of CRC-16/XMODEM: 12739
+		{"", 0},
+		{"foo", 12182}, // CLUSTER KEYSLOT foo
+		{"{user1000}.following", Slot("user1000")},
+		{"{user1000}.followers", Slot("user1000")},
+		{"foo{}{bar}", Slot("foo{}{bar}")}, // empty first tag: the whole key
+		{"foo{{bar}}zap", Slot("{bar")},    // the tag is what is between the first { and the next }
+		{"foo{bar}{zap}", Slot("bar")},
+		{"ratelimit:user:{u1}", Slot("u1")},
+	}
+	for _, tt := range tests {
+		if got := Slot(tt.key); got != tt.want {
+			t.Errorf("Slot(%q) = %d, want %d", tt.key, got, tt.want)
+		}
+	}
+}
+
 // TestNew: one address is a single server; several addresses, or one
 // with IsClusterMode, a cluster client that reaches every master.
 func TestNew(t *testing.T) {

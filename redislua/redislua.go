@@ -3,7 +3,7 @@
 // calls Redis answered NOSCRIPT (a restarted server, or a replica promoted
 // by a cluster failover). Only those did not run, so none runs twice. The
 // keys of one call must be in one hash slot on a Redis Cluster, so there a
-// call carries only items of one slot (Slot). The rate limiter and the
+// call carries only items of one slot (redisconn.Slot). The rate limiter and the
 // intake's supply guard use it.
 package redislua
 
@@ -13,39 +13,9 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/surgeworks/surge/redisconn"
 )
-
-// Slots is the number of hash slots of a Redis Cluster.
-const Slots = 16384
-
-// Slot returns the Redis Cluster hash slot of key: CRC16 (XMODEM) of its
-// hash tag — what is between its first '{' and the next '}', if that is
-// not empty — or else of the whole key, mod 16384.
-func Slot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return int(crc16(key)) % Slots
-}
-
-// crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0), the
-// checksum of the cluster specification.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
 
 // Item is one unit of work of a script: its keys, all in one slot (they
 // share a hash tag), and its arguments. It answers one reply.
@@ -62,8 +32,7 @@ type Item struct {
 // items of one slot. On an error no reply is returned; the calls that ran
 // may have changed their keys.
 func Batch(ctx context.Context, rdb redis.UniversalClient, s *redis.Script, header []any, items []Item, perCall int) ([]any, error) {
-	_, cluster := rdb.(*redis.ClusterClient)
-	groups := group(items, perCall, cluster)
+	groups := group(items, perCall, redisconn.Cluster(rdb))
 	calls := make([]call, len(groups))
 	for k, g := range groups {
 		c := call{args: append([]any(nil), header...), replies: len(g)}
@@ -98,7 +67,7 @@ func group(items []Item, perCall int, cluster bool) [][]int {
 	for i, it := range items {
 		slot := 0
 		if cluster && len(it.Keys) > 0 {
-			slot = Slot(it.Keys[0])
+			slot = redisconn.Slot(it.Keys[0])
 		}
 		k, ok := open[slot]
 		if !ok || len(out[k]) == perCall {

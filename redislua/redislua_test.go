@@ -10,31 +10,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/surgeworks/surge/internal/testenv"
+	"github.com/surgeworks/surge/redisconn"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
-
-func TestSlot(t *testing.T) {
-	tests := []struct {
-		key  string
-		want int
-	}{
-		{"123456789", 0x31C3}, // the check value of CRC-16/XMODEM: 12739
-		{"", 0},
-		{"foo", 12182}, // CLUSTER KEYSLOT foo
-		{"{user1000}.following", Slot("user1000")},
-		{"{user1000}.followers", Slot("user1000")},
-		{"foo{}{bar}", Slot("foo{}{bar}")}, // empty first tag: the whole key
-		{"foo{{bar}}zap", Slot("{bar")},    // the tag is what is between the first { and the next }
-		{"foo{bar}{zap}", Slot("bar")},
-		{"ratelimit:user:{u1}", Slot("u1")},
-	}
-	for _, tt := range tests {
-		if got := Slot(tt.key); got != tt.want {
-			t.Errorf("Slot(%q) = %d, want %d", tt.key, got, tt.want)
-		}
-	}
-}
 
 func TestGroup(t *testing.T) {
 	items := func(keys ...string) []Item {
@@ -76,7 +55,7 @@ local out = {}
 for i, k in ipairs(KEYS) do out[i] = redis.call('INCRBY', k, tonumber(ARGV[1]) + tonumber(ARGV[i + 1])) end
 return out`)
 
-// TestOnCluster checks Slot against CLUSTER KEYSLOT for the key shapes of
+// TestOnCluster checks redisconn.Slot against CLUSTER KEYSLOT for the key shapes of
 // the service, then runs a script over keys of many slots on a real
 // 3-master cluster (a call with keys of two slots would fail CROSSSLOT),
 // and again after a failover: the promoted replica does not know the
@@ -88,7 +67,9 @@ func TestOnCluster(t *testing.T) {
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), ClusterStateReloadInterval: time.Second})
 	defer rdb.Close()
 
-	keys := []string{"x", "features:{berlin}", "plaus:supply:{paris}:pending", "dedup:{0a1b2c3d4e5f:ev-17}", "a{", "a}", "{}", "{}x", "é{ü}"}
+	keys := []string{"x", "features:{berlin}", "forecast:{berlin}:15", "smoothing:{paris}", "quote:{01a21487-a3e8-7644-ab00-c7f01ac30b58}",
+		"booking:{b-1}", "rollout:{demand}", "lock:training", "plaus:supply:{paris}", "plaus:supply:{paris}:pending",
+		"dedup:{0a1b2c3d4e5f:ev-17}", "a{", "a}", "{}", "{}x", "é{ü}"}
 	for i := range 200 {
 		keys = append(keys, fmt.Sprintf("ratelimit:user:{u%d}", i), fmt.Sprintf("k%d", i))
 	}
@@ -97,8 +78,8 @@ func TestOnCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := Slot(k); got != int(want) {
-			t.Errorf("Slot(%q) = %d, CLUSTER KEYSLOT %d", k, got, want)
+		if got := redisconn.Slot(k); got != int(want) {
+			t.Errorf("redisconn.Slot(%q) = %d, CLUSTER KEYSLOT %d", k, got, want)
 		}
 	}
 

@@ -314,6 +314,27 @@ func TestE2ERedisClusterFailover(t *testing.T) {
 		len(b), took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond),
 		refused, resent, window(firstBad, lastBad), reaccepted, recovered.Sub(killAt).Round(time.Millisecond))
 
+	// The features consumer writes every region's features again, from the
+	// events received after the failover.
+	for _, region := range demoRegions {
+		waitCond(t, "online features of "+region+" from the events after the failover", func() bool {
+			var f struct {
+				Features struct {
+					Values []struct {
+						Name  string
+						Value float64
+					}
+				}
+			}
+			s.mustData(t, `query($region: ID!) { features(regionId: $region) { values { name value } } }`, map[string]any{"region": region}, &f)
+			got := map[string]float64{}
+			for _, v := range f.Features.Values {
+				got[v.Name] = v.Value
+			}
+			return got["supply_current"] == 30 && got[features.LastEventReceivedField] >= float64(failedOver.UnixMilli())
+		})
+	}
+
 	vars := map[string]any{"from": begin.Add(-time.Hour).Format(time.RFC3339), "to": time.Now().Add(time.Hour).Format(time.RFC3339)}
 	for _, region := range demoRegions {
 		want := sent[region]
