@@ -335,6 +335,28 @@ func TestE2ERedisClusterFailover(t *testing.T) {
 		})
 	}
 
+	// The quote path's Redis round trips all succeed again: its reads and
+	// its background writes (quote cache, smoothing state, surge changes,
+	// one pipeline over every slot).
+	quoteErrors := func() float64 {
+		v, ok := metricValue(s.metrics(t), "surge_quote_redis_errors_total", "")
+		if !ok {
+			t.Fatal("no surge_quote_redis_errors_total in /metrics")
+		}
+		return v
+	}
+	before := quoteErrors()
+	var last quoteJSON
+	for _, r := range demoRegions {
+		last = s.price(t, r, "ride")
+	}
+	waitCond(t, "the last quote in Redis", func() bool {
+		return s.a.rdb.Exists(t.Context(), "quote:{"+last.QuoteID+"}").Val() == 1
+	})
+	if after := quoteErrors(); after != before {
+		t.Errorf("quote path: %v failed Redis round trips after the recovery", after-before)
+	}
+
 	vars := map[string]any{"from": begin.Add(-time.Hour).Format(time.RFC3339), "to": time.Now().Add(time.Hour).Format(time.RFC3339)}
 	for _, region := range demoRegions {
 		want := sent[region]
