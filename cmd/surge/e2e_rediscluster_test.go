@@ -338,6 +338,12 @@ func TestE2ERedisClusterFailover(t *testing.T) {
 	// The quote path's Redis round trips all succeed again: its reads and
 	// its background writes (quote cache, smoothing state, surge changes,
 	// one pipeline over every slot).
+	// /ready pings a master; the dead one holds no slot any more.
+	for range 20 {
+		if code, r := s.ready(t); code != http.StatusOK {
+			t.Fatalf("/ready after the recovery: %d %+v", code, r)
+		}
+	}
 	quoteErrors := func() float64 {
 		v, ok := metricValue(s.metrics(t), "surge_quote_redis_errors_total", "")
 		if !ok {
