@@ -40,8 +40,8 @@ func Cluster(rdb redis.UniversalClient) bool {
 	return ok
 }
 
-// Slots is the number of hash slots of a Redis Cluster.
-const Slots = 16384
+// slots is the number of hash slots of a Redis Cluster.
+const slots = 16384
 
 // Slot returns the Redis Cluster hash slot of key: CRC16 (XMODEM) of its
 // hash tag — what is between its first '{' and the next '}', if that is
@@ -52,7 +52,7 @@ func Slot(key string) int {
 			key = key[i+1 : i+1+j]
 		}
 	}
-	return int(crc16(key)) % Slots
+	return int(crc16(key)) % slots
 }
 
 // crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0), the

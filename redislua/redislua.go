@@ -3,8 +3,8 @@
 // calls Redis answered NOSCRIPT (a restarted server, or a replica promoted
 // by a cluster failover). Only those did not run, so none runs twice. The
 // keys of one call must be in one hash slot on a Redis Cluster, so there a
-// call carries only items of one slot (redisconn.Slot). The rate limiter and the
-// intake's supply guard use it.
+// call carries only items of one slot (redisconn.Slot). The rate limiter
+// and the intake's supply guard use it.
 package redislua
 
 import (

@@ -24,7 +24,9 @@ import (
 // master); event batches may be refused with 503 meanwhile, and a client
 // that resends them as the intake's contract says (on 503 and 429, after
 // Retry-After) gets every event counted exactly once in ClickHouse. Once a
-// replica has taken over, prices and events recover by themselves.
+// replica has taken over, prices and events recover by themselves, the
+// features consumer writes every region again, and the quote path's Redis
+// round trips and /ready succeed. Figures in docs/redis-cluster.md.
 func TestE2ERedisClusterFailover(t *testing.T) {
 	s := newStack(t, stackOptions{redisCluster: true, consumers: true,
 		// Inference timeouts on a busy machine are another fallback.
@@ -36,7 +38,7 @@ func TestE2ERedisClusterFailover(t *testing.T) {
 		region        string
 		status        int
 		ok, degraded  bool
-		source, error string
+		source, error string // forecast source; warnings or what went wrong
 	}
 	type batchObs struct {
 		first, end time.Time // first attempt sent, 202 received
