@@ -582,8 +582,8 @@ func TestRedisClusterFailover(t *testing.T) {
 	if len(masters) != 3 {
 		t.Fatalf("the keys are on %d masters, want 3 (the slots spread)", len(masters))
 	}
-	// The write must be on the replica before the master dies.
-	if err := rdb.Do(ctx, "WAIT", 1, 5000).Err(); err != nil {
+	// The writes must be on the replicas before the master dies.
+	if err := c.WaitReplicated(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -599,7 +599,9 @@ func TestRedisClusterFailover(t *testing.T) {
 	if m, err := c.Master(ctx, "{a}"); err != nil || m != promoted {
 		t.Fatalf("master of {a} is %v (%v), want %s", m, err, promoted.Addr)
 	}
-	if v, err := redis.NewClient(&redis.Options{Addr: promoted.Addr}).Do(ctx, "GET", "{a}").Text(); err != nil || v != "v1" {
+	node := redis.NewClient(&redis.Options{Addr: promoted.Addr})
+	defer node.Close()
+	if v, err := node.Get(ctx, "{a}").Result(); err != nil || v != "v1" {
 		t.Fatalf("GET {a} on the promoted replica: %q %v", v, err)
 	}
 	// The client finds the new master by itself (MOVED, reloaded slots).

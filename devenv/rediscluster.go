@@ -225,6 +225,60 @@ func (c *RedisCluster) FailMaster(ctx context.Context, key string) (killed, prom
 	return killed, promoted, nil
 }
 
+// WaitReplicated waits until every replica has every write its master had
+// taken when WaitReplicated was called (as INFO replication's offsets say),
+// so that a test can kill a master without losing what it wrote before.
+func (c *RedisCluster) WaitReplicated(ctx context.Context) error {
+	for _, p := range c.live() {
+		info, err := nodeDo(ctx, p.Addr, "INFO", "replication").Text()
+		if err != nil {
+			return fmt.Errorf("devenv: redis cluster: %s: %w", p.Addr, err)
+		}
+		if !strings.Contains(info, "role:master") {
+			continue
+		}
+		target := infoInt(info, "master_repl_offset")
+		err = poll(ctx, func() error {
+			info, err := nodeDo(ctx, p.Addr, "INFO", "replication").Text()
+			if err != nil {
+				return err
+			}
+			seen := int64(0)
+			for line := range strings.Lines(info) {
+				// slave0:ip=127.0.0.1,port=37839,state=online,offset=1234,lag=0
+				if !strings.HasPrefix(line, "slave") || !strings.Contains(line, ":ip=") {
+					continue
+				}
+				seen++
+				_, rest, _ := strings.Cut(line, "offset=")
+				off, _, _ := strings.Cut(rest, ",")
+				if n, err := strconv.ParseInt(off, 10, 64); err != nil || n < target {
+					return fmt.Errorf("%s: a replica is at offset %s of %d", p.Addr, off, target)
+				}
+			}
+			if want := infoInt(info, "connected_slaves"); seen != want {
+				return fmt.Errorf("%s: %d of %d replicas listed", p.Addr, seen, want)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("devenv: redis cluster: replication: %w", err)
+		}
+	}
+	return nil
+}
+
+// infoInt reads an integer field of an INFO reply (0 if absent).
+func infoInt(info, field string) int64 {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
 // WaitHealthy waits until every live node reports cluster_state:ok with
 // all slots served, and every live replica's link to its master is up.
 func (c *RedisCluster) WaitHealthy(ctx context.Context) error {

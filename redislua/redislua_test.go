@@ -103,7 +103,7 @@ func TestOnCluster(t *testing.T) {
 		}
 	}
 	batch("before the failover")
-	if err := rdb.Do(ctx, "WAIT", 1, 5000).Err(); err != nil {
+	if err := c.WaitReplicated(ctx); err != nil {
 		t.Fatal(err)
 	}
 	_, promoted, err := c.FailMaster(ctx, "n:{0}")
