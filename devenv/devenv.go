@@ -1,7 +1,8 @@
 // Package devenv owns the local dependencies of the service during
-// development and tests: it starts Redis and ClickHouse as supervised child
-// processes (own process group, killed with the parent, logs in their data
-// directory) and an in-process Kafka broker (kfake), and stops them again.
+// development and tests: it starts Redis (one server, or a Redis Cluster of
+// masters and replicas) and ClickHouse as supervised child processes (own
+// process group, killed with the parent, logs in their data directory) and
+// an in-process Kafka broker (kfake), and stops them again.
 //
 // Nothing here is meant for production: production points at real servers
 // by address.

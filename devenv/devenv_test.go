@@ -646,3 +646,72 @@ func TestKafkaStopBroker(t *testing.T) {
 		t.Errorf("acks=all after Restart: %v", err)
 	}
 }
+
+// TestRedisClusterFailover starts 3 masters and 3 replicas, writes a key to
+// every master, kills the master of one and checks that its replica took
+// over with the (replicated) key, and that the client writes to every slot
+// again.
+func TestRedisClusterFailover(t *testing.T) {
+	ctx := testContext(t)
+	begin := time.Now()
+	c, err := StartRedisCluster(ctx, RedisClusterOptions{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	t.Logf("cluster of %d nodes up in %s", len(c.Nodes), time.Since(begin).Round(time.Millisecond))
+	if len(c.Nodes) != 6 {
+		t.Fatalf("%d nodes, want 6", len(c.Nodes))
+	}
+	// A dead master answers nothing: the client finds its successor when it
+	// reloads the slot map (go-redis's default: every 60 s).
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), ClusterStateReloadInterval: time.Second})
+	defer rdb.Close()
+	keys := []string{"{a}", "{b}", "{c}", "{d}", "{e}", "{f}", "{g}", "{h}"}
+	masters := map[*Process]bool{}
+	for _, k := range keys {
+		if err := rdb.Set(ctx, k, "v1", 0).Err(); err != nil {
+			t.Fatalf("SET %s: %v", k, err)
+		}
+		m, err := c.Master(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		masters[m] = true
+	}
+	if len(masters) != 3 {
+		t.Fatalf("the keys are on %d masters, want 3 (the slots spread)", len(masters))
+	}
+	// The writes must be on the replicas before the master dies.
+	if err := c.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	begin = time.Now()
+	killed, promoted, err := c.FailMaster(ctx, "{a}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("master %s killed, replica %s promoted in %s", killed.Addr, promoted.Addr, time.Since(begin).Round(time.Millisecond))
+	if killed.PID() != 0 || promoted == killed {
+		t.Fatalf("killed %s (pid %d), promoted %s", killed.Addr, killed.PID(), promoted.Addr)
+	}
+	if m, err := c.Master(ctx, "{a}"); err != nil || m != promoted {
+		t.Fatalf("master of {a} is %v (%v), want %s", m, err, promoted.Addr)
+	}
+	node := redis.NewClient(&redis.Options{Addr: promoted.Addr})
+	defer node.Close()
+	if v, err := node.Get(ctx, "{a}").Result(); err != nil || v != "v1" {
+		t.Fatalf("GET {a} on the promoted replica: %q %v", v, err)
+	}
+	// The client finds the new master by itself (MOVED, reloaded slots).
+	for _, k := range keys {
+		if err := rdb.Set(ctx, k, "v2", 0).Err(); err != nil {
+			t.Fatalf("SET %s after the failover: %v", k, err)
+		}
+	}
+}

@@ -32,6 +32,9 @@ type RedisOptions struct {
 	StartTimeout time.Duration
 	// Logger receives start/stop events. Default: discard.
 	Logger *slog.Logger
+	// ExtraArgs are appended to the redis-server command line (for
+	// example StartRedisCluster's cluster settings). Default none.
+	ExtraArgs []string
 }
 
 // StartRedis starts redis-server as a child process and returns once it
@@ -83,6 +86,7 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Process, error) {
 		} else {
 			args = append(args, "--appendonly", "no", "--save", "")
 		}
+		args = append(args, opts.ExtraArgs...)
 		if err := checkFree(p.Addr); err != nil {
 			return nil, fmt.Errorf("devenv: start redis: %w", err)
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/ratelimit"
+	"github.com/surgeworks/surge/redisconn"
 )
 
 // Status of one event in a Response.
@@ -266,18 +267,20 @@ const (
 // slots.
 var releaseScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
 
-// NewIntakeRedis returns a Redis client for the intake at addrs: its
+// NewIntakeRedis returns a Redis client for the intake at addrs (a Redis
+// Cluster when there are several, or cluster is set): its
 // pipelines carry up to MaxEvents commands each, so its read and write
 // timeouts are those of the intake's calls (timeout, e.g.
 // IntakeOptions.RedisTimeout), not the price path's millisecond lookups.
-func NewIntakeRedis(addrs []string, timeout time.Duration) redis.UniversalClient {
-	return redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:        addrs,
-		DialTimeout:  time.Second,
-		ReadTimeout:  timeout,
-		WriteTimeout: timeout,
-		PoolSize:     32,
-		MaxRetries:   -1, // a pipeline of SET NX is not retried blindly: claim and release decide
+func NewIntakeRedis(addrs []string, cluster bool, timeout time.Duration) redis.UniversalClient {
+	return redisconn.New(redis.UniversalOptions{
+		Addrs:         addrs,
+		IsClusterMode: cluster,
+		DialTimeout:   time.Second,
+		ReadTimeout:   timeout,
+		WriteTimeout:  timeout,
+		PoolSize:      32,
+		MaxRetries:    -1, // a pipeline of SET NX is not retried blindly: claim and release decide
 	})
 }
 

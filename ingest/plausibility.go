@@ -70,8 +70,8 @@ const (
 	// last accepted value is forgotten after a week without reports, and
 	// the next report is accepted as a first one.
 	supplyLastTTL = 7 * 24 * time.Hour
-	// maxRegionsPerCall bounds the regions of one script call on a single
-	// Redis (a Redis Cluster gets one call per region).
+	// maxRegionsPerCall bounds the regions of one script call (on a Redis
+	// Cluster, regions of one slot: redislua.Batch).
 	maxRegionsPerCall = 250
 )
 
@@ -186,8 +186,8 @@ var supplyGuardScript = redis.NewScript(supplyScript)
 // second report confirms it within ConfirmWindow, and a report above
 // MaxSupply is refused outright. The state (the last accepted supply and
 // the held low value of each region) is in Redis, shared by every replica,
-// and updated atomically by one Lua script call per region (several
-// regions per call on a single Redis). It is kept per region, not per
+// and updated atomically per region by a Lua script (many regions per
+// call, of one slot on a Redis Cluster). It is kept per region, not per
 // productType: the features keep one supply per region, the latest
 // supply_update of any product.
 //
@@ -226,9 +226,6 @@ func NewSupplyGuard(rdb redis.UniversalClient, opts SupplyGuardOptions) (*Supply
 			Help: "Events refused as implausible (a supply fall not yet confirmed, a supply above the maximum), by field.",
 		}, []string{"field"}),
 		perCall: maxRegionsPerCall,
-	}
-	if rdb != nil {
-		g.perCall = redislua.PerCall(rdb, maxRegionsPerCall)
 	}
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(g.implausible)
@@ -344,21 +341,16 @@ func (g *SupplyGuard) run(ctx context.Context, events []Event, regions []string,
 		supplyLastTTL.Milliseconds(),
 		strconv.FormatFloat(confirmTolerance, 'g', -1, 64),
 	}
-	var calls []redislua.Call
-	for lo := 0; lo < len(regions); lo += g.perCall {
-		c := redislua.Call{Args: slices.Clone(header)}
-		for _, region := range regions[lo:min(lo+g.perCall, len(regions))] {
-			reps := byRegion[region]
-			c.Replies++
-			c.Keys = append(c.Keys, SupplyGuardKey(region), supplyPendingKey(region))
-			c.Args = append(c.Args, len(reps))
-			for _, r := range reps {
-				c.Args = append(c.Args, strconv.FormatFloat(r.v, 'g', -1, 64), r.at.UnixMicro(), r.now.UnixMilli(), events[r.i].EventID)
-			}
+	items := make([]redislua.Item, len(regions))
+	for k, region := range regions {
+		reps := byRegion[region]
+		it := redislua.Item{Keys: []string{SupplyGuardKey(region), supplyPendingKey(region)}, Args: []any{len(reps)}}
+		for _, r := range reps {
+			it.Args = append(it.Args, strconv.FormatFloat(r.v, 'g', -1, 64), r.at.UnixMicro(), r.now.UnixMilli(), events[r.i].EventID)
 		}
-		calls = append(calls, c)
+		items[k] = it
 	}
-	out, err := redislua.Run(ctx, g.rdb, supplyGuardScript, calls)
+	out, err := redislua.Batch(ctx, g.rdb, supplyGuardScript, header, items, g.perCall)
 	if err != nil {
 		return nil, fmt.Errorf("ingest: supply guard: %w", err)
 	}

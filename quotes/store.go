@@ -1,6 +1,7 @@
 package quotes
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -160,19 +161,16 @@ func (s *Service) readRedis(ctx context.Context, regions []string, horizon int) 
 	s.m.redisSeconds.Observe(time.Since(start).Seconds())
 	if execErr != nil && !errors.Is(execErr, redis.Nil) {
 		s.m.redisErrors.Inc()
-		for _, r := range regions {
-			out[r] = snapshot{err: execErr}
-		}
-		return out
 	}
+	// Each region by its own commands: on a Redis Cluster a failing node
+	// fails only the regions of its slots.
 	for i, r := range regions {
 		var sn snapshot
-		var err error
-		sn.features, err = pend[i].feats()
-		sn.err = errors.Join(sn.err, err)
-		sn.cached, err = pend[i].cached()
-		sn.err = errors.Join(sn.err, err)
+		var ferr, cerr error
+		sn.features, ferr = pend[i].feats()
+		sn.cached, cerr = pend[i].cached()
 		sn.surge = parseStates(pend[i].surge.Val())
+		sn.err = cmp.Or(ferr, cerr, pend[i].surge.Err()) // the first: they share a cause
 		if sn.features.Found() {
 			s.m.featureHits.WithLabelValues("hit").Inc()
 		} else {

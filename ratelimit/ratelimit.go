@@ -37,8 +37,8 @@ import (
 // Redis TIME; the first key's is used for all), partial (1: grant as many
 // whole tokens as there are, up to n). It returns, per key, {granted,
 // tokens left as a string, retry after in ms}. One call serves a whole
-// batch, so every key of a call must be on one node: a Redis Cluster gets
-// one call per key.
+// batch, so every key of a call must be in one slot: on a Redis Cluster a
+// call carries the buckets of one slot (redislua.Batch).
 const script = `
 local function bucket(key, rate, burst, n, now, partial)
   local h = redis.call('HMGET', key, 'tokens', 'ts')
@@ -261,19 +261,13 @@ func (l *Limiter) run(ctx context.Context, reqs []Request, refund bool) ([]any, 
 		}
 		return []any{strconv.FormatFloat(r.Rate, 'g', -1, 64), r.Burst, n, now, partial}
 	}
-	// Calls of up to maxKeysPerCall buckets (one per bucket on a cluster),
+	// Calls of up to maxKeysPerCall buckets (of one slot on a cluster),
 	// pipelined in one round trip.
-	per := redislua.PerCall(l.rdb, maxKeysPerCall)
-	var calls []redislua.Call
-	for lo := 0; lo < len(reqs); lo += per {
-		c := redislua.Call{Replies: min(per, len(reqs)-lo)}
-		for _, r := range reqs[lo : lo+c.Replies] {
-			c.Keys = append(c.Keys, Key(r.Scope, r.ID))
-			c.Args = append(c.Args, args(r)...)
-		}
-		calls = append(calls, c)
+	items := make([]redislua.Item, len(reqs))
+	for i, r := range reqs {
+		items[i] = redislua.Item{Keys: []string{Key(r.Scope, r.ID)}, Args: args(r)}
 	}
-	res, err := redislua.Run(ctx, l.rdb, bucketScript, calls)
+	res, err := redislua.Batch(ctx, l.rdb, bucketScript, nil, items, maxKeysPerCall)
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: %w", err)
 	}

@@ -95,6 +95,7 @@ import (
 	"github.com/surgeworks/surge/consumer"
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/redisconn"
 	"github.com/surgeworks/surge/retry"
 )
 
@@ -804,11 +805,7 @@ func (c *Consumer) execute(ctx context.Context, j *job) result {
 	res := result{job: j, started: time.Now()}
 	if len(j.writes) > 0 {
 		wctx, cancel := context.WithTimeout(ctx, c.opts.WriteTimeout)
-		p := c.rdb.TxPipeline()
-		for i, r := range j.regions {
-			c.store.QueueWrite(wctx, p, r.id, j.writes[i], j.at)
-		}
-		_, res.writeErr = p.Exec(wctx)
+		res.writeErr = c.write(wctx, j)
 		cancel()
 		res.took = time.Since(res.started)
 	}
@@ -816,6 +813,49 @@ func (c *Consumer) execute(ctx context.Context, j *job) result {
 		res.commitErr = j.gen.Commit(j.commit)
 	}
 	return res
+}
+
+// maxConcurrentSlots bounds the transactions of one job that run at once
+// on a Redis Cluster.
+const maxConcurrentSlots = 16
+
+// write runs a job's feature writes, each region's in MULTI/EXEC: one
+// transaction for every region on a single server, one per hash slot on a
+// Redis Cluster (which refuses a transaction across slots), up to
+// maxConcurrentSlots of them at once. It returns the first error.
+func (c *Consumer) write(ctx context.Context, j *job) error {
+	bySlot := map[int][]int{}
+	cluster := redisconn.Cluster(c.rdb)
+	for i, r := range j.regions {
+		slot := 0
+		if cluster {
+			slot = redisconn.Slot(features.Key(r.id))
+		}
+		bySlot[slot] = append(bySlot[slot], i)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	sem := make(chan struct{}, maxConcurrentSlots)
+	for _, idx := range bySlot {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			p := c.rdb.TxPipeline()
+			for _, i := range idx {
+				c.store.QueueWrite(ctx, p, j.regions[i].id, j.writes[i], j.at)
+			}
+			if _, err := p.Exec(ctx); err != nil {
+				mu.Lock()
+				first = cmp.Or(first, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return first
 }
 
 // complete applies a job's outcome to the state.

@@ -20,6 +20,7 @@ import (
 type config struct {
 	ListenAddr         string
 	RedisAddr          string
+	RedisCluster       bool // a cluster even behind one address
 	ClickHouseAddr     string
 	ClickHouseDatabase string
 	ClickHouseUser     string
@@ -183,7 +184,8 @@ func help(usage, envName string) string { return usage + " (env " + envName + ")
 // addConnFlags registers the addresses of the dependencies.
 func (c *config) addConnFlags(fs *pflag.FlagSet) {
 	c.readSecrets()
-	fs.StringVar(&c.RedisAddr, "redis-addr", "127.0.0.1:6379", help("Redis address; several comma-separated for a cluster", "REDIS_ADDR"))
+	fs.StringVar(&c.RedisAddr, "redis-addr", "127.0.0.1:6379", help("Redis address; two or more comma-separated seeds for a Redis Cluster", "REDIS_ADDR"))
+	fs.BoolVar(&c.RedisCluster, "redis-cluster", false, help("--redis-addr is a Redis Cluster even when it names one address (several always are one)", "REDIS_CLUSTER"))
 	fs.StringVar(&c.ClickHouseAddr, "clickhouse-addr", "127.0.0.1:9000", help("ClickHouse native-protocol address", "CLICKHOUSE_ADDR"))
 	fs.StringVar(&c.ClickHouseDatabase, "clickhouse-database", "surge", help("ClickHouse database (created if missing)", "CLICKHOUSE_DATABASE"))
 	fs.StringVar(&c.ClickHouseUser, "clickhouse-user", "default", help("ClickHouse user", "CLICKHOUSE_USER"))

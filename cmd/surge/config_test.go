@@ -17,13 +17,13 @@ func TestApplyEnv(t *testing.T) {
 		check   func(t *testing.T, c config)
 	}{
 		{name: "defaults", check: func(t *testing.T, c config) {
-			if c.KafkaPartitions != 6 || !c.Consumers || c.ModelPoll != 30*time.Second || c.IngestDedupTTL != 5*time.Minute {
+			if c.KafkaPartitions != 6 || !c.Consumers || c.RedisCluster || c.ModelPoll != 30*time.Second || c.IngestDedupTTL != 5*time.Minute {
 				t.Errorf("defaults: %+v", c)
 			}
 		}},
-		{name: "good values", env: map[string]string{"KAFKA_PARTITIONS": "12", "RUN_CONSUMERS": "false", "MODEL_POLL_INTERVAL": "5s", "RATE_LIMIT_RPS": "2.5"},
+		{name: "good values", env: map[string]string{"KAFKA_PARTITIONS": "12", "RUN_CONSUMERS": "false", "MODEL_POLL_INTERVAL": "5s", "RATE_LIMIT_RPS": "2.5", "REDIS_CLUSTER": "true"},
 			check: func(t *testing.T, c config) {
-				if c.KafkaPartitions != 12 || c.Consumers || c.ModelPoll != 5*time.Second || c.RatePerClient != 2.5 {
+				if c.KafkaPartitions != 12 || c.Consumers || c.ModelPoll != 5*time.Second || c.RatePerClient != 2.5 || !c.RedisCluster {
 					t.Errorf("from the environment: %+v", c)
 				}
 			}},

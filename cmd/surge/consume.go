@@ -75,7 +75,7 @@ func newConsumers(ctx context.Context, cfg config, logger *slog.Logger) (c *cons
 	if c.ch, err = openClickHouse(ctx, cfg, logger); err != nil {
 		return nil, err
 	}
-	c.bulk = ingest.NewIntakeRedis(splitList(cfg.RedisAddr), 2*time.Second)
+	c.bulk = ingest.NewIntakeRedis(splitList(cfg.RedisAddr), cfg.RedisCluster, 2*time.Second)
 	defer func() {
 		if err != nil {
 			c.close()

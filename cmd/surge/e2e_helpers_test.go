@@ -84,18 +84,22 @@ type stackOptions struct {
 	// maxPerConnection bounds the live subscriptions of a websocket
 	// connection (default 50).
 	maxPerConnection int
+	// redisCluster runs the stack on a Redis Cluster of 3 masters and 3
+	// replicas (stack.cluster) instead of one Redis (stack.redis).
+	redisCluster bool
 }
 
 // stack is one serving process on its own servers.
 type stack struct {
-	cfg    config
-	redis  *devenv.Process
-	kafka  *devenv.Kafka
-	a      *app
-	base   string // http://host:port
-	client *http.Client
-	logs   *lockedBuffer
-	logger *slog.Logger
+	cfg     config
+	redis   *devenv.Process      // nil with stackOptions.redisCluster
+	cluster *devenv.RedisCluster // with stackOptions.redisCluster
+	kafka   *devenv.Kafka
+	a       *app
+	base    string // http://host:port
+	client  *http.Client
+	logs    *lockedBuffer
+	logger  *slog.Logger
 
 	cancel   context.CancelFunc
 	done     chan error
@@ -140,7 +144,14 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 		}
 	})
 
-	s.redis = testenv.Redis(t)
+	redisAddr := ""
+	if opts.redisCluster {
+		s.cluster = testenv.RedisCluster(t)
+		redisAddr = strings.Join(s.cluster.Addrs(), ",")
+	} else {
+		s.redis = testenv.Redis(t)
+		redisAddr = s.redis.Addr
+	}
 	s.kafka = testenv.Kafka(t)
 	chAddr, chDB := "", "surge"
 	if opts.clickhouse != nil {
@@ -150,7 +161,7 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	}
 	s.cfg = config{
 		ListenAddr:         "127.0.0.1:0",
-		RedisAddr:          s.redis.Addr,
+		RedisAddr:          redisAddr,
 		ClickHouseAddr:     chAddr,
 		ClickHouseDatabase: chDB,
 		ClickHouseUser:     "default",

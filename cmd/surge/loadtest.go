@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/surgeworks/surge/loadtest"
+	"github.com/surgeworks/surge/redisconn"
 )
 
 // defaultLoadQuery is the README's price query.
@@ -75,7 +76,7 @@ only holds them for --duration.`,
 				return printRSS("after")
 			}
 			if live > 0 {
-				rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+				rdb := redisconn.New(redis.UniversalOptions{Addrs: splitList(redisAddr)})
 				defer rdb.Close()
 				res, err := loadtest.RunLive(cmd.Context(), loadtest.LiveOptions{URL: url, Subscribers: live, Rate: liveRate, Duration: duration, Redis: rdb})
 				if err != nil {
@@ -139,7 +140,7 @@ only holds them for --duration.`,
 	f.StringVar(&pid, "pid", "", "server process id whose peak RSS to print")
 	f.IntVar(&live, "live", 0, "measure surge change delivery to this many subscribers instead of the price load")
 	f.Float64Var(&liveRate, "live-rate", 20, "surge changes published per second with --live")
-	f.StringVar(&redisAddr, "redis-addr", "127.0.0.1:6379", "Redis the server reads surge changes from (--live)")
+	f.StringVar(&redisAddr, "redis-addr", "127.0.0.1:6379", "Redis the server reads surge changes from (--live); several comma-separated for a cluster")
 	f.IntVar(&hold, "hold-subscriptions", 0, "surgeUpdated subscriptions to open and hold during the price load")
 	f.BoolVar(&cost, "cost", false, "measure the cost of the query (needs --pid): closed-loop throughput against { __typename }, then --runs open-loop runs at --rate with the server's CPU time per request")
 	f.IntVar(&runs, "runs", 3, "open-loop runs of --cost (medians are reported)")

@@ -29,6 +29,7 @@ import (
 	"github.com/surgeworks/surge/monitoring"
 	"github.com/surgeworks/surge/quotes"
 	"github.com/surgeworks/surge/ratelimit"
+	"github.com/surgeworks/surge/redisconn"
 	"github.com/surgeworks/surge/registry"
 	"github.com/surgeworks/surge/resolvers"
 	"github.com/surgeworks/surge/retrain"
@@ -122,14 +123,15 @@ func openClickHouse(ctx context.Context, cfg config, logger *slog.Logger) (drive
 }
 
 func newRedis(cfg config) redis.UniversalClient {
-	return redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:        splitList(cfg.RedisAddr),
-		DialTimeout:  200 * time.Millisecond,
-		ReadTimeout:  100 * time.Millisecond,
-		WriteTimeout: 100 * time.Millisecond,
-		PoolSize:     64,
-		MinIdleConns: 4,
-		MaxRetries:   1,
+	return redisconn.New(redis.UniversalOptions{
+		Addrs:         splitList(cfg.RedisAddr),
+		IsClusterMode: cfg.RedisCluster,
+		DialTimeout:   200 * time.Millisecond,
+		ReadTimeout:   100 * time.Millisecond,
+		WriteTimeout:  100 * time.Millisecond,
+		PoolSize:      64,
+		MinIdleConns:  4,
+		MaxRetries:    1,
 	})
 }
 
@@ -154,7 +156,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		return nil, err
 	}
 	a.rdb = newRedis(cfg)
-	a.bulk = ingest.NewIntakeRedis(splitList(cfg.RedisAddr), 2*time.Second)
+	a.bulk = ingest.NewIntakeRedis(splitList(cfg.RedisAddr), cfg.RedisCluster, 2*time.Second)
 	if err := a.rdb.Ping(ctx).Err(); err != nil {
 		logger.Warn("Redis not reachable at start; prices are served degraded until it is", "addr", cfg.RedisAddr, "err", err)
 	}

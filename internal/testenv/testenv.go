@@ -99,6 +99,28 @@ func RedisWith(t testing.TB, opts devenv.RedisOptions) *devenv.Process {
 	return p
 }
 
+// RedisCluster starts a fresh Redis Cluster of 3 masters and 3 replicas
+// (devenv.StartRedisCluster: non-persistent, 1 s node timeout) on free
+// loopback ports with its data under t.TempDir(); it is stopped at
+// cleanup. Connect with redisconn.New(redis.UniversalOptions{Addrs:
+// c.Addrs()}), which follows a failover within a second; fail a master
+// with FailMaster.
+func RedisCluster(t testing.TB) *devenv.RedisCluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	c, err := devenv.StartRedisCluster(ctx, devenv.RedisClusterOptions{Dir: t.TempDir(), Logger: logger()})
+	if err != nil {
+		fatal(t, err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("testenv: %v", err)
+		}
+	})
+	return c
+}
+
 // Kafka starts a fresh kfake broker (6 partitions per topic by default, no
 // topics: use KafkaWith to create some) with its data under t.TempDir(); it
 // is stopped at cleanup.
