@@ -390,6 +390,35 @@ func loggerOrDiscard(l *slog.Logger) *slog.Logger {
 	return l
 }
 
+// repickAddr returns the repick function of startWithPorts for a server
+// whose one address was picked (picked) rather than given: a new free port
+// of the same host. nil when the address was given.
+func (p *Process) repickAddr(picked bool) func() error {
+	if !picked {
+		return nil
+	}
+	return func() error {
+		a, _, err := resolveAddr(net.JoinHostPort(hostOf(p.Addr), "0"))
+		p.Addr = a
+		return err
+	}
+}
+
+// probeDial connects to addr for a readiness probe: the connection takes
+// ctx's deadline, and ctx's end interrupts a read too (deadlines alone do
+// not see a cancellation). The caller closes the connection and calls stop.
+func probeDial(ctx context.Context, addr string) (conn net.Conn, stop func() bool, err error) {
+	var d net.Dialer
+	conn, err = d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	return conn, context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) }), nil
+}
+
 // startWithPorts runs p.launch with freshly picked ports until the server
 // binds or the attempts run out. repick picks new ports; it is nil when the
 // caller fixed the addresses.

@@ -103,15 +103,7 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Process, error) {
 			"dir", dir, "persist", opts.Persist, "took", time.Since(begin).Round(time.Millisecond))
 		return c, nil
 	}
-	var repick func() error
-	if picked {
-		repick = func() error {
-			a, _, err := resolveAddr(net.JoinHostPort(hostOf(p.Addr), "0"))
-			p.Addr = a
-			return err
-		}
-	}
-	if err := p.startWithPorts(ctx, repick); err != nil {
+	if err := p.startWithPorts(ctx, p.repickAddr(picked)); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -120,17 +112,11 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Process, error) {
 // redisPing sends an inline PING and expects +PONG (a server still loading
 // its AOF answers -LOADING, which counts as not ready).
 func redisPing(ctx context.Context, addr string) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, stop, err := probeDial(ctx, addr)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	// Cancellation must interrupt a read too (deadlines alone do not see it).
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
 		return err

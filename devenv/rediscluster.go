@@ -182,19 +182,27 @@ func (c *RedisCluster) FailMaster(ctx context.Context, key string) (killed, prom
 	if err != nil {
 		return nil, nil, fmt.Errorf("devenv: redis cluster: CLUSTER KEYSLOT: %w", err)
 	}
-	nodes, err := c.nodes(ctx, killed.Addr)
-	if err != nil {
-		return nil, nil, err
-	}
+	// The master learns of its replicas by gossip: right after the cluster
+	// was created its view may not list them yet.
 	killedID := c.ids[slices.Index(c.Nodes, killed)]
 	var replicas []*Process
-	for _, n := range nodes {
-		if n.masterID == killedID {
-			replicas = append(replicas, c.byID(n.id))
+	if err := poll(ctx, func() error {
+		nodes, err := c.nodes(ctx, killed.Addr)
+		if err != nil {
+			return err
 		}
-	}
-	if len(replicas) == 0 {
-		return nil, nil, fmt.Errorf("devenv: redis cluster: master %s has no replica to fail over to", killed.Addr)
+		replicas = replicas[:0]
+		for _, n := range nodes {
+			if n.masterID == killedID {
+				replicas = append(replicas, c.byID(n.id))
+			}
+		}
+		if len(replicas) == 0 {
+			return fmt.Errorf("master %s has no replica to fail over to", killed.Addr)
+		}
+		return nil
+	}); err != nil {
+		return nil, nil, fmt.Errorf("devenv: redis cluster: %w", err)
 	}
 	if err := killed.Kill(); err != nil {
 		return nil, nil, err

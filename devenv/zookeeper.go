@@ -96,15 +96,7 @@ func StartZooKeeper(ctx context.Context, opts ZooKeeperOptions) (*Process, error
 			"dir", dir, "took", time.Since(begin).Round(time.Millisecond))
 		return c, nil
 	}
-	var repick func() error
-	if picked {
-		repick = func() error {
-			a, _, err := resolveAddr(net.JoinHostPort(hostOf(p.Addr), "0"))
-			p.Addr = a
-			return err
-		}
-	}
-	if err := p.startWithPorts(ctx, repick); err != nil {
+	if err := p.startWithPorts(ctx, p.repickAddr(picked)); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -115,16 +107,11 @@ func StartZooKeeper(ctx context.Context, opts ZooKeeperOptions) (*Process, error
 // 18.16 connecting then has its handshake cut and dies (its DDLWorker
 // does not survive a failed first connect).
 func zooKeeperOK(ctx context.Context, addr string) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, stop, err := probeDial(ctx, addr)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, err := conn.Write([]byte("srvr")); err != nil {
 		return err

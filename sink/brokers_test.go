@@ -58,15 +58,7 @@ func TestThreeBrokersOneStopped(t *testing.T) {
 	evs := genEvents(6000, 23)
 	write := func(evs []ingest.Event) {
 		t.Helper()
-		msgs := make([]kafka.Message, len(evs))
-		for i := range evs {
-			b, err := evs[i].Marshal()
-			if err != nil {
-				t.Fatal(err)
-			}
-			msgs[i] = kafka.Message{Topic: ingest.TopicFor(evs[i].Type), Key: []byte(evs[i].RegionID), Value: b}
-		}
-		if err := w.WriteMessages(ctx, msgs...); err != nil {
+		if err := w.WriteMessages(ctx, eventMessages(t, evs)...); err != nil {
 			t.Fatalf("produce: %v", err)
 		}
 	}

@@ -171,6 +171,12 @@ func newWriter(brokers []string) *kafka.Writer {
 // produceEvents writes events to their topics, keyed by region.
 func produceEvents(t testing.TB, brokers []string, evs []ingest.Event) {
 	t.Helper()
+	produce(t, brokers, eventMessages(t, evs))
+}
+
+// eventMessages are the records of events on their topics, keyed by region.
+func eventMessages(t testing.TB, evs []ingest.Event) []kafka.Message {
+	t.Helper()
 	msgs := make([]kafka.Message, len(evs))
 	for i := range evs {
 		b, err := evs[i].Marshal()
@@ -179,7 +185,7 @@ func produceEvents(t testing.TB, brokers []string, evs []ingest.Event) {
 		}
 		msgs[i] = kafka.Message{Topic: ingest.TopicFor(evs[i].Type), Key: []byte(evs[i].RegionID), Value: b}
 	}
-	produce(t, brokers, msgs)
+	return msgs
 }
 
 func produce(t testing.TB, brokers []string, msgs []kafka.Message) {
