@@ -13,10 +13,14 @@
 #           for $BENCH_SCALING_EVENT_DURATION (30s), until the sink has
 #           inserted every accepted event.
 # It prints CPU µs per quote and per event for each process: cores needed =
-# rate × µs / 1e6. The broker is kfake (one event loop, everything in memory):
+# rate × µs / 1e6, and ClickHouse's bytes per row. It first prints
+# pricing.BenchmarkCompute as the machine's speed. The broker is kfake (one event loop, everything in memory):
 # its figure is printed but is not a production Kafka's.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# The machine's speed of the day: the same VM type has measured twice as
+# slow on some days, so the figures below scale with this one.
+echo "== calibration: $(go test -run '^$' -bench 'Compute$' -benchtime 1s ./pricing/ | grep -m1 '^BenchmarkCompute' | awk '{print $1, $3, $4}') (500 ns/op on 2026-11-25)"
 source scripts/bench-stack.sh
 
 price_rate=${BENCH_SCALING_PRICE_RATE:-1000}
@@ -94,5 +98,6 @@ report events "$n" "${before[@]}"
 
 echo "== ClickHouse storage per row (active parts, compressed, as merged so far)"
 ch_http=$(sed -n 's:.*<http_port>\([0-9]*\)</http_port>.*:\1:p' "$data/clickhouse/config.xml")
-curl -fsS "http://127.0.0.1:$ch_http/" --data-binary "SELECT table, sum(rows) AS rows, round(sum(bytes_on_disk) / sum(rows), 1) AS bytes_per_row
-  FROM system.parts WHERE active AND database = 'surge' AND rows > 0 GROUP BY table ORDER BY table FORMAT PrettyCompactMonoBlock"
+curl -sS "http://127.0.0.1:$ch_http/" --data-binary "SELECT table, sum(rows) AS total_rows, round(sum(data_compressed_bytes) / sum(rows), 1) AS compressed_bytes_per_row,
+  round(sum(data_uncompressed_bytes) / sum(rows), 1) AS uncompressed_bytes_per_row
+  FROM system.parts WHERE active AND database = 'surge' AND rows > 0 GROUP BY table ORDER BY table FORMAT PrettyCompactNoEscapes"
