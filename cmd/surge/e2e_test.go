@@ -838,26 +838,16 @@ func TestE2ERedisDown(t *testing.T) {
 	}
 	// The restarted server is empty (no persistence): the feature pipeline
 	// writes again.
-	deadline := time.Now().Add(10 * time.Second)
-	for err := s.tryWriteFeatures(demoRegions...); err != nil; err = s.tryWriteFeatures(demoRegions...) {
-		if time.Now().After(deadline) {
-			t.Fatalf("features not written after the restart: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitCond(t, "the features written again after the restart", func() bool { return s.tryWriteFeatures(demoRegions...) == nil })
 	var back quoteJSON
-	for attempt := 1; ; attempt++ {
+	attempts := 0
+	waitCond(t, "a price from the model again after the restart", func() bool {
+		attempts++
 		back = s.price(t, "berlin", "ride")
-		if back.ForecastSource == "MODEL" && !back.Degraded {
-			if attempt > 2 {
-				t.Errorf("took %d attempts to price from the model again", attempt)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the restart: source %s degraded %v warnings %q", back.ForecastSource, back.Degraded, back.Warnings)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return back.ForecastSource == "MODEL" && !back.Degraded
+	})
+	if attempts > 2 {
+		t.Errorf("took %d attempts to price from the model again", attempts)
 	}
 	checkModelQuote(t, back, "berlin", "ride")
 	s.waitReady(t, http.StatusOK, 5*time.Second)
