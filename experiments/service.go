@@ -33,7 +33,7 @@ var (
 	ErrNoWinner = errors.New("experiment has no winner to roll out")
 )
 
-// Publisher sends exposure records; it must not block (ingest.Publisher queues).
+// Publisher sends exposure records; it must not block (publish.Publisher queues).
 type Publisher interface {
 	// Publish reports false when the record was dropped (buffer full).
 	Publish(topic, key string, value []byte) bool

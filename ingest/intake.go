@@ -191,62 +191,6 @@ type Producer interface {
 	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 }
 
-// NewEventWriter returns the synchronous Kafka writer the intake needs: acks
-// from all in-sync replicas, Murmur2 partitioning by key (as Java clients
-// do), batches of up to 1,000 records (and kafka-go's 1 MiB) per partition
-// with a 2 ms linger (kafka-go's default of 1 s would delay every request),
-// 3 attempts with 5 s timeouts, 1.5 s apart at least (longer than the age of
-// the metadata that routes around a lost broker, see newTransport), its own
-// connection pool. Messages carry their topic. Close it after the Intake's
-// last use.
-func NewEventWriter(brokers []string) *EventWriter {
-	return &EventWriter{&kafka.Writer{
-		Addr:            kafka.TCP(brokers...),
-		Balancer:        &kafka.Murmur2Balancer{},
-		RequiredAcks:    kafka.RequireAll,
-		BatchSize:       1000,
-		BatchTimeout:    2 * time.Millisecond,
-		MaxAttempts:     3,
-		WriteBackoffMin: writeBackoffMin,
-		WriteBackoffMax: writeBackoffMax,
-		WriteTimeout:    5 * time.Second,
-		ReadTimeout:     5 * time.Second,
-		Transport:       newTransport(),
-	}}
-}
-
-// The producers' backoff between attempts, see newTransport.
-const (
-	writeBackoffMin = 500 * time.Millisecond
-	writeBackoffMax = time.Second
-)
-
-// EventWriter is the intake's writer (NewEventWriter).
-type EventWriter struct{ *kafka.Writer }
-
-// Close flushes and closes the writer and its connection pool.
-func (w *EventWriter) Close() error { return closeWriter(w.Writer) }
-
-// closeWriter closes a writer and the transport of newTransport that
-// kafka-go's Close leaves open (with its metadata poll).
-func closeWriter(w *kafka.Writer) error {
-	err := w.Close()
-	w.Transport.(*kafka.Transport).CloseIdleConnections()
-	return err
-}
-
-// newTransport is the connection pool of a producer. kafka-go routes a
-// produce by its cached metadata and refreshes that only on a timer (its
-// default: every 6 s at most), never on an error: with a broker gone, every
-// produce to the partitions it led fails until the refresh. A 1 s TTL over
-// our topics only (not the whole cluster's), and retries that span more
-// than that (kafka-go waits attempt² × writeBackoffMin, at most
-// writeBackoffMax: 0.5 s, then 1 s), keep produces succeeding through a
-// broker's loss (TestThreeBrokersOneStopped in package sink).
-func newTransport() *kafka.Transport {
-	return &kafka.Transport{DialTimeout: 3 * time.Second, MetadataTTL: time.Second, MetadataTopics: Topics}
-}
-
 // Dedup keys. While a request produces its events their keys hold
 // dedupPending and the request's claim token, for a short time
 // (ProduceTimeout + 10 s); once Kafka acknowledged they hold dedupDone for

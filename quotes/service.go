@@ -80,7 +80,7 @@ type Rules interface {
 	Region(regionID string) (rules.Region, bool)
 }
 
-// Publisher sends audit records; it must not block (ingest.Publisher
+// Publisher sends audit records; it must not block (publish.Publisher
 // queues). It reports false when it cannot take the record (its buffer is
 // full): the quote is then refused rather than answered unaudited.
 type Publisher interface {

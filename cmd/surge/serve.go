@@ -27,6 +27,7 @@ import (
 	"github.com/surgeworks/surge/migrations"
 	"github.com/surgeworks/surge/model"
 	"github.com/surgeworks/surge/monitoring"
+	"github.com/surgeworks/surge/publish"
 	"github.com/surgeworks/surge/quotes"
 	"github.com/surgeworks/surge/ratelimit"
 	"github.com/surgeworks/surge/redisconn"
@@ -87,7 +88,7 @@ type app struct {
 	quotes      *quotes.Service
 	live        *live.Hub
 	experiments *experiments.Service
-	publisher   *ingest.Publisher
+	publisher   *publish.Publisher
 	keys        *auth.Keys
 	events      *ingest.EventWriter
 	intake      *ingest.Intake
@@ -227,7 +228,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	if err != nil {
 		return nil, fmt.Errorf("audit spool: %w", err)
 	}
-	a.publisher = ingest.NewPublisher(cfg.brokers(), ingest.PublisherOptions{Spool: sp, Logger: logger, Registerer: reg})
+	a.publisher = publish.New(cfg.brokers(), publish.Options{Spool: sp, Logger: logger, Registerer: reg})
 	if a.experiments, err = experiments.New(a.ch, experiments.Options{
 		DayLength: cfg.ExperimentDay, ResultsInterval: cfg.ExperimentResults, Publisher: a.publisher, Rules: a.rules, Logger: logger, Registerer: reg,
 	}); err != nil {

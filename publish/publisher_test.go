@@ -1,4 +1,4 @@
-package ingest
+package publish
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/surgeworks/surge/devenv"
+	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/internal/testenv"
 	"github.com/surgeworks/surge/spool"
 )
@@ -38,10 +39,10 @@ func spoolChild(dir string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	p := NewPublisher(strings.Split(os.Getenv("SURGE_SPOOL_CHILD_BROKERS"), ","), PublisherOptions{Spool: sp, Logger: slog.New(slog.DiscardHandler)})
+	p := New(strings.Split(os.Getenv("SURGE_SPOOL_CHILD_BROKERS"), ","), Options{Spool: sp, Logger: slog.New(slog.DiscardHandler)})
 	go func() { _ = p.Run(context.Background()) }()
 	for i := range n {
-		if !p.Publish(TopicPricingDecisions, fmt.Sprintf("region-%d", i%7), []byte(fmt.Sprintf("record-%d", i))) {
+		if !p.Publish(ingest.TopicPricingDecisions, fmt.Sprintf("region-%d", i%7), []byte(fmt.Sprintf("record-%d", i))) {
 			fmt.Fprintln(os.Stderr, "publish refused")
 			return 2
 		}
@@ -57,7 +58,7 @@ func spoolChild(dir string) int {
 // loses none: the next publisher on the same spool sends them (at least
 // once; the sink drops copies by quote id).
 func TestSpoolSurvivesSIGKILL(t *testing.T) {
-	k := testenv.KafkaWith(t, devenv.KafkaOptions{Topics: []string{TopicPricingDecisions}, Partitions: 3})
+	k := testenv.KafkaWith(t, devenv.KafkaOptions{Topics: []string{ingest.TopicPricingDecisions}, Partitions: 3})
 	const n = 5000
 	for _, c := range []struct{ name, brokers string }{
 		{"kafka down", "127.0.0.1:1"},
@@ -77,10 +78,10 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithCancel(context.Background())
-			p := NewPublisher(k.Brokers, PublisherOptions{Spool: sp, Logger: slog.New(slog.DiscardHandler)})
+			p := New(k.Brokers, Options{Spool: sp, Logger: slog.New(slog.DiscardHandler)})
 			done := make(chan error, 1)
 			go func() { done <- p.Run(ctx) }()
-			got := readDistinct(t, k.Brokers, TopicPricingDecisions, n, "record-")
+			got := readDistinct(t, k.Brokers, ingest.TopicPricingDecisions, n, "record-")
 			cancel()
 			if err := <-done; err != nil {
 				t.Fatal(err)
@@ -172,24 +173,24 @@ func TestPublisherDeliversKeyedRecords(t *testing.T) {
 	k := testenv.Kafka(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	specs, err := ParseTopicConfig("", 6)
+	specs, err := ingest.ParseTopicConfig("", 6)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := EnsureTopics(ctx, k.Brokers, specs); err != nil {
+	if err := ingest.EnsureTopics(ctx, k.Brokers, specs); err != nil {
 		t.Fatal(err)
 	}
-	p := NewPublisher(k.Brokers, PublisherOptions{})
+	p := New(k.Brokers, Options{})
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	for i := range 200 {
-		p.Publish(TopicPricingDecisions, fmt.Sprintf("region-%d", i%7), []byte(fmt.Sprintf("record-%d", i)))
+		p.Publish(ingest.TopicPricingDecisions, fmt.Sprintf("region-%d", i%7), []byte(fmt.Sprintf("record-%d", i)))
 	}
 	cancel() // Run flushes what is queued before it returns
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	got := readAll(t, k.Brokers, TopicPricingDecisions, 200)
+	got := readAll(t, k.Brokers, ingest.TopicPricingDecisions, 200)
 	if got["record-8"] != "region-1" {
 		t.Fatalf("record-8 has key %q, want region-1", got["record-8"])
 	}
@@ -198,16 +199,16 @@ func TestPublisherDeliversKeyedRecords(t *testing.T) {
 // TestPublisherRetriesWhileKafkaIsDown: records published while the broker
 // is stopped are kept and delivered once it is back.
 func TestPublisherRetriesWhileKafkaIsDown(t *testing.T) {
-	k := testenv.KafkaWith(t, devenv.KafkaOptions{Topics: []string{TopicPricingDecisions}, Partitions: 3})
+	k := testenv.KafkaWith(t, devenv.KafkaOptions{Topics: []string{ingest.TopicPricingDecisions}, Partitions: 3})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p := NewPublisher(k.Brokers, PublisherOptions{})
+	p := New(k.Brokers, Options{})
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 
 	k.Stop()
 	for i := range 50 {
-		p.Publish(TopicPricingDecisions, "berlin", []byte(fmt.Sprintf("r%d", i)))
+		p.Publish(ingest.TopicPricingDecisions, "berlin", []byte(fmt.Sprintf("r%d", i)))
 	}
 	time.Sleep(500 * time.Millisecond) // some produce attempts fail meanwhile
 	if err := k.Restart(context.Background()); err != nil {
@@ -222,14 +223,14 @@ func TestPublisherRetriesWhileKafkaIsDown(t *testing.T) {
 	}
 	cancel()
 	<-done
-	readAll(t, k.Brokers, TopicPricingDecisions, 50)
+	readAll(t, k.Brokers, ingest.TopicPricingDecisions, 50)
 }
 
 func TestPublishNeverBlocks(t *testing.T) {
-	p := NewPublisher([]string{"127.0.0.1:1"}, PublisherOptions{Buffer: 2})
+	p := New([]string{"127.0.0.1:1"}, Options{Buffer: 2})
 	start := time.Now()
 	for range 10 {
-		p.Publish(TopicPricingDecisions, "k", []byte("v")) // nothing drains the buffer
+		p.Publish(ingest.TopicPricingDecisions, "k", []byte("v")) // nothing drains the buffer
 	}
 	if p.Pending() != 2 {
 		t.Fatalf("pending %d, want the buffer size 2", p.Pending())

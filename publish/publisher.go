@@ -1,4 +1,8 @@
-package ingest
+// Package publish owns the background publisher of the records the service
+// sends to Kafka after the fact: the audit records of quotes and the
+// experiment exposures. Publish never blocks the caller; with a spool
+// (package spool) a record survives a Kafka outage and a crash.
+package publish
 
 import (
 	"context"
@@ -10,12 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/retry"
 	"github.com/surgeworks/surge/spool"
 )
 
-// PublisherOptions configures a Publisher. Zero values take the defaults.
-type PublisherOptions struct {
+// Options configures a Publisher. Zero values take the defaults.
+type Options struct {
 	// Buffer is how many records may wait for Kafka (default 100,000); when
 	// it is full Publish refuses new records (and counts them).
 	Buffer int
@@ -40,15 +45,15 @@ type PublisherOptions struct {
 // unreachable.
 type Publisher struct {
 	w        *kafka.Writer
-	opts     PublisherOptions
+	opts     Options
 	queue    chan kafka.Message
 	inflight atomic.Int64 // records taken from the queue, not yet acknowledged
 
 	sent, dropped, failures *prometheus.CounterVec
 }
 
-// NewPublisher returns a publisher to the given brokers.
-func NewPublisher(brokers []string, opts PublisherOptions) *Publisher {
+// New returns a publisher to the given brokers.
+func New(brokers []string, opts Options) *Publisher {
 	if opts.Buffer <= 0 {
 		opts.Buffer = 100_000
 	}
@@ -62,18 +67,7 @@ func NewPublisher(brokers []string, opts PublisherOptions) *Publisher {
 		opts.Logger = slog.Default()
 	}
 	p := &Publisher{
-		w: &kafka.Writer{
-			Addr:            kafka.TCP(brokers...),
-			Balancer:        &kafka.Murmur2Balancer{},
-			RequiredAcks:    kafka.RequireAll,
-			BatchSize:       opts.BatchSize,
-			BatchTimeout:    opts.BatchTimeout,
-			MaxAttempts:     3,
-			WriteBackoffMin: writeBackoffMin,
-			WriteBackoffMax: writeBackoffMax,
-			WriteTimeout:    5 * time.Second,
-			Transport:       newTransport(),
-		},
+		w:     ingest.NewWriter(brokers, opts.BatchSize, opts.BatchTimeout),
 		opts:  opts,
 		queue: make(chan kafka.Message, opts.Buffer),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -131,7 +125,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			p.drain()
-			return closeWriter(p.w)
+			return ingest.CloseWriter(p.w)
 		case m := <-p.queue:
 			batch = append(batch[:0], m)
 		}
@@ -150,7 +144,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		if err != nil { // ctx ended
 			p.requeue(batch)
 			p.drain()
-			return closeWriter(p.w)
+			return ingest.CloseWriter(p.w)
 		}
 	}
 }
@@ -235,5 +229,5 @@ func (p *Publisher) runSpool(ctx context.Context) error {
 			break
 		}
 	}
-	return closeWriter(p.w)
+	return ingest.CloseWriter(p.w)
 }
