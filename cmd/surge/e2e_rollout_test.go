@@ -222,8 +222,7 @@ func TestE2ERollout(t *testing.T) {
 			t.Fatalf("surge_rollout_percent = %v, %v", v, ok)
 		}
 		sawHalf := false
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		waitCond(t, "the rollout to finish", func() bool {
 			r := s.rollout(t)
 			served := s.servedVersions(t)
 			after := s.rollout(t)
@@ -242,14 +241,8 @@ func TestE2ERollout(t *testing.T) {
 					sawHalf = true
 				}
 			}
-			if after.State != "RUNNING" {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("rollout still running: %+v", after)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return after.State != "RUNNING"
+		})
 		r := s.rollout(t)
 		var percents []int
 		for _, p := range r.History {
@@ -313,8 +306,7 @@ func TestE2ERollout(t *testing.T) {
 		if !d.StartRollout.Shadow {
 			t.Fatalf("startRollout shadow: %+v", d.StartRollout)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		waitCond(t, "the shadow rollout to reach its last phase", func() bool {
 			for region, v := range s.servedVersions(t) {
 				if v != v2.Version {
 					t.Fatalf("shadow rollout served %s from %s", region, v)
@@ -324,14 +316,9 @@ func TestE2ERollout(t *testing.T) {
 			if r.State != "RUNNING" {
 				t.Fatalf("shadow rollout ended on its own: %+v", r)
 			}
-			if r.Percent == 100 && r.PhaseEndsAt == nil && r.CandidateStats.Requests > 0 {
-				break // the last phase waits for an admin; the shadow ran
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("shadow rollout did not reach its last phase: %+v", r)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			// The last phase waits for an admin; the shadow ran.
+			return r.Percent == 100 && r.PhaseEndsAt == nil && r.CandidateStats.Requests > 0
+		})
 		if ms := s.models(t); ms[v6.Version].Serving == nil || *ms[v6.Version].Serving != "SHADOW" {
 			t.Fatalf("models during shadow: %+v", ms[v6.Version])
 		}
