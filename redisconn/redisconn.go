@@ -40,6 +40,32 @@ func Cluster(rdb redis.UniversalClient) bool {
 	return ok
 }
 
+// Group splits the indexes 0..n-1 into groups of at most perCall (at least
+// 1), in order: on a Redis Cluster (cluster) a group holds only indexes
+// whose key(i) is in one hash slot, so that one script call or transaction
+// may carry them; on a single server the slot does not matter.
+func Group(n int, key func(i int) string, perCall int, cluster bool) [][]int {
+	perCall = max(perCall, 1)
+	var out [][]int
+	open := map[int]int{} // slot → index in out of its group being filled
+	for i := range n {
+		slot := 0
+		if cluster {
+			if k := key(i); k != "" {
+				slot = Slot(k)
+			}
+		}
+		g, ok := open[slot]
+		if !ok || len(out[g]) == perCall {
+			g = len(out)
+			out = append(out, nil)
+			open[slot] = g
+		}
+		out[g] = append(out[g], i)
+	}
+	return out
+}
+
 // slots is the number of hash slots of a Redis Cluster.
 const slots = 16384
 

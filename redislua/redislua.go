@@ -61,23 +61,12 @@ func Batch(ctx context.Context, rdb redis.UniversalClient, s *redis.Script, head
 // in order; on a cluster a call holds only items of one slot (that of
 // their first key).
 func group(items []Item, perCall int, cluster bool) [][]int {
-	perCall = max(perCall, 1)
-	var out [][]int
-	open := map[int]int{} // slot → index in out of its call being filled
-	for i, it := range items {
-		slot := 0
-		if cluster && len(it.Keys) > 0 {
-			slot = redisconn.Slot(it.Keys[0])
+	return redisconn.Group(len(items), func(i int) string {
+		if len(items[i].Keys) == 0 {
+			return ""
 		}
-		k, ok := open[slot]
-		if !ok || len(out[k]) == perCall {
-			k = len(out)
-			out = append(out, nil)
-			open[slot] = k
-		}
-		out[k] = append(out[k], i)
-	}
-	return out
+		return items[i].Keys[0]
+	}, perCall, cluster)
 }
 
 // call is one script call: its keys and arguments, and the length of the

@@ -91,6 +91,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/surgeworks/surge/consumer"
 	"github.com/surgeworks/surge/features"
@@ -824,38 +825,25 @@ const maxConcurrentSlots = 16
 // Redis Cluster (which refuses a transaction across slots), up to
 // maxConcurrentSlots of them at once. It returns the first error.
 func (c *Consumer) write(ctx context.Context, j *job) error {
-	bySlot := map[int][]int{}
-	cluster := redisconn.Cluster(c.rdb)
-	for i, r := range j.regions {
-		slot := 0
-		if cluster {
-			slot = redisconn.Slot(features.Key(r.id))
+	bySlot := redisconn.Group(len(j.regions), func(i int) string { return features.Key(j.regions[i].id) },
+		len(j.regions), redisconn.Cluster(c.rdb))
+	tx := func(idx []int) error {
+		p := c.rdb.TxPipeline()
+		for _, i := range idx {
+			c.store.QueueWrite(ctx, p, j.regions[i].id, j.writes[i], j.at)
 		}
-		bySlot[slot] = append(bySlot[slot], i)
+		_, err := p.Exec(ctx)
+		return err
 	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	sem := make(chan struct{}, maxConcurrentSlots)
+	if len(bySlot) == 1 { // a single server
+		return tx(bySlot[0])
+	}
+	var g errgroup.Group
+	g.SetLimit(maxConcurrentSlots)
 	for _, idx := range bySlot {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			p := c.rdb.TxPipeline()
-			for _, i := range idx {
-				c.store.QueueWrite(ctx, p, j.regions[i].id, j.writes[i], j.at)
-			}
-			if _, err := p.Exec(ctx); err != nil {
-				mu.Lock()
-				first = cmp.Or(first, err)
-				mu.Unlock()
-			}
-		})
+		g.Go(func() error { return tx(idx) })
 	}
-	wg.Wait()
-	return first
+	return g.Wait()
 }
 
 // complete applies a job's outcome to the state.
