@@ -3,11 +3,14 @@ package resolvers
 import (
 	"context"
 	"net/http"
+	"slices"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/graph-gophers/dataloader/v7"
 
 	"github.com/surgeworks/surge/experiments"
+	"github.com/surgeworks/surge/graph/model"
 	"github.com/surgeworks/surge/quotes"
 )
 
@@ -18,6 +21,7 @@ type loadersKey struct{}
 
 // loaders are the per-request dataloaders.
 type loaders struct {
+	svc     *quotes.Service
 	prices  *dataloader.Loader[priceKey, quotes.Quote]
 	results *dataloader.Loader[string, experiments.Results] // nil without experiments
 }
@@ -32,20 +36,15 @@ const LoaderWait = 500 * time.Microsecond
 func Middleware(res *Resolver, next http.Handler) http.Handler {
 	svc := res.Quotes
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		traceID := TraceID(r.Context())
 		batch := func(ctx context.Context, keys []priceKey) []*dataloader.Result[quotes.Quote] {
-			reqs := make([]quotes.Request, len(keys))
-			for i, k := range keys {
-				reqs[i] = quotes.Request{RegionID: k.region, ProductType: k.product, UserID: k.user, TraceID: traceID}
-			}
-			qs, errs := svc.QuoteBatch(ctx, reqs)
+			qs, errs := quoteKeys(ctx, svc, keys)
 			out := make([]*dataloader.Result[quotes.Quote], len(keys))
 			for i := range keys {
 				out[i] = &dataloader.Result[quotes.Quote]{Data: qs[i], Error: errs[i]}
 			}
 			return out
 		}
-		l := &loaders{prices: dataloader.NewBatchedLoader(batch,
+		l := &loaders{svc: svc, prices: dataloader.NewBatchedLoader(batch,
 			dataloader.WithWait[priceKey, quotes.Quote](LoaderWait),
 			dataloader.WithBatchCapacity[priceKey, quotes.Quote](100))}
 		if res.ExperimentService != nil {
@@ -54,6 +53,30 @@ func Middleware(res *Resolver, next http.Handler) http.Handler {
 		ctx := context.WithValue(r.Context(), loadersKey{}, l)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// primePrices quotes keys in one batch and primes the price loader with
+// the results, so that the resolvers of a list (regions { currentPrices })
+// find them in its cache: one Redis round trip and one model call however
+// the list's goroutines are scheduled, which the loader's wait window alone
+// cannot promise on a busy machine. A key whose quote failed is left out;
+// its resolver loads it again and gets the error.
+func (l *loaders) primePrices(ctx context.Context, keys []priceKey) {
+	qs, errs := quoteKeys(ctx, l.svc, keys)
+	for i, k := range keys {
+		if errs[i] == nil {
+			l.prices.Prime(ctx, k, qs[i])
+		}
+	}
+}
+
+// quoteKeys quotes keys in one QuoteBatch, with the request's trace id.
+func quoteKeys(ctx context.Context, svc *quotes.Service, keys []priceKey) ([]quotes.Quote, []error) {
+	reqs := make([]quotes.Request, len(keys))
+	for i, k := range keys {
+		reqs[i] = quotes.Request{RegionID: k.region, ProductType: k.product, UserID: k.user, TraceID: TraceID(ctx)}
+	}
+	return svc.QuoteBatch(ctx, reqs)
 }
 
 func loadersFrom(ctx context.Context) *loaders {
@@ -72,4 +95,20 @@ func WithTraceID(ctx context.Context, id string) context.Context {
 func TraceID(ctx context.Context) string {
 	id, _ := ctx.Value(traceKey{}).(string)
 	return id
+}
+
+// primeCurrentPrices quotes every region's current prices at once when the
+// query selects regions { currentPrices } (see primePrices).
+func (r *Resolver) primeCurrentPrices(ctx context.Context, regions []*model.Region) {
+	l := loadersFrom(ctx)
+	if l == nil || !slices.Contains(graphql.CollectAllFields(ctx), "currentPrices") {
+		return
+	}
+	var keys []priceKey
+	for _, g := range regions {
+		for _, p := range g.Products {
+			keys = append(keys, priceKey{g.ID, p, ""})
+		}
+	}
+	l.primePrices(ctx, keys)
 }

@@ -276,6 +276,7 @@ func (r *queryResolver) Regions(ctx context.Context) ([]*model.Region, error) {
 	for i, g := range regs {
 		out[i] = &model.Region{ID: g.ID, Name: g.Name, Currency: g.Currency, Products: append([]string{}, g.Products...)}
 	}
+	r.primeCurrentPrices(ctx, out)
 	return out, nil
 }
 
