@@ -8,23 +8,35 @@ import (
 
 // NewEventWriter returns the synchronous Kafka writer the intake needs: acks
 // from all in-sync replicas, Murmur2 partitioning by key (as Java clients
-// do), batches of up to 1,000 records (and kafka-go's 1 MiB) per partition
-// with a 2 ms linger (kafka-go's default of 1 s would delay every request),
+// do), batches of up to EventPartitionBatch records (and kafka-go's 1 MiB)
+// per partition with a 2 ms linger (kafka-go's default of 1 s would delay every request),
 // 3 attempts with 5 s timeouts, 1.5 s apart at least (longer than the age of
 // the metadata that routes around a lost broker, see newTransport), its own
 // connection pool. Messages carry their topic. Close it after the Intake's
 // last use.
 func NewEventWriter(brokers []string) *EventWriter {
-	w := NewWriter(brokers, 1000, 2*time.Millisecond)
+	w := NewWriter(brokers, EventPartitionBatch, 2*time.Millisecond)
 	w.ReadTimeout = 5 * time.Second
 	return &EventWriter{w}
 }
 
+// EventPartitionBatch is the intake writer's batch per partition: a
+// request of 1,000 events spread over the default 6 partitions fills about
+// 170 of it; a region hot enough to fill one partition with more is sent as
+// several produce requests.
+const EventPartitionBatch = 256
+
 // NewWriter returns a producer as the intake's and the publisher's: acks
 // from all in-sync replicas, Murmur2 partitioning by key, batches of up to
-// batchSize records lingering batchTimeout, 3 attempts with 5 s timeouts
-// at least 0.5 s apart, and its own connection pool (newTransport). Close
-// it with CloseWriter.
+// batchSize records per partition lingering batchTimeout, 3 attempts with
+// 5 s timeouts at least 0.5 s apart, and its own connection pool
+// (newTransport). Close it with CloseWriter.
+//
+// kafka-go allocates room for batchSize messages (about 150 bytes each)
+// for every partition batch it opens, however few it ends up holding, so
+// batchSize should be the usual batch of one partition, not the largest
+// call: with 1,000 per partition, a request of 1,000 events over 6
+// partitions allocated 6 × 150 KB, more than the events themselves.
 func NewWriter(brokers []string, batchSize int, batchTimeout time.Duration) *kafka.Writer {
 	return &kafka.Writer{
 		Addr:            kafka.TCP(brokers...),

@@ -24,8 +24,14 @@ type Options struct {
 	// Buffer is how many records may wait for Kafka (default 100,000); when
 	// it is full Publish refuses new records (and counts them).
 	Buffer int
-	// BatchSize bounds one produce request (default 1,000 records).
+	// BatchSize bounds the records of one WriteMessages call (default
+	// 1,000); kafka-go sends them as batches of at most PartitionBatch per
+	// partition.
 	BatchSize int
+	// PartitionBatch is the writer's batch per partition (default 64: at
+	// 1,000 quotes/s a call carries a few records; see ingest.NewWriter
+	// on why it is not BatchSize).
+	PartitionBatch int
 	// BatchTimeout is how long a partial batch waits for more records
 	// (default 5 ms; kafka-go's own default of 1 s would delay every record).
 	BatchTimeout time.Duration
@@ -60,6 +66,9 @@ func New(brokers []string, opts Options) *Publisher {
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = 1000
 	}
+	if opts.PartitionBatch <= 0 {
+		opts.PartitionBatch = 64
+	}
 	if opts.BatchTimeout <= 0 {
 		opts.BatchTimeout = 5 * time.Millisecond
 	}
@@ -67,7 +76,7 @@ func New(brokers []string, opts Options) *Publisher {
 		opts.Logger = slog.Default()
 	}
 	p := &Publisher{
-		w:     ingest.NewWriter(brokers, opts.BatchSize, opts.BatchTimeout),
+		w:     ingest.NewWriter(brokers, opts.PartitionBatch, opts.BatchTimeout),
 		opts:  opts,
 		queue: make(chan kafka.Message, opts.Buffer),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -184,16 +184,16 @@ func (s *Spool) recover(seg uint64) (int64, error) {
 
 // Append writes a record; it returns once the frame is in the file.
 func (s *Spool) Append(r Record) error {
-	payload := make([]byte, 0, 6+len(r.Topic)+len(r.Key)+len(r.Value))
-	payload = binary.BigEndian.AppendUint16(payload, uint16(len(r.Topic)))
-	payload = append(payload, r.Topic...)
-	payload = binary.BigEndian.AppendUint32(payload, uint32(len(r.Key)))
-	payload = append(payload, r.Key...)
-	payload = append(payload, r.Value...)
-	frame := make([]byte, frameHeader, frameHeader+len(payload))
+	// The frame is built in one allocation: header, then the payload.
+	frame := make([]byte, frameHeader, frameHeader+6+len(r.Topic)+len(r.Key)+len(r.Value))
+	frame = binary.BigEndian.AppendUint16(frame, uint16(len(r.Topic)))
+	frame = append(frame, r.Topic...)
+	frame = binary.BigEndian.AppendUint32(frame, uint32(len(r.Key)))
+	frame = append(frame, r.Key...)
+	frame = append(frame, r.Value...)
+	payload := frame[frameHeader:]
 	binary.BigEndian.PutUint32(frame, uint32(len(payload)))
 	binary.BigEndian.PutUint32(frame[4:], crc32.Checksum(payload, crcTable))
-	frame = append(frame, payload...)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
