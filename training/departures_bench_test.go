@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"slices"
@@ -34,6 +35,9 @@ func BenchmarkDepartures(b *testing.B) {
 		path = "../../shared/data/departures-dev.csv.gz"
 	}
 	hist, err := readDepartures(path, time.Date(2001, 7, 1, 0, 0, 0, 0, time.UTC))
+	if errors.Is(err, fs.ErrNotExist) {
+		b.Skipf("%s not found: set SURGE_DEPARTURES to the departures file (../shared/data/README.md)", path)
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
