@@ -13,7 +13,7 @@ export CGO_ENABLED := 1
 
 TEST_FLAGS  ?= -count=1 -timeout 20m -p 2
 TEST_PKGS   ?= ./...
-BENCH_FLAGS ?= -run '^$$' -bench . -benchmem -timeout 30m
+BENCH_FLAGS ?= -run '^$$' -bench . -skip Cold -benchmem -timeout 30m
 # Packages scanned for Go benchmarks; ./... picks up new ones by itself.
 BENCH_PKGS  ?= ./...
 # Steps of `make bench`: append a target (e.g. BENCH_STEPS += bench-load

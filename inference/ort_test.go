@@ -603,3 +603,47 @@ func BenchmarkGoWalkBatch256(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rows)), "ns/row")
 }
+
+// coldCache evicts the CPU caches as a request's other work does between
+// two forecasts in the server (GraphQL, Redis, Kafka, the sink): it writes
+// 16 MiB, past these machines' L2 and their share of L3 (4 MiB left ONNX
+// Runtime at a third of its cold time). The eviction is slow, so `make
+// bench-go` skips the Cold benchmarks: run them with
+// `go test -run '^$' -bench Cold ./inference` (about 3 minutes each).
+type coldCache []byte
+
+func (c coldCache) evict() {
+	for i := 0; i < len(c); i += 64 {
+		c[i]++
+	}
+}
+
+// benchCold measures single-row predictions with cold caches; the eviction
+// itself is not timed.
+func benchCold(b *testing.B, p Predictor, rows [][]float32) {
+	c := make(coldCache, 16<<20)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		c.evict()
+		b.StartTimer()
+		if _, err := p.Predict(ctx, rows[i%len(rows):i%len(rows)+1]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkORTSingleRowCold and BenchmarkGoWalkSingleRowCold: one row with
+// the caches cold, as in the server at 1,000 quotes/s, where a CPU profile
+// puts ONNX Runtime's Run at several times its warm micro-benchmark.
+func BenchmarkORTSingleRowCold(b *testing.B) {
+	requireORT(b)
+	e, rows := benchRows(1024)
+	benchCold(b, newORT(b, e), rows)
+}
+
+func BenchmarkGoWalkSingleRowCold(b *testing.B) {
+	e, rows := benchRows(1024)
+	benchCold(b, NewGoPredictor(e), rows)
+}
