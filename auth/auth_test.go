@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -331,4 +332,77 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestJWTKeyRotation rotates the keys of a JWKS file under a running
+// verifier: a token of the new key is accepted and one of the removed key
+// refused, without a restart; a file that no longer parses leaves the last
+// keys in force.
+func TestJWTKeyRotation(t *testing.T) {
+	key := func(kid string) (*rsa.PrivateKey, map[string]any) {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k, map[string]any{"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
+			"n": base64.RawURLEncoding.EncodeToString(k.N.Bytes()),
+			"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(k.E)).Bytes())}
+	}
+	k1, j1 := key("k1")
+	k2, j2 := key("k2")
+	file := filepath.Join(t.TempDir(), "jwks.json")
+	version := time.Now()
+	write := func(content []byte) {
+		if err := os.WriteFile(file, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// A later modification time even where the file system's clock is
+		// coarser than the writes.
+		version = version.Add(time.Second)
+		if err := os.Chtimes(file, version, version); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set := func(keys ...map[string]any) []byte {
+		b, _ := json.Marshal(map[string]any{"keys": keys})
+		return b
+	}
+	write(set(j1))
+	v, err := auth.NewJWT(auth.JWTOptions{JWKSFile: file, JWKSReload: time.Millisecond, Issuer: "iss", Audience: "aud"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	token := func(k *rsa.PrivateKey, kid string) string { // a new token each time: none is remembered
+		n++
+		tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"iss": "iss", "aud": "aud", "sub": "s" + strconv.Itoa(n),
+			"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix()})
+		tok.Header["kid"] = kid
+		s, err := tok.SignedString(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	accepted := func(k *rsa.PrivateKey, kid string) bool {
+		_, ok, err := v.Verify(context.Background(), token(k, kid))
+		return ok && err == nil
+	}
+	if !accepted(k1, "k1") || accepted(k2, "k2") {
+		t.Fatal("before the rotation: want k1 accepted, k2 refused")
+	}
+	write(set(j2))
+	waitFor(t, "a token of the new key k2 accepted", func() bool { return accepted(k2, "k2") })
+	if accepted(k1, "k1") {
+		t.Error("a token of the removed key k1 is still accepted")
+	}
+	write([]byte("{not json"))
+	time.Sleep(5 * time.Millisecond) // past JWKSReload: the next verification looks at the broken file
+	for range 3 {
+		if !accepted(k2, "k2") {
+			t.Fatal("a file that does not parse dropped the keys in force")
+		}
+	}
+	write(set(j1))
+	waitFor(t, "k1 accepted again once the file is fixed", func() bool { return accepted(k1, "k1") })
 }

@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
@@ -20,10 +22,17 @@ type JWTOptions struct {
 	// HS256Secret verifies HS256 tokens; empty: HS256 is refused.
 	HS256Secret []byte
 	// JWKSFile holds the public keys (a JSON Web Key Set) that verify RS256
-	// tokens, chosen by the token's kid; empty: RS256 is refused.
+	// tokens, chosen by the token's kid; empty: RS256 is refused. It is read
+	// again when it changes (size or modification time, looked at most
+	// every JWKSReload), so keys rotate without a restart; a file that no
+	// longer parses leaves the previous keys in force.
 	JWKSFile string
-	Issuer   string
-	Audience string
+	// JWKSReload is how often a verification may look at JWKSFile for a
+	// change (default 10 s). A token verified before a key was removed is
+	// remembered for up to a minute more (see JWT).
+	JWKSReload time.Duration
+	Issuer     string
+	Audience   string
 	// Leeway is the clock skew allowed on exp, nbf and iat (default 30 s).
 	Leeway time.Duration
 }
@@ -63,18 +72,18 @@ func NewJWT(opts JWTOptions) (*JWT, error) {
 	if opts.Leeway <= 0 {
 		opts.Leeway = 30 * time.Second
 	}
+	if opts.JWKSReload <= 0 {
+		opts.JWKSReload = 10 * time.Second
+	}
 	var methods []string
-	var jwks keyfunc.Keyfunc
+	var jwks *jwksFile
 	if len(opts.HS256Secret) > 0 {
 		methods = append(methods, jwt.SigningMethodHS256.Alg())
 	}
 	if opts.JWKSFile != "" {
-		raw, err := os.ReadFile(opts.JWKSFile)
-		if err != nil {
-			return nil, fmt.Errorf("auth: JWKS: %w", err)
-		}
-		if jwks, err = keyfunc.NewJWKSetJSON(raw); err != nil {
-			return nil, fmt.Errorf("auth: JWKS %s: %w", opts.JWKSFile, err)
+		jwks = &jwksFile{path: opts.JWKSFile, every: opts.JWKSReload}
+		if err := jwks.load(); err != nil {
+			return nil, err
 		}
 		methods = append(methods, jwt.SigningMethodRS256.Alg())
 	}
@@ -87,9 +96,59 @@ func NewJWT(opts JWTOptions) (*JWT, error) {
 			if t.Method.Alg() == jwt.SigningMethodHS256.Alg() {
 				return secret, nil
 			}
-			return jwks.Keyfunc(t)
+			return jwks.keyfunc(t)
 		},
 	}, nil
+}
+
+// jwksFile is a JWKS file and the keys last read from it.
+type jwksFile struct {
+	path  string
+	every time.Duration
+
+	mu      sync.Mutex
+	checked time.Time // when the file was last looked at
+	mod     time.Time // its modification time and size when read
+	size    int64
+	keys    keyfunc.Keyfunc
+}
+
+// load reads the file.
+func (f *jwksFile) load() error {
+	st, err := os.Stat(f.path)
+	if err != nil {
+		return fmt.Errorf("auth: JWKS: %w", err)
+	}
+	raw, err := os.ReadFile(f.path)
+	if err != nil {
+		return fmt.Errorf("auth: JWKS: %w", err)
+	}
+	keys, err := keyfunc.NewJWKSetJSON(raw)
+	if err != nil {
+		return fmt.Errorf("auth: JWKS %s: %w", f.path, err)
+	}
+	f.keys, f.mod, f.size, f.checked = keys, st.ModTime(), st.Size(), time.Now()
+	return nil
+}
+
+// keyfunc finds the token's key, reading the file again first when it
+// has changed since it was last looked at (at most every f.every).
+func (f *jwksFile) keyfunc(t *jwt.Token) (any, error) {
+	f.mu.Lock()
+	if time.Since(f.checked) >= f.every {
+		f.checked = time.Now()
+		if st, err := os.Stat(f.path); err == nil && (!st.ModTime().Equal(f.mod) || st.Size() != f.size) {
+			if err := f.load(); err != nil {
+				slog.Warn("auth: JWKS file changed but cannot be used; the previous keys stay in force", "err", err)
+				f.mod, f.size = st.ModTime(), st.Size() // not again until it changes once more
+			} else {
+				slog.Info("auth: JWKS file reloaded", "path", f.path)
+			}
+		}
+	}
+	keys := f.keys
+	f.mu.Unlock()
+	return keys.Keyfunc(t)
 }
 
 type claims struct {
