@@ -9,10 +9,10 @@ import (
 // NewEventWriter returns the synchronous Kafka writer the intake needs: acks
 // from all in-sync replicas, Murmur2 partitioning by key (as Java clients
 // do), batches of up to EventPartitionBatch records (and kafka-go's 1 MiB)
-// per partition with a 2 ms linger (kafka-go's default of 1 s would delay every request),
-// 3 attempts with 5 s timeouts, 1.5 s apart at least (longer than the age of
-// the metadata that routes around a lost broker, see newTransport), its own
-// connection pool. Messages carry their topic. Close it after the Intake's
+// per partition with a 2 ms linger (kafka-go's default of 1 s would delay
+// every request), 3 attempts with 5 s timeouts, 1.5 s apart at least
+// (longer than the age of the metadata that routes around a lost broker,
+// see newTransport), its own connection pool. Messages carry their topic. Close it after the Intake's
 // last use.
 func NewEventWriter(brokers []string) *EventWriter {
 	w := NewWriter(brokers, EventPartitionBatch, 2*time.Millisecond)

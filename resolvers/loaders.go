@@ -29,6 +29,9 @@ type loaders struct {
 // LoaderWait is how long a loader collects keys before it runs a batch.
 const LoaderWait = 500 * time.Microsecond
 
+// loaderBatch bounds the quotes of one batch.
+const loaderBatch = 100
+
 // Middleware gives each request its own dataloaders, so that look-ups made
 // by sibling fields run as one batch: regions { currentPrices } as one Redis
 // round trip and one model call, experiments { results } as one ClickHouse
@@ -46,7 +49,7 @@ func Middleware(res *Resolver, next http.Handler) http.Handler {
 		}
 		l := &loaders{svc: svc, prices: dataloader.NewBatchedLoader(batch,
 			dataloader.WithWait[priceKey, quotes.Quote](LoaderWait),
-			dataloader.WithBatchCapacity[priceKey, quotes.Quote](100))}
+			dataloader.WithBatchCapacity[priceKey, quotes.Quote](loaderBatch))}
 		if res.ExperimentService != nil {
 			l.results = resultsLoader(res.ExperimentService)
 		}
@@ -59,13 +62,16 @@ func Middleware(res *Resolver, next http.Handler) http.Handler {
 // the results, so that the resolvers of a list (regions { currentPrices })
 // find them in its cache: one Redis round trip and one model call however
 // the list's goroutines are scheduled, which the loader's wait window alone
-// cannot promise on a busy machine. A key whose quote failed is left out;
-// its resolver loads it again and gets the error.
+// cannot promise on a busy machine (a round trip per loaderBatch keys). A
+// key whose quote failed is left out; its resolver loads it again and gets
+// the error.
 func (l *loaders) primePrices(ctx context.Context, keys []priceKey) {
-	qs, errs := quoteKeys(ctx, l.svc, keys)
-	for i, k := range keys {
-		if errs[i] == nil {
-			l.prices.Prime(ctx, k, qs[i])
+	for chunk := range slices.Chunk(keys, loaderBatch) {
+		qs, errs := quoteKeys(ctx, l.svc, chunk)
+		for i, k := range chunk {
+			if errs[i] == nil {
+				l.prices.Prime(ctx, k, qs[i])
+			}
 		}
 	}
 }
