@@ -21,7 +21,6 @@ type loadersKey struct{}
 
 // loaders are the per-request dataloaders.
 type loaders struct {
-	svc     *quotes.Service
 	prices  *dataloader.Loader[priceKey, quotes.Quote]
 	results *dataloader.Loader[string, experiments.Results] // nil without experiments
 }
@@ -47,7 +46,7 @@ func Middleware(res *Resolver, next http.Handler) http.Handler {
 			}
 			return out
 		}
-		l := &loaders{svc: svc, prices: dataloader.NewBatchedLoader(batch,
+		l := &loaders{prices: dataloader.NewBatchedLoader(batch,
 			dataloader.WithWait[priceKey, quotes.Quote](LoaderWait),
 			dataloader.WithBatchCapacity[priceKey, quotes.Quote](loaderBatch))}
 		if res.ExperimentService != nil {
@@ -56,24 +55,6 @@ func Middleware(res *Resolver, next http.Handler) http.Handler {
 		ctx := context.WithValue(r.Context(), loadersKey{}, l)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
-}
-
-// primePrices quotes keys in one batch and primes the price loader with
-// the results, so that the resolvers of a list (regions { currentPrices })
-// find them in its cache: one Redis round trip and one model call however
-// the list's goroutines are scheduled, which the loader's wait window alone
-// cannot promise on a busy machine (a round trip per loaderBatch keys). A
-// key whose quote failed is left out; its resolver loads it again and gets
-// the error.
-func (l *loaders) primePrices(ctx context.Context, keys []priceKey) {
-	for chunk := range slices.Chunk(keys, loaderBatch) {
-		qs, errs := quoteKeys(ctx, l.svc, chunk)
-		for i, k := range chunk {
-			if errs[i] == nil {
-				l.prices.Prime(ctx, k, qs[i])
-			}
-		}
-	}
 }
 
 // quoteKeys quotes keys in one QuoteBatch, with the request's trace id.
@@ -103,8 +84,13 @@ func TraceID(ctx context.Context) string {
 	return id
 }
 
-// primeCurrentPrices quotes every region's current prices at once when the
-// query selects regions { currentPrices } (see primePrices).
+// primeCurrentPrices quotes every region's current prices when the query
+// selects regions { currentPrices }, in batches of loaderBatch, and primes
+// the price loader with them: the list's resolvers find them in its cache,
+// so it is one Redis round trip and one model call per batch however the
+// list's goroutines are scheduled, which the loader's wait window alone
+// cannot promise on a busy machine. A key whose quote failed is left out;
+// its resolver loads it again and gets the error.
 func (r *Resolver) primeCurrentPrices(ctx context.Context, regions []*model.Region) {
 	l := loadersFrom(ctx)
 	if l == nil || !slices.Contains(graphql.CollectAllFields(ctx), "currentPrices") {
@@ -116,5 +102,12 @@ func (r *Resolver) primeCurrentPrices(ctx context.Context, regions []*model.Regi
 			keys = append(keys, priceKey{g.ID, p, ""})
 		}
 	}
-	l.primePrices(ctx, keys)
+	for chunk := range slices.Chunk(keys, loaderBatch) {
+		qs, errs := quoteKeys(ctx, r.Quotes, chunk)
+		for i, k := range chunk {
+			if errs[i] == nil {
+				l.prices.Prime(ctx, k, qs[i])
+			}
+		}
+	}
 }

@@ -39,19 +39,7 @@ func TestClusterExactlyOnce(t *testing.T) {
 func testClusterExactlyOnce(t *testing.T, shards, replicas int) {
 	ctx := ctxT(t)
 	const db = "surge"
-	servers := testenv.ClickHouseCluster(t, "surge", shards, replicas)
-	var conns []driver.Conn
-	for _, s := range servers {
-		conn, err := analytics.Open(ctx, analytics.Options{Addr: s.Addr, Database: db, Cluster: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		conns = append(conns, conn)
-	}
-	if _, err := migrations.ApplyWith(ctx, conns[0], db, migrations.Options{Cluster: "surge"}); err != nil {
-		t.Fatal(err)
-	}
+	conns := clusterConns(t, ctx, db, shards, replicas, 0)
 	k := testenv.KafkaWith(t, kafkaOpts())
 	evs := genEvents(3000, 31)
 	produceEvents(t, k.Brokers, evs)
@@ -133,21 +121,9 @@ func syncAll(t *testing.T, ctx context.Context, conn driver.Conn, db string) {
 func TestClusterLaggingReplica(t *testing.T) {
 	ctx := ctxT(t)
 	const db = "surge"
-	servers := testenv.ClickHouseCluster(t, "surge", 1, 2)
-	var conns []driver.Conn
-	for _, s := range servers {
-		// A short read timeout: the sync that waits for replica 1's parts
-		// ends every 2 s, and the sink tries again.
-		conn, err := analytics.Open(ctx, analytics.Options{Addr: s.Addr, Database: db, Cluster: true, ReadTimeout: 2 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		conns = append(conns, conn)
-	}
-	if _, err := migrations.ApplyWith(ctx, conns[0], db, migrations.Options{Cluster: "surge"}); err != nil {
-		t.Fatal(err)
-	}
+	// A short read timeout: the sync that waits for replica 1's parts ends
+	// every 2 s, and the sink tries again.
+	conns := clusterConns(t, ctx, db, 1, 2, 2*time.Second)
 	if err := conns[1].Exec(ctx, "SYSTEM STOP FETCHES"); err != nil {
 		t.Fatal(err)
 	}
@@ -186,4 +162,24 @@ func TestClusterLaggingReplica(t *testing.T) {
 		syncAll(t, ctx, conn, db)
 		checkExact(t, ctx, conn, evs)
 	}
+}
+
+// clusterConns starts a cluster "surge" of shards × replicas servers, opens
+// a connection to each as the service does (analytics.Open with Cluster;
+// readTimeout 0: the default) and applies the migrations on the cluster.
+func clusterConns(t *testing.T, ctx context.Context, db string, shards, replicas int, readTimeout time.Duration) []driver.Conn {
+	t.Helper()
+	var conns []driver.Conn
+	for _, s := range testenv.ClickHouseCluster(t, "surge", shards, replicas) {
+		conn, err := analytics.Open(ctx, analytics.Options{Addr: s.Addr, Database: db, Cluster: true, ReadTimeout: readTimeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conns = append(conns, conn)
+	}
+	if _, err := migrations.ApplyWith(ctx, conns[0], db, migrations.Options{Cluster: "surge"}); err != nil {
+		t.Fatal(err)
+	}
+	return conns
 }

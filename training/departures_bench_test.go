@@ -1,9 +1,7 @@
 package training
 
 import (
-	"compress/gzip"
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,11 +10,12 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/surgeworks/surge/features"
+	"github.com/surgeworks/surge/ingest"
+	"github.com/surgeworks/surge/replay"
 )
 
 // BenchmarkDepartures runs the pipeline of `make bench-forecast` on the
@@ -61,53 +60,41 @@ func BenchmarkDepartures(b *testing.B) {
 	}
 }
 
-// readDepartures reads a timestamp,regionId,type CSV (gzip) into each
+// readDepartures reads a history file (replay's formats) into each
 // region's searches per minute, from its first event to end.
 func readDepartures(path string, end time.Time) ([]RegionHistory, error) {
-	f, err := os.Open(path)
+	rd, closer, err := replay.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		return nil, err
-	}
-	r := csv.NewReader(zr)
-	if _, err := r.Read(); err != nil {
-		return nil, err
-	}
+	defer closer.Close()
 	counts := map[string]map[time.Time]float64{}
 	for {
-		rec, err := r.Read()
+		ev, _, err := rd.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			return nil, err
 		}
-		t, err := time.Parse(time.RFC3339, rec[0])
-		if err != nil {
-			return nil, err
-		}
-		if rec[2] != "search" || !t.Before(end) {
+		if ev.Type != ingest.TypeSearch || !ev.Timestamp.Before(end) {
 			continue
 		}
-		if counts[rec[1]] == nil {
-			counts[rec[1]] = map[time.Time]float64{}
+		if counts[ev.RegionID] == nil {
+			counts[ev.RegionID] = map[time.Time]float64{}
 		}
-		counts[rec[1]][t.Truncate(time.Minute)]++
+		counts[ev.RegionID][ev.Timestamp.UTC().Truncate(time.Minute)]++
 	}
 	var out []RegionHistory
 	for _, id := range slices.Sorted(maps.Keys(counts)) {
 		var mins []features.Minute
-		for _, t := range slices.SortedFunc(maps.Keys(counts[id]), func(a, b time.Time) int { return a.Compare(b) }) {
+		for _, t := range slices.SortedFunc(maps.Keys(counts[id]), time.Time.Compare) {
 			mins = append(mins, features.Minute{Start: t, Searches: counts[id][t]})
 		}
 		if last := end.Add(-time.Minute); mins[len(mins)-1].Start.Before(last) {
 			mins = append(mins, features.Minute{Start: last})
 		}
-		out = append(out, RegionHistory{Region: RegionSpec{ID: strings.TrimSpace(id)}, Minutes: FillMinutes(mins)})
+		out = append(out, RegionHistory{Region: RegionSpec{ID: id}, Minutes: FillMinutes(mins)})
 	}
 	return out, nil
 }
