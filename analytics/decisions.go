@@ -24,8 +24,8 @@ type Decisions struct {
 // migrated tables.
 func NewDecisions(conn driver.Conn) *Decisions { return &Decisions{conn: conn} }
 
-// DecisionByQuote returns the decision record of a quote: the JSON the
-// quotes package published, byte for byte.
+// DecisionByQuote returns the decision record of a quote, byte for byte as
+// the quotes package published it (auditrecord decodes it).
 func (d *Decisions) DecisionByQuote(ctx context.Context, quoteID string) ([]byte, error) {
 	if quoteID == "" {
 		return nil, fmt.Errorf("%w: empty quote id", ErrDecisionNotFound)

@@ -345,6 +345,7 @@ type ComplexityRoot struct {
 		RecomputedMultiplier func(childComplexity int) int
 		RecomputedPrice      func(childComplexity int) int
 		Record               func(childComplexity int) int
+		RecordFormat         func(childComplexity int) int
 		RegionID             func(childComplexity int) int
 		RuleVersion          func(childComplexity int) int
 		Source               func(childComplexity int) int
@@ -1987,6 +1988,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.QuoteAudit.Record(childComplexity), true
+	case "QuoteAudit.recordFormat":
+		if e.ComplexityRoot.QuoteAudit.RecordFormat == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuoteAudit.RecordFormat(childComplexity), true
 	case "QuoteAudit.regionId":
 		if e.ComplexityRoot.QuoteAudit.RegionID == nil {
 			break
@@ -2686,8 +2693,10 @@ type QuoteAudit {
   currentEngineVersion: String!
   degraded: Boolean!
   source: AuditSource!
-  "The decision record (JSON), byte for byte as published: every input of the engine."
+  "The decision record as JSON: every input of the engine. Records are stored in CBOR (RFC 8949, see recordFormat); this is the same record in JSON, with the fields of the JSON records written before December 2026, which are returned byte for byte."
   record: String!
+  "How the record is stored: cbor, or json for records written before December 2026."
+  recordFormat: String!
   recomputedMultiplier: Float!
   recomputedPrice: Float!
   "True when the recomputed multiplier and price are bit for bit the quoted ones."
@@ -3948,6 +3957,8 @@ func (ec *executionContext) childFields_QuoteAudit(ctx context.Context, field gr
 		return ec.fieldContext_QuoteAudit_source(ctx, field)
 	case "record":
 		return ec.fieldContext_QuoteAudit_record(ctx, field)
+	case "recordFormat":
+		return ec.fieldContext_QuoteAudit_recordFormat(ctx, field)
 	case "recomputedMultiplier":
 		return ec.fieldContext_QuoteAudit_recomputedMultiplier(ctx, field)
 	case "recomputedPrice":
@@ -11142,6 +11153,29 @@ func (ec *executionContext) fieldContext_QuoteAudit_record(_ context.Context, fi
 	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "String")
 }
 
+func (ec *executionContext) _QuoteAudit_recordFormat(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QuoteAudit_recordFormat(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RecordFormat, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QuoteAudit_recordFormat(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QuoteAudit", field, false, false, "String")
+}
+
 func (ec *executionContext) _QuoteAudit_recomputedMultiplier(ctx context.Context, field graphql.CollectedField, obj *model.QuoteAudit) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -16941,6 +16975,11 @@ func (ec *executionContext) _QuoteAudit(ctx context.Context, sel ast.SelectionSe
 			}
 		case "record":
 			out.Values[i] = ec._QuoteAudit_record(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "recordFormat":
+			out.Values[i] = ec._QuoteAudit_recordFormat(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}

@@ -21,8 +21,12 @@ import (
 //     CLUSTER, TO t_local, FROM s_local: views fire on the server that
 //     receives a block, into the local table of the same shard.
 //   - DROP TABLE and ALTER TABLE become ON CLUSTER; a table's DROP drops
-//     t then t_local, a column ALTER (ADD, DROP, MODIFY COLUMN) changes
-//     both, any other ALTER t_local only.
+//     t then t_local; any ALTER changes t_local, and a column ALTER (ADD,
+//     DROP, MODIFY COLUMN) then re-creates the Distributed t from t_local's
+//     new structure (DROP, CREATE ... AS t_local: a ClickHouse server runs
+//     an ALTER ON CLUSTER on one replica per shard, and refuses it for a
+//     table that is not replicated, which a Distributed table never is; it
+//     holds no rows, the sink's inserts being synchronous).
 //
 // Any other statement is refused: a new kind of statement needs a rule
 // here, and a golden file in testdata/cluster shows what it becomes.
@@ -52,7 +56,7 @@ func ForCluster(all []Migration, cluster string) ([]Migration, error) {
 	if !identRE.MatchString(cluster) {
 		return nil, fmt.Errorf("migrations: invalid cluster name %q", cluster)
 	}
-	r := rewriter{cluster: cluster, tables: map[string]bool{}}
+	r := rewriter{cluster: cluster, tables: map[string]string{}}
 	out := make([]Migration, len(all))
 	for i, m := range all {
 		out[i] = m
@@ -69,10 +73,10 @@ func ForCluster(all []Migration, cluster string) ([]Migration, error) {
 }
 
 // rewriter carries, from one statement to the next, the tables that were
-// split into a local and a Distributed table.
+// split into a local and a Distributed table, with their sharding keys.
 type rewriter struct {
 	cluster string
-	tables  map[string]bool
+	tables  map[string]string
 }
 
 func (r *rewriter) rewrite(stmt string) ([]string, error) {
@@ -83,7 +87,7 @@ func (r *rewriter) rewrite(stmt string) ([]string, error) {
 	case createMVRE.MatchString(stmt):
 		m := createMVRE.FindStringSubmatchIndex(stmt)
 		name, target := stmt[m[2]:m[3]], stmt[m[6]:m[7]]
-		if !r.tables[target] {
+		if _, ok := r.tables[target]; !ok {
 			return nil, fmt.Errorf("materialized view %s: target %s is not a table of these migrations", name, target)
 		}
 		body := tableRefRE.ReplaceAllStringFunc(stmt[m[1]:], r.local)
@@ -91,7 +95,7 @@ func (r *rewriter) rewrite(stmt string) ([]string, error) {
 			stmt[m[4]:m[5]] + "TO ${database}." + target + localSuffix + stmt[m[8]:m[9]] + body}, nil
 	case dropRE.MatchString(stmt):
 		name := dropRE.FindStringSubmatch(stmt)[1]
-		if !r.tables[name] {
+		if _, ok := r.tables[name]; !ok {
 			return []string{stmt + onCluster}, nil
 		}
 		delete(r.tables, name)
@@ -99,18 +103,14 @@ func (r *rewriter) rewrite(stmt string) ([]string, error) {
 	case alterRE.MatchString(stmt):
 		m := alterRE.FindStringSubmatchIndex(stmt)
 		name, sep, action := stmt[m[2]:m[3]], stmt[m[4]:m[5]], stmt[m[1]:]
-		if !r.tables[name] {
+		if _, ok := r.tables[name]; !ok {
 			return nil, fmt.Errorf("ALTER of %s, which is not a table of these migrations", name)
 		}
 		local := "ALTER TABLE ${database}." + name + localSuffix + onCluster + sep + action
 		if !columnAlterRE.MatchString(action) {
 			return []string{local}, nil
 		}
-		dist := "ALTER TABLE ${database}." + name + onCluster + sep + action
-		if strings.EqualFold(action[:4], "DROP") {
-			return []string{dist, local}, nil
-		}
-		return []string{local, dist}, nil
+		return []string{local, "DROP TABLE IF EXISTS ${database}." + name + onCluster, r.distributed(name)}, nil
 	}
 	first, _, _ := strings.Cut(stmt, "\n")
 	return nil, fmt.Errorf("no cluster rule for %q", first)
@@ -119,7 +119,7 @@ func (r *rewriter) rewrite(stmt string) ([]string, error) {
 // local maps a ${database}.name reference to the local table when name
 // was split.
 func (r *rewriter) local(ref string) string {
-	if name := strings.TrimPrefix(ref, "${database}."); r.tables[name] {
+	if _, ok := r.tables[strings.TrimPrefix(ref, "${database}.")]; ok {
 		return ref + localSuffix
 	}
 	return ref
@@ -161,14 +161,20 @@ func (r *rewriter) createTable(stmt string) ([]string, error) {
 	if partitionColRE.MatchString(columns) {
 		key = "kafka_partition"
 	}
-	onCluster := " ON CLUSTER " + r.cluster
-	r.tables[name] = true
+	r.tables[name] = key
 	return []string{
-		"CREATE TABLE IF NOT EXISTS ${database}." + local + onCluster + " " + columns +
+		"CREATE TABLE IF NOT EXISTS ${database}." + local + " ON CLUSTER " + r.cluster + " " + columns +
 			rest[:e[2]] + "Replicated" + engine + "(" + args + ")" + tail,
-		"CREATE TABLE IF NOT EXISTS ${database}." + name + onCluster + " AS ${database}." + local +
-			"\nENGINE = Distributed(" + r.cluster + ", ${database}, " + local + ", " + key + ")",
+		r.distributed(name),
 	}, nil
+}
+
+// distributed is the CREATE of the Distributed table name over its local
+// table, with the structure the local table has when it runs.
+func (r *rewriter) distributed(name string) string {
+	local := name + localSuffix
+	return "CREATE TABLE IF NOT EXISTS ${database}." + name + " ON CLUSTER " + r.cluster + " AS ${database}." + local +
+		"\nENGINE = Distributed(" + r.cluster + ", ${database}, " + local + ", " + r.tables[name] + ")"
 }
 
 // matchParen returns the index of the ')' closing the '(' at s[open],

@@ -167,6 +167,36 @@ func testClusterMigrations(t *testing.T, shards, replicas int) {
 		t.Errorf("server 2 sink_offsets: max offset %d, want 2", n)
 	}
 
+	// 0010's columns (the Distributed table re-created over the altered
+	// local one) on every server: a row written without them, as before
+	// 0010, reads them from its JSON record, from the other server too.
+	legacy, err := conns[0].PrepareBatch(ctx, "INSERT INTO pricing_decisions (quote_id, at, record, kafka_topic, kafka_partition, kafka_offset)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := legacy.Append("q-legacy", minute, `{"forecast":{"horizonMinutes":15,"demand":42.5,"generatedAt":"2026-12-01T10:00:00Z"}}`,
+		"pricing-decisions", uint32(0), uint64(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := legacy.Send(); err != nil {
+		t.Fatal(err)
+	}
+	syncReplica(t, ctx, conns[1], "pricing_decisions_local")
+	for i, conn := range conns {
+		var (
+			h      uint32
+			demand float64
+			at     time.Time
+		)
+		if err := conn.QueryRow(ctx, "SELECT horizon_minutes, forecast_demand, forecast_at FROM pricing_decisions WHERE quote_id = 'q-legacy'").
+			Scan(&h, &demand, &at); err != nil {
+			t.Fatalf("server %d: %v", i+1, err)
+		}
+		if h != 15 || demand != 42.5 || !at.Equal(minute) {
+			t.Errorf("server %d: legacy decision reads horizon %d, demand %v, at %s", i+1, h, demand, at)
+		}
+	}
+
 	// Why analytics.Options.Cluster turns insert_deduplicate off: by
 	// default a replicated table drops a block whose hash it saw among its
 	// last 100, and blocks can be equal without being the same data: two

@@ -79,19 +79,25 @@ func TestForClusterRules(t *testing.T) {
 		err    string
 	}{
 		{
-			name:   "add column changes local then distributed",
+			name:   "add column changes local then re-creates distributed",
 			script: base + "ALTER TABLE ${database}.t ADD COLUMN w UInt8",
 			want: []string{
 				"ALTER TABLE ${database}.t_local ON CLUSTER c ADD COLUMN w UInt8",
-				"ALTER TABLE ${database}.t ON CLUSTER c ADD COLUMN w UInt8",
+				"DROP TABLE IF EXISTS ${database}.t ON CLUSTER c",
+				"CREATE TABLE IF NOT EXISTS ${database}.t ON CLUSTER c AS ${database}.t_local\nENGINE = Distributed(c, ${database}, t_local, rand())",
 			},
 		},
 		{
-			name:   "drop column changes distributed then local",
-			script: base + "ALTER TABLE ${database}.t DROP COLUMN v",
+			name:   "drop column too, with the table's sharding key",
+			script: base + "CREATE TABLE IF NOT EXISTS ${database}.p (k String, kafka_partition UInt32) ENGINE = MergeTree ORDER BY k;\n" +
+				"ALTER TABLE ${database}.p DROP COLUMN k",
 			want: []string{
-				"ALTER TABLE ${database}.t ON CLUSTER c DROP COLUMN v",
-				"ALTER TABLE ${database}.t_local ON CLUSTER c DROP COLUMN v",
+				"CREATE TABLE IF NOT EXISTS ${database}.p_local ON CLUSTER c (k String, kafka_partition UInt32) ENGINE = " +
+					"ReplicatedMergeTree('/clickhouse/tables/{shard}/${database}.p_local', '{replica}') ORDER BY k",
+				"CREATE TABLE IF NOT EXISTS ${database}.p ON CLUSTER c AS ${database}.p_local\nENGINE = Distributed(c, ${database}, p_local, kafka_partition)",
+				"ALTER TABLE ${database}.p_local ON CLUSTER c DROP COLUMN k",
+				"DROP TABLE IF EXISTS ${database}.p ON CLUSTER c",
+				"CREATE TABLE IF NOT EXISTS ${database}.p ON CLUSTER c AS ${database}.p_local\nENGINE = Distributed(c, ${database}, p_local, kafka_partition)",
 			},
 		},
 		{

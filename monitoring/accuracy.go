@@ -233,9 +233,9 @@ func (a *Accuracy) points(ctx context.Context, q Query) ([]point, error) {
 		return nil, nil
 	}
 
-	// The forecast's own minute is that of its generatedAt (the record's
-	// "forecast" object; input fields are serialized with Go names such as
-	// "DemandForecast", so the first "demand" key is the forecast's).
+	// The forecast's own minute is that of its generatedAt (forecast_at;
+	// for rows written before the column, its default reads the JSON
+	// record: migration 0010).
 	where, args := "forecast_source = 'MODEL' AND at >= ? AND at < ?", []any{since, now.Add(time.Minute)}
 	if q.RegionID != "" {
 		where += " AND region_id = ?"
@@ -248,10 +248,8 @@ func (a *Accuracy) points(ctx context.Context, q Query) ([]point, error) {
 	rows, err := a.conn.Query(ctx, `
 		SELECT region_id, model_version, h, m, avg(demand)
 		FROM (
-			SELECT region_id, model_version,
-				visitParamExtractUInt(record, 'horizonMinutes') AS h,
-				visitParamExtractFloat(record, 'demand') AS demand,
-				toStartOfMinute(parseDateTimeBestEffort(visitParamExtractString(record, 'generatedAt'))) AS m
+			SELECT region_id, model_version, horizon_minutes AS h, forecast_demand AS demand,
+				toStartOfMinute(forecast_at) AS m
 			FROM pricing_decisions
 			WHERE `+where+`
 		)
@@ -262,7 +260,7 @@ func (a *Accuracy) points(ctx context.Context, q Query) ([]point, error) {
 	}
 	type fc struct {
 		region, version string
-		h               uint64
+		h               uint32
 		m               time.Time
 		demand          float64
 	}

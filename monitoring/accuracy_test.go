@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/surgeworks/surge/analytics"
+	"github.com/surgeworks/surge/auditrecord"
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/internal/chtest"
@@ -57,35 +58,61 @@ type fcRow struct {
 	demand          float64
 }
 
+// insertForecasts writes rows as the sink does: the even ones as records
+// of before December 2026 (JSON, written before migration 0010 added the
+// forecast columns, whose defaults read them from the JSON), the odd ones as
+// today (CBOR, the columns set).
 func insertForecasts(t *testing.T, conn driver.Conn, rows []fcRow) {
 	t.Helper()
 	ctx := ctxT(t)
-	b, err := conn.PrepareBatch(ctx, `INSERT INTO pricing_decisions
+	legacy, err := conn.PrepareBatch(ctx, `INSERT INTO pricing_decisions
 		(quote_id, at, region_id, product_type, model_version, forecast_source, record, kafka_topic, kafka_partition, kafka_offset)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	current, err := conn.PrepareBatch(ctx, `INSERT INTO pricing_decisions
+		(quote_id, at, region_id, product_type, model_version, forecast_source, horizon_minutes, forecast_demand, forecast_at,
+		record, kafka_topic, kafka_partition, kafka_offset)`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, r := range rows {
 		at := r.generated.Add(200 * time.Millisecond)
 		id := "q-" + r.region + "-" + r.generated.UTC().Format(time.RFC3339Nano)
-		rec, err := json.Marshal(decision{
+		d := decision{
 			QuoteID: id, At: at, RegionID: r.region, ProductType: "ride",
 			// A different DemandForecast proves the forecast's "demand" is read.
 			Input: pricing.Input{DemandForecast: 12345, HorizonMinutes: 999},
 			Forecast: inference.Forecast{RegionID: r.region, HorizonMinutes: r.horizon, Demand: r.demand,
 				Lower: r.demand * 0.9, Upper: r.demand * 1.1, ModelVersion: r.version, Source: r.source, GeneratedAt: r.generated},
 			ModelVersion: r.version, Multiplier: 1.2,
-		})
+		}
+		if i%2 == 0 {
+			rec, err := json.Marshal(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = legacy.Append(id, at.UTC(), r.region, "ride", r.version, string(r.source), string(rec),
+				"pricing-decisions", uint32(0), uint64(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		rec, err := auditrecord.Marshal(d)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Append(id, at.UTC(), r.region, "ride", r.version, string(r.source), string(rec),
-			"pricing-decisions", uint32(0), uint64(i)); err != nil {
+		err = current.Append(id, at.UTC(), r.region, "ride", r.version, string(r.source),
+			uint32(r.horizon), r.demand, r.generated.UTC(), string(rec), "pricing-decisions", uint32(0), uint64(i))
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := b.Send(); err != nil {
-		t.Fatal(err)
+	for _, b := range []driver.Batch{legacy, current} {
+		if err := b.Send(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/encoding/json"
 
 	"github.com/surgeworks/surge/analytics"
+	"github.com/surgeworks/surge/auditrecord"
 	"github.com/surgeworks/surge/pricing"
 )
 
@@ -30,8 +31,14 @@ type Audit struct {
 	// Source is where the record was found: "cache" (Redis, while the quote
 	// is valid) or "clickhouse" (the audit trail).
 	Source string
-	// Record is the decision record, byte for byte as published.
+	// Record is the decision record, byte for byte as published (CBOR, or
+	// JSON for records written before December 2026: auditrecord).
 	Record []byte
+	// RecordJSON is the record as JSON: Record itself when it is JSON, its
+	// decoded value in the same JSON form when it is CBOR.
+	RecordJSON []byte
+	// Format is Record's encoding.
+	Format auditrecord.Format
 	// Recomputed is what this build's engine gives for the record's input.
 	Recomputed pricing.Quote
 	// Identical: the recomputed multiplier and price are bit for bit the
@@ -49,7 +56,7 @@ const (
 // pricing.Compute.
 func Reprice(record []byte) (Audit, error) {
 	var d decision
-	if err := json.Unmarshal(record, &d); err != nil {
+	if err := auditrecord.Unmarshal(record, &d); err != nil {
 		return Audit{}, fmt.Errorf("decode the decision record: %w", err)
 	}
 	if d.QuoteID == "" {
@@ -58,7 +65,15 @@ func Reprice(record []byte) (Audit, error) {
 	a := Audit{
 		QuoteID: d.QuoteID, At: d.At, RegionID: d.RegionID, ProductType: d.ProductType, Currency: d.Currency,
 		Multiplier: d.Multiplier, Price: d.Price, RuleVersion: d.RuleVersion, ModelVersion: d.ModelVersion,
-		EngineVersion: d.EngineVersion, Degraded: d.Degraded, Record: record,
+		EngineVersion: d.EngineVersion, Degraded: d.Degraded, Record: record, RecordJSON: record,
+	}
+	a.Format, _ = auditrecord.FormatOf(record) // Unmarshal accepted it
+	if a.Format != auditrecord.JSON {
+		js, err := json.Marshal(d)
+		if err != nil {
+			return a, fmt.Errorf("render the decision record of %s as JSON: %w", d.QuoteID, err)
+		}
+		a.RecordJSON = js
 	}
 	q, err := pricing.Compute(d.Input)
 	if err != nil {

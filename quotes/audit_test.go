@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/encoding/json"
 
+	"github.com/surgeworks/surge/auditrecord"
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/internal/testenv"
@@ -112,5 +115,92 @@ func TestQuoteRefusedWhenUnauditable(t *testing.T) {
 	rec.full = false
 	if _, err := s.Quote(context.Background(), Request{RegionID: "berlin", ProductType: "ride"}); err != nil {
 		t.Fatalf("once the buffer has room: %v", err)
+	}
+}
+
+// TestRecordFormats: a record written before December 2026 (JSON, from a
+// running server of then: testdata/decision-v1.json) still reprices, and
+// the same decision in today's CBOR form decodes to the same value, whose
+// JSON rendering is the old record byte for byte.
+func TestRecordFormats(t *testing.T) {
+	old, err := os.ReadFile("testdata/decision-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Reprice(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Format != auditrecord.JSON || string(a.RecordJSON) != string(old) || !a.Identical || a.Multiplier != 1.1 || a.Price != 8.8 {
+		t.Fatalf("JSON record: format %q, identical %v, %v × → %v", a.Format, a.Identical, a.Multiplier, a.Price)
+	}
+	var d decision
+	if err := auditrecord.Unmarshal(old, &d); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := auditrecord.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec) >= len(old) {
+		t.Errorf("CBOR record %d bytes, JSON %d", len(rec), len(old))
+	}
+	b, err := Reprice(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Format != auditrecord.CBOR || !b.Identical || b.QuoteID != a.QuoteID || !b.At.Equal(a.At) {
+		t.Fatalf("CBOR record: format %q, identical %v, quote %s at %s", b.Format, b.Identical, b.QuoteID, b.At)
+	}
+	if string(b.RecordJSON) != string(old) {
+		t.Errorf("the CBOR record rendered as JSON differs from the JSON record:\n got %s\nwant %s", b.RecordJSON, old)
+	}
+	if string(b.Record) != string(rec) {
+		t.Error("Audit.Record is not the record as written")
+	}
+}
+
+// BenchmarkDecisionRecord: encoding and decoding the decision record of a
+// quote (testdata/decision-v1.json) in the CBOR form written now and the
+// JSON form written before.
+func BenchmarkDecisionRecord(b *testing.B) {
+	old, err := os.ReadFile("testdata/decision-v1.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var d decision
+	if err := auditrecord.Unmarshal(old, &d); err != nil {
+		b.Fatal(err)
+	}
+	cb, err := auditrecord.Marshal(d)
+	if err != nil {
+		b.Fatal(err)
+	}
+	encoders := []struct {
+		name string
+		enc  func(any) ([]byte, error)
+		rec  []byte
+	}{{"cbor", auditrecord.Marshal, cb}, {"json", json.Marshal, old}}
+	for _, e := range encoders {
+		b.Run("encode/"+e.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := e.enc(d); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(e.rec)), "bytes")
+		})
+	}
+	for _, e := range encoders {
+		b.Run("decode/"+e.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				var x decision
+				if err := auditrecord.Unmarshal(e.rec, &x); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

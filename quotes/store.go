@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/encoding/json"
 
+	"github.com/surgeworks/surge/auditrecord"
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/pricing"
@@ -209,7 +210,7 @@ func getQuote(ctx context.Context, rdb redis.UniversalClient, id string) (Quote,
 		return Quote{}, err
 	}
 	var d decision
-	if err := json.Unmarshal(b, &d); err != nil {
+	if err := auditrecord.Unmarshal(b, &d); err != nil {
 		return Quote{}, fmt.Errorf("decode quote: %w", err)
 	}
 	return d.quote(), nil
@@ -352,7 +353,7 @@ func (d *decision) quote() Quote {
 }
 
 func (s *Service) decision(q Quote, in pricing.Input, sn snapshot) ([]byte, error) {
-	b, err := json.Marshal(decision{
+	b, err := auditrecord.Marshal(decision{
 		QuoteID: q.ID, TraceID: q.TraceID, At: q.CreatedAt, ValidUntil: q.ValidUntil, RegionID: q.RegionID, ProductType: q.ProductType,
 		UserHash: q.UserHash, Input: in, Forecast: q.Forecast, Features: sn.features.Online, FeaturesAt: sn.features.UpdatedAt,
 		RuleVersion: q.RuleVersion, Experiments: q.Experiments, ModelVersion: q.Forecast.ModelVersion,

@@ -125,7 +125,7 @@ func toQuoteAudit(a quotes.Audit) *model.QuoteAudit {
 		QuoteID: a.QuoteID, At: a.At, RegionID: a.RegionID, ProductType: a.ProductType, Currency: a.Currency,
 		SurgeMultiplier: a.Multiplier, Price: a.Price, RuleVersion: int(a.RuleVersion),
 		EngineVersion: a.EngineVersion, CurrentEngineVersion: pricing.EngineVersion, Degraded: a.Degraded,
-		Source: model.AuditSourceCache, Record: string(a.Record),
+		Source: model.AuditSourceCache, Record: string(a.RecordJSON), RecordFormat: string(a.Format),
 		RecomputedMultiplier: a.Recomputed.Multiplier, RecomputedPrice: a.Recomputed.Price, Identical: a.Identical,
 	}
 	if a.Source == quotes.AuditFromClickHouse {

@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/surgeworks/surge/analytics"
+	"github.com/surgeworks/surge/auditrecord"
 	"github.com/surgeworks/surge/ingest"
 	"github.com/surgeworks/surge/internal/testenv"
 )
@@ -219,17 +220,32 @@ func resetGroup(t testing.TB, brokers []string, group string) {
 	}
 }
 
-// decision is an audit record shaped like the quotes package's.
-func decision(id string, at time.Time, mult float64) []byte {
-	b, _ := json.Marshal(map[string]any{
+// decisionValue is an audit record shaped like the quotes package's.
+func decisionValue(id string, at time.Time, mult float64) map[string]any {
+	return map[string]any{
 		"quoteId": id, "traceId": "trace-" + id, "at": at, "validUntil": at.Add(time.Minute),
 		"regionId": "berlin", "productType": "ride", "userHash": "uh",
-		"input":       map[string]any{"supply": 29},
-		"forecast":    map[string]any{"regionId": "berlin", "demand": 493.4, "source": "CACHED", "modelVersion": "v1"},
+		"input": map[string]any{"supply": 29},
+		"forecast": map[string]any{"regionId": "berlin", "horizonMinutes": 15, "demand": 493.4, "source": "CACHED",
+			"modelVersion": "v1", "generatedAt": at.Add(-time.Second)},
 		"ruleVersion": 3, "modelVersion": "v1", "surgeMultiplier": mult, "price": 10.0, "currency": "EUR",
 		"factors": []any{map[string]any{"name": "base", "contribution": 1}}, "degraded": true,
 		"warnings": []string{"forecast from cache"},
-	})
+	}
+}
+
+// decision is an audit record as written today (CBOR).
+func decision(id string, at time.Time, mult float64) []byte {
+	b, err := auditrecord.Marshal(decisionValue(id, at, mult))
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// legacyDecision is an audit record as written before December 2026 (JSON).
+func legacyDecision(id string, at time.Time, mult float64) []byte {
+	b, _ := json.Marshal(decisionValue(id, at, mult))
 	return b
 }
 
@@ -242,10 +258,16 @@ func TestPricingDecisionsLand(t *testing.T) {
 	for i := range 50 {
 		id := "01a21487-a3e8-7644-ab00-" + strings.Repeat("0", 10) + string(rune('a'+i%26)) + string(rune('a'+i/26))
 		rec := decision(id, at.Add(time.Duration(i)*time.Hour*24), 1+float64(i)/100)
+		if i%5 == 1 {
+			rec = legacyDecision(id, at.Add(time.Duration(i)*time.Hour*24), 1+float64(i)/100)
+		}
 		records[id] = rec
 		msgs = append(msgs, kafka.Message{Topic: ingest.TopicPricingDecisions, Key: []byte("berlin"), Value: rec})
 	}
-	msgs = append(msgs, kafka.Message{Topic: ingest.TopicPricingDecisions, Key: []byte("berlin"), Value: []byte(`{"quoteId":""}`)})
+	truncated := decision("01a21487-truncated", at, 1)
+	msgs = append(msgs,
+		kafka.Message{Topic: ingest.TopicPricingDecisions, Key: []byte("berlin"), Value: []byte(`{"quoteId":""}`)},
+		kafka.Message{Topic: ingest.TopicPricingDecisions, Key: []byte("berlin"), Value: truncated[:len(truncated)/2]})
 	produce(t, e.brokers, msgs)
 	s, stop := runSink(t, e.brokers, e.conn, e.db, Options{})
 	waitFor(t, "decisions in ClickHouse", func() bool { return caughtUp(s.Status(), allPartitions) })
@@ -268,24 +290,32 @@ func TestPricingDecisionsLand(t *testing.T) {
 	if _, err := d.DecisionByQuote(ctx, "no-such-quote"); !errors.Is(err, analytics.ErrDecisionNotFound) {
 		t.Fatalf("unknown quote: %v", err)
 	}
-	var (
-		trace, source, currency string
-		when                    time.Time
-		mult, price             float64
-		rule                    uint32
-		degraded                uint8
-	)
-	first := "01a21487-a3e8-7644-ab00-0000000000aa"
-	if err := e.conn.QueryRow(ctx, `SELECT trace_id, forecast_source, currency, at, multiplier, price, rule_version, degraded
-		FROM pricing_decisions WHERE quote_id = ?`, first).Scan(&trace, &source, &currency, &when, &mult, &price, &rule, &degraded); err != nil {
-		t.Fatal(err)
+	// The columns, from a CBOR record (…aa) and a JSON one (…ba).
+	for _, i := range []int{0, 1} {
+		id := "01a21487-a3e8-7644-ab00-" + strings.Repeat("0", 10) + string(rune('a'+i%26)) + string(rune('a'+i/26))
+		var (
+			trace, source, currency string
+			when, fcAt              time.Time
+			mult, price, demand     float64
+			rule, horizon           uint32
+			degraded                uint8
+		)
+		if err := e.conn.QueryRow(ctx, `SELECT trace_id, forecast_source, currency, at, multiplier, price, rule_version, degraded,
+			horizon_minutes, forecast_demand, forecast_at
+			FROM pricing_decisions WHERE quote_id = ?`, id).Scan(&trace, &source, &currency, &when, &mult, &price, &rule, &degraded,
+			&horizon, &demand, &fcAt); err != nil {
+			t.Fatal(err)
+		}
+		day := at.Add(time.Duration(i) * time.Hour * 24)
+		if trace != "trace-"+id || source != "CACHED" || currency != "EUR" || !when.Equal(day.Truncate(time.Second)) ||
+			mult != 1+float64(i)/100 || price != 10 || rule != 3 || degraded != 1 ||
+			horizon != 15 || demand != 493.4 || !fcAt.Equal(day.Add(-time.Second).Truncate(time.Second)) {
+			t.Errorf("columns of %s: %s %s %s %s %v %v %d %d %d %v %s", id, trace, source, currency, when, mult, price, rule, degraded,
+				horizon, demand, fcAt)
+		}
 	}
-	if trace != "trace-"+first || source != "CACHED" || currency != "EUR" || !when.Equal(at.Truncate(time.Second)) ||
-		mult != 1 || price != 10 || rule != 3 || degraded != 1 {
-		t.Errorf("columns of %s: %s %s %s %s %v %v %d %d", first, trace, source, currency, when, mult, price, rule, degraded)
-	}
-	if st := s.Status(); st.InvalidRecords != 1 {
-		t.Errorf("invalid records = %d, want 1 (the decision without a quote id)", st.InvalidRecords)
+	if st := s.Status(); st.InvalidRecords != 2 {
+		t.Errorf("invalid records = %d, want 2 (the decision without a quote id, the truncated one)", st.InvalidRecords)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/encoding/json"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/surgeworks/surge/auditrecord"
 	"github.com/surgeworks/surge/ingest"
 )
 
@@ -161,7 +162,8 @@ func decodeEvent(m *kafka.Message) (eventRow, error) {
 }
 
 // decisionRow holds the columns of pricing_decisions taken from an audit
-// record (the JSON written by the quotes package); Record is the whole JSON.
+// record (written by the quotes package, decoded by auditrecord: CBOR, or
+// JSON before December 2026); Record is the whole record, as written.
 type decisionRow struct {
 	QuoteID      string    `json:"quoteId"`
 	TraceID      string    `json:"traceId"`
@@ -175,7 +177,10 @@ type decisionRow struct {
 	RuleVersion  uint32    `json:"ruleVersion"`
 	ModelVersion string    `json:"modelVersion"`
 	Forecast     struct {
-		Source string `json:"source"`
+		Source         string    `json:"source"`
+		HorizonMinutes uint32    `json:"horizonMinutes"`
+		Demand         float64   `json:"demand"`
+		GeneratedAt    time.Time `json:"generatedAt"`
 	} `json:"forecast"`
 	Degraded bool `json:"degraded"`
 
@@ -185,6 +190,7 @@ type decisionRow struct {
 var decisionColumns = []string{
 	"quote_id", "trace_id", "at", "region_id", "product_type", "user_hash",
 	"multiplier", "price", "currency", "rule_version", "model_version", "forecast_source", "degraded",
+	"horizon_minutes", "forecast_demand", "forecast_at",
 	"record", "kafka_topic", "kafka_partition", "kafka_offset",
 }
 
@@ -199,6 +205,7 @@ var decisionsTable = table[decisionRow]{
 var decisionColumnTypes = []string{
 	"String", "String", "DateTime", "String", "String", "String",
 	"Float64", "Float64", "String", "UInt32", "String", "String", "UInt8",
+	"UInt32", "Float64", "DateTime",
 	"String", "String", "UInt32", "UInt64",
 }
 
@@ -219,6 +226,7 @@ func fencedDecisions(db string, recs []record[decisionRow]) (string, *ext.Table,
 		}
 		if err := batch.Append(d.QuoteID, d.TraceID, d.At.UTC(), d.RegionID, d.ProductType, d.UserHash,
 			d.Multiplier, d.Price, d.Currency, d.RuleVersion, d.ModelVersion, d.Forecast.Source, dg,
+			d.Forecast.HorizonMinutes, d.Forecast.Demand, forecastAt(d),
 			d.Record, r.topic, uint32(r.partition), uint64(r.offset)); err != nil {
 			return "", nil, nil, err
 		}
@@ -230,7 +238,7 @@ func fencedDecisions(db string, recs []record[decisionRow]) (string, *ext.Table,
 
 func decodeDecision(m *kafka.Message) (decisionRow, error) {
 	var d decisionRow
-	if err := json.Unmarshal(m.Value, &d); err != nil {
+	if err := auditrecord.Unmarshal(m.Value, &d); err != nil {
 		return d, fmt.Errorf("decode pricing decision: %w", err)
 	}
 	switch {
@@ -243,6 +251,15 @@ func decodeDecision(m *kafka.Message) (decisionRow, error) {
 	}
 	d.Record = string(m.Value)
 	return d, nil
+}
+
+// forecastAt is the forecast's time as a DateTime column takes it: the
+// Unix epoch for a record without a forecast time (as ClickHouse's default).
+func forecastAt(d *decisionRow) time.Time {
+	if !inDateTimeRange(d.Forecast.GeneratedAt) {
+		return time.Unix(0, 0).UTC()
+	}
+	return d.Forecast.GeneratedAt.UTC()
 }
 
 func mk[T any](n int) []T { return make([]T, 0, n) }

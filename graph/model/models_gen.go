@@ -434,8 +434,10 @@ type QuoteAudit struct {
 	CurrentEngineVersion string      `json:"currentEngineVersion"`
 	Degraded             bool        `json:"degraded"`
 	Source               AuditSource `json:"source"`
-	// The decision record (JSON), byte for byte as published: every input of the engine.
-	Record               string  `json:"record"`
+	// The decision record as JSON: every input of the engine. Records are stored in CBOR (RFC 8949, see recordFormat); this is the same record in JSON, with the fields of the JSON records written before December 2026, which are returned byte for byte.
+	Record string `json:"record"`
+	// How the record is stored: cbor, or json for records written before December 2026.
+	RecordFormat         string  `json:"recordFormat"`
 	RecomputedMultiplier float64 `json:"recomputedMultiplier"`
 	RecomputedPrice      float64 `json:"recomputedPrice"`
 	// True when the recomputed multiplier and price are bit for bit the quoted ones.
