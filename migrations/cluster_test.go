@@ -88,7 +88,7 @@ func TestForClusterRules(t *testing.T) {
 			},
 		},
 		{
-			name:   "drop column too, with the table's sharding key",
+			name: "drop column too, with the table's sharding key",
 			script: base + "CREATE TABLE IF NOT EXISTS ${database}.p (k String, kafka_partition UInt32) ENGINE = MergeTree ORDER BY k;\n" +
 				"ALTER TABLE ${database}.p DROP COLUMN k",
 			want: []string{
