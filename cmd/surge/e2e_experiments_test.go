@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/surgeworks/surge/auditrecord"
 )
 
 const experimentFields = `id status layer version winner ruleVersions dayLengthSeconds minDays
@@ -306,8 +307,14 @@ func TestE2EExperiments(t *testing.T) {
 	if err := s.a.ch.QueryRow(t.Context(), `SELECT record FROM pricing_decisions WHERE quote_id = ?`, r0.q.QuoteID).Scan(&record); err != nil {
 		t.Fatalf("audit record of %s: %v", r0.q.QuoteID, err)
 	}
-	if !strings.Contains(record, `"experiments":[{"id":"cut","variant":"`+r0.variant+`"}]`) {
-		t.Errorf("audit record without the variant: %s", record)
+	var rec struct {
+		Experiments []struct{ ID, Variant string } `json:"experiments"`
+	}
+	if err := auditrecord.Unmarshal([]byte(record), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Experiments) != 1 || rec.Experiments[0].ID != "cut" || rec.Experiments[0].Variant != r0.variant {
+		t.Errorf("audit record without the variant: %+v", rec.Experiments)
 	}
 
 	// Results of several experiments in one request: one batch.

@@ -22,6 +22,7 @@ import (
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/surgeworks/surge/auditrecord"
 	"github.com/surgeworks/surge/features"
 	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/internal/testenv"
@@ -636,7 +637,7 @@ func readAudit(t *testing.T, brokers []string, partitions int, quoteID string, w
 					return
 				}
 				var rec auditRecord
-				if json.Unmarshal(m.Value, &rec) == nil && rec.QuoteID == quoteID {
+				if auditrecord.Unmarshal(m.Value, &rec) == nil && rec.QuoteID == quoteID {
 					select {
 					case found <- m:
 					default:
@@ -651,7 +652,7 @@ func readAudit(t *testing.T, brokers []string, partitions int, quoteID string, w
 	select {
 	case m := <-found:
 		var rec auditRecord
-		if err := json.Unmarshal(m.Value, &rec); err != nil {
+		if err := auditrecord.Unmarshal(m.Value, &rec); err != nil {
 			t.Fatal(err)
 		}
 		return m, rec
