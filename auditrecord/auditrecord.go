@@ -70,10 +70,10 @@ func Marshal(v any) ([]byte, error) {
 
 // FormatOf tells a record's encoding from its first bytes.
 func FormatOf(rec []byte) (Format, error) {
-	switch {
-	case bytes.HasPrefix(rec, selfDescribe):
+	if bytes.HasPrefix(rec, selfDescribe) {
 		return CBOR, nil
-	case len(bytes.TrimLeft(rec, " \t\r\n")) > 0 && bytes.TrimLeft(rec, " \t\r\n")[0] == '{':
+	}
+	if bytes.HasPrefix(bytes.TrimLeft(rec, " \t\r\n"), []byte("{")) {
 		return JSON, nil
 	}
 	return "", ErrUnknownFormat

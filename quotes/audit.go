@@ -34,9 +34,6 @@ type Audit struct {
 	// Record is the decision record, byte for byte as published (CBOR, or
 	// JSON for records written before December 2026: auditrecord).
 	Record []byte
-	// RecordJSON is the record as JSON: Record itself when it is JSON, its
-	// decoded value in the same JSON form when it is CBOR.
-	RecordJSON []byte
 	// Format is Record's encoding.
 	Format auditrecord.Format
 	// Recomputed is what this build's engine gives for the record's input.
@@ -44,6 +41,22 @@ type Audit struct {
 	// Identical: the recomputed multiplier and price are bit for bit the
 	// quoted ones.
 	Identical bool
+
+	decoded *decision
+}
+
+// RecordJSON is the record as JSON: Record itself when it is JSON, its
+// decoded value in the same JSON form when it is CBOR (rendered only when
+// asked for: `surge reprice --since` never needs it).
+func (a Audit) RecordJSON() ([]byte, error) {
+	if a.Format == auditrecord.JSON || a.decoded == nil {
+		return a.Record, nil
+	}
+	js, err := json.Marshal(a.decoded)
+	if err != nil {
+		return nil, fmt.Errorf("render the decision record of %s as JSON: %w", a.QuoteID, err)
+	}
+	return js, nil
 }
 
 // Where an audit record was found.
@@ -65,16 +78,9 @@ func Reprice(record []byte) (Audit, error) {
 	a := Audit{
 		QuoteID: d.QuoteID, At: d.At, RegionID: d.RegionID, ProductType: d.ProductType, Currency: d.Currency,
 		Multiplier: d.Multiplier, Price: d.Price, RuleVersion: d.RuleVersion, ModelVersion: d.ModelVersion,
-		EngineVersion: d.EngineVersion, Degraded: d.Degraded, Record: record, RecordJSON: record,
+		EngineVersion: d.EngineVersion, Degraded: d.Degraded, Record: record, decoded: &d,
 	}
 	a.Format, _ = auditrecord.FormatOf(record) // Unmarshal accepted it
-	if a.Format != auditrecord.JSON {
-		js, err := json.Marshal(d)
-		if err != nil {
-			return a, fmt.Errorf("render the decision record of %s as JSON: %w", d.QuoteID, err)
-		}
-		a.RecordJSON = js
-	}
 	q, err := pricing.Compute(d.Input)
 	if err != nil {
 		return a, fmt.Errorf("recompute quote %s: %w", d.QuoteID, err)

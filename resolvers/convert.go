@@ -120,12 +120,16 @@ func deref(s *string) string {
 	return *s
 }
 
-func toQuoteAudit(a quotes.Audit) *model.QuoteAudit {
+func toQuoteAudit(a quotes.Audit) (*model.QuoteAudit, error) {
+	record, err := a.RecordJSON()
+	if err != nil {
+		return nil, err
+	}
 	out := &model.QuoteAudit{
 		QuoteID: a.QuoteID, At: a.At, RegionID: a.RegionID, ProductType: a.ProductType, Currency: a.Currency,
 		SurgeMultiplier: a.Multiplier, Price: a.Price, RuleVersion: int(a.RuleVersion),
 		EngineVersion: a.EngineVersion, CurrentEngineVersion: pricing.EngineVersion, Degraded: a.Degraded,
-		Source: model.AuditSourceCache, Record: string(a.RecordJSON), RecordFormat: string(a.Format),
+		Source: model.AuditSourceCache, Record: string(record), RecordFormat: string(a.Format),
 		RecomputedMultiplier: a.Recomputed.Multiplier, RecomputedPrice: a.Recomputed.Price, Identical: a.Identical,
 	}
 	if a.Source == quotes.AuditFromClickHouse {
@@ -134,5 +138,5 @@ func toQuoteAudit(a quotes.Audit) *model.QuoteAudit {
 	if a.ModelVersion != "" {
 		out.ModelVersion = &a.ModelVersion
 	}
-	return out
+	return out, nil
 }

@@ -267,7 +267,7 @@ func (r *queryResolver) QuoteAudit(ctx context.Context, quoteID string) (*model.
 	if err != nil {
 		return nil, err
 	}
-	return toQuoteAudit(a), nil
+	return toQuoteAudit(a)
 }
 
 func (r *queryResolver) Regions(ctx context.Context) ([]*model.Region, error) {
