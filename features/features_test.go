@@ -65,6 +65,41 @@ func TestHash(t *testing.T) {
 	}
 }
 
+// The schemas this build serves: distinct hashes that name their version
+// (a V2 model registered before V3 existed keeps loading), and the history a
+// row of each needs.
+func TestSchemas(t *testing.T) {
+	for _, tt := range []struct {
+		version string
+		long    bool
+		memory  int
+	}{
+		{"v1", false, 0},
+		{"v2", true, 7*1440 + 1440}, // the window before the same window a week earlier, at 24 h
+		{"v3", true, 21 * 1440},     // what followed three weeks earlier
+	} {
+		s := Schemas[tt.version]
+		if got := Version(s.Hash()); got != tt.version {
+			t.Errorf("Version(%s hash) = %q", tt.version, got)
+		}
+		if b, err := ByHash(s.Hash()); err != nil || b.Hash() != s.Hash() {
+			t.Errorf("ByHash(%s) = %v", tt.version, err)
+		}
+		if s.LongMemory() != tt.long || s.MemoryMinutes() != tt.memory {
+			t.Errorf("%s: LongMemory %v MemoryMinutes %d, want %v %d", tt.version, s.LongMemory(), s.MemoryMinutes(), tt.long, tt.memory)
+		}
+		if s.MemoryMinutes() > MemoryMinutes {
+			t.Errorf("%s reads %d minutes back, more than the %d the consumer keeps", tt.version, s.MemoryMinutes(), MemoryMinutes)
+		}
+	}
+	if V2.Hash() != "f652f89ad3046fce" {
+		t.Errorf("V2's hash changed to %s: registered V2 models would be refused", V2.Hash())
+	}
+	if _, err := ByHash("deadbeef"); !errors.Is(err, ErrSchemaMismatch) || !strings.Contains(err.Error(), V3.Hash()+`" (v3)`) {
+		t.Errorf("unknown hash: err = %v, want a mismatch naming every schema", err)
+	}
+}
+
 func TestFromMinutes(t *testing.T) {
 	var w []Minute
 	// 15 minutes: searches 1..15, bookings half of that, supply = minute index.
@@ -151,6 +186,7 @@ func BenchmarkVector(b *testing.B) {
 	}{
 		{"v1", V1, Input{Online: on, At: at, Horizon: 15}},
 		{"v2", V2, Input{Online: on, At: at, Horizon: 15, Region: "berlin", Encoding: enc}},
+		{"v3", V3, Input{Online: on, At: at, Horizon: 15, Region: "berlin", Encoding: enc}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			dst := make([]float32, bc.s.Len())

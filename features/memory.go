@@ -17,10 +17,10 @@ import (
 // ServingHorizon).
 var Horizons = []int{5, 15, 60, 1440}
 
-// MemoryMinutes is how far back the long-memory features read from an
-// origin: a week plus the longest horizon (the window before the same window
-// a week earlier).
-const MemoryMinutes = 7*24*60 + 1440
+// MemoryMinutes is how far back the long-memory features of any schema
+// read from an origin: V3's same window three weeks earlier (V2 reads a week
+// plus the longest horizon; see Schema.MemoryMinutes).
+const MemoryMinutes = 21 * 24 * 60
 
 // ServingHorizon is the V2 horizon that serves a request for h minutes: the
 // nearest of Horizons on a log scale (h ≤ 8 → 5, ≤ 30 → 15, ≤ 300 → 60,
@@ -44,10 +44,13 @@ func ServingHorizon(h int) int {
 const (
 	DemandLast     = "demand_last"      // [t−H, t)
 	DemandPrev     = "demand_prev"      // [t−2H, t−H)
+	DemandPrev2    = "demand_prev2"     // [t−3H, t−2H) (V3)
 	DemandDayNext  = "demand_day_next"  // [t−1d, t−1d+H): what followed the same time yesterday
 	DemandDayPrev  = "demand_day_prev"  // [t−1d−H, t−1d)
 	DemandWeekNext = "demand_week_next" // [t−7d, t−7d+H): what followed a week ago (seasonal naive)
 	DemandWeekPrev = "demand_week_prev" // [t−7d−H, t−7d)
+	DemandWeek2    = "demand_week2"     // [t−14d, t−14d+H): what followed two weeks ago (V3)
+	DemandWeek3    = "demand_week3"     // [t−21d, t−21d+H): what followed three weeks ago (V3)
 	DemandMean1h   = "demand_mean_1h"   // mean per minute over [t−1h, t), × H
 	DemandMean24h  = "demand_mean_24h"  // mean per minute over [t−24h, t), × H
 	DemandMean168h = "demand_mean_168h" // mean per minute over [t−168h, t), × H
@@ -74,10 +77,13 @@ var memoryWindows = []struct {
 }{
 	{DemandLast, -1, 0, 0, 0},
 	{DemandPrev, -2, 0, -1, 0},
+	{DemandPrev2, -3, 0, -2, 0},
 	{DemandDayNext, 0, -1440, 1, -1440},
 	{DemandDayPrev, -1, -1440, 0, -1440},
 	{DemandWeekNext, 0, -10080, 1, -10080},
 	{DemandWeekPrev, -1, -10080, 0, -10080},
+	{DemandWeek2, 0, -20160, 1, -20160},
+	{DemandWeek3, 0, -30240, 1, -30240},
 }
 
 var memoryMeans = []struct {
@@ -270,6 +276,56 @@ var V2 = Schema{
 	{Name: WeatherSeverity, Description: "0 clear … 1 severe"},
 	{Name: TrafficIndex, Description: "0 free-flowing … 1 gridlock"},
 	{Name: LocalEvent, Description: "1 when a local event is under way"},
+}
+
+// V3 is V2 with three more windows, chosen on the validation days of the
+// real departures (docs/forecasting.md): the H minutes before demand_prev,
+// and what followed the origin two and three weeks earlier, so a model sees
+// the same window in three past weeks instead of one.
+var V3 = func() Schema {
+	s := slices.Clone(V2)
+	at := func(after string, f Feature) {
+		i := s.Index(after) + 1
+		s = slices.Insert(s, i, f)
+	}
+	at(DemandPrev, Feature{Name: DemandPrev2, PerHorizon: true, Description: "searches over the H minutes before demand_prev"})
+	at(DemandWeekPrev, Feature{Name: DemandWeek2, PerHorizon: true, Description: "searches over the H minutes that followed the origin two weeks earlier"})
+	at(DemandWeek2, Feature{Name: DemandWeek3, PerHorizon: true, Description: "searches over the H minutes that followed the origin three weeks earlier"})
+	return s
+}()
+
+// LongMemory reports whether the schema has per-horizon long-memory
+// features (V2, V3): its rows are built at a serving horizon, with a
+// model's Encoding, from history of MemoryMinutes.
+func (s Schema) LongMemory() bool {
+	for _, f := range s {
+		if f.PerHorizon {
+			return true
+		}
+	}
+	return false
+}
+
+// MemoryMinutes is how far back from an origin the schema's rows read at
+// the longest of Horizons: the history a row needs (0 for V1).
+func (s Schema) MemoryMinutes() int {
+	need := 0
+	for _, f := range s {
+		if !f.PerHorizon {
+			continue
+		}
+		for _, w := range memoryWindows {
+			if w.name == f.Name {
+				need = max(need, -(w.h0*Horizons[len(Horizons)-1] + w.m0))
+			}
+		}
+		for _, m := range memoryMeans {
+			if m.name == f.Name {
+				need = max(need, m.minutes)
+			}
+		}
+	}
+	return need
 }
 
 // Input is everything a model row is built from.

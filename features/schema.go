@@ -165,14 +165,19 @@ func derived(name string, c clock, horizonMinutes int) (float64, bool) {
 	return 0, false
 }
 
-// Version names a schema known to this build: "v1" or "v2" by hash, "" for
-// any other.
+// Schemas are the schemas this build can build vectors for, by version name.
+var Schemas = map[string]Schema{"v1": V1, "v2": V2, "v3": V3}
+
+// schemaVersions lists Schemas' names in order.
+var schemaVersions = []string{"v1", "v2", "v3"}
+
+// Version names a schema known to this build ("v1", "v2", "v3") by hash, ""
+// for any other.
 func Version(hash string) string {
-	switch hash {
-	case V1.Hash():
-		return "v1"
-	case V2.Hash():
-		return "v2"
+	for _, v := range schemaVersions {
+		if Schemas[v].Hash() == hash {
+			return v
+		}
 	}
 	return ""
 }
@@ -180,12 +185,14 @@ func Version(hash string) string {
 // ByHash returns the schema with the given hash among those this build can
 // build vectors for.
 func ByHash(hash string) (Schema, error) {
-	for _, s := range []Schema{V1, V2} {
-		if s.Hash() == hash {
-			return s, nil
-		}
+	if v := Version(hash); v != "" {
+		return Schemas[v], nil
 	}
-	return nil, fmt.Errorf("%w: model has %q; this server builds %q (v1) and %q (v2)", ErrSchemaMismatch, hash, V1.Hash(), V2.Hash())
+	known := make([]string, len(schemaVersions))
+	for i, v := range schemaVersions {
+		known[i] = fmt.Sprintf("%q (%s)", Schemas[v].Hash(), v)
+	}
+	return nil, fmt.Errorf("%w: model has %q; this server builds %s", ErrSchemaMismatch, hash, strings.Join(known, ", "))
 }
 
 // CheckHash returns an error when a model's schema hash is not this schema's.

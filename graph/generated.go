@@ -2657,7 +2657,7 @@ type Query {
   price(input: PriceInput!): PriceQuote! @hasRole(role: CLIENT)
   "Prices for many region/product pairs in one request (at most 100); features and forecasts are fetched in batches."
   prices(inputs: [PriceInput!]!): [PriceQuote!]! @hasRole(role: CLIENT)
-  "The demand forecast for a region over the next horizonMinutes (1 to 240)."
+  "The demand forecast for a region over the next horizonMinutes (1 to 1440): v2 and v3 models are trained for 5, 15, 60 and 1440 minutes and serve other horizons from the nearest one, scaled."
   forecast(regionId: ID!, horizonMinutes: Int = 15): Forecast! @hasRole(role: CLIENT)
   "The factors of a quote given earlier, while it is valid."
   factorBreakdown(quoteId: ID!): [Factor!]! @hasRole(role: CLIENT)

@@ -60,7 +60,7 @@ func FuzzLoadModel(f *testing.F) {
 			return
 		}
 		defer m.Close()
-		if m.Ensemble.NumFeatures != m.Schema.Len() || (m.Encoding != nil) != (features.Version(m.Ensemble.Meta.SchemaHash) == "v2") {
+		if m.Ensemble.NumFeatures != m.Schema.Len() || (m.Encoding != nil) != m.Schema.LongMemory() {
 			t.Fatalf("loaded a model of %d inputs, schema %q of %d, encoding %v", m.Ensemble.NumFeatures, features.Version(m.Ensemble.Meta.SchemaHash), m.Schema.Len(), m.Encoding)
 		}
 		var rows [][]float32

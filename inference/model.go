@@ -41,20 +41,22 @@ type Model struct {
 	Version   string
 	Ensemble  *model.Ensemble // the decoded trees and metadata
 	Predictor Predictor
-	// Schema is the feature schema the model was trained on (features.V1
-	// or features.V2), Encoding what a V2 model learned (nil for V1).
+	// Schema is the feature schema the model was trained on (features.V1,
+	// V2 or V3), Encoding what a long-memory model learned (nil for V1).
 	Schema   features.Schema
 	Encoding *features.Encoding
 }
 
 // Row builds the model's input row for a request: V1 at the request's
-// horizon; V2 at its serving horizon (features.ServingHorizon) from the
+// horizon up to its longest trained one (V1MaxHorizon, scaled beyond);
+// V2 and V3 at its serving horizon (features.ServingHorizon) from the
 // origin of the features (their window end), with the factor that scales
 // the prediction to the requested horizon and a warning when long-memory
 // windows were missing.
 func (m *Model) Row(r Request) (row []float32, scale float64, warning string) {
 	if m.Encoding == nil {
-		return m.Schema.Vector(nil, r.Features.Online, r.At, r.HorizonMinutes), 1, ""
+		h := min(r.HorizonMinutes, V1MaxHorizon)
+		return m.Schema.Vector(nil, r.Features.Online, r.At, h), float64(r.HorizonMinutes) / float64(h), ""
 	}
 	h := features.ServingHorizon(r.HorizonMinutes)
 	at := r.At.Truncate(time.Minute)
@@ -69,6 +71,11 @@ func (m *Model) Row(r Request) (row []float32, scale float64, warning string) {
 	}
 	return row, float64(r.HorizonMinutes) / float64(h), warning
 }
+
+// V1MaxHorizon is the longest horizon V1 models are trained for (5, 15 and
+// 60 minutes): their trees cannot tell longer horizons from it, so a longer
+// request is served at it and scaled.
+const V1MaxHorizon = 60
 
 // DataSource tells what a model was trained on: "generated" (the synthetic
 // bootstrap history) or "real" (demand history from ClickHouse); "" when the
@@ -90,7 +97,7 @@ func (m *Model) Close() error {
 
 // LoadModel decodes an ONNX artifact, refuses it when it was trained on a
 // feature schema this server cannot build vectors for (features.ByHash), or
-// whose V2 encoding is unreadable, and starts it on the runtime.
+// whose long-memory encoding is unreadable, and starts it on the runtime.
 func LoadModel(data []byte, rt Runtime) (*Model, error) {
 	ens, err := model.UnmarshalONNX(data)
 	if err != nil {
@@ -104,7 +111,7 @@ func LoadModel(data []byte, rt Runtime) (*Model, error) {
 		return nil, fmt.Errorf("load model %s: %w: %d inputs, schema has %d", ens.Meta.Version, features.ErrSchemaMismatch, ens.NumFeatures, schema.Len())
 	}
 	m := &Model{Name: ens.Meta.Name, Version: ens.Meta.Version, Ensemble: ens, Schema: schema}
-	if features.Version(ens.Meta.SchemaHash) == "v2" {
+	if schema.LongMemory() {
 		if m.Encoding, err = features.ParseEncoding(ens.Meta.Params[features.EncodingParam]); err != nil {
 			return nil, fmt.Errorf("load model %s: %w", ens.Meta.Version, err)
 		}

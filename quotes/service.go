@@ -490,13 +490,13 @@ func (s *Service) Lookup(ctx context.Context, quoteID string) (Quote, error) {
 	return Quote{}, &InputError{Field: "quoteId", Msg: fmt.Sprintf("quote %q not found or expired", quoteID), Err: ErrQuoteNotFound}
 }
 
-// Forecast serves a region's forecast for a horizon (1 to 240 minutes).
+// Forecast serves a region's forecast for a horizon (1 to 1440 minutes).
 func (s *Service) Forecast(ctx context.Context, regionID string, horizon int) (inference.Forecast, error) {
 	if err := ValidateID("regionId", regionID); err != nil {
 		return inference.Forecast{}, err
 	}
-	if horizon < 1 || horizon > 240 {
-		return inference.Forecast{}, &InputError{Field: "horizonMinutes", Msg: "must be between 1 and 240", Err: ErrInvalidInput}
+	if horizon < 1 || horizon > MaxHorizonMinutes {
+		return inference.Forecast{}, &InputError{Field: "horizonMinutes", Msg: fmt.Sprintf("must be between 1 and %d", MaxHorizonMinutes), Err: ErrInvalidInput}
 	}
 	if _, ok := s.rules.Region(regionID); !ok {
 		return inference.Forecast{}, &InputError{Field: "regionId", Msg: fmt.Sprintf("region %q is not priced here", regionID), Err: ErrUnknownRegion}
@@ -508,5 +508,9 @@ func (s *Service) Forecast(ctx context.Context, regionID string, horizon int) (i
 		Features: sn.features, FeaturesErr: sn.err, Cached: sn.cached,
 	}), nil
 }
+
+// MaxHorizonMinutes is the longest forecast horizon served: a day, the
+// longest horizon long-memory models are trained for.
+const MaxHorizonMinutes = 1440
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

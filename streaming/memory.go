@@ -12,7 +12,8 @@ import (
 // Minutes are set, never added to: from the backfill (ClickHouse
 // demand_minute, at start) and from the window's buckets (when they leave
 // the ring and at each flush), so a rebuild that re-reads the ring's minutes
-// cannot count them twice. float32 counts and int32 minutes keep a region at 92 KB.
+// cannot count them twice. float32 counts and int32 minutes keep a region at
+// 242 KB (21 days of minutes, V3's longest window).
 type memory struct {
 	counts  [features.MemoryMinutes]float32
 	minutes [features.MemoryMinutes]int32 // the Unix minute each slot holds; other minutes count 0

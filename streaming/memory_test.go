@@ -13,7 +13,7 @@ import (
 	"github.com/surgeworks/surge/training"
 )
 
-// TestLongMemoryParity: the V2 row the forecaster builds from what the
+// TestLongMemoryParity: the V2 and V3 rows the forecaster builds from what the
 // consumer wrote to Redis equals the training row of the same region and
 // minute, for every horizon. The first days of history reach the consumer
 // through the backfill (as from ClickHouse), the rest as events through
@@ -67,7 +67,6 @@ func TestLongMemoryParity(t *testing.T) {
 	e.waitCommitted(c)
 
 	enc := &features.Encoding{RegionLevels: map[string]float64{"mci": 1.5, "syr": 0.8}, Holidays: features.Calendar{now.Format(time.DateOnly)}}
-	m := &inference.Model{Schema: features.V2, Encoding: enc}
 	got := e.features("mci")
 	if !got.Found() {
 		t.Fatal("no features for mci")
@@ -79,13 +78,17 @@ func TestLongMemoryParity(t *testing.T) {
 		}
 		return s
 	}())
-	for _, h := range features.Horizons {
-		row, scale, warning := m.Row(inference.Request{RegionID: "mci", HorizonMinutes: h, At: now.Add(20 * time.Second), Features: got})
-		want := training.LongMemoryRow(mins[:n], prefix, n, h, "mci", enc)
-		if !slices.Equal(row, want) || scale != 1 || warning != "" {
-			t.Errorf("h=%d: serving row\n%v\ntraining row\n%v\n(scale %v, warning %q)", h, row, want, scale, warning)
+	for _, schema := range []features.Schema{features.V2, features.V3} {
+		m := &inference.Model{Schema: schema, Encoding: enc}
+		for _, h := range features.Horizons {
+			row, scale, warning := m.Row(inference.Request{RegionID: "mci", HorizonMinutes: h, At: now.Add(20 * time.Second), Features: got})
+			want := training.LongMemoryRow(schema, mins[:n], prefix, n, h, "mci", enc)
+			if !slices.Equal(row, want) || scale != 1 || warning != "" {
+				t.Errorf("%s h=%d: serving row\n%v\ntraining row\n%v\n(scale %v, warning %q)", features.Version(schema.Hash()), h, row, want, scale, warning)
+			}
 		}
 	}
+	m := &inference.Model{Schema: features.V3, Encoding: enc}
 	// A request for 30 minutes is the 15-minute row, scaled by 2.
 	if _, scale, _ := m.Row(inference.Request{RegionID: "mci", HorizonMinutes: 30, At: now, Features: got}); scale != 2 {
 		t.Errorf("30 min: scale %v, want 2", scale)
@@ -96,10 +99,10 @@ func TestLongMemoryParity(t *testing.T) {
 	if warning == "" {
 		t.Error("syr: no warning for the missing long-memory windows")
 	}
-	if i := features.V2.Index(features.DemandWeekNext); row[i] != float32(0.8*60) {
-		t.Errorf("syr: %s = %v, want the region level 0.8 × 60", features.DemandWeekNext, row[i])
+	if i := features.V3.Index(features.DemandWeek3); row[i] != float32(0.8*60) {
+		t.Errorf("syr: %s = %v, want the region level 0.8 × 60", features.DemandWeek3, row[i])
 	}
-	if i := features.V2.Index(features.DemandLast); row[i] != 60 {
+	if i := features.V3.Index(features.DemandLast); row[i] != 60 {
 		t.Errorf("syr: %s = %v, want the 60 closed minutes of events", features.DemandLast, row[i])
 	}
 }

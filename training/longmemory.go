@@ -38,17 +38,17 @@ func newRegionSeries(h RegionHistory) regionSeries {
 	return regionSeries{id: h.Region.ID, mins: h.Minutes, searches: s, prefix: features.PrefixSum(s)}
 }
 
-// LongMemoryRow builds the V2 row of a region at origin index o (the minutes
-// before o are closed; o ≥ 1) for horizon h: features.FromMinutes over the
-// 15 minutes before o for the short-term and supply features,
-// features.Memory over the whole history before o, then
-// features.V2.VectorFor. The streaming consumer writes the same features
-// (from the same two functions) for serving.
-func LongMemoryRow(mins []features.Minute, prefix []float64, o, h int, region string, enc *features.Encoding) []float32 {
+// LongMemoryRow builds the row of a long-memory schema (V2, V3) for a region
+// at origin index o (the minutes before o are closed; o ≥ 1) and horizon h:
+// features.FromMinutes over the 15 minutes before o for the short-term and
+// supply features, features.Memory over the whole history before o, then
+// schema.VectorFor. The streaming consumer writes the same features (from
+// the same two functions) for serving.
+func LongMemoryRow(schema features.Schema, mins []features.Minute, prefix []float64, o, h int, region string, enc *features.Encoding) []float32 {
 	online := features.FromMinutes(mins[max(0, o-windowMinutes):o], 1)
 	features.Memory(online, features.PrefixWindow(prefix, o), []int{h})
 	at := mins[o-1].Start.Add(time.Minute)
-	row, _ := features.V2.VectorFor(nil, features.Input{Online: online, At: at, Horizon: h, Region: region, Encoding: enc})
+	row, _ := schema.VectorFor(nil, features.Input{Online: online, At: at, Horizon: h, Region: region, Encoding: enc})
 	return row
 }
 
@@ -59,13 +59,15 @@ func aligned(start time.Time, o, stride int) bool {
 	return m%int64(stride) == 0
 }
 
-// runSplitV2 is runSplit for features.V2: one ensemble per horizon (rows at
+// runSplitLongMemory is runSplit for the long-memory schemas (opts.Schema
+// v2 or v3): one ensemble per horizon (rows at
 // trainStride origins with the whole memory window behind them; the last
 // ValidationDays before the cut for early stopping and the choice of the
 // objective), gated on the horizon column into one model.
-func runSplitV2(ctx context.Context, hist []RegionHistory, origin, end time.Time, opts PipelineOptions,
+func runSplitLongMemory(ctx context.Context, hist []RegionHistory, origin, end time.Time, opts PipelineOptions,
 	acc *evalAcc) (*model.Ensemble, map[int][]float64, [2]int, error) {
-	schema := features.V2
+	schema := features.Schemas[opts.Schema]
+	memory := schema.MemoryMinutes()
 	enc := &features.Encoding{RegionLevels: map[string]float64{}, Holidays: opts.Holidays}
 	series := make([]regionSeries, len(hist))
 	cuts, stops := make([]int, len(hist)), make([]int, len(hist))
@@ -96,13 +98,13 @@ func runSplitV2(ctx context.Context, hist []RegionHistory, origin, end time.Time
 				continue
 			}
 			start := s.mins[0].Start
-			for o := features.MemoryMinutes; o+hz <= cuts[ri]; o++ {
+			for o := memory; o+hz <= cuts[ri]; o++ {
 				// Validation rows sit on the test forecasts' origins.
 				isVal := o+hz > cuts[ri]-valMinutes
 				if !aligned(start, o, stride) && !(isVal && aligned(start, o, evalStride(hz))) {
 					continue
 				}
-				row := LongMemoryRow(s.mins, s.prefix, o, hz, s.id, enc)
+				row := LongMemoryRow(schema, s.mins, s.prefix, o, hz, s.id, enc)
 				y := float32(s.prefix[o+hz] - s.prefix[o])
 				if isVal {
 					if aligned(start, o, evalStride(hz)) {
@@ -118,7 +120,7 @@ func runSplitV2(ctx context.Context, hist []RegionHistory, origin, end time.Time
 		}
 		if len(fit.X) == 0 || len(val.X) == 0 {
 			return nil, nil, [2]int{}, fmt.Errorf("%w: horizon %d min: %d training and %d validation rows before %s: the long-memory features need %d days of history before the first row and %d validation days",
-				ErrNoData, hz, len(fit.X), len(val.X), origin.Format(time.DateTime), features.MemoryMinutes/1440, opts.ValidationDays)
+				ErrNoData, hz, len(fit.X), len(val.X), origin.Format(time.DateTime), memory/1440, opts.ValidationDays)
 		}
 		trainRows += len(fit.X) + len(val.X)
 		ens, obj, valWAPE, err := bestObjective(ctx, fit, recent, val, opts)
@@ -158,7 +160,7 @@ func runSplitV2(ctx context.Context, hist []RegionHistory, origin, end time.Time
 		}
 		start := s.mins[0].Start
 		for _, hz := range horizons {
-			for o := max(cuts[ri], features.MemoryMinutes); o+hz <= stops[ri]; o++ {
+			for o := max(cuts[ri], memory); o+hz <= stops[ri]; o++ {
 				if !aligned(start, o, evalStride(hz)) {
 					continue
 				}
@@ -166,7 +168,7 @@ func runSplitV2(ctx context.Context, hist []RegionHistory, origin, end time.Time
 				if !ok {
 					continue
 				}
-				Xt = append(Xt, LongMemoryRow(s.mins, s.prefix, o, hz, s.id, enc))
+				Xt = append(Xt, LongMemoryRow(schema, s.mins, s.prefix, o, hz, s.id, enc))
 				at := s.mins[o-1].Start.Add(time.Minute)
 				test = append(test, sample{region: ri, origin: at, horizon: hz, actual: s.prefix[o+hz] - s.prefix[o], naive: nv})
 			}

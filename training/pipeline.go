@@ -41,11 +41,13 @@ type PipelineOptions struct {
 	// origin; default 2; negative: no backtest.
 	Folds    int
 	FoldDays int // default 1
-	// Schema is the feature schema: "v2" (the default, long-memory
-	// features, one ensemble per horizon) or "v1".
+	// Schema is the feature schema: "v3" or "v2", long-memory features with
+	// one ensemble per horizon, or "v1". The default ("") is v3, or v2 when
+	// the history is too short for v3's three weeks of memory but long
+	// enough for v2's eight days.
 	Schema string
 	// Horizons are the forecast horizons in minutes; default
-	// features.Horizons (5, 15, 60, 1440) for v2, 5, 15, 60 for v1.
+	// features.Horizons (5, 15, 60, 1440) for v2 and v3, 5, 15, 60 for v1.
 	Horizons []int
 	Stride   int // v1: minutes between samples; default 5 (v2 strides depend on the horizon)
 	Train    Options
@@ -95,12 +97,9 @@ func (o PipelineOptions) withDefaults() PipelineOptions {
 	if o.FoldDays <= 0 {
 		o.FoldDays = 1
 	}
-	if o.Schema == "" {
-		o.Schema = "v2"
-	}
 	if len(o.Horizons) == 0 {
 		o.Horizons = []int{5, 15, 60}
-		if o.Schema == "v2" {
+		if o.Schema != "v1" {
 			o.Horizons = features.Horizons
 		}
 	}
@@ -190,15 +189,12 @@ type sample struct {
 //     horizon's MAPE threshold (over targets ≥ MAPEMinActual) for every
 //     horizon.
 //
-// A history shorter than 8 days plus the holdout and folds fails with
+// A history shorter than the schema's memory (8 days for v2, 21 for v3),
+// the validation days and a day, plus the holdout and folds, fails with
 // ErrNoData.
 func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions) (*PipelineResult, error) {
 	start := time.Now()
 	opts = opts.withDefaults()
-	schema, split, err := opts.schema()
-	if err != nil {
-		return nil, fmt.Errorf("training pipeline: %w", err)
-	}
 	if len(hist) == 0 {
 		return nil, fmt.Errorf("training pipeline: %w: no region has history", ErrNoData)
 	}
@@ -226,14 +222,27 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 		earliest = folds[0].Origin
 	}
 	// Seasonal naive needs a week before the first test origin, and the
-	// model at least a day of its own; v2 rows need their whole memory
-	// window behind them, and the validation days.
-	need, what := validation.Week+day, ""
-	if opts.Schema == "v2" {
-		need = time.Duration(features.MemoryMinutes)*time.Minute + time.Duration(opts.ValidationDays)*day + day
-		what = fmt.Sprintf(" (%d days of long memory before the first row, %d validation days and one of training)",
-			features.MemoryMinutes/1440, opts.ValidationDays)
+	// model at least a day of its own; long-memory rows need their whole
+	// memory window behind them, and the validation days.
+	needs := func(schema features.Schema) (time.Duration, string) {
+		memory := schema.MemoryMinutes()
+		if memory == 0 {
+			return validation.Week + day, ""
+		}
+		return time.Duration(memory)*time.Minute + time.Duration(opts.ValidationDays)*day + day,
+			fmt.Sprintf(" (%d days of long memory before the first row, %d validation days and one of training)", memory/1440, opts.ValidationDays)
 	}
+	if opts.Schema == "" {
+		opts.Schema = "v3"
+		if need, _ := needs(features.V3); earliest.Sub(first) < need {
+			opts.Schema = "v2"
+		}
+	}
+	schema, split, err := opts.schema()
+	if err != nil {
+		return nil, fmt.Errorf("training pipeline: %w", err)
+	}
+	need, what := needs(schema)
 	if earliest.Sub(first) < need {
 		return nil, fmt.Errorf("training pipeline: %w: history %s .. %s (%.1f days) is too short for %d holdout and %d×%d backtest days: need at least %.0f days%s",
 			ErrNoData, first.Format(time.DateTime), end.Format(time.DateTime), end.Sub(first).Hours()/24,
@@ -326,9 +335,9 @@ func (o PipelineOptions) schema() (features.Schema, splitFunc, error) {
 	switch o.Schema {
 	case "v1":
 		return features.V1, runSplit, nil
-	case "v2":
+	case "v2", "v3":
 	default:
-		return nil, nil, fmt.Errorf("%w: schema %q (want v1 or v2)", ErrBadInput, o.Schema)
+		return nil, nil, fmt.Errorf("%w: schema %q (want v1, v2 or v3)", ErrBadInput, o.Schema)
 	}
 	link := ""
 	for _, name := range o.Objectives {
@@ -343,7 +352,7 @@ func (o PipelineOptions) schema() (features.Schema, splitFunc, error) {
 		}
 		link = obj.link()
 	}
-	return features.V2, runSplitV2, nil
+	return features.Schemas[o.Schema], runSplitLongMemory, nil
 }
 
 // Metrics flattens the result for the registry: holdout_{mape,wape,rmse,bias}_h{H}

@@ -39,13 +39,16 @@ var histStart = time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
 
 const histDays = 22
 
-func history() []training.RegionHistory {
-	return training.GenerateHistory(training.HistoryOptions{Days: histDays, Start: histStart, Seed: 7,
+func history() []training.RegionHistory { return historyDays(histDays) }
+
+func historyDays(days int) []training.RegionHistory {
+	return training.GenerateHistory(training.HistoryOptions{Days: days, Start: histStart, Seed: 7,
 		Regions: training.DefaultRegions[:3]})
 }
 
 // The pipeline reads a 22-day simulated history back from ClickHouse, beats
-// seasonal naive, passes the gate and registers a candidate with its metrics.
+// seasonal naive, passes the gate and registers a candidate with its metrics;
+// 22 days are too short for v3, so the default schema is v2.
 func TestPipelineFromClickHouseRegistersCandidate(t *testing.T) {
 	ctx := ctxT(t)
 	conn := openCH(t)
@@ -240,6 +243,11 @@ func TestPipelineNeedsEnoughHistory(t *testing.T) {
 		!strings.Contains(err.Error(), "8 days of long memory") {
 		t.Fatalf("10 days with 2 holdout and 2 backtest days: err = %v", err)
 	}
+	_, err = training.RunPipeline(ctx, short, training.PipelineOptions{Schema: "v3"})
+	if !errors.Is(err, training.ErrNoData) || !strings.Contains(err.Error(), "need at least 28 days") ||
+		!strings.Contains(err.Error(), "21 days of long memory") {
+		t.Fatalf("v3, 10 days with 2 holdout and 2 backtest days: err = %v", err)
+	}
 	_, err = training.RunPipeline(ctx, short, training.PipelineOptions{Schema: "v1"})
 	if !errors.Is(err, training.ErrNoData) || !strings.Contains(err.Error(), "need at least 12 days") {
 		t.Fatalf("v1, 10 days with 2 holdout and 2 backtest days: err = %v", err)
@@ -250,19 +258,21 @@ func TestPipelineNeedsEnoughHistory(t *testing.T) {
 // holdout start by 1000 changes neither the returned model (trained before
 // the holdout) nor the backtest (whose folds all end at the holdout start).
 func TestPipelineNoFutureLeakage(t *testing.T) {
-	clean := history()
-	poisoned := history()
-	holdStart := histStart.AddDate(0, 0, histDays-2)
-	for _, rh := range poisoned {
-		for i := range rh.Minutes {
-			if !rh.Minutes[i].Start.Before(holdStart) {
-				rh.Minutes[i].Searches *= 1000
-				rh.Minutes[i].Supply *= 1000
+	for _, tt := range []struct {
+		schema string
+		days   int
+	}{{"v1", histDays}, {"v2", histDays}, {"v3", 29}} {
+		clean, poisoned := historyDays(tt.days), historyDays(tt.days)
+		holdStart := histStart.AddDate(0, 0, tt.days-2)
+		for _, rh := range poisoned {
+			for i := range rh.Minutes {
+				if !rh.Minutes[i].Start.Before(holdStart) {
+					rh.Minutes[i].Searches *= 1000
+					rh.Minutes[i].Supply *= 1000
+				}
 			}
 		}
-	}
-	for _, schema := range []string{"v1", "v2"} {
-		t.Run(schema, func(t *testing.T) { testNoFutureLeakage(t, schema, clean, poisoned, holdStart) })
+		t.Run(tt.schema, func(t *testing.T) { testNoFutureLeakage(t, tt.schema, clean, poisoned, holdStart) })
 	}
 }
 
@@ -284,7 +294,7 @@ func testNoFutureLeakage(t *testing.T, schema string, clean, poisoned []training
 		t.Fatalf("the backtest saw data after its folds:\n%+v\n%+v", a.Backtest.Model, b.Backtest.Model)
 	}
 	rows, _ := training.BuildDataset(clean, features.V1, []int{5, 15, 60}, 97)
-	if schema == "v2" {
+	if sc := features.Schemas[schema]; sc.LongMemory() {
 		enc, err := features.ParseEncoding(a.Model.Meta.Params[features.EncodingParam])
 		if err != nil {
 			t.Fatal(err)
@@ -296,9 +306,9 @@ func testNoFutureLeakage(t *testing.T, schema string, clean, poisoned []training
 				s[i] = m.Searches
 			}
 			p := features.PrefixSum(s)
-			for o := features.MemoryMinutes; o < len(rh.Minutes); o += 97 {
+			for o := sc.MemoryMinutes(); o < len(rh.Minutes); o += 97 {
 				for _, h := range []int{5, 15, 60} {
-					rows = append(rows, training.LongMemoryRow(rh.Minutes, p, o, h, rh.Region.ID, enc))
+					rows = append(rows, training.LongMemoryRow(sc, rh.Minutes, p, o, h, rh.Region.ID, enc))
 				}
 			}
 		}

@@ -32,7 +32,7 @@ func TestE2EEventsIn(t *testing.T) {
 	post := func() map[string]any {
 		req, _ := http.NewRequest(http.MethodPost, s.base+"/v1/events", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-Api-Key", "e2e")
+		req.Header.Set("X-Api-Key", testIngestKey)
 		resp, err := s.client.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -53,8 +53,10 @@ func TestMain(m *testing.M) {
 // testAdminKey is the admin API key of every test stack.
 const testAdminKey = "e2e-admin-key-0123456789"
 
-// testIngestKey is the ingest key (every event type) of every test stack.
-const testIngestKey = "e2e"
+// testIngestKey is the ingest key (every event type) of every test stack;
+// long enough that no hash or id stored in ClickHouse contains it by chance
+// (TestE2ESecurity looks for it in every column).
+const testIngestKey = "e2e-ingest-key-5550123"
 
 // demoRegions are the regions rules.SeedDefaults installs, sorted.
 var demoRegions = []string{"berlin", "london", "nyc", "paris", "sf"}

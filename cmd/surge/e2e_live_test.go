@@ -76,7 +76,7 @@ func runNode(t *testing.T, env map[string]string, files ...string) {
 // driven by playwright-core (web/e2e), against a stack with its consumers.
 func TestE2EBrowser(t *testing.T) {
 	s := newStack(t, stackOptions{consumers: true})
-	runNode(t, map[string]string{"SURGE_URL": s.base, "SURGE_ADMIN_KEY": testAdminKey}, "test/", "e2e/")
+	runNode(t, map[string]string{"SURGE_URL": s.base, "SURGE_ADMIN_KEY": testAdminKey, "SURGE_INGEST_KEY": testIngestKey}, "test/", "e2e/")
 }
 
 // TestE2EBrowserWithKeys: the dashboard against a server that opens no

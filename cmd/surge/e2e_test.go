@@ -356,7 +356,7 @@ func testBadInput(t *testing.T, s *stack) {
 	q, v = price("berlin", "")
 	add("empty productType", "BAD_USER_INPUT", "productType", q, v)
 	add("horizon 0", "BAD_USER_INPUT", "horizonMinutes", `{ forecast(regionId: "berlin", horizonMinutes: 0) { demand } }`, nil)
-	add("horizon 241", "BAD_USER_INPUT", "horizonMinutes", `{ forecast(regionId: "berlin", horizonMinutes: 241) { demand } }`, nil)
+	add("horizon 1441", "BAD_USER_INPUT", "horizonMinutes", `{ forecast(regionId: "berlin", horizonMinutes: 1441) { demand } }`, nil)
 	add("forecast unknown region", "NOT_FOUND", "regionId", `{ forecast(regionId: "atlantis") { demand } }`, nil)
 	q, v = pricesN(0)
 	add("prices with 0 inputs", "BAD_USER_INPUT", "inputs", q, v)

@@ -6,6 +6,7 @@ export const SURGE_URL = (process.env.SURGE_URL || '').replace(/\/$/, '');
 /** Where the pages are loaded from: the server itself, or a dev proxy (e2e/devproxy.mjs). */
 export const WEB_URL = (process.env.SURGE_WEB_URL || SURGE_URL).replace(/\/$/, '');
 export const ADMIN_KEY = process.env.SURGE_ADMIN_KEY || '';
+export const INGEST_KEY = process.env.SURGE_INGEST_KEY || '';
 export const skip = !SURGE_URL && 'SURGE_URL is not set (e.g. http://127.0.0.1:8000)';
 /** Overall budget of one test; every wait inside polls until it. */
 export const TIMEOUT = 180_000;
@@ -42,7 +43,7 @@ let seq = 0;
 export async function postEvents(events) {
   const stamp = new Date().toISOString();
   const body = { events: events.map((e) => ({ eventId: `e2e-${process.pid}-${Date.now()}-${seq++}`, timestamp: stamp, ...e })) };
-  const res = await fetch(`${SURGE_URL}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/json', 'X-Api-Key': 'e2e' }, body: JSON.stringify(body) });
+  const res = await fetch(`${SURGE_URL}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/json', 'X-Api-Key': INGEST_KEY }, body: JSON.stringify(body) });
   if (res.status !== 202) throw new Error(`POST /v1/events: ${res.status} ${await res.text()}`);
   return res.json();
 }
