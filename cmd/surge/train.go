@@ -25,8 +25,8 @@ import (
 )
 
 // retrainJob wires the scheduled retrain: the configured range, real
-// history only, the v2 pipeline with the configured calendar, and the
-// canary of a model that passed the gate.
+// history only, the v3 pipeline (v2 on a shorter history) with the
+// configured calendar, and the canary of a model that passed the gate.
 func (c *config) retrainJob(ch driver.Conn, models *registry.Registry, rollouts *rollout.Controller, logger *slog.Logger) (*retrain.Job, error) {
 	w := c.RetrainWindow
 	if w == "" {
@@ -76,11 +76,14 @@ func newTrainCmd() *cobra.Command {
 		Short: "Train, validate and register a demand model",
 		Long: `train reads the per-minute demand history from ClickHouse (demand_minute over [--from, --to),
 or the last --window before --to or now; load one with ` + "`surge replay`" + ` or ` + "`surge simulate --history`" + `), or generates one
-with --source synthetic, and trains the feature schema --schema: v2 (default; per horizon the
-demand over the last H, the same H a day and a week earlier and what followed them, 1 h/24 h/168 h
-means, the region's level, the clock, --holidays, supply and signals; one ensemble per horizon
-5, 15, 60 and 1440 minutes, or --horizons) or v1 (the last 15 minutes, one ensemble), with rows
-built exactly as serving builds them. The number of trees (at most --trees) and, for v2, the
+with --source synthetic, and trains the feature schema --schema: v3 (default; per horizon the
+demand over the last H and the two H before, the same H a day and a week earlier and what
+followed them, what followed two and three weeks earlier, 1 h/24 h/168 h means, the region's
+level, the clock, --holidays, supply and signals; one ensemble per horizon 5, 15, 60 and 1440
+minutes, or --horizons), v2 (v3 without the three extra windows: 8 days of memory instead of 21;
+the default when the history is too short for v3) or v1 (the last 15 minutes, one ensemble),
+with rows built exactly as serving builds them. The number of trees (at most --trees) and, for
+v2 and v3, the
 objective among --objective are chosen on the --validation-days before the holdout. Validation:
 a rolling-origin backtest (--folds days before the holdout) and a holdout of the last
 --holdout-days days, the model beside two baselines (seasonal naive: the same minutes a week
