@@ -247,3 +247,46 @@ func TestCheckpointCoalesced(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestAppendDuringSegmentDelete: deleting an acknowledged segment (slow on a
+// busy disk) does not hold appends: an Append returns while the delete is
+// still under way, and the segment is gone once it finishes.
+func TestAppendDuringSegmentDelete(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{SegmentBytes: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	started, release := make(chan string), make(chan struct{})
+	s.remove = func(path string) error {
+		started <- path
+		<-release
+		return os.Remove(path)
+	}
+	for i := range 100 {
+		if err := s.Append(rec(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, pos := readN(t, s, 100)
+	acked := make(chan error, 1)
+	go func() { acked <- s.Ack(pos) }()
+	deleting := <-started // the first freed segment's delete is under way
+	if err := s.Append(rec(100)); err != nil { // a stall here hangs the test
+		t.Fatal(err)
+	}
+	close(release)
+	go func() {
+		for range started { // the other freed segments
+		}
+	}()
+	if err := <-acked; err != nil {
+		t.Fatal(err)
+	}
+	close(started)
+	if _, err := os.Stat(deleting); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s still there after the checkpoint: %v", deleting, err)
+	}
+	last, _ := readN(t, s, 1)
+	checkRecords(t, last, 100)
+}
