@@ -8,7 +8,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -168,14 +170,11 @@ func derived(name string, c clock, horizonMinutes int) (float64, bool) {
 // Schemas are the schemas this build can build vectors for, by version name.
 var Schemas = map[string]Schema{"v1": V1, "v2": V2, "v3": V3}
 
-// schemaVersions lists Schemas' names in order.
-var schemaVersions = []string{"v1", "v2", "v3"}
-
 // Version names a schema known to this build ("v1", "v2", "v3") by hash, ""
 // for any other.
 func Version(hash string) string {
-	for _, v := range schemaVersions {
-		if Schemas[v].Hash() == hash {
+	for v, s := range Schemas {
+		if s.Hash() == hash {
 			return v
 		}
 	}
@@ -188,9 +187,9 @@ func ByHash(hash string) (Schema, error) {
 	if v := Version(hash); v != "" {
 		return Schemas[v], nil
 	}
-	known := make([]string, len(schemaVersions))
-	for i, v := range schemaVersions {
-		known[i] = fmt.Sprintf("%q (%s)", Schemas[v].Hash(), v)
+	var known []string
+	for _, v := range slices.Sorted(maps.Keys(Schemas)) {
+		known = append(known, fmt.Sprintf("%q (%s)", Schemas[v].Hash(), v))
 	}
 	return nil, fmt.Errorf("%w: model has %q; this server builds %s", ErrSchemaMismatch, hash, strings.Join(known, ", "))
 }

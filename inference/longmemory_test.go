@@ -89,25 +89,35 @@ func TestV1LongHorizonScaled(t *testing.T) {
 	e := &model.Ensemble{NumFeatures: features.V1.Len(), Trees: []model.Tree{{Nodes: []model.Node{
 		{Feature: col, Threshold: 30, True: 1, False: 2}, {Leaf: true, Value: 5}, {Leaf: true, Value: 20},
 	}}}}
-	e.Meta = model.Metadata{Name: "demand", Version: "v1", SchemaHash: features.V1.Hash(), FeatureNames: features.V1.Names()}
-	b, err := e.MarshalONNX()
-	if err != nil {
-		t.Fatal(err)
+	load := func(params map[string]string) *Forecaster {
+		t.Helper()
+		e.Meta = model.Metadata{Name: "demand", Version: "v1", SchemaHash: features.V1.Hash(), FeatureNames: features.V1.Names(), Params: params}
+		b, err := e.MarshalONNX()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := LoadModel(b, RuntimeGo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := newTestForecaster(&fakePredictor{value: 1}, nil)
+		f.SetModel(m)
+		return f
 	}
-	m, err := LoadModel(b, RuntimeGo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newTestForecaster(&fakePredictor{value: 1}, nil)
-	f.SetModel(m)
 	at := time.Now()
 	for _, tt := range []struct {
-		h    int
-		want float64
-	}{{15, 5}, {60, 20}, {240, 80}, {1440, 480}} {
+		horizons string // the model's "horizons" parameter
+		h        int
+		want     float64
+	}{
+		{"", 15, 5}, {"", 60, 20}, {"", 240, 80}, {"", 1440, 480}, // no list: 60 assumed
+		{"5,15,60", 240, 80},
+		{"5,15,60,120", 240, 40}, // trained for 120: served at 120 (20) and doubled
+	} {
+		f := load(map[string]string{"horizons": tt.horizons})
 		fc := f.Forecast(context.Background(), Request{RegionID: "berlin", HorizonMinutes: tt.h, At: at, Features: features.Values{Online: features.Online{}, UpdatedAt: at}})
 		if fc.Source != SourceModel || fc.Demand != tt.want {
-			t.Errorf("%d min: %+v, want %v", tt.h, fc, tt.want)
+			t.Errorf("horizons %q, %d min: %+v, want %v", tt.horizons, tt.h, fc, tt.want)
 		}
 	}
 }

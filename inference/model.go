@@ -1,10 +1,12 @@
 package inference
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,17 +47,20 @@ type Model struct {
 	// V2 or V3), Encoding what a long-memory model learned (nil for V1).
 	Schema   features.Schema
 	Encoding *features.Encoding
+	// MaxHorizon (V1) is the longest horizon the model was trained for,
+	// from its "horizons" parameter; 0 means V1MaxHorizon.
+	MaxHorizon int
 }
 
 // Row builds the model's input row for a request: V1 at the request's
-// horizon up to its longest trained one (V1MaxHorizon, scaled beyond);
+// horizon up to its longest trained one (MaxHorizon, scaled beyond);
 // V2 and V3 at its serving horizon (features.ServingHorizon) from the
 // origin of the features (their window end), with the factor that scales
 // the prediction to the requested horizon and a warning when long-memory
 // windows were missing.
 func (m *Model) Row(r Request) (row []float32, scale float64, warning string) {
 	if m.Encoding == nil {
-		h := min(r.HorizonMinutes, V1MaxHorizon)
+		h := min(r.HorizonMinutes, cmp.Or(m.MaxHorizon, V1MaxHorizon))
 		return m.Schema.Vector(nil, r.Features.Online, r.At, h), float64(r.HorizonMinutes) / float64(h), ""
 	}
 	h := features.ServingHorizon(r.HorizonMinutes)
@@ -72,10 +77,23 @@ func (m *Model) Row(r Request) (row []float32, scale float64, warning string) {
 	return row, float64(r.HorizonMinutes) / float64(h), warning
 }
 
-// V1MaxHorizon is the longest horizon V1 models are trained for (5, 15 and
-// 60 minutes): their trees cannot tell longer horizons from it, so a longer
-// request is served at it and scaled.
+// V1MaxHorizon is the longest horizon V1 models are trained for by default
+// (5, 15 and 60 minutes) and the one assumed for a model that does not list
+// its horizons: trees cannot tell longer horizons from the longest they
+// saw, so a longer request is served at it and scaled.
 const V1MaxHorizon = 60
+
+// maxHorizon reads the longest of a model's "horizons" parameter
+// ("5,15,60"); 0 when it has none.
+func maxHorizon(params map[string]string) int {
+	most := 0
+	for _, f := range strings.Split(params["horizons"], ",") {
+		if h, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && h > most {
+			most = h
+		}
+	}
+	return most
+}
 
 // DataSource tells what a model was trained on: "generated" (the synthetic
 // bootstrap history) or "real" (demand history from ClickHouse); "" when the
@@ -111,6 +129,7 @@ func LoadModel(data []byte, rt Runtime) (*Model, error) {
 		return nil, fmt.Errorf("load model %s: %w: %d inputs, schema has %d", ens.Meta.Version, features.ErrSchemaMismatch, ens.NumFeatures, schema.Len())
 	}
 	m := &Model{Name: ens.Meta.Name, Version: ens.Meta.Version, Ensemble: ens, Schema: schema}
+	m.MaxHorizon = maxHorizon(ens.Meta.Params)
 	if schema.LongMemory() {
 		if m.Encoding, err = features.ParseEncoding(ens.Meta.Params[features.EncodingParam]); err != nil {
 			return nil, fmt.Errorf("load model %s: %w", ens.Meta.Version, err)

@@ -297,6 +297,11 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 	params["backtest_folds"] = strconv.Itoa(opts.Folds)
 	params["fold_days"] = strconv.Itoa(opts.FoldDays)
 	params["schema"] = opts.Schema
+	hz := make([]string, len(opts.Horizons))
+	for i, h := range opts.Horizons {
+		hz[i] = strconv.Itoa(h)
+	}
+	params["horizons"] = strings.Join(hz, ",")
 	if opts.Schema == "v1" {
 		params["stride"] = strconv.Itoa(opts.Stride)
 	} else {
