@@ -272,7 +272,8 @@ func TestAppendDuringSegmentDelete(t *testing.T) {
 	acked := make(chan error, 1)
 	go func() { acked <- s.Ack(pos) }()
 	deleting := <-started // the first freed segment's delete is under way
-	if err := s.Append(rec(100)); err != nil { // a stall here hangs the test
+	// An Append that waited for the delete would hang here.
+	if err := s.Append(rec(100)); err != nil {
 		t.Fatal(err)
 	}
 	close(release)
