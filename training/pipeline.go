@@ -43,11 +43,13 @@ type PipelineOptions struct {
 	FoldDays int // default 1
 	// Schema is the feature schema: "v3" or "v2", long-memory features with
 	// one ensemble per horizon, or "v1". The default ("") is v3, or v2 when
-	// the history is too short for v3's three weeks of memory but long
-	// enough for v2's eight days.
+	// the history leaves v3 less than minFitDays (14) of fitting origins
+	// after its three weeks of memory.
 	Schema string
 	// Horizons are the forecast horizons in minutes; default
-	// features.Horizons (5, 15, 60, 1440) for v2 and v3, 5, 15, 60 for v1.
+	// features.Horizons (5, 15, 60, 1440) for v2 and v3, without 1440 when
+	// the schema has less than minFitDays of fitting origins; 5, 15, 60 for
+	// v1.
 	Horizons []int
 	Stride   int // v1: minutes between samples; default 5 (v2 strides depend on the horizon)
 	Train    Options
@@ -97,11 +99,8 @@ func (o PipelineOptions) withDefaults() PipelineOptions {
 	if o.FoldDays <= 0 {
 		o.FoldDays = 1
 	}
-	if len(o.Horizons) == 0 {
+	if len(o.Horizons) == 0 && o.Schema == "v1" {
 		o.Horizons = []int{5, 15, 60}
-		if o.Schema != "v1" {
-			o.Horizons = features.Horizons
-		}
 	}
 	if o.ValidationDays <= 0 {
 		o.ValidationDays = o.HoldoutDays
@@ -232,10 +231,22 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 		return time.Duration(memory)*time.Minute + time.Duration(opts.ValidationDays)*day + day,
 			fmt.Sprintf(" (%d days of long memory before the first row, %d validation days and one of training)", memory/1440, opts.ValidationDays)
 	}
+	// fitDays is how many days of fitting origins a long-memory schema
+	// leaves before the validation days of the earliest split.
+	fitDays := func(schema features.Schema) float64 {
+		return (earliest.Sub(first) - time.Duration(schema.MemoryMinutes())*time.Minute -
+			time.Duration(opts.ValidationDays)*day).Hours() / 24
+	}
 	if opts.Schema == "" {
 		opts.Schema = "v3"
-		if need, _ := needs(features.V3); earliest.Sub(first) < need {
+		if fitDays(features.V3) < minFitDays {
 			opts.Schema = "v2"
+		}
+	}
+	if len(opts.Horizons) == 0 {
+		opts.Horizons = features.Horizons
+		if fitDays(features.Schemas[opts.Schema]) < minFitDays {
+			opts.Horizons = slices.DeleteFunc(slices.Clone(features.Horizons), func(h int) bool { return h >= 1440 })
 		}
 	}
 	schema, split, err := opts.schema()
@@ -331,6 +342,12 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 		"passed", res.Passed, "reasons", res.Reasons, "duration", res.Duration)
 	return res, nil
 }
+
+// minFitDays is the fitting history (after the memory, before the
+// validation days) below which the defaults step down: v2 instead of v3, and
+// no daily horizon (on 15 days of the demo regions a 1440-minute model fitted
+// to one day of origins lost to seasonal naive by half).
+const minFitDays = 14
 
 type splitFunc func(ctx context.Context, hist []RegionHistory, origin, end time.Time, opts PipelineOptions,
 	acc *evalAcc) (*model.Ensemble, map[int][]float64, [2]int, error)

@@ -323,3 +323,25 @@ func testNoFutureLeakage(t *testing.T, schema string, clean, poisoned []training
 		t.Fatalf("holdout WAPE %v vs %v: the poisoned holdout should be far off", a.Holdout.Model[15].WAPE, b.Holdout.Model[15].WAPE)
 	}
 }
+
+// The defaults step down on a short history: v3 needs two weeks of fitting
+// origins after its three weeks of memory, else v2 is trained; the daily
+// horizon needs two weeks of fitting origins under the chosen schema.
+func TestPipelineDefaultsFollowHistory(t *testing.T) {
+	for _, tt := range []struct {
+		days             int
+		schema, horizons string
+	}{
+		{22, "v2", "5,15,60"},      // 22 − 1 holdout − 8 memory − 1 validation: 12 days
+		{38, "v3", "5,15,60,1440"}, // 38 − 1 − 21 − 1: 15 days
+	} {
+		hist := training.GenerateHistory(training.HistoryOptions{Days: tt.days, Start: histStart, Seed: 7, Regions: training.DefaultRegions[:1]})
+		res, err := training.RunPipeline(ctxT(t), hist, training.PipelineOptions{HoldoutDays: 1, ValidationDays: 1, Folds: -1, Train: training.Options{NumTrees: 5}})
+		if err != nil {
+			t.Fatalf("%d days: %v", tt.days, err)
+		}
+		if p := res.Model.Meta.Params; p["schema"] != tt.schema || p["horizons"] != tt.horizons {
+			t.Errorf("%d days: schema %s horizons %s, want %s %s", tt.days, p["schema"], p["horizons"], tt.schema, tt.horizons)
+		}
+	}
+}
