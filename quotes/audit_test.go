@@ -123,10 +123,7 @@ func TestQuoteRefusedWhenUnauditable(t *testing.T) {
 // the same decision in today's CBOR form decodes to the same value, whose
 // JSON rendering is the old record byte for byte.
 func TestRecordFormats(t *testing.T) {
-	old, err := os.ReadFile("testdata/decision-v1.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, rec := decisionFixture(t)
 	a, err := Reprice(old)
 	if err != nil {
 		t.Fatal(err)
@@ -137,14 +134,6 @@ func TestRecordFormats(t *testing.T) {
 	}
 	if a.Format != auditrecord.JSON || string(aj) != string(old) || !a.Identical || a.Multiplier != 1.1 || a.Price != 8.8 {
 		t.Fatalf("JSON record: format %q, identical %v, %v × → %v", a.Format, a.Identical, a.Multiplier, a.Price)
-	}
-	var d decision
-	if err := auditrecord.Unmarshal(old, &d); err != nil {
-		t.Fatal(err)
-	}
-	rec, err := auditrecord.Marshal(d)
-	if err != nil {
-		t.Fatal(err)
 	}
 	if len(rec) >= len(old) {
 		t.Errorf("CBOR record %d bytes, JSON %d", len(rec), len(old))
@@ -172,16 +161,9 @@ func TestRecordFormats(t *testing.T) {
 // quote (testdata/decision-v1.json) in the CBOR form written now and the
 // JSON form written before.
 func BenchmarkDecisionRecord(b *testing.B) {
-	old, err := os.ReadFile("testdata/decision-v1.json")
-	if err != nil {
-		b.Fatal(err)
-	}
+	old, cb := decisionFixture(b)
 	var d decision
 	if err := auditrecord.Unmarshal(old, &d); err != nil {
-		b.Fatal(err)
-	}
-	cb, err := auditrecord.Marshal(d)
-	if err != nil {
 		b.Fatal(err)
 	}
 	encoders := []struct {
@@ -211,4 +193,22 @@ func BenchmarkDecisionRecord(b *testing.B) {
 			}
 		})
 	}
+}
+
+// decisionFixture is the JSON record of testdata/decision-v1.json and the
+// same decision in today's CBOR form.
+func decisionFixture(tb testing.TB) (old, cbor []byte) {
+	tb.Helper()
+	old, err := os.ReadFile("testdata/decision-v1.json")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var d decision
+	if err := auditrecord.Unmarshal(old, &d); err != nil {
+		tb.Fatal(err)
+	}
+	if cbor, err = auditrecord.Marshal(d); err != nil {
+		tb.Fatal(err)
+	}
+	return old, cbor
 }
