@@ -28,12 +28,21 @@ import (
 // pipeline, the figure to choose settings on) and the holdout table.
 // SURGE_BENCH_PIPELINE, a JSON PipelineOptions, overrides the options, e.g.
 // {"HoldoutDays":14,"ValidationDays":14,"Folds":-1,"Horizons":[60],"Train":{"NumTrees":500,"LearningRate":0.05}}.
+// SURGE_DEPARTURES_TO, a date, ends the history earlier (a short history
+// from the first months, far from the holdout, e.g. 2001-01-29).
 func BenchmarkDepartures(b *testing.B) {
 	path := os.Getenv("SURGE_DEPARTURES")
 	if path == "" {
 		path = "../../shared/data/departures-dev.csv.gz"
 	}
-	hist, err := readDepartures(path, time.Date(2001, 7, 1, 0, 0, 0, 0, time.UTC))
+	to := time.Date(2001, 7, 1, 0, 0, 0, 0, time.UTC)
+	if v := os.Getenv("SURGE_DEPARTURES_TO"); v != "" {
+		var err error
+		if to, err = time.Parse(time.DateOnly, v); err != nil {
+			b.Fatalf("SURGE_DEPARTURES_TO: %v", err)
+		}
+	}
+	hist, err := readDepartures(path, to)
 	if errors.Is(err, fs.ErrNotExist) {
 		b.Skipf("%s not found: set SURGE_DEPARTURES to the departures file (../shared/data/README.md)", path)
 	}

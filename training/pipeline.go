@@ -44,7 +44,10 @@ type PipelineOptions struct {
 	// Schema is the feature schema: "v3" or "v2", long-memory features with
 	// one ensemble per horizon, or "v1". The default ("") is v3, or v2 when
 	// the history leaves v3 less than minFitDays (14) of fitting origins
-	// after its three weeks of memory.
+	// after its three weeks of memory; with less than that for v2 too, v1
+	// and (where its memory fits) v2 are backtested on the folds and the
+	// one with the lower mean WAPE over the horizons is trained (without
+	// folds: v2 where it fits, else v1).
 	Schema string
 	// Horizons are the forecast horizons in minutes; default
 	// features.Horizons (5, 15, 60, 1440) for v2 and v3, without 1440 when
@@ -190,7 +193,7 @@ type sample struct {
 //
 // A history shorter than the schema's memory (8 days for v2, 21 for v3),
 // the validation days and a day, plus the holdout and folds, fails with
-// ErrNoData.
+// ErrNoData (for the default schema, shorter than v1's week and a day).
 func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions) (*PipelineResult, error) {
 	start := time.Now()
 	opts = opts.withDefaults()
@@ -237,18 +240,43 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 		return (earliest.Sub(first) - time.Duration(schema.MemoryMinutes())*time.Minute -
 			time.Duration(opts.ValidationDays)*day).Hours() / 24
 	}
+	// The default schema follows the history: the long-memory schemas
+	// with two weeks of fitting origins; with less, v1 and (where its
+	// memory fits) v2 are both backtested and the one with the lower mean
+	// WAPE over the horizons is kept.
+	candidates := []string{opts.Schema}
 	if opts.Schema == "" {
-		opts.Schema = "v3"
-		if fitDays(features.V3) < minFitDays {
-			opts.Schema = "v2"
+		switch {
+		case fitDays(features.V3) >= minFitDays:
+			candidates = []string{"v3"}
+		case fitDays(features.V2) >= minFitDays:
+			candidates = []string{"v2"}
+		default:
+			candidates = []string{"v1"}
+			if need, _ := needs(features.V2); earliest.Sub(first) >= need {
+				candidates = []string{"v2"}
+				if len(folds) > 0 {
+					candidates = []string{"v2", "v1"}
+				}
+			}
 		}
 	}
-	if len(opts.Horizons) == 0 {
-		opts.Horizons = features.Horizons
-		if fitDays(features.Schemas[opts.Schema]) < minFitDays {
-			opts.Horizons = slices.DeleteFunc(slices.Clone(features.Horizons), func(h int) bool { return h >= 1440 })
+	withSchema := func(name string) PipelineOptions {
+		o := opts
+		o.Schema = name
+		if len(o.Horizons) == 0 {
+			switch {
+			case name == "v1":
+				o.Horizons = []int{5, 15, 60}
+			case fitDays(features.Schemas[name]) < minFitDays:
+				o.Horizons = slices.DeleteFunc(slices.Clone(features.Horizons), func(h int) bool { return h >= 1440 })
+			default:
+				o.Horizons = features.Horizons
+			}
 		}
+		return o
 	}
+	opts = withSchema(candidates[0])
 	schema, split, err := opts.schema()
 	if err != nil {
 		return nil, fmt.Errorf("training pipeline: %w", err)
@@ -263,32 +291,64 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 	for _, h := range hist {
 		res.Regions = append(res.Regions, h.Region.ID)
 	}
-	steps := len(folds) + 2
-	progress := func(step int, what string) {
+	steps := len(candidates)*len(folds) + 2
+	step := 0
+	progress := func(what string) {
+		step++
 		opts.Logger.Info("training pipeline", "step", step, "steps", steps, "what", what)
 		if opts.Progress != nil {
 			opts.Progress(Progress{Step: step, Steps: steps, What: what})
 		}
 	}
 
-	bt := newEvalAcc(opts.MAPEMinActual)
-	for i, f := range folds {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+	var bt *evalAcc
+	choice := math.Inf(1)
+	var choices []string
+	for _, c := range candidates {
+		o := withSchema(c)
+		_, split, err := o.schema()
+		if err != nil {
+			return nil, fmt.Errorf("training pipeline: %w", err)
 		}
-		progress(i+1, fmt.Sprintf("backtest fold %d/%d: train before %s, test to %s", i+1, len(folds),
-			f.Origin.Format(time.DateTime), f.End.Format(time.DateTime)))
-		if _, _, _, err := split(ctx, hist, f.Origin, f.End, opts, bt); err != nil {
-			return nil, fmt.Errorf("training pipeline: backtest fold %d: %w", i+1, err)
+		acc := newEvalAcc(o.MAPEMinActual)
+		for i, f := range folds {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			progress(fmt.Sprintf("backtest fold %d/%d (%s): train before %s, test to %s", i+1, len(folds), c,
+				f.Origin.Format(time.DateTime), f.End.Format(time.DateTime)))
+			if _, _, _, err := split(ctx, hist, f.Origin, f.End, o, acc); err != nil {
+				return nil, fmt.Errorf("training pipeline: backtest fold %d (%s): %w", i+1, c, err)
+			}
+		}
+		if len(candidates) == 1 {
+			bt = acc
+			break
+		}
+		ev := acc.evaluation()
+		w := 0.0
+		for _, m := range ev.Model {
+			w += m.WAPE / float64(len(ev.Model))
+		}
+		choices = append(choices, fmt.Sprintf("%s %.4f", c, w))
+		if w < choice { // a NaN never wins
+			choice, bt, opts = w, acc, o
 		}
 	}
-	progress(len(folds)+1, fmt.Sprintf("holdout: train before %s, test to %s", holdStart.Format(time.DateTime), end.Format(time.DateTime)))
+	if bt == nil {
+		return nil, fmt.Errorf("training pipeline: %w: no schema of %v has a defined backtest WAPE", ErrNoData, candidates)
+	}
+	if len(candidates) > 1 {
+		opts.Logger.Info("training pipeline: schema chosen on the backtest", "schema", opts.Schema, "mean_wape", strings.Join(choices, ", "))
+	}
+	schema, split, _ = opts.schema()
+	progress(fmt.Sprintf("holdout (%s): train before %s, test to %s", opts.Schema, holdStart.Format(time.DateTime), end.Format(time.DateTime)))
 	ho := newEvalAcc(opts.MAPEMinActual)
 	ens, ratios, rows, err := split(ctx, hist, holdStart, end, opts, ho)
 	if err != nil {
 		return nil, fmt.Errorf("training pipeline: holdout: %w", err)
 	}
-	progress(len(folds)+2, "gate and intervals")
+	progress("gate and intervals")
 	res.Model = ens
 	res.TrainRows, res.TestRows = rows[0], rows[1]
 	res.Holdout, res.Backtest = ho.evaluation(), bt.evaluation()
@@ -308,6 +368,9 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 	params["backtest_folds"] = strconv.Itoa(opts.Folds)
 	params["fold_days"] = strconv.Itoa(opts.FoldDays)
 	params["schema"] = opts.Schema
+	if len(choices) > 0 {
+		params["schema_backtest_wape"] = strings.Join(choices, ", ")
+	}
 	hz := make([]string, len(opts.Horizons))
 	for i, h := range opts.Horizons {
 		hz[i] = strconv.Itoa(h)

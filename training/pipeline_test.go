@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"slices"
@@ -92,8 +93,9 @@ func TestPipelineFromClickHouseRegistersCandidate(t *testing.T) {
 
 	var steps []training.Progress
 	// 22 days leave the daily horizon a handful of rows after the 8 days
-	// of memory: it is trained on the real-data benchmark, not here.
-	res, err := training.RunPipeline(ctx, loaded, training.PipelineOptions{Horizons: []int{5, 15, 60},
+	// of memory: it is trained on the real-data benchmark, not here. The
+	// schema is set: by default so short a history backtests v1 too.
+	res, err := training.RunPipeline(ctx, loaded, training.PipelineOptions{Schema: "v2", Horizons: []int{5, 15, 60},
 		Progress: func(p training.Progress) { steps = append(steps, p) }})
 	if err != nil {
 		t.Fatal(err)
@@ -238,10 +240,15 @@ func TestPipelineNeedsEnoughHistory(t *testing.T) {
 		t.Fatalf("no history: err = %v", err)
 	}
 	short := training.GenerateHistory(training.HistoryOptions{Days: 10, Start: histStart, Regions: training.DefaultRegions[:1]})
+	// The default steps down to v1, the shortest memory.
 	_, err := training.RunPipeline(ctx, short, training.PipelineOptions{})
+	if !errors.Is(err, training.ErrNoData) || !strings.Contains(err.Error(), "need at least 12 days") {
+		t.Fatalf("10 days with 2 holdout and 2 backtest days: err = %v", err)
+	}
+	_, err = training.RunPipeline(ctx, short, training.PipelineOptions{Schema: "v2"})
 	if !errors.Is(err, training.ErrNoData) || !strings.Contains(err.Error(), "need at least 15 days") ||
 		!strings.Contains(err.Error(), "8 days of long memory") {
-		t.Fatalf("10 days with 2 holdout and 2 backtest days: err = %v", err)
+		t.Fatalf("v2, 10 days with 2 holdout and 2 backtest days: err = %v", err)
 	}
 	_, err = training.RunPipeline(ctx, short, training.PipelineOptions{Schema: "v3"})
 	if !errors.Is(err, training.ErrNoData) || !strings.Contains(err.Error(), "need at least 28 days") ||
@@ -329,19 +336,43 @@ func testNoFutureLeakage(t *testing.T, schema string, clean, poisoned []training
 // horizon needs two weeks of fitting origins under the chosen schema.
 func TestPipelineDefaultsFollowHistory(t *testing.T) {
 	for _, tt := range []struct {
-		days             int
-		schema, horizons string
+		days, folds      int
+		schema, horizons string // schema "": whichever had the lower backtest WAPE
 	}{
-		{22, "v2", "5,15,60"},      // 22 − 1 holdout − 8 memory − 1 validation: 12 days
-		{38, "v3", "5,15,60,1440"}, // 38 − 1 − 21 − 1: 15 days
+		{22, -1, "v2", "5,15,60"},      // 22 − 1 holdout − 8 memory − 1 validation: 12 days
+		{38, -1, "v3", "5,15,60,1440"}, // 38 − 1 − 21 − 1: 15 days
+		{9, -1, "v1", "5,15,60"},       // v2's memory does not fit: v1 rather than no model
+		{13, 2, "", "5,15,60"},         // 13 − 1 − 2 folds − 8 memory − 1 validation = 1: v1 and v2 backtested
 	} {
 		hist := training.GenerateHistory(training.HistoryOptions{Days: tt.days, Start: histStart, Seed: 7, Regions: training.DefaultRegions[:1]})
-		res, err := training.RunPipeline(ctxT(t), hist, training.PipelineOptions{HoldoutDays: 1, ValidationDays: 1, Folds: -1, Train: training.Options{NumTrees: 5}})
+		res, err := training.RunPipeline(ctxT(t), hist, training.PipelineOptions{HoldoutDays: 1, ValidationDays: 1, Folds: tt.folds, Train: training.Options{NumTrees: 5}})
 		if err != nil {
 			t.Fatalf("%d days: %v", tt.days, err)
 		}
-		if p := res.Model.Meta.Params; p["schema"] != tt.schema || p["horizons"] != tt.horizons {
+		p := res.Model.Meta.Params
+		if tt.schema == "" {
+			// "v2 0.1234, v1 0.0987": the schema kept is the lower.
+			best, bestW := "", math.Inf(1)
+			for _, c := range strings.Split(p["schema_backtest_wape"], ", ") {
+				var name string
+				var w float64
+				if _, err := fmt.Sscanf(c, "%s %g", &name, &w); err != nil {
+					t.Fatalf("%d days: schema_backtest_wape %q: %v", tt.days, p["schema_backtest_wape"], err)
+				}
+				if w < bestW {
+					best, bestW = name, w
+				}
+			}
+			if n := strings.Count(p["schema_backtest_wape"], ","); n != 1 {
+				t.Errorf("%d days: schema_backtest_wape %q, want v2 and v1", tt.days, p["schema_backtest_wape"])
+			}
+			tt.schema = best
+		}
+		if p["schema"] != tt.schema || p["horizons"] != tt.horizons {
 			t.Errorf("%d days: schema %s horizons %s, want %s %s", tt.days, p["schema"], p["horizons"], tt.schema, tt.horizons)
+		}
+		if tt.folds > 0 && len(res.Backtest.Model) == 0 {
+			t.Errorf("%d days: no backtest metrics", tt.days)
 		}
 	}
 }

@@ -81,8 +81,9 @@ demand over the last H and the two H before, the same H a day and a week earlier
 followed them, what followed two and three weeks earlier, 1 h/24 h/168 h means, the region's
 level, the clock, --holidays, supply and signals; one ensemble per horizon 5, 15, 60 and 1440
 minutes, or --horizons), v2 (v3 without the three extra windows: 8 days of memory instead of 21;
-the default when the history is too short for v3) or v1 (the last 15 minutes, one ensemble),
-with rows built exactly as serving builds them. The number of trees (at most --trees) and, for
+the default when the history is too short for v3) or v1 (the last 15 minutes, one ensemble).
+When the history leaves v2 too less than two weeks of fitting rows, the default backtests v1 and
+v2 and keeps the one with the lower mean WAPE. Rows are built exactly as serving builds them. The number of trees (at most --trees) and, for
 v2 and v3, the
 objective among --objective are chosen on the --validation-days before the holdout. Validation:
 a rolling-origin backtest (--folds days before the holdout) and a holdout of the last
@@ -174,7 +175,7 @@ horizon); otherwise it is recorded as rejected with its reasons (and train exits
 	f.IntVar(&pc.Days, "days", 14, "synthetic source: days of generated history")
 	f.BoolVar(&pc.LoadHist, "load-history", false, "synthetic source: also write the generated history into ClickHouse demand_minute")
 	f.BoolVar(&pc.Activate, "activate", false, "make the model active right away when it passes the gate (default: candidate, for the rollout)")
-	f.StringVar(&pc.Pipeline.Schema, "schema", "", "feature schema: v3 or v2 (long memory, one ensemble per horizon; v3 also reads two and three weeks back) or v1 (default v3, or v2 when the history leaves v3 less than two weeks of fitting rows)")
+	f.StringVar(&pc.Pipeline.Schema, "schema", "", "feature schema: v3 or v2 (long memory, one ensemble per horizon; v3 also reads two and three weeks back) or v1 (default v3, or v2 when the history leaves v3 less than two weeks of fitting rows, or with less for v2 the better of v1 and v2 on the backtest)")
 	f.StringVar(&objectives, "objective", "", "loss: l2, poisson or tweedie; with v2 or v3 a comma-separated list tried per horizon on the validation days (default poisson,tweedie; v1 default l2)")
 	f.IntVar(&pc.Pipeline.Train.NumTrees, "trees", training.DefaultPipelineTrees, "most boosting rounds per horizon (early stopping on the validation days picks fewer)")
 	f.IntVar(&pc.Pipeline.ValidationDays, "validation-days", 0, "v2, v3: days before the holdout (and before each fold) kept out of fitting for early stopping and the objective (default --holdout-days)")
@@ -284,8 +285,12 @@ func parseWindow(s string) (time.Duration, error) {
 // and the historical average on the holdout (MAPE, WAPE, RMSE, bias), the
 // backtest WAPE, the intervals, per-region WAPE and the gate decision.
 func printPipelineReport(w io.Writer, e registry.Entry, res *training.PipelineResult) {
-	fmt.Fprintf(w, "%s %s (%s): %d trees, %d training rows, %d holdout forecasts, regions %s, trained on %s .. %s, %s\n\n",
-		e.Name, e.Version, e.Status, len(res.Model.Trees), res.TrainRows, res.TestRows, strings.Join(res.Regions, ","),
+	schema := res.Model.Meta.Params["schema"]
+	if c := res.Model.Meta.Params["schema_backtest_wape"]; c != "" {
+		schema += " (backtest mean WAPE " + c + ")"
+	}
+	fmt.Fprintf(w, "%s %s (%s): schema %s, %d trees, %d training rows, %d holdout forecasts, regions %s, trained on %s .. %s, %s\n\n",
+		e.Name, e.Version, e.Status, schema, len(res.Model.Trees), res.TrainRows, res.TestRows, strings.Join(res.Regions, ","),
 		res.TrainFrom.Format(time.DateTime), res.TrainTo.Format(time.DateTime), res.Duration.Round(time.Millisecond))
 	hs := make([]int, 0, len(res.Holdout.Model))
 	for h := range res.Holdout.Model {

@@ -59,7 +59,9 @@ func TestTrainCommandFromClickHouse(t *testing.T) {
 		t.Fatalf("train: %v\n%s", err, out)
 	}
 	t.Log("\n" + out)
-	for _, s := range []string{"4/4 gate and intervals", "demand v1 (candidate)", "regions berlin,paris", "15 min", "seasonal naive",
+	// So short a history backtests v1 and v2 (two folds each) and keeps
+	// the one with the lower mean WAPE.
+	for _, s := range []string{"6/6 gate and intervals", "demand v1 (candidate): schema v", "(backtest mean WAPE v2 0.", ", v1 0.", "regions berlin,paris", "15 min", "seasonal naive",
 		"hist. average", "80% interval 60 min", "gate: PASSED", "berlin"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("output lacks %q", s)
@@ -134,7 +136,7 @@ func TestTrainCommandExplicitRange(t *testing.T) {
 	}
 
 	out, err := run(t, newTrainCmd(), append(args, "--from", "2000-12-26", "--to", "2001-01-16T00:00:00Z",
-		"--mape-thresholds", "5=0.5", "--horizons", "5,15,60")...)
+		"--mape-thresholds", "5=0.5", "--horizons", "5,15,60", "--schema", "v2")...)
 	if err != nil {
 		t.Fatalf("train --from --to: %v\n%s", err, out)
 	}
