@@ -3,17 +3,26 @@
 // is answered, and leave it only once Kafka acknowledged them, so that
 // neither a Kafka outage nor a SIGKILL of the process loses one.
 //
-// Records are appended to segment files (NNNNNNNNNNNNNNNN.seg) as frames
+// Records are appended to segment files (NNNNNNNNNNNNNNNN.wal) as frames
 // [length uint32][crc32c uint32][payload]; the payload is [topic length
-// uint16][topic][key length uint32][key][value]. Append returns once the
-// frame is written to the file (the page cache survives a crash of the
-// process; Options.Sync also survives one of the machine). A reader takes
-// records in order from the position in the checkpoint file, and Ack moves
-// the checkpoint: segments wholly before it are deleted. After a crash,
-// Open drops a torn frame at the end of the last segment, and the reader
-// starts again at the checkpoint: records sent but not yet acknowledged
-// are sent again (at least once; the ClickHouse sink drops the copies by
-// quote id).
+// uint16][topic][key length uint32][key][value], and the checksum covers
+// the segment's number (8 bytes, big-endian) followed by the payload.
+// Append returns once the frame is written to the file (the page cache
+// survives a crash of the process; Options.Sync also survives one of the
+// machine). A reader takes records in order from the position in the
+// checkpoint file, and Ack moves the checkpoint: segments wholly before it
+// are freed. Freed segments are kept as spares (Options.Spares) and
+// renamed to become the next segments, overwritten in place: deleting a
+// large file stalls the filesystem (synchronously so on ext4 mounted with
+// discard, where every Append waited tens of milliseconds behind it), and
+// writing over allocated blocks is cheaper than growing a file. Frames left
+// over from a segment's earlier life fail the checksum, since it covers
+// the segment number. After a crash, Open drops a torn frame (or the old
+// frames) at the end of the last segment, and the reader starts again at
+// the checkpoint: records sent but not yet acknowledged are sent again (at
+// least once; the ClickHouse sink drops the copies by quote id). Segments
+// of the earlier format (NNNNNNNNNNNNNNNN.seg, the checksum over the
+// payload only) are read and freed as before, never written.
 package spool
 
 import (
@@ -45,6 +54,10 @@ type Options struct {
 	SegmentBytes int64
 	// Sync fsyncs every append (survives a machine crash; much slower).
 	Sync bool
+	// Spares is how many freed segments are kept to be reused (default 2;
+	// negative: none, every freed segment is deleted). They take up to
+	// Spares × SegmentBytes of disk beyond MaxBytes.
+	Spares int
 	// CheckpointEvery bounds how often Ack writes the checkpoint file
 	// (default 100 ms; it is always written when Ack frees a segment, and
 	// at Close). After a crash the records acknowledged since the last
@@ -90,6 +103,8 @@ type Spool struct {
 	closed  bool
 	notify  chan struct{} // closed and replaced at every append
 	segSize map[uint64]int64
+	legacy  map[uint64]bool // segments of the earlier format (.seg)
+	spares  []string        // freed segment files ready for reuse
 
 	// the reader's cursor
 	r    *os.File
@@ -108,13 +123,26 @@ func Open(dir string, opts Options) (*Spool, error) {
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = 64 << 20
 	}
+	if opts.Spares == 0 {
+		opts.Spares = 2
+	}
+	opts.Spares = max(0, opts.Spares)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	s := &Spool{dir: dir, opts: opts, notify: make(chan struct{}), segSize: map[uint64]int64{}, remove: os.Remove}
+	s := &Spool{dir: dir, opts: opts, notify: make(chan struct{}), segSize: map[uint64]int64{}, legacy: map[uint64]bool{}, remove: os.Remove}
 	segs, err := s.segments()
 	if err != nil {
 		return nil, err
+	}
+	if s.spares, err = filepath.Glob(filepath.Join(dir, "*.spare")); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	for len(s.spares) > opts.Spares {
+		if err := os.Remove(s.spares[len(s.spares)-1]); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+		s.spares = s.spares[:len(s.spares)-1]
 	}
 	if s.acked, err = s.readCheckpoint(); err != nil {
 		return nil, err
@@ -144,13 +172,27 @@ func Open(dir string, opts Options) (*Spool, error) {
 	if s.acked.Segment == last && s.acked.Offset > end {
 		s.acked.Offset = end // the segment lost its tail: nothing after it was acknowledged
 	}
-	if s.w, err = os.OpenFile(s.segPath(last), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+	s.rPos = s.acked
+	s.saved = s.acked
+	s.segSize[last] = end
+	if s.legacy[last] {
+		// Never append to the earlier format: the next segment is new.
+		if s.w, err = os.Open(s.segPath(last)); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+		s.wPos = Position{last, end}
+		if err := s.rotate(); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	if s.w, err = os.OpenFile(s.segPath(last), os.O_CREATE|os.O_WRONLY, 0o644); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if _, err := s.w.Seek(end, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	s.wPos = Position{last, end}
-	s.segSize[last] = end
-	s.rPos = s.acked
-	s.saved = s.acked
 	return s, nil
 }
 
@@ -165,7 +207,7 @@ func (s *Spool) recover(seg uint64) (int64, error) {
 	br := bufio.NewReader(f)
 	var off int64
 	for {
-		n, _, err := readFrame(br)
+		n, _, err := readFrame(br, s.seed(seg))
 		if err != nil {
 			break // io.EOF at a frame boundary, or a torn or corrupt frame
 		}
@@ -195,7 +237,6 @@ func (s *Spool) Append(r Record) error {
 	frame = append(frame, r.Value...)
 	payload := frame[frameHeader:]
 	binary.BigEndian.PutUint32(frame, uint32(len(payload)))
-	binary.BigEndian.PutUint32(frame[4:], crc32.Checksum(payload, crcTable))
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -210,6 +251,7 @@ func (s *Spool) Append(r Record) error {
 			return err
 		}
 	}
+	binary.BigEndian.PutUint32(frame[4:], crc32.Update(s.seed(s.wPos.Segment), crcTable, payload))
 	if _, err := s.w.Write(frame); err != nil {
 		return fmt.Errorf("spool: append: %w", err)
 	}
@@ -226,18 +268,46 @@ func (s *Spool) Append(r Record) error {
 	return nil
 }
 
+// rotate starts the next segment, from a spare when there is one: a
+// rename, and writes over its blocks. The full segment loses what is left
+// of its earlier life past its end (less than a frame), so that every
+// segment but the last is exactly as long as its records.
 func (s *Spool) rotate() error {
+	if !s.legacy[s.wPos.Segment] {
+		if err := s.w.Truncate(s.wPos.Offset); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+	}
 	if err := s.w.Close(); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	next := s.wPos.Segment + 1
-	w, err := os.OpenFile(s.segPath(next), os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_TRUNC, 0o644)
+	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	if n := len(s.spares); n > 0 {
+		if err := os.Rename(s.spares[n-1], s.segPath(next)); err != nil {
+			return fmt.Errorf("spool: reuse a spare segment: %w", err)
+		}
+		s.spares = s.spares[:n-1]
+		flags = os.O_WRONLY
+	}
+	w, err := os.OpenFile(s.segPath(next), flags, 0o644)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	s.w, s.wPos = w, Position{next, 0}
 	s.segSize[next] = 0
 	return nil
+}
+
+// seed is the checksum of segment seg's number, which every frame's
+// checksum starts from (0 for the earlier format, over the payload only).
+func (s *Spool) seed(seg uint64) uint32 {
+	if s.legacy[seg] {
+		return 0
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], seg)
+	return crc32.Checksum(b[:], crcTable)
 }
 
 // Read returns up to n records after the reader's cursor, waiting for one
@@ -289,7 +359,7 @@ func (s *Spool) readUpTo(n int, end Position) ([]Record, Position, error) {
 			s.rPos = Position{s.rPos.Segment + 1, 0}
 			continue
 		}
-		size, rec, err := readFrame(s.rBuf)
+		size, rec, err := readFrame(s.rBuf, s.seed(s.rPos.Segment))
 		if err != nil {
 			return out, s.rPos, fmt.Errorf("spool: read at %d/%d: %w", s.rPos.Segment, s.rPos.Offset, err)
 		}
@@ -300,7 +370,7 @@ func (s *Spool) readUpTo(n int, end Position) ([]Record, Position, error) {
 }
 
 // Ack records that everything before pos is delivered: the checkpoint
-// moves there and the segments wholly before it are deleted.
+// moves there and the segments wholly before it are freed.
 func (s *Spool) Ack(pos Position) error {
 	s.mu.Lock()
 	if !s.acked.before(pos) {
@@ -320,11 +390,12 @@ func (s *Spool) Ack(pos Position) error {
 	return s.checkpoint()
 }
 
-// checkpoint writes the acknowledged position and deletes the segments
-// wholly before it. The files are written, renamed and deleted without s.mu:
-// deleting a 64 MiB segment takes up to a few hundred milliseconds on a busy
-// disk, and every quote's Append waited for it (a p99 of 60–300 ms at 1,000
-// quotes/s each time a segment was freed, about every 30 s).
+// checkpoint writes the acknowledged position and frees the segments
+// wholly before it: kept as spares, or deleted past Options.Spares. The
+// files are written, renamed and deleted without s.mu: deleting a 64 MiB
+// segment takes up to a few hundred milliseconds on a busy disk, and every
+// quote's Append waited for it (a p99 of 60–300 ms at 1,000 quotes/s each
+// time a segment was freed, about every 30 s).
 func (s *Spool) checkpoint() error {
 	s.ckMu.Lock()
 	defer s.ckMu.Unlock()
@@ -338,19 +409,35 @@ func (s *Spool) checkpoint() error {
 	if err := os.Rename(tmp, filepath.Join(s.dir, "checkpoint")); err != nil {
 		return fmt.Errorf("spool: checkpoint: %w", err)
 	}
-	var drop []uint64
+	var drop []string
 	s.mu.Lock()
 	s.saved, s.savedAt = pos, time.Now()
+	spares := len(s.spares)
 	for seg, size := range s.segSize {
-		if seg < pos.Segment {
-			s.size -= size
-			delete(s.segSize, seg)
-			drop = append(drop, seg)
+		if seg >= pos.Segment {
+			continue
 		}
+		s.size -= size
+		delete(s.segSize, seg)
+		path := s.segPath(seg)
+		delete(s.legacy, seg)
+		if spares < s.opts.Spares && !strings.HasSuffix(path, ".seg") {
+			// Renamed under s.mu, so rotate never misses a spare or
+			// takes one twice; a rename does not touch the blocks.
+			spare := filepath.Join(s.dir, fmt.Sprintf("%016d.spare", seg))
+			if err := os.Rename(path, spare); err != nil {
+				s.mu.Unlock()
+				return fmt.Errorf("spool: keep a spare segment: %w", err)
+			}
+			s.spares = append(s.spares, spare)
+			spares++
+			continue
+		}
+		drop = append(drop, path)
 	}
 	s.mu.Unlock()
-	for _, seg := range drop {
-		if err := s.remove(s.segPath(seg)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	for _, path := range drop {
+		if err := s.remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("spool: %w", err)
 		}
 	}
@@ -388,9 +475,14 @@ func (s *Spool) Close() error {
 }
 
 func (s *Spool) segPath(seg uint64) string {
-	return filepath.Join(s.dir, fmt.Sprintf("%016d.seg", seg))
+	if s.legacy[seg] {
+		return filepath.Join(s.dir, fmt.Sprintf("%016d.seg", seg))
+	}
+	return filepath.Join(s.dir, fmt.Sprintf("%016d.wal", seg))
 }
 
+// segments lists the segments on disk, and notes those of the earlier
+// format.
 func (s *Spool) segments() ([]uint64, error) {
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
@@ -398,18 +490,21 @@ func (s *Spool) segments() ([]uint64, error) {
 	}
 	var segs []uint64
 	for _, e := range ents {
-		name, ok := strings.CutSuffix(e.Name(), ".seg")
-		if !ok {
+		name, ext := e.Name(), filepath.Ext(e.Name())
+		if ext != ".wal" && ext != ".seg" {
 			continue
 		}
-		n, err := strconv.ParseUint(name, 10, 64)
+		n, err := strconv.ParseUint(strings.TrimSuffix(name, ext), 10, 64)
 		if err != nil {
 			continue
 		}
 		segs = append(segs, n)
+		if ext == ".seg" {
+			s.legacy[n] = true
+		}
 	}
 	slices.Sort(segs)
-	return segs, nil
+	return slices.Compact(segs), nil
 }
 
 func (s *Spool) readCheckpoint() (Position, error) {
@@ -431,8 +526,9 @@ func (s *Spool) readCheckpoint() (Position, error) {
 	return p, nil
 }
 
-// readFrame reads one frame; it returns its size on disk.
-func readFrame(r *bufio.Reader) (int64, Record, error) {
+// readFrame reads one frame of a segment whose checksums start from seed;
+// it returns its size on disk.
+func readFrame(r *bufio.Reader, seed uint32) (int64, Record, error) {
 	var h [frameHeader]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return 0, Record{}, err
@@ -445,7 +541,7 @@ func readFrame(r *bufio.Reader) (int64, Record, error) {
 	if _, err := io.ReadFull(r, payload); err != nil {
 		return 0, Record{}, io.ErrUnexpectedEOF
 	}
-	if crc32.Checksum(payload, crcTable) != binary.BigEndian.Uint32(h[4:]) {
+	if crc32.Update(seed, crcTable, payload) != binary.BigEndian.Uint32(h[4:]) {
 		return 0, Record{}, errors.New("frame checksum mismatch")
 	}
 	if len(payload) < 6 {

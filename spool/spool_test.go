@@ -2,8 +2,10 @@ package spool
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"testing"
@@ -106,7 +108,7 @@ func TestTornTail(t *testing.T) {
 				}
 			}
 			s.Close()
-			seg := filepath.Join(dir, fmt.Sprintf("%016d.seg", 0))
+			seg := filepath.Join(dir, fmt.Sprintf("%016d.wal", 0))
 			fi, err := os.Stat(seg)
 			if err != nil {
 				t.Fatal(err)
@@ -290,4 +292,143 @@ func TestAppendDuringSegmentDelete(t *testing.T) {
 	}
 	last, _ := readN(t, s, 1)
 	checkRecords(t, last, 100)
+}
+
+// TestSparesReused: freed segments are kept as spares and become the next
+// segments, overwritten in place; after a crash, the frames of a spare's
+// earlier life past the new records are not read back (their checksums
+// cover the old segment number).
+func TestSparesReused(t *testing.T) {
+	fixed := func(i int) Record {
+		return Record{Topic: "pricing-decisions", Key: "region", Value: fmt.Appendf(nil, `{"quoteId":"q-%04d"}`, i)}
+	}
+	checkFixed := func(t *testing.T, got []Record, from int) {
+		t.Helper()
+		for i, r := range got {
+			if want := fixed(from + i); r.Key != want.Key || string(r.Value) != string(want.Value) {
+				t.Fatalf("record %d = %+v, want %+v", from+i, r, want)
+			}
+		}
+	}
+	dir := t.TempDir()
+	opts := Options{SegmentBytes: 1 << 10, Spares: 2}
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if err := s.Append(fixed(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, pos := readN(t, s, 100)
+	if err := s.Ack(pos); err != nil {
+		t.Fatal(err)
+	}
+	spares, _ := filepath.Glob(filepath.Join(dir, "*.spare"))
+	if len(spares) != 2 {
+		t.Fatalf("spares %v, want 2", spares)
+	}
+	var spareInfo []os.FileInfo
+	for _, p := range spares {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spareInfo = append(spareInfo, fi)
+	}
+	// Fill the current segment and start one from a spare, part way. The
+	// frames are all the same size, so the spare's earlier frames start
+	// exactly where the new ones end.
+	for i := 100; i < 110; i++ {
+		if err := s.Append(fixed(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.spare")); len(left) != 1 {
+		t.Fatalf("spares after a rotation %v, want 1", left)
+	}
+	s.mu.Lock()
+	last, end := s.segPath(s.wPos.Segment), s.wPos.Offset
+	s.mu.Unlock()
+	fi, err := os.Stat(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(fi, spareInfo[0]) && !os.SameFile(fi, spareInfo[1]) {
+		t.Fatalf("%s is a new file, not a spare", last)
+	}
+	if fi.Size() <= end {
+		t.Fatalf("%s: %d bytes for %d of records: no earlier frames left to skip", last, fi.Size(), end)
+	}
+
+	// A crash: open again without closing.
+	s2, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	got, _ := readN(t, s2, 10)
+	checkFixed(t, got, 100)
+	if s2.Pending() {
+		got, _ := readN(t, s2, 1)
+		t.Fatalf("read %+v past the last record", got)
+	}
+	if fi, err := os.Stat(last); err != nil || fi.Size() != end {
+		t.Fatalf("%s after recovery: %v, %v; want %d bytes", last, fi.Size(), err, end)
+	}
+	if err := s2.Append(fixed(110)); err != nil {
+		t.Fatal(err)
+	}
+	more, _ := readN(t, s2, 1)
+	checkFixed(t, more, 110)
+}
+
+// TestEarlierFormatRead: segments of the earlier format (.seg, the checksum
+// over the payload only), left by a previous version, are read after an
+// upgrade; new records go to a new segment, and the old ones are deleted
+// once acknowledged, not reused.
+func TestEarlierFormatRead(t *testing.T) {
+	dir := t.TempDir()
+	var b []byte
+	for i := range 5 {
+		r := rec(i)
+		payload := binary.BigEndian.AppendUint16(nil, uint16(len(r.Topic)))
+		payload = append(payload, r.Topic...)
+		payload = binary.BigEndian.AppendUint32(payload, uint32(len(r.Key)))
+		payload = append(payload, r.Key...)
+		payload = append(payload, r.Value...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(payload)))
+		b = binary.BigEndian.AppendUint32(b, crc32.Checksum(payload, crcTable))
+		b = append(b, payload...)
+	}
+	old := filepath.Join(dir, fmt.Sprintf("%016d.seg", 7))
+	if err := os.WriteFile(old, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "checkpoint"), []byte("7 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Append(rec(5)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%016d.wal", 8))); err != nil {
+		t.Fatalf("new records not in a new segment: %v", err)
+	}
+	got, pos := readN(t, s, 6)
+	checkRecords(t, got, 0)
+	if err := s.Ack(pos); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s after its records were acknowledged: %v", old, err)
+	}
+	if spares, _ := filepath.Glob(filepath.Join(dir, "*.spare")); len(spares) != 0 {
+		t.Errorf("spares %v: an earlier-format segment was kept for reuse", spares)
+	}
 }
