@@ -103,7 +103,7 @@ type Spool struct {
 	closed  bool
 	notify  chan struct{} // closed and replaced at every append
 	segSize map[uint64]int64
-	legacy  map[uint64]bool // segments of the earlier format (.seg)
+	legacy  map[uint64]bool // segments of the earlier format (.seg); read-only after Open
 	spares  []string        // freed segment files ready for reuse
 
 	// the reader's cursor
@@ -420,7 +420,6 @@ func (s *Spool) checkpoint() error {
 		s.size -= size
 		delete(s.segSize, seg)
 		path := s.segPath(seg)
-		delete(s.legacy, seg)
 		if spares < s.opts.Spares && !strings.HasSuffix(path, ".seg") {
 			// Renamed under s.mu, so rotate never misses a spare or
 			// takes one twice; a rename does not touch the blocks.
