@@ -33,10 +33,6 @@ import (
 // SURGE_DEPARTURES_TO, a date, ends the history earlier (a short history
 // from the first months, far from the holdout, e.g. 2001-01-29).
 func BenchmarkDepartures(b *testing.B) {
-	path := os.Getenv("SURGE_DEPARTURES")
-	if path == "" {
-		path = "../../shared/data/departures-dev.csv.gz"
-	}
 	to := time.Date(2001, 7, 1, 0, 0, 0, 0, time.UTC)
 	if v := os.Getenv("SURGE_DEPARTURES_TO"); v != "" {
 		var err error
@@ -44,13 +40,7 @@ func BenchmarkDepartures(b *testing.B) {
 			b.Fatalf("SURGE_DEPARTURES_TO: %v", err)
 		}
 	}
-	hist, err := readDepartures(path, to)
-	if errors.Is(err, fs.ErrNotExist) {
-		b.Skipf("%s not found: set SURGE_DEPARTURES to the departures file (../shared/data/README.md)", path)
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
+	hist := departures(b, to)
 	for range b.N {
 		start := time.Now()
 		opts := PipelineOptions{HoldoutDays: 14, ValidationDays: 14, Folds: -1, Train: Options{NumTrees: DefaultPipelineTrees}}
@@ -69,6 +59,23 @@ func BenchmarkDepartures(b *testing.B) {
 			fmt.Printf("holdout %4d min: model WAPE %.4f (MAPE %.3f)  naive %.4f  hist avg %.4f\n", h, m.WAPE, m.MAPE, n.WAPE, a.WAPE)
 		}
 	}
+}
+
+// departures reads the departures (../shared/data, or the file in
+// SURGE_DEPARTURES) up to end, and skips the benchmark without them.
+func departures(b *testing.B, end time.Time) []RegionHistory {
+	path := os.Getenv("SURGE_DEPARTURES")
+	if path == "" {
+		path = "../../shared/data/departures-dev.csv.gz"
+	}
+	hist, err := readDepartures(path, end)
+	if errors.Is(err, fs.ErrNotExist) {
+		b.Skipf("%s not found: set SURGE_DEPARTURES to the departures file (../shared/data/README.md)", path)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	return hist
 }
 
 // readDepartures reads a history file (replay's formats) into each
@@ -124,18 +131,8 @@ func readDepartures(path string, end time.Time) ([]RegionHistory, error) {
 // what serving it would take.
 func BenchmarkDayAheadHour(b *testing.B) {
 	const lead, hz = 23 * 60, 60
-	path := os.Getenv("SURGE_DEPARTURES")
-	if path == "" {
-		path = "../../shared/data/departures-dev.csv.gz"
-	}
 	end := time.Date(2001, 7, 1, 0, 0, 0, 0, time.UTC)
-	hist, err := readDepartures(path, end)
-	if errors.Is(err, fs.ErrNotExist) {
-		b.Skipf("%s not found: set SURGE_DEPARTURES to the departures file (../shared/data/README.md)", path)
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
+	hist := departures(b, end)
 	schema := features.V3
 	holdStart := end.Add(-14 * 24 * time.Hour)
 	valStart := holdStart.Add(-14 * 24 * time.Hour)
