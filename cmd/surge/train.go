@@ -82,10 +82,9 @@ followed them, what followed two and three weeks earlier, 1 h/24 h/168 h means, 
 level, the clock, --holidays, supply and signals; one ensemble per horizon 5, 15, 60 and 1440
 minutes, or --horizons), v2 (v3 without the three extra windows: 8 days of memory instead of 21;
 the default when the history is too short for v3) or v1 (the last 15 minutes, one ensemble).
-When the history leaves v2 too less than two weeks of fitting rows, the default backtests v1 and
-v2 and keeps the one with the lower mean WAPE. Rows are built exactly as serving builds them. The number of trees (at most --trees) and, for
-v2 and v3, the
-objective among --objective are chosen on the --validation-days before the holdout. Validation:
+When the history leaves v2 less than two weeks of fitting rows too, the default backtests v1
+and v2 and keeps the one with the lower mean WAPE. Rows are built exactly as serving builds
+them. The number of trees (at most --trees) and, for v2 and v3, the objective among --objective are chosen on the --validation-days before the holdout. Validation:
 a rolling-origin backtest (--folds days before the holdout) and a holdout of the last
 --holdout-days days, the model beside two baselines (seasonal naive: the same minutes a week
 earlier; the region's hour-of-week average over the training days).
