@@ -80,10 +80,13 @@ func TestE2ESecurity(t *testing.T) {
 		return cs
 	}
 
-	// The new key works as soon as the replica has it (at once: pub/sub).
-	waitCond(t, "the created key accepted", func() bool {
+	// The new keys work as soon as the replica has them (at once: pub/sub;
+	// each creation announces a reload, so the second key can come a
+	// reload after the first).
+	waitCond(t, "the created keys accepted", func() bool {
 		code, _ := send(supplyKey, ev("sec-s-1", "search", map[string]any{"userId": rawUser}))
-		return code == http.StatusAccepted
+		dcode, _ := send(demandKey, ev("sec-d-1", "search", nil))
+		return code == http.StatusAccepted && dcode == http.StatusAccepted
 	})
 	// Anonymous events are refused (the ingest role is not open), a
 	// supply update from a demand-only key is forbidden.
