@@ -129,11 +129,12 @@ func LoadModel(data []byte, rt Runtime) (*Model, error) {
 		return nil, fmt.Errorf("load model %s: %w: %d inputs, schema has %d", ens.Meta.Version, features.ErrSchemaMismatch, ens.NumFeatures, schema.Len())
 	}
 	m := &Model{Name: ens.Meta.Name, Version: ens.Meta.Version, Ensemble: ens, Schema: schema}
-	m.MaxHorizon = maxHorizon(ens.Meta.Params)
 	if schema.LongMemory() {
 		if m.Encoding, err = features.ParseEncoding(ens.Meta.Params[features.EncodingParam]); err != nil {
 			return nil, fmt.Errorf("load model %s: %w", ens.Meta.Version, err)
 		}
+	} else {
+		m.MaxHorizon = maxHorizon(ens.Meta.Params)
 	}
 	switch rt {
 	case RuntimeGo:

@@ -420,7 +420,7 @@ func (s *Spool) checkpoint() error {
 		s.size -= size
 		delete(s.segSize, seg)
 		path := s.segPath(seg)
-		if spares < s.opts.Spares && !strings.HasSuffix(path, ".seg") {
+		if spares < s.opts.Spares && !s.legacy[seg] {
 			// Renamed under s.mu, so rotate never misses a spare or
 			// takes one twice; a rename does not touch the blocks.
 			spare := filepath.Join(s.dir, fmt.Sprintf("%016d.spare", seg))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,7 +35,7 @@ func (o BootstrapOptions) withDefaults() BootstrapOptions {
 		o.HoldoutDays = 2
 	}
 	if len(o.Horizons) == 0 {
-		o.Horizons = []int{5, 15, 60}
+		o.Horizons = slices.Clone(v1Horizons)
 	}
 	if o.Stride <= 0 {
 		o.Stride = 5

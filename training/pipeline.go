@@ -102,9 +102,6 @@ func (o PipelineOptions) withDefaults() PipelineOptions {
 	if o.FoldDays <= 0 {
 		o.FoldDays = 1
 	}
-	if len(o.Horizons) == 0 && o.Schema == "v1" {
-		o.Horizons = []int{5, 15, 60}
-	}
 	if o.ValidationDays <= 0 {
 		o.ValidationDays = o.HoldoutDays
 	}
@@ -267,7 +264,7 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 		if len(o.Horizons) == 0 {
 			switch {
 			case name == "v1":
-				o.Horizons = []int{5, 15, 60}
+				o.Horizons = slices.Clone(v1Horizons)
 			case fitDays(features.Schemas[name]) < minFitDays:
 				o.Horizons = slices.DeleteFunc(slices.Clone(features.Horizons), func(h int) bool { return h >= 1440 })
 			default:
@@ -405,6 +402,9 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 		"passed", res.Passed, "reasons", res.Reasons, "duration", res.Duration)
 	return res, nil
 }
+
+// v1Horizons are the horizons V1 models are trained for by default.
+var v1Horizons = []int{5, 15, 60}
 
 // minFitDays is the fitting history (after the memory, before the
 // validation days) below which the defaults step down: v2 instead of v3, and
