@@ -105,7 +105,7 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) (*model.Ensemble, Rep
 		meanBy[k] /= float64(countBy[k])
 	}
 	pred := make([]float32, len(Xh))
-	e.PredictBatch(Xh, pred)
+	predict(e, Xh, pred, 0)
 	var m, b, nv errStats
 	for i, r := range Xh {
 		m.add(float64(pred[i]), float64(yh[i]))

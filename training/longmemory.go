@@ -208,7 +208,7 @@ func runSplitLongMemory(ctx context.Context, hist []RegionHistory, origin, end t
 			ErrNoData, origin.Format(time.DateTime), end.Format(time.DateTime))
 	}
 	pred := make([]float32, len(Xt))
-	ens.PredictBatch(Xt, pred)
+	predict(ens, Xt, pred, workers)
 	ratios := map[int][]float64{}
 	for i, s := range test {
 		p := float64(pred[i])
@@ -275,7 +275,7 @@ func fitObjective(ctx context.Context, fit, val Dataset, obj string, o Options, 
 	if err != nil {
 		return nil, 0, err
 	}
-	ens.PredictBatch(val.X, pred)
+	predict(ens, val.X, pred, o.Workers)
 	var a validation.Accumulator
 	for i, p := range pred {
 		a.Add(float64(p), float64(val.Y[i]))

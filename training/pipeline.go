@@ -555,7 +555,7 @@ func runSplit(ctx context.Context, hist []RegionHistory, origin, end time.Time, 
 		return nil, nil, [2]int{}, err
 	}
 	pred := make([]float32, len(Xt))
-	ens.PredictBatch(Xt, pred)
+	predict(ens, Xt, pred, opts.Train.Workers)
 	ratios := map[int][]float64{}
 	for i, s := range test {
 		region := hist[s.region].Region.ID

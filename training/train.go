@@ -413,6 +413,19 @@ func (ev *evaluator) loss() float64 {
 	return ev.obj.finish(s, n)
 }
 
+// predict sets out[i] to e.Predict(X[i]), rows in chunks on up to workers
+// goroutines (0: GOMAXPROCS).
+func predict(e *model.Ensemble, X [][]float32, out []float32, workers int) {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	out = out[:len(X)]
+	parallelFor(workers, (len(X)+evalChunk-1)/evalChunk, func(c int) {
+		lo, hi := c*evalChunk, min(len(X), (c+1)*evalChunk)
+		e.PredictBatch(X[lo:hi], out[lo:hi])
+	})
+}
+
 // leafValue walks one tree as model.Ensemble.Predict does.
 func leafValue(nodes []model.Node, row []float32) float32 {
 	n := &nodes[0]

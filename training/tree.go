@@ -97,6 +97,7 @@ type booster struct {
 	// a node's gradients are always contiguous. oh is nil when the
 	// objective's hessian is constant (hc in fixed point).
 	rows   []int32
+	rest   []int32 // the rows not drawn for the tree, ascending
 	og, oh []int64
 	gInv   float64 // 1 / the scale of og
 	hInv   float64 // 1 / the scale of oh
@@ -141,16 +142,21 @@ func (b *booster) boost(t uint64) (model.Tree, []splitRecord, error) {
 	if err != nil {
 		return model.Tree{}, nil, err
 	}
-	b.rows = b.rows[:0]
+	b.rows, b.rest = b.rows[:0], b.rest[:0]
 	if b.opts.Subsample >= 1 {
 		for i := range b.n {
 			b.rows = append(b.rows, int32(i))
 		}
 	} else {
-		rng := rand.New(rand.NewPCG(b.opts.Seed, t))
+		// The draw of rand.New(src).Float64() < Subsample, without the
+		// interface call and the division: x/2^53 < p iff x < p·2^53, both
+		// sides exact.
+		src, thr := rand.NewPCG(b.opts.Seed, t), b.opts.Subsample*(1<<53)
 		for i := range b.n {
-			if rng.Float64() < b.opts.Subsample {
+			if float64(src.Uint64()<<11>>11) < thr {
 				b.rows = append(b.rows, int32(i))
+			} else {
+				b.rest = append(b.rest, int32(i))
 			}
 		}
 	}
@@ -802,23 +808,21 @@ func copyBack[T int32 | int64](dst, tmp []T, lo, hi, nl, lOff, rOff int) {
 }
 
 // addTree adds the tree's output to every row's sum (float32, as the model
-// sums). With all rows in the tree the leaves' row ranges say where each
-// row went; otherwise rows are routed by bins (equivalent to the float
-// thresholds on training rows).
+// sums). The leaves' row ranges say where the tree's rows went; the rows
+// not drawn for it are routed by bins (equivalent to the float thresholds
+// on training rows).
 func (b *booster) addTree() {
-	if len(b.rows) == b.n {
-		parallelFor(b.opts.Workers, len(b.leaves), func(i int) {
-			l := &b.leaves[i]
-			v := b.nodes[l.node].Value
-			for _, r := range b.rows[l.start:l.end] {
-				b.sum[r] += v
-			}
-		})
-		return
-	}
+	parallelFor(b.opts.Workers, len(b.leaves), func(i int) {
+		l := &b.leaves[i]
+		v := b.nodes[l.node].Value
+		for _, r := range b.rows[l.start:l.end] {
+			b.sum[r] += v
+		}
+	})
 	nf := b.f
-	parallelFor(b.opts.Workers, (b.n+rowChunk-1)/rowChunk, func(c int) {
-		for i := c * rowChunk; i < min(b.n, (c+1)*rowChunk); i++ {
+	parallelFor(b.opts.Workers, (len(b.rest)+rowChunk-1)/rowChunk, func(c int) {
+		for _, r := range b.rest[c*rowChunk : min(len(b.rest), (c+1)*rowChunk)] {
+			i := int(r)
 			id := int32(0)
 			for !b.nodes[id].Leaf {
 				nd := &b.nodes[id]
