@@ -88,8 +88,12 @@ type booster struct {
 	y    []float32
 	base float32
 	sum  []float32 // per row: sum of the trees so far, float32, in tree order
-	raw  []float32 // per row: sum + base, the raw score model.Ensemble computes
-	g, h []float64 // per row
+	// Per position in rows as drawn (the row itself when every row is
+	// drawn): the raw score sum + base that model.Ensemble computes, the
+	// target, the gradient and the hessian. Only the drawn rows need them.
+	raw  []float32
+	yp   []float32 // nil when every row is drawn: y itself is in position
+	g, h []float64
 
 	// The tree's rows by position, grouped by leaf as the tree grows, with
 	// their gradients and hessians in fixed point (scaled per tree by
@@ -138,10 +142,6 @@ func newBooster(X [][]float32, y []float32, opts Options, obj objective) *booste
 // sums and returns it in preorder (node 0 the root, true subtree first)
 // with its splits; the tree has no nodes when the root finds no split.
 func (b *booster) boost(t uint64) (model.Tree, []splitRecord, error) {
-	gMax, hMax, err := b.gradients()
-	if err != nil {
-		return model.Tree{}, nil, err
-	}
 	b.rows, b.rest = b.rows[:0], b.rest[:0]
 	if b.opts.Subsample >= 1 {
 		for i := range b.n {
@@ -171,6 +171,10 @@ func (b *booster) boost(t uint64) (model.Tree, []splitRecord, error) {
 		}
 	}
 	b.allFeats = len(b.feats) == b.f
+	gMax, hMax, err := b.gradients()
+	if err != nil {
+		return model.Tree{}, nil, err
+	}
 	b.quantize(gMax, hMax)
 
 	b.grow()
@@ -182,18 +186,31 @@ func (b *booster) boost(t uint64) (model.Tree, []splitRecord, error) {
 	return tree, recs, nil
 }
 
-// gradients computes every row's raw score, gradient and hessian, and
-// returns the largest magnitudes.
+// gradients computes the raw score, gradient and hessian of the tree's
+// rows (b.rows as drawn, ascending) by position, and returns the largest
+// magnitudes.
 func (b *booster) gradients() (gMax, hMax float64, err error) {
-	chunks := (b.n + rowChunk - 1) / rowChunk
-	maxG := make([]float64, chunks)
-	maxH := make([]float64, chunks)
+	n := len(b.rows)
+	if n < b.n && b.yp == nil {
+		b.yp = make([]float32, b.n)
+	}
+	chunks := (n + rowChunk - 1) / rowChunk
+	maxG := make([]float64, chunks+1)
+	maxH := make([]float64, chunks+1)
 	parallelFor(b.opts.Workers, chunks, func(c int) {
-		lo, hi := c*rowChunk, min(b.n, (c+1)*rowChunk)
-		for i := lo; i < hi; i++ {
-			b.raw[i] = b.sum[i] + b.base
+		lo, hi := c*rowChunk, min(n, (c+1)*rowChunk)
+		y := b.y
+		if n < b.n {
+			for p, r := range b.rows[lo:hi] {
+				b.yp[lo+p], b.raw[lo+p] = b.y[r], b.sum[r]+b.base
+			}
+			y = b.yp
+		} else {
+			for i := lo; i < hi; i++ {
+				b.raw[i] = b.sum[i] + b.base
+			}
 		}
-		b.obj.gradients(b.y[lo:hi], b.raw[lo:hi], b.g[lo:hi], b.h[lo:hi])
+		b.obj.gradients(y[lo:hi], b.raw[lo:hi], b.g[lo:hi], b.h[lo:hi])
 		mg, mh := 0.0, 0.0
 		for i := lo; i < hi; i++ {
 			mg = max(mg, math.Abs(b.g[i]))
@@ -216,15 +233,14 @@ func (b *booster) quantize(gMax, hMax float64) {
 	gs, gInv := fixedScale(gMax, n)
 	hs, hInv := fixedScale(hMax, n)
 	b.gInv, b.hInv = gInv, hInv
-	if b.obj.constHessian() && b.n > 0 {
+	if b.obj.constHessian() && n > 0 {
 		b.hc = int64(math.RoundToEven(b.h[0] * hs))
 	}
 	parallelFor(b.opts.Workers, (n+rowChunk-1)/rowChunk, func(c int) {
 		for p := c * rowChunk; p < min(n, (c+1)*rowChunk); p++ {
-			r := b.rows[p]
-			b.og[p] = int64(math.RoundToEven(b.g[r] * gs))
+			b.og[p] = int64(math.RoundToEven(b.g[p] * gs))
 			if b.oh != nil {
-				b.oh[p] = int64(math.RoundToEven(b.h[r] * hs))
+				b.oh[p] = int64(math.RoundToEven(b.h[p] * hs))
 			}
 		}
 	})
