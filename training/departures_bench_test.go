@@ -190,9 +190,8 @@ func BenchmarkDayAheadHour(b *testing.B) {
 		var bestWAPE float64
 		var best *model.Ensemble
 		bestObj := ""
-		pred := make([]float32, len(val.X))
 		for _, obj := range []string{ObjectivePoisson, ObjectiveTweedie} {
-			ens, w, err := fitObjective(context.Background(), fit, val, obj, Options{NumTrees: DefaultPipelineTrees}, pred)
+			ens, w, err := fitObjective(context.Background(), fit, val, obj, Options{NumTrees: DefaultPipelineTrees})
 			if err != nil {
 				b.Fatal(err)
 			}

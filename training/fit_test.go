@@ -515,6 +515,7 @@ func TestTrainEarlyStoppingKeepsTheBestIteration(t *testing.T) {
 	if got := (l2Loss{}).finish((l2Loss{}).lossSum(valid.Y, pred), len(pred)); got != res.ValidLoss[res.BestIteration] {
 		t.Fatalf("kept model's validation RMSE %v, curve says %v", got, res.ValidLoss[res.BestIteration])
 	}
+	assertSameBits(t, "ValidPred", res.ValidPred, pred)
 	// The kept trees are the first trees of the run.
 	plain, err := Train(context.Background(), train.X, train.Y, Options{NumTrees: res.BestIteration, MaxDepth: 1, LearningRate: 0.2})
 	if err != nil {
@@ -581,6 +582,23 @@ func TestTrainEarlyStoppingPoisson(t *testing.T) {
 	obj := poissonLoss{}
 	if got := obj.finish(obj.lossSum(vy, raw), len(vy)); got != res.ValidLoss[res.BestIteration] {
 		t.Fatalf("kept model's validation deviance %v, curve says %v", got, res.ValidLoss[res.BestIteration])
+	}
+	// The validation predictions are the kept model's, through its link.
+	pred := make([]float32, len(vx))
+	res.Model.PredictBatch(vx, pred)
+	assertSameBits(t, "ValidPred", res.ValidPred, pred)
+}
+
+// assertSameBits fails unless got and want hold the same float32 bits.
+func assertSameBits(t *testing.T, what string, got, want []float32) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("%s[%d] = %v, want %v", what, i, got[i], want[i])
+		}
 	}
 }
 

@@ -246,9 +246,8 @@ func bestObjective(ctx context.Context, fit, recent, val Dataset, opts PipelineO
 	}
 	var best *model.Ensemble
 	bestObj, bestWAPE := "", math.Inf(1)
-	pred := make([]float32, len(val.X))
 	for _, obj := range opts.Objectives {
-		ens, w, err := fitObjective(ctx, compare, val, obj, opts.Train, pred)
+		ens, w, err := fitObjective(ctx, compare, val, obj, opts.Train)
 		if err != nil {
 			return nil, "", 0, err
 		}
@@ -257,7 +256,7 @@ func bestObjective(ctx context.Context, fit, recent, val Dataset, opts PipelineO
 		}
 	}
 	if len(compare.X) != len(fit.X) {
-		ens, w, err := fitObjective(ctx, fit, val, bestObj, opts.Train, pred)
+		ens, w, err := fitObjective(ctx, fit, val, bestObj, opts.Train)
 		if err != nil {
 			return nil, "", 0, err
 		}
@@ -267,18 +266,17 @@ func bestObjective(ctx context.Context, fit, recent, val Dataset, opts PipelineO
 }
 
 // fitObjective fits one objective with early stopping on val and returns
-// the model and its WAPE on val; pred is scratch space of len(val.X).
-func fitObjective(ctx context.Context, fit, val Dataset, obj string, o Options, pred []float32) (*model.Ensemble, float64, error) {
+// the model and its WAPE on val.
+func fitObjective(ctx context.Context, fit, val Dataset, obj string, o Options) (*model.Ensemble, float64, error) {
 	o.Objective = obj
 	o.Validation = val
-	ens, err := Train(ctx, fit.X, fit.Y, o)
+	res, err := Fit(ctx, fit.X, fit.Y, o)
 	if err != nil {
 		return nil, 0, err
 	}
-	predict(ens, val.X, pred, o.Workers)
 	var a validation.Accumulator
-	for i, p := range pred {
+	for i, p := range res.ValidPred {
 		a.Add(float64(p), float64(val.Y[i]))
 	}
-	return ens, a.Metrics().WAPE, nil
+	return res.Model, a.Metrics().WAPE, nil
 }

@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"math"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -242,7 +243,10 @@ type Result struct {
 	// ValidLoss[k] is the validation loss of the first k trees, k = 0 ..
 	// Rounds, computed from the model's own raw scores; nil without
 	// validation rows.
-	ValidLoss            []float64
+	ValidLoss []float64
+	// ValidPred[i] is the kept model's prediction for validation row i,
+	// bit for bit what Model.Predict gives; nil without validation rows.
+	ValidPred            []float32
 	StopReason           string
 	TrainRows, ValidRows int
 	Duration             time.Duration
@@ -312,6 +316,7 @@ func Fit(ctx context.Context, X [][]float32, y []float32, opts Options) (*Result
 	if len(valid.X) > 0 {
 		ev = newEvaluator(valid, b.base, obj, opts.Workers)
 		res.ValidLoss = append(res.ValidLoss, ev.loss())
+		res.ValidPred = slices.Clone(ev.raw)
 	}
 	var trees []model.Tree
 	var splits [][]splitRecord // per tree
@@ -340,6 +345,7 @@ func Fit(ctx context.Context, X [][]float32, y []float32, opts Options) (*Result
 		res.ValidLoss = append(res.ValidLoss, loss)
 		if loss < res.ValidLoss[best] {
 			best = len(trees)
+			copy(res.ValidPred, ev.raw)
 		}
 		if opts.EarlyStoppingRounds > 0 && len(trees)-best >= opts.EarlyStoppingRounds {
 			res.StopReason = StopEarlyStopping
@@ -349,6 +355,11 @@ func Fit(ctx context.Context, X [][]float32, y []float32, opts Options) (*Result
 		}
 	}
 	res.Rounds, res.BestIteration = len(trees), best
+	if obj.link() == model.LinkExp {
+		for i, r := range res.ValidPred {
+			res.ValidPred[i] = float32(math.Exp(float64(r)))
+		}
+	}
 	imp := make([]model.FeatureImportance, b.f)
 	for _, recs := range splits[:best] {
 		for _, r := range recs {

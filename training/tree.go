@@ -151,14 +151,24 @@ func (b *booster) boost(t uint64) (model.Tree, []splitRecord, error) {
 		// The draw of rand.New(src).Float64() < Subsample, without the
 		// interface call and the division: x/2^53 < p iff x < p·2^53, both
 		// sides exact.
+		// Every row is written to both lists and only the list it belongs
+		// to moves on: no branch to mispredict on a coin flip.
 		src, thr := rand.NewPCG(b.opts.Seed, t), b.opts.Subsample*(1<<53)
-		for i := range b.n {
-			if float64(src.Uint64()<<11>>11) < thr {
-				b.rows = append(b.rows, int32(i))
-			} else {
-				b.rest = append(b.rest, int32(i))
-			}
+		if b.rest == nil {
+			b.rest = make([]int32, b.n)
 		}
+		rows, rest := b.rows[:b.n], b.rest[:b.n]
+		nr, nk := 0, 0
+		for i := range b.n {
+			in := 0
+			if float64(src.Uint64()<<11>>11) < thr {
+				in = 1
+			}
+			rows[nr], rest[nk] = int32(i), int32(i)
+			nr += in
+			nk += 1 - in
+		}
+		b.rows, b.rest = rows[:nr], rest[:nk]
 	}
 	b.feats = b.feats[:0]
 	if k := int(math.Round(b.opts.ColsampleByTree * float64(b.f))); b.opts.ColsampleByTree < 1 && k < b.f {
