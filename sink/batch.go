@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	"github.com/failsafe-go/failsafe-go"
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
@@ -86,6 +87,14 @@ func runBatcher[R any](ctx context.Context, s *Sink, t *table[R], gen *consumer.
 	uncommitted := map[tp]int64{}
 	retry := time.NewTicker(commitRetry)
 	defer retry.Stop()
+	var batch *ext.Table // the fenced insert's external table, reused
+	if t.fenced != nil {
+		var err error
+		if batch, err = t.externalTable(); err != nil {
+			s.fail("insert "+t.name, err)
+			return
+		}
+	}
 	commit := func() {
 		if len(uncommitted) == 0 {
 			return
@@ -107,7 +116,7 @@ func runBatcher[R any](ctx context.Context, s *Sink, t *table[R], gen *consumer.
 	}
 	flush := func(final bool) bool {
 		timer.Stop()
-		nexts, ok := flushBatch(ctx, s, t, pending, final)
+		nexts, ok := flushBatch(ctx, s, t, pending, batch, final)
 		pending = pending[:0]
 		if ok {
 			maps.Copy(uncommitted, nexts)
@@ -149,8 +158,9 @@ const commitRetry = 5 * time.Second
 // there, so that an insert that failed on the client but landed on the
 // server is not repeated. It returns the next offset of each partition of
 // the batch, or false, with the batch possibly not inserted, when ctx
-// ended; final allows a single attempt.
-func flushBatch[R any](ctx context.Context, s *Sink, t *table[R], recs []record[R], final bool) (map[tp]int64, bool) {
+// ended; final allows a single attempt. batch is the external table of a
+// fenced insert (nil for the other tables).
+func flushBatch[R any](ctx context.Context, s *Sink, t *table[R], recs []record[R], batch *ext.Table, final bool) (map[tp]int64, bool) {
 	type span struct{ first, last int64 }
 	spans := map[tp]span{}
 	var rows int
@@ -197,7 +207,7 @@ func flushBatch[R any](ctx context.Context, s *Sink, t *table[R], recs []record[
 		if t.views {
 			s.viewsMu.RLock()
 		}
-		err := insert(ctx, s, t, recs, lastQuery)
+		err := insert(ctx, s, t, recs, batch, lastQuery)
 		if t.views {
 			s.viewsMu.RUnlock()
 		}
@@ -261,12 +271,13 @@ func notHeld[R any](recs []record[R], held map[tp]int64) []record[R] {
 // insert sends recs as one block under query id qid. The attempt is not
 // cancelled when ctx ends (an insert in flight at a rebalance finishes), it
 // is bounded by InsertTimeout.
-func insert[R any](ctx context.Context, s *Sink, t *table[R], recs []record[R], qid string) error {
+func insert[R any](ctx context.Context, s *Sink, t *table[R], recs []record[R], batch *ext.Table, qid string) error {
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.InsertTimeout)
 	defer cancel()
 	ictx = clickhouse.Context(ictx, clickhouse.WithQueryID(qid))
 	if t.fenced != nil {
-		query, batch, args, err := t.fenced(s.db, recs)
+		batch.Block().Reset()
+		query, args, err := t.fenced(s.db, batch, recs)
 		if err != nil {
 			return fmt.Errorf("fill %d rows: %w", len(recs), err)
 		}

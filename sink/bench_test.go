@@ -81,12 +81,16 @@ func BenchmarkInsertBlock(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := ctxT(b)
+	batch, err := s.events.externalTable()
+	if err != nil {
+		b.Fatal(err)
+	}
 	for iter := 0; b.Loop(); iter++ {
 		for i := range recs {
 			recs[i].offset += int64(len(recs))
 			recs[i].row.EventID = evs[i].EventID + "-" + strconv.Itoa(iter) // new events: the insert keeps none it holds
 		}
-		if err := insert(ctx, s, s.events, recs, s.queryID("events_raw")); err != nil {
+		if err := insert(ctx, s, s.events, recs, batch, s.queryID("events_raw")); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -48,8 +48,23 @@ type table[R any] struct {
 	// table and the INSERT ... SELECT it returns keeps only those whose key
 	// the table does not hold, decided by the server in the insert itself,
 	// so that a member that stalled between its dedup check and its insert
-	// (while another took its partitions over) inserts nothing twice.
-	fenced func(database string, recs []record[R]) (query string, batch *ext.Table, args []any, err error)
+	// (while another took its partitions over) inserts nothing twice. It
+	// appends the rows to batch, the empty external table of columnTypes
+	// (each batcher resets and reuses its own, so the column buffers are
+	// not grown again for every insert).
+	fenced func(database string, batch *ext.Table, recs []record[R]) (query string, args []any, err error)
+	// columnTypes are the types of columns, in order, for fenced's external
+	// table.
+	columnTypes []string
+}
+
+// externalTable is the external table "batch" of t's columns, for fenced.
+func (t *table[R]) externalTable() (*ext.Table, error) {
+	cols := make([]func(*ext.Table) error, len(t.columns))
+	for i, c := range t.columns {
+		cols[i] = ext.Column(c, column.Type(t.columnTypes[i]))
+	}
+	return ext.NewTable("batch", cols...)
 }
 
 func (t *table[R]) insertQuery(database string) string {
@@ -85,30 +100,14 @@ var eventsTable = table[eventRow]{
 	dedup:   dedupEventsAndRepair,
 	views:   true,
 	fenced:  fencedEvents,
+	columnTypes: []string{
+		"String", "String", "String", "DateTime", "DateTime", "String", "String",
+		"Nullable(Float64)", "Nullable(Float64)", "String", "Nullable(Float64)", "String", "String", "String",
+		"UInt8", "String", "UInt32", "UInt64",
+	},
 }
 
-// eventColumnTypes are the types of events_raw's columns, in the order of
-// eventsTable.columns, for the external table of a fenced insert.
-var eventColumnTypes = []string{
-	"String", "String", "String", "DateTime", "DateTime", "String", "String",
-	"Nullable(Float64)", "Nullable(Float64)", "String", "Nullable(Float64)", "String", "String", "String",
-	"UInt8", "String", "UInt32", "UInt64",
-}
-
-// externalTable is the external table "batch" with the given columns.
-func externalTable(names, types []string) (*ext.Table, error) {
-	cols := make([]func(*ext.Table) error, len(names))
-	for i, c := range names {
-		cols[i] = ext.Column(c, column.Type(types[i]))
-	}
-	return ext.NewTable("batch", cols...)
-}
-
-func fencedEvents(db string, recs []record[eventRow]) (string, *ext.Table, []any, error) {
-	batch, err := externalTable(eventColumns, eventColumnTypes)
-	if err != nil {
-		return "", nil, nil, err
-	}
+func fencedEvents(db string, batch *ext.Table, recs []record[eventRow]) (string, []any, error) {
 	var k eventKeys
 	for i := range recs {
 		r := &recs[i]
@@ -128,13 +127,13 @@ func fencedEvents(db string, recs []record[eventRow]) (string, *ext.Table, []any
 		if err := batch.Append(e.EventID, e.Type, e.RegionID, e.Timestamp.UTC(), e.ReceivedAt.UTC(), e.UserHash, e.ProductType,
 			e.Price, e.AvailableSupply, e.Signal, e.Value, e.QuoteID, x.ID, x.Variant,
 			bf, r.topic, uint32(r.partition), uint64(r.offset)); err != nil {
-			return "", nil, nil, err
+			return "", nil, err
 		}
 	}
 	cols := strings.Join(eventColumns, ", ")
 	where, args := k.where()
 	return "INSERT INTO " + db + ".events_raw (" + cols + ") SELECT " + cols + " FROM batch" +
-		" WHERE event_id NOT IN (SELECT event_id FROM " + db + ".events_raw WHERE " + where + ")", batch, args, nil
+		" WHERE event_id NOT IN (SELECT event_id FROM " + db + ".events_raw WHERE " + where + ")", args, nil
 }
 
 func decodeEvent(m *kafka.Message) (eventRow, error) {
@@ -200,20 +199,15 @@ var decisionsTable = table[decisionRow]{
 	decode:  decodeDecision,
 	dedup:   dedupDecisions,
 	fenced:  fencedDecisions,
+	columnTypes: []string{
+		"String", "String", "DateTime", "String", "String", "String",
+		"Float64", "Float64", "String", "UInt32", "String", "String", "UInt8",
+		"UInt32", "Float64", "DateTime",
+		"String", "String", "UInt32", "UInt64",
+	},
 }
 
-var decisionColumnTypes = []string{
-	"String", "String", "DateTime", "String", "String", "String",
-	"Float64", "Float64", "String", "UInt32", "String", "String", "UInt8",
-	"UInt32", "Float64", "DateTime",
-	"String", "String", "UInt32", "UInt64",
-}
-
-func fencedDecisions(db string, recs []record[decisionRow]) (string, *ext.Table, []any, error) {
-	batch, err := externalTable(decisionColumns, decisionColumnTypes)
-	if err != nil {
-		return "", nil, nil, err
-	}
+func fencedDecisions(db string, batch *ext.Table, recs []record[decisionRow]) (string, []any, error) {
 	for i := range recs {
 		r := &recs[i]
 		if !r.valid {
@@ -228,12 +222,12 @@ func fencedDecisions(db string, recs []record[decisionRow]) (string, *ext.Table,
 			d.Multiplier, d.Price, d.Currency, d.RuleVersion, d.ModelVersion, d.Forecast.Source, dg,
 			d.Forecast.HorizonMinutes, d.Forecast.Demand, forecastAt(d),
 			d.Record, r.topic, uint32(r.partition), uint64(r.offset)); err != nil {
-			return "", nil, nil, err
+			return "", nil, err
 		}
 	}
 	cols := strings.Join(decisionColumns, ", ")
 	return "INSERT INTO " + db + ".pricing_decisions (" + cols + ") SELECT " + cols + " FROM batch" +
-		" WHERE quote_id NOT IN (SELECT quote_id FROM " + db + ".pricing_decisions WHERE quote_id IN (SELECT quote_id FROM batch))", batch, nil, nil
+		" WHERE quote_id NOT IN (SELECT quote_id FROM " + db + ".pricing_decisions WHERE quote_id IN (SELECT quote_id FROM batch))", nil, nil
 }
 
 func decodeDecision(m *kafka.Message) (decisionRow, error) {
