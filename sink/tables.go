@@ -162,7 +162,8 @@ func decodeEvent(m *kafka.Message) (eventRow, error) {
 
 // decisionRow holds the columns of pricing_decisions taken from an audit
 // record (written by the quotes package, decoded by auditrecord: CBOR, or
-// JSON before December 2026); Record is the whole record, as written.
+// JSON before December 2026); Record is the whole record, as written (the
+// message's own bytes: kafka-go reads every message into a new slice).
 type decisionRow struct {
 	QuoteID      string    `json:"quoteId"`
 	TraceID      string    `json:"traceId"`
@@ -183,7 +184,7 @@ type decisionRow struct {
 	} `json:"forecast"`
 	Degraded bool `json:"degraded"`
 
-	Record string `json:"-"`
+	Record []byte `json:"-"`
 }
 
 var decisionColumns = []string{
@@ -243,7 +244,7 @@ func decodeDecision(m *kafka.Message) (decisionRow, error) {
 	case math.IsNaN(d.Multiplier) || math.IsNaN(d.Price):
 		return d, errors.New("pricing decision with NaN multiplier or price")
 	}
-	d.Record = string(m.Value)
+	d.Record = m.Value
 	return d, nil
 }
 
