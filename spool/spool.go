@@ -228,8 +228,16 @@ func (s *Spool) recover(seg uint64) (int64, error) {
 
 // Append writes a record; it returns once the frame is in the file.
 func (s *Spool) Append(r Record) error {
-	// The frame is built in one allocation: header, then the payload.
-	frame := make([]byte, frameHeader, frameHeader+6+len(r.Topic)+len(r.Key)+len(r.Value))
+	// The frame is built in one buffer, header then payload, that goes
+	// back to framePool once written.
+	bp := framePool.Get().(*[]byte)
+	frame := slices.Grow((*bp)[:0], frameHeader+6+len(r.Topic)+len(r.Key)+len(r.Value))[:frameHeader]
+	defer func() {
+		if cap(frame) <= maxPooledFrame {
+			*bp = frame[:0]
+			framePool.Put(bp)
+		}
+	}()
 	frame = binary.BigEndian.AppendUint16(frame, uint16(len(r.Topic)))
 	frame = append(frame, r.Topic...)
 	frame = binary.BigEndian.AppendUint32(frame, uint32(len(r.Key)))
@@ -267,6 +275,12 @@ func (s *Spool) Append(r Record) error {
 	s.notify = make(chan struct{})
 	return nil
 }
+
+// framePool holds Append's frame buffers, those of at most maxPooledFrame
+// bytes.
+var framePool = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledFrame = 64 << 10
 
 // rotate starts the next segment, from a spare when there is one: a
 // rename, and writes over its blocks. The full segment loses what is left
