@@ -21,8 +21,9 @@ import (
 
 // Options configures a Publisher. Zero values take the defaults.
 type Options struct {
-	// Buffer is how many records may wait for Kafka (default 100,000); when
-	// it is full Publish refuses new records (and counts them).
+	// Buffer is how many records may wait for Kafka in memory without a
+	// Spool (default 100,000); when it is full Publish refuses new records
+	// (and counts them).
 	Buffer int
 	// BatchSize bounds the records of one WriteMessages call (default
 	// 1,000); kafka-go sends them as batches of at most PartitionBatch per
@@ -76,9 +77,8 @@ func New(brokers []string, opts Options) *Publisher {
 		opts.Logger = slog.Default()
 	}
 	p := &Publisher{
-		w:     ingest.NewWriter(brokers, opts.PartitionBatch, opts.BatchTimeout),
-		opts:  opts,
-		queue: make(chan kafka.Message, opts.Buffer),
+		w:    ingest.NewWriter(brokers, opts.PartitionBatch, opts.BatchTimeout),
+		opts: opts,
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "surge_kafka_published_total", Help: "Records acknowledged by Kafka, by topic.",
 		}, []string{"topic"}),
@@ -88,6 +88,9 @@ func New(brokers []string, opts Options) *Publisher {
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "surge_kafka_publish_failures_total", Help: "Failed produce attempts (retried), by topic.",
 		}, []string{"topic"}),
+	}
+	if opts.Spool == nil { // with a spool the records wait there
+		p.queue = make(chan kafka.Message, opts.Buffer)
 	}
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(p.sent, p.dropped, p.failures)

@@ -78,7 +78,7 @@ func (s *Sink) invalidRecord(p tp, offset int64, err error) {
 // BatchSize rows, each sent at the latest BatchDelay after its first record,
 // and inserts them. When ctx ends it tries once to insert the batch at hand.
 func runBatcher[R any](ctx context.Context, s *Sink, t *table[R], gen *consumer.Generation, in <-chan record[R]) {
-	pending := make([]record[R], 0, s.opts.BatchSize)
+	var pending []record[R] // grows to what the rate fills within BatchDelay, then reused
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()

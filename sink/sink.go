@@ -320,6 +320,12 @@ func (s *Sink) commitStarts(gen *consumer.Generation, starts map[tp]int64) {
 	}
 }
 
+// batcherQueue bounds the records waiting for a batcher while it inserts:
+// enough for the readers to keep reading through an insert's fixed cost,
+// while Kafka's fetches and kafka-go's own queues hold the rest (at
+// BatchSize, 10,000 records of a few hundred bytes waited in every one).
+const batcherQueue = 1024
+
 // startTable starts a reader per partition of a table and Inserters
 // batchers. A partition always feeds the same batcher, so the inserts of
 // one partition never overlap: that keeps the reasoning of flushBatch (and
@@ -328,7 +334,7 @@ func startTable[R any](ctx context.Context, wg *sync.WaitGroup, s *Sink, t *tabl
 	n := min(s.opts.Inserters, len(parts))
 	chans := make([]chan record[R], n)
 	for i := range chans {
-		ch := make(chan record[R], s.opts.BatchSize)
+		ch := make(chan record[R], min(s.opts.BatchSize, batcherQueue))
 		chans[i] = ch
 		wg.Go(func() { runBatcher(ctx, s, t, gen, ch) })
 	}
