@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/segmentio/encoding/json"
+
+	"github.com/surgeworks/surge/userhash"
 )
 
 // The clock and limits of the fuzzed intake (IntakeOptions' defaults).
@@ -147,7 +149,7 @@ func FuzzDecodeEvents(f *testing.F) {
 	} {
 		f.Add([]byte(body))
 	}
-	in := &Intake{opts: IntakeOptions{UserHashKey: []byte("fuzz-user-hash-key")}}
+	in := &Intake{users: userhash.New([]byte("fuzz-user-hash-key"))}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		items, ok := decodeRequest(body)
 		if !ok {

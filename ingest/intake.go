@@ -2,8 +2,6 @@ package ingest
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -21,6 +19,7 @@ import (
 	"github.com/surgeworks/surge/auth"
 	"github.com/surgeworks/surge/ratelimit"
 	"github.com/surgeworks/surge/redisconn"
+	"github.com/surgeworks/surge/userhash"
 )
 
 // Status of one event in a Response.
@@ -167,9 +166,7 @@ func (o *IntakeOptions) defaults() error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if len(o.UserHashKey) == 0 {
-		o.UserHashKey = make([]byte, 32)
-		_, _ = rand.Read(o.UserHashKey)
+	if len(o.UserHashKey) == 0 { // userhash.New takes a random one
 		o.Logger.Warn("ingest: no user hash key; using a random one (user hashes differ between processes)")
 	}
 	if o.Now == nil {
@@ -277,6 +274,7 @@ type Intake struct {
 	rdb      redis.UniversalClient
 	producer Producer
 	limiter  *ratelimit.Limiter // nil: no rate limits
+	users    *userhash.Hasher
 	opts     IntakeOptions
 	m        intakeMetrics
 	lastWarn atomic.Int64 // unix ns of the last fail-open warning
@@ -291,7 +289,8 @@ func NewIntake(rdb redis.UniversalClient, producer Producer, limiter *ratelimit.
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	return &Intake{rdb: rdb, producer: producer, limiter: limiter, opts: opts, m: newIntakeMetrics(opts.Registerer)}, nil
+	return &Intake{rdb: rdb, producer: producer, limiter: limiter, users: userhash.New(opts.UserHashKey), opts: opts,
+		m: newIntakeMetrics(opts.Registerer)}, nil
 }
 
 // Response is the answer to an ingestion request.
@@ -427,9 +426,7 @@ func (in *Intake) ingest(ctx context.Context, client ClientID, items []item) (Re
 func (in *Intake) normalise(e *Event, now time.Time) {
 	e.UserHash = ""
 	if e.UserID != "" {
-		h := hmac.New(sha256.New, in.opts.UserHashKey)
-		h.Write([]byte(e.UserID))
-		e.UserHash = hex.EncodeToString(h.Sum(nil)[:16])
+		e.UserHash = in.users.Hash(e.UserID)
 		e.UserID = ""
 	}
 	e.Timestamp = e.Timestamp.UTC()

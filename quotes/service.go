@@ -2,9 +2,7 @@ package quotes
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,6 +22,7 @@ import (
 	"github.com/surgeworks/surge/inference"
 	"github.com/surgeworks/surge/pricing"
 	"github.com/surgeworks/surge/rules"
+	"github.com/surgeworks/surge/userhash"
 )
 
 // Request asks for the price of a product in a region.
@@ -150,10 +149,6 @@ func (o *Options) defaults() {
 	if o.LocalQuotes <= 0 {
 		o.LocalQuotes = 20_000
 	}
-	if len(o.UserHashKey) == 0 {
-		o.UserHashKey = make([]byte, 32)
-		_, _ = rand.Read(o.UserHashKey)
-	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -175,6 +170,7 @@ type Service struct {
 	states map[stateKey]pricing.State // smoothing state, authoritative in process
 	quoted map[stateKey]float64       // last quoted multiplier, to publish changes
 
+	users  *userhash.Hasher
 	recent *lru.LRU[string, Quote]
 	snaps  sync.Map // snapKey → cachedSnapshot
 	writes chan write
@@ -206,6 +202,7 @@ func New(r Rules, rdb redis.UniversalClient, fc *inference.Forecaster, audit Pub
 		audit:      audit,
 		states:     make(map[stateKey]pricing.State),
 		quoted:     make(map[stateKey]float64),
+		users:      userhash.New(opts.UserHashKey),
 		recent:     lru.NewLRU[string, Quote](opts.LocalQuotes, nil, opts.Validity),
 		writes:     make(chan write, 8192),
 		m:          newMetrics(opts.Registerer),
@@ -405,7 +402,7 @@ func (s *Service) price(r Request, rule pricing.Rule, sn snapshot, fc inference.
 		SupplyKnown: supplyKnown,
 		RuleVersion: rule.Version,
 		Experiments: refs,
-		UserHash:    s.hashUser(r.UserID),
+		UserHash:    s.users.Hash(r.UserID),
 		CreatedAt:   now,
 		ValidUntil:  now.Add(s.opts.Validity),
 		Warnings:    append([]string(nil), fc.Warnings...),
@@ -451,17 +448,7 @@ func NewTraceID() string {
 
 // UserHash is the keyed hash that replaces a user id in quotes, audit
 // records and events ("" for no user).
-func (s *Service) UserHash(id string) string { return s.hashUser(id) }
-
-// hashUser replaces a user id by a keyed hash, so the audit log never holds it.
-func (s *Service) hashUser(id string) string {
-	if id == "" {
-		return ""
-	}
-	h := hmac.New(sha256.New, s.opts.UserHashKey)
-	h.Write([]byte(id))
-	return hex.EncodeToString(h.Sum(nil)[:16])
-}
+func (s *Service) UserHash(id string) string { return s.users.Hash(id) }
 
 // Lookup returns a quote given earlier while it is valid.
 func (s *Service) Lookup(ctx context.Context, quoteID string) (Quote, error) {
