@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/spf13/pflag"
 
 	"github.com/surgeworks/surge/auth"
@@ -275,6 +278,29 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// setMemoryLimit sets the Go runtime's soft memory limit to 90 % of the
+// container's (cgroup) memory limit, as Prometheus does, so that near the
+// limit the collector works harder instead of the kernel killing the
+// process. GOMEMLIMIT, when set, wins; AUTOMEMLIMIT sets another ratio in
+// (0, 1], or "off". A bad AUTOMEMLIMIT stops the start; a limit that cannot
+// be read (no cgroup, not Linux) leaves the runtime's default with a
+// warning.
+func setMemoryLimit(logger *slog.Logger) error {
+	if v, ok := os.LookupEnv("AUTOMEMLIMIT"); ok && v != "off" {
+		if r, err := strconv.ParseFloat(v, 64); err != nil || !(r > 0 && r <= 1) {
+			return fmt.Errorf("environment variable AUTOMEMLIMIT=%q: want a ratio in (0, 1] or off", v)
+		}
+	}
+	limit, err := memlimit.Set(memlimit.WithLogger(logger.With("component", "memlimit")))
+	switch {
+	case err != nil:
+		logger.Warn("memory limit not set from the container's", "err", err)
+	case limit < math.MaxInt64:
+		logger.Info("memory limit set from the container's", "gomemlimit_bytes", limit)
+	}
+	return nil
 }
 
 // logger builds the process logger.

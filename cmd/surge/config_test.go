@@ -1,10 +1,14 @@
 package main
 
 import (
+	"log/slog"
+	"math"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/spf13/pflag"
 )
 
@@ -116,5 +120,52 @@ func TestTopicSpecs(t *testing.T) {
 				t.Errorf("%s, want %s", got, c.want)
 			}
 		})
+	}
+}
+
+func TestSetMemoryLimit(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	logger := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		env     string
+		wantErr bool
+	}{
+		{"abc", true},
+		{"0", true},
+		{"1.5", true},
+		{"-0.2", true},
+		{"off", false},
+		{"0.5", false},
+	} {
+		t.Run(tc.env, func(t *testing.T) {
+			debug.SetMemoryLimit(math.MaxInt64)
+			t.Setenv("AUTOMEMLIMIT", tc.env)
+			err := setMemoryLimit(logger)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("AUTOMEMLIMIT=%s: error %v, want error %v", tc.env, err, tc.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), "AUTOMEMLIMIT") {
+				t.Errorf("error %q does not name the variable", err)
+			}
+			got := debug.SetMemoryLimit(-1)
+			want := int64(math.MaxInt64) // refused, off, or no container limit here
+			if limit, err := memlimit.FromCgroup(); tc.env == "0.5" && err == nil {
+				want = int64(float64(limit) * 0.5)
+			}
+			if got != want {
+				t.Errorf("AUTOMEMLIMIT=%s: GOMEMLIMIT %d, want %d", tc.env, got, want)
+			}
+		})
+	}
+	// GOMEMLIMIT wins.
+	t.Setenv("AUTOMEMLIMIT", "0.5")
+	t.Setenv("GOMEMLIMIT", "123MiB")
+	debug.SetMemoryLimit(123 << 20)
+	if err := setMemoryLimit(logger); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 123<<20 {
+		t.Errorf("with GOMEMLIMIT set: %d, want %d", got, 123<<20)
 	}
 }

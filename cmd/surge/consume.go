@@ -40,6 +40,9 @@ has processed and stops.`,
 			if err != nil {
 				return err
 			}
+			if err := setMemoryLimit(logger); err != nil {
+				return err
+			}
 			c, err := newConsumers(cmd.Context(), cfg, logger)
 			if err != nil {
 				return err

@@ -71,6 +71,9 @@ stops the service and every child process.`,
 			if err != nil {
 				return err
 			}
+			if err := setMemoryLimit(logger); err != nil {
+				return err
+			}
 			own := ownServers{
 				redis:      !cmd.Flags().Changed("redis-addr"),
 				clickhouse: !cmd.Flags().Changed("clickhouse-addr"),

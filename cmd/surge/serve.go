@@ -57,6 +57,9 @@ loads the active model from the registry and serves /graphql, /playground, /heal
 			if err != nil {
 				return err
 			}
+			if err := setMemoryLimit(logger); err != nil {
+				return err
+			}
 			if err := cfg.readSecretFiles(); err != nil {
 				return err
 			}
