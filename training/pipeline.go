@@ -303,7 +303,7 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 	var choices []string
 	for _, c := range candidates {
 		o := withSchema(c)
-		_, split, err := o.schema()
+		sc, sp, err := o.schema()
 		if err != nil {
 			return nil, fmt.Errorf("training pipeline: %w", err)
 		}
@@ -314,7 +314,7 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 			}
 			progress(fmt.Sprintf("backtest fold %d/%d (%s): train before %s, test to %s", i+1, len(folds), c,
 				f.Origin.Format(time.DateTime), f.End.Format(time.DateTime)))
-			if _, _, _, err := split(ctx, hist, f.Origin, f.End, o, acc); err != nil {
+			if _, _, _, err := sp(ctx, hist, f.Origin, f.End, o, acc); err != nil {
 				return nil, fmt.Errorf("training pipeline: backtest fold %d (%s): %w", i+1, c, err)
 			}
 		}
@@ -329,7 +329,7 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 		}
 		choices = append(choices, fmt.Sprintf("%s %.4f", c, w))
 		if w < choice { // a NaN never wins
-			choice, bt, opts = w, acc, o
+			choice, bt, opts, schema, split = w, acc, o, sc, sp
 		}
 	}
 	if bt == nil {
@@ -338,7 +338,6 @@ func RunPipeline(ctx context.Context, hist []RegionHistory, opts PipelineOptions
 	if len(candidates) > 1 {
 		opts.Logger.Info("training pipeline: schema chosen on the backtest", "schema", opts.Schema, "mean_wape", strings.Join(choices, ", "))
 	}
-	schema, split, _ = opts.schema()
 	progress(fmt.Sprintf("holdout (%s): train before %s, test to %s", opts.Schema, holdStart.Format(time.DateTime), end.Format(time.DateTime)))
 	ho := newEvalAcc(opts.MAPEMinActual)
 	ens, ratios, rows, err := split(ctx, hist, holdStart, end, opts, ho)
