@@ -103,13 +103,15 @@ type Spool struct {
 	closed  bool
 	notify  chan struct{} // closed and replaced at every append
 	segSize map[uint64]int64
+	wSeed   uint32          // the checksum seed of the segment appended to
 	legacy  map[uint64]bool // segments of the earlier format (.seg); read-only after Open
 	spares  []string        // freed segment files ready for reuse
 
 	// the reader's cursor
-	r    *os.File
-	rBuf *bufio.Reader
-	rPos Position
+	r     *os.File
+	rBuf  *bufio.Reader
+	rSeed uint32 // the checksum seed of the segment read
+	rPos  Position
 }
 
 // Open opens (creating it if needed) the spool in dir and recovers it.
@@ -192,7 +194,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 	if _, err := s.w.Seek(end, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	s.wPos = Position{last, end}
+	s.wPos, s.wSeed = Position{last, end}, s.seed(last)
 	return s, nil
 }
 
@@ -259,7 +261,7 @@ func (s *Spool) Append(r Record) error {
 			return err
 		}
 	}
-	binary.BigEndian.PutUint32(frame[4:], crc32.Update(s.seed(s.wPos.Segment), crcTable, payload))
+	binary.BigEndian.PutUint32(frame[4:], crc32.Update(s.wSeed, crcTable, payload))
 	if _, err := s.w.Write(frame); err != nil {
 		return fmt.Errorf("spool: append: %w", err)
 	}
@@ -308,7 +310,7 @@ func (s *Spool) rotate() error {
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	s.w, s.wPos = w, Position{next, 0}
+	s.w, s.wPos, s.wSeed = w, Position{next, 0}, s.seed(next)
 	s.segSize[next] = 0
 	return nil
 }
@@ -362,7 +364,7 @@ func (s *Spool) readUpTo(n int, end Position) ([]Record, Position, error) {
 				f.Close()
 				return out, s.rPos, fmt.Errorf("spool: %w", err)
 			}
-			s.r, s.rBuf = f, bufio.NewReaderSize(f, 1<<16)
+			s.r, s.rBuf, s.rSeed = f, bufio.NewReaderSize(f, 1<<16), s.seed(s.rPos.Segment)
 		}
 		s.mu.Lock()
 		segEnd := s.segSize[s.rPos.Segment]
@@ -373,7 +375,7 @@ func (s *Spool) readUpTo(n int, end Position) ([]Record, Position, error) {
 			s.rPos = Position{s.rPos.Segment + 1, 0}
 			continue
 		}
-		size, rec, err := readFrame(s.rBuf, s.seed(s.rPos.Segment))
+		size, rec, err := readFrame(s.rBuf, s.rSeed)
 		if err != nil {
 			return out, s.rPos, fmt.Errorf("spool: read at %d/%d: %w", s.rPos.Segment, s.rPos.Offset, err)
 		}
