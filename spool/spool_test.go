@@ -32,6 +32,16 @@ func readN(t *testing.T, s *Spool, n int) ([]Record, Position) {
 	return out, pos
 }
 
+// mustOpen opens the spool in dir or fails the test.
+func mustOpen(t *testing.T, dir string, opts Options) *Spool {
+	t.Helper()
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func checkRecords(t *testing.T, got []Record, from int) {
 	t.Helper()
 	for i, r := range got {
@@ -47,10 +57,7 @@ func checkRecords(t *testing.T, got []Record, from int) {
 // acknowledged comes again); acknowledged segments are deleted.
 func TestAppendReadAckReopen(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, Options{SegmentBytes: 1 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, dir, Options{SegmentBytes: 1 << 10})
 	for i := range 200 {
 		if err := s.Append(rec(i)); err != nil {
 			t.Fatal(err)
@@ -74,10 +81,7 @@ func TestAppendReadAckReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = Open(dir, Options{SegmentBytes: 1 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = mustOpen(t, dir, Options{SegmentBytes: 1 << 10})
 	defer s.Close()
 	got, pos = readN(t, s, 80)
 	checkRecords(t, got, 120)
@@ -98,10 +102,7 @@ func TestTornTail(t *testing.T) {
 	for _, cut := range []int{1, 5, 9, 20} {
 		t.Run(fmt.Sprintf("cut %d bytes", cut), func(t *testing.T) {
 			dir := t.TempDir()
-			s, err := Open(dir, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := mustOpen(t, dir, Options{})
 			for i := range 10 {
 				if err := s.Append(rec(i)); err != nil {
 					t.Fatal(err)
@@ -116,10 +117,7 @@ func TestTornTail(t *testing.T) {
 			if err := os.Truncate(seg, fi.Size()-int64(cut)); err != nil {
 				t.Fatal(err)
 			}
-			s, err = Open(dir, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s = mustOpen(t, dir, Options{})
 			defer s.Close()
 			got, _ := readN(t, s, 9)
 			checkRecords(t, got, 0)
@@ -210,10 +208,7 @@ func BenchmarkAppend(b *testing.B) {
 func TestCheckpointCoalesced(t *testing.T) {
 	for _, closeFirst := range []bool{false, true} {
 		dir := t.TempDir()
-		s, err := Open(dir, Options{CheckpointEvery: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := mustOpen(t, dir, Options{CheckpointEvery: time.Hour})
 		for i := range 10 {
 			if err := s.Append(rec(i)); err != nil {
 				t.Fatal(err)
@@ -232,10 +227,7 @@ func TestCheckpointCoalesced(t *testing.T) {
 		} else {
 			s.w.Close() // as if killed: no final checkpoint
 		}
-		s, err = Open(dir, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s = mustOpen(t, dir, Options{})
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		got, _, _ := s.Read(ctx, 100)
 		cancel()
@@ -312,10 +304,7 @@ func TestSparesReused(t *testing.T) {
 	}
 	dir := t.TempDir()
 	opts := Options{SegmentBytes: 1 << 10, Spares: 2}
-	s, err := Open(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, dir, opts)
 	for i := range 100 {
 		if err := s.Append(fixed(i)); err != nil {
 			t.Fatal(err)
@@ -363,10 +352,7 @@ func TestSparesReused(t *testing.T) {
 	}
 
 	// A crash: open again without closing.
-	s2, err := Open(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s2 := mustOpen(t, dir, opts)
 	defer s2.Close()
 	got, _ := readN(t, s2, 10)
 	checkFixed(t, got, 100)
@@ -409,10 +395,7 @@ func TestEarlierFormatRead(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "checkpoint"), []byte("7 0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, dir, Options{})
 	defer s.Close()
 	if err := s.Append(rec(5)); err != nil {
 		t.Fatal(err)
